@@ -1,0 +1,58 @@
+//! Type erasure: a typed `async fn(E, EventMeta)` behind one object-safe trait.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use super::{EventMeta, HandleError};
+use crate::event::Event;
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send>>;
+
+/// Why handling failed: the payload did not decode, or the handler said so.
+#[derive(Debug)]
+pub(crate) enum HandlerFailure {
+    Undecodable(String),
+    Handler(HandleError),
+}
+
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture;
+}
+
+pub(crate) struct TypedHandler<E, F> {
+    handler: F,
+    // fn(E) keeps the handler Send + Sync whatever E is.
+    event: PhantomData<fn(E)>,
+}
+
+impl<E, F> TypedHandler<E, F> {
+    pub(crate) fn new(handler: F) -> Self {
+        Self {
+            handler,
+            event: PhantomData,
+        }
+    }
+}
+
+impl<E, F, Fut> ErasedHandler for TypedHandler<E, F>
+where
+    E: Event,
+    F: Fn(E, EventMeta) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
+        match E::decode(payload) {
+            Ok(event) => {
+                let future = (self.handler)(event, meta);
+                Box::pin(async move { future.await.map_err(HandlerFailure::Handler) })
+            }
+            Err(error) => {
+                let reason = format!("payload is not a valid {}: {error}", E::full_name());
+                Box::pin(async move { Err(HandlerFailure::Undecodable(reason)) })
+            }
+        }
+    }
+}

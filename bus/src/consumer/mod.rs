@@ -1,0 +1,265 @@
+//! Consuming events: durable JetStream pull consumers with explicit acks, typed handlers,
+//! redelivery with back-off, and dead letters.
+//!
+//! A [`Consumer`] reads the events of one publishing service. For each delivered message:
+//!
+//! | what happened | what the consumer does |
+//! | --- | --- |
+//! | the handler returned `Ok` | ack |
+//! | a [transient](HandleError::transient) error, deliveries left | nak with an exponential delay |
+//! | a transient error on the last allowed delivery | dead letter, then ack |
+//! | a [permanent](HandleError::permanent) error | dead letter, then ack |
+//! | no readable CloudEvents envelope, unknown type, or a payload that does not decode | dead letter, then ack |
+//! | delivered more often than allowed without an outcome (the process died mid-handling) | dead letter, then ack |
+//!
+//! A message is acknowledged only after its dead letter is stored, so nothing is lost; if the
+//! dead-letter stream is unreachable the message is nak'ed and tried again later.
+//!
+//! Handlers run concurrently up to [`ConsumerSettings::concurrency`]. Messages with the same
+//! CloudEvents `subject` (the same aggregate) go to the same worker, so they are handled in the
+//! order they arrive; redeliveries can still reorder them, so handlers must be idempotent.
+
+mod handler;
+mod run;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::backoff::Backoff;
+use crate::envelope::Envelope;
+use crate::error::{Error, error_kind};
+use crate::event::{Event, EventType};
+
+pub(crate) use handler::ErasedHandler;
+pub(crate) use run::prepare_consumer;
+
+error_kind! {
+    /// How a handler failed.
+    HandleErrorKind {
+        /// Worth retrying later (a database timeout, a service that is down).
+        Transient => "transient handler failure",
+        /// Retrying cannot help (the event contradicts the handler's state, a bug).
+        Permanent => "permanent handler failure",
+    }
+}
+
+/// A handler's failure, telling the consumer whether to retry.
+pub type HandleError = Error<HandleErrorKind>;
+
+impl HandleError {
+    /// A failure worth retrying: the message is redelivered after a back-off delay.
+    pub fn transient(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_source(HandleErrorKind::Transient, cause)
+    }
+
+    /// A failure retrying cannot fix: the message goes to the dead-letter stream at once.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_source(HandleErrorKind::Permanent, cause)
+    }
+}
+
+error_kind! {
+    /// Why a consumer could not run.
+    ConsumeErrorKind {
+        /// The declaration is inconsistent (no handlers, events of several services, a bad name).
+        InvalidDeclaration => "invalid consumer declaration",
+        /// Its stream, consumer or the dead-letter stream could not be provisioned.
+        Provision => "cannot provision consumer",
+    }
+}
+
+/// A consumer that could not run.
+pub type ConsumeError = Error<ConsumeErrorKind>;
+
+/// Where and how a message was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The durable consumer that received it.
+    pub consumer: String,
+    /// The stream it is stored in.
+    pub stream: String,
+    /// Its sequence number in that stream.
+    pub stream_sequence: u64,
+    /// Which delivery this is: 1 the first time, 2 for the first redelivery, …
+    pub attempt: u64,
+    /// The NATS subject it was published on.
+    pub nats_subject: String,
+    /// When JetStream stored it.
+    pub published: OffsetDateTime,
+    /// True when an operator replayed it from the dead-letter stream.
+    pub replayed: bool,
+}
+
+/// Everything about an event except its payload: handed to handlers with the decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// The CloudEvents attributes.
+    pub envelope: Envelope,
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The W3C `traceparent` the producer sent, if any.
+    pub traceparent: Option<String>,
+}
+
+/// Tuning of one consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSettings {
+    /// Handlers running at once (and workers messages are spread over).
+    pub concurrency: usize,
+    /// Deliveries before a transiently failing message is dead-lettered.
+    pub max_deliveries: u64,
+    /// Redelivery delays after transient failures.
+    pub backoff: Backoff,
+    /// How long JetStream waits for an ack before redelivering (a crashed handler).
+    pub ack_wait: Duration,
+    /// Messages requested from JetStream per pull.
+    pub batch_size: usize,
+    /// Unacknowledged messages JetStream lets this consumer hold.
+    pub max_ack_pending: i64,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            max_deliveries: 8,
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            ack_wait: Duration::from_secs(30),
+            batch_size: 256,
+            max_ack_pending: 4096,
+        }
+    }
+}
+
+/// A durable consumer of one service's events, with a handler per event type.
+///
+/// ```
+/// # use govbus_bus::{Consumer, EventMeta, HandleError};
+/// # #[derive(Clone, PartialEq, prost::Message)]
+/// # pub struct CitizenDeceased { #[prost(string, tag = "1")] pub citizen_ref: String }
+/// # impl prost::Name for CitizenDeceased {
+/// #     const PACKAGE: &'static str = "govbus.identity.v1";
+/// #     const NAME: &'static str = "CitizenDeceased";
+/// # }
+/// # impl govbus_bus::Event for CitizenDeceased { const TYPE: &'static str = "identity.citizen.deceased.v1"; }
+/// async fn suspend_benefits(event: CitizenDeceased, meta: EventMeta) -> Result<(), HandleError> {
+///     // … update the database, idempotently …
+///     Ok(())
+/// }
+///
+/// let consumer = Consumer::new("welfare-identity")
+///     .on::<CitizenDeceased, _, _>(suspend_benefits)
+///     .max_deliveries(5);
+/// assert_eq!(consumer.source_service()?, "identity");
+/// # Ok::<(), govbus_bus::ConsumeError>(())
+/// ```
+pub struct Consumer {
+    pub(crate) name: String,
+    pub(crate) handlers: BTreeMap<&'static str, Arc<dyn ErasedHandler>>,
+    pub(crate) settings: ConsumerSettings,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Consumer {
+    /// A durable consumer named `name` (unique per service, kept by JetStream across restarts).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            handlers: BTreeMap::new(),
+            settings: ConsumerSettings::default(),
+        }
+    }
+
+    /// Handles events of type `E` with `handler`.
+    pub fn on<E, F, Fut>(mut self, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(E, EventMeta) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+    {
+        self.handlers
+            .insert(E::TYPE, Arc::new(handler::TypedHandler::<E, F>::new(handler)));
+        self
+    }
+
+    /// Replaces all settings.
+    pub fn settings(mut self, settings: ConsumerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Handlers running at once.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.settings.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Deliveries before a transiently failing message is dead-lettered.
+    pub fn max_deliveries(mut self, deliveries: u64) -> Self {
+        self.settings.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// Redelivery delays after transient failures.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// How long JetStream waits for an ack before redelivering.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.settings.ack_wait = ack_wait;
+        self
+    }
+
+    /// The durable consumer name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The event types this consumer handles.
+    pub fn event_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.handlers.keys().copied()
+    }
+
+    /// The one service whose events this consumer reads.
+    pub fn source_service(&self) -> Result<&'static str, ConsumeError> {
+        let mut services = self.handlers.keys().map(|name| {
+            EventType::parse(name)
+                .map(|parsed| parsed.service())
+                .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error))
+        });
+        let first = services.next().ok_or_else(|| {
+            ConsumeError::with_detail(
+                ConsumeErrorKind::InvalidDeclaration,
+                format!("consumer {:?} has no handlers", self.name),
+            )
+        })??;
+        for service in services {
+            let service = service?;
+            if service != first {
+                return Err(ConsumeError::with_detail(
+                    ConsumeErrorKind::InvalidDeclaration,
+                    format!(
+                        "consumer {:?} mixes events of {first:?} and {service:?}; declare one consumer per source service",
+                        self.name
+                    ),
+                ));
+            }
+        }
+        Ok(first)
+    }
+}

@@ -1,0 +1,414 @@
+//! The consumer loop: fetch, spread over workers, handle, settle.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, AckKind};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, field};
+
+use super::handler::{ErasedHandler, HandlerFailure};
+use super::{ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta, HandleErrorKind};
+use crate::Bus;
+use crate::backoff::Backoff;
+use crate::dead_letter::{self, DeadLetters, Failure};
+use crate::envelope::{Envelope, headers};
+use crate::provision;
+use crate::trace_context;
+
+/// How long a pull request waits on the server, and how often the server proves it is alive.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
+struct ConsumerContext {
+    bus: Bus,
+    service: String,
+    name: String,
+    stream: String,
+    source_subjects: String,
+    config: pull::Config,
+    handlers: std::collections::BTreeMap<&'static str, Arc<dyn ErasedHandler>>,
+    settings: ConsumerSettings,
+    dead_letters: DeadLetters,
+}
+
+/// A provisioned consumer, ready to run.
+pub(crate) struct PreparedConsumer {
+    context: Arc<ConsumerContext>,
+    nats_consumer: jetstream::consumer::Consumer<pull::Config>,
+}
+
+/// Provisions the source stream (if its owner has not yet) and the durable consumer.
+pub(crate) async fn prepare_consumer(
+    bus: &Bus,
+    service: &str,
+    consumer: Consumer,
+) -> Result<PreparedConsumer, ConsumeError> {
+    let topology = bus.topology();
+    topology
+        .check_consumer(&consumer.name)
+        .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error))?;
+    let source = consumer.source_service()?;
+    let filter_subjects = consumer
+        .event_types()
+        .map(|event_type| topology.event_subject(event_type))
+        .collect();
+    let config = pull::Config {
+        durable_name: Some(consumer.name.clone()),
+        description: Some(format!("{service}: {} events", source)),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: consumer.settings.ack_wait,
+        // Unlimited at the server: the bus itself dead-letters after max_deliveries, so a
+        // message is never silently left behind.
+        max_deliver: -1,
+        deliver_policy: DeliverPolicy::All,
+        filter_subjects,
+        max_ack_pending: consumer.settings.max_ack_pending,
+        ..Default::default()
+    };
+    let context = Arc::new(ConsumerContext {
+        bus: bus.clone(),
+        service: service.to_owned(),
+        stream: topology.service_stream(source),
+        source_subjects: topology.service_subjects(source),
+        name: consumer.name,
+        config,
+        handlers: consumer.handlers,
+        settings: consumer.settings,
+        dead_letters: bus.dead_letters(),
+    });
+    let nats_consumer = provision_consumer(&context).await?;
+    Ok(PreparedConsumer {
+        context,
+        nats_consumer,
+    })
+}
+
+async fn provision_consumer(
+    context: &ConsumerContext,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumeError> {
+    let stream = provision::existing_or_new_stream(
+        context.bus.jetstream(),
+        context.bus.stream_settings(),
+        &context.stream,
+        vec![context.source_subjects.clone()],
+        "govbus events",
+    )
+    .await
+    .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::Provision, error))?;
+    stream
+        .create_consumer(context.config.clone())
+        .await
+        .map_err(|error| {
+            ConsumeError::with_detail(
+                ConsumeErrorKind::Provision,
+                format!("consumer {} on {}: {error}", context.name, context.stream),
+            )
+        })
+}
+
+impl PreparedConsumer {
+    /// The durable consumer name.
+    pub(crate) fn name(&self) -> &str {
+        &self.context.name
+    }
+
+    /// Runs until `shutdown` is cancelled, then finishes the messages already handed to workers.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let context = self.context;
+        let mut nats_consumer = self.nats_consumer;
+        let concurrency = context.settings.concurrency.max(1);
+        let lane_capacity = (context.settings.batch_size / concurrency).max(1);
+        let mut lanes = Vec::with_capacity(concurrency);
+        let mut workers = JoinSet::new();
+        for _ in 0..concurrency {
+            let (sender, receiver) = mpsc::channel(lane_capacity);
+            lanes.push(sender);
+            workers.spawn(worker(Arc::clone(&context), receiver));
+        }
+        let reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut failures = 0;
+
+        'fetching: while !shutdown.is_cancelled() {
+            let started = nats_consumer
+                .stream()
+                .max_messages_per_batch(context.settings.batch_size)
+                .expires(PULL_EXPIRES)
+                .heartbeat(PULL_HEARTBEAT)
+                .messages()
+                .await;
+            match started {
+                Ok(mut messages) => loop {
+                    let next = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break 'fetching,
+                        next = messages.next() => next,
+                    };
+                    match next {
+                        Some(Ok(message)) => {
+                            failures = 0;
+                            let lane = lane_of(&message, lanes.len());
+                            if lanes[lane].send(message).await.is_err() {
+                                tracing::error!(message = "Consumer worker stopped.", consumer = %context.name);
+                                break 'fetching;
+                            }
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(message = "Pull from JetStream failed.", consumer = %context.name, %error);
+                            if matches!(
+                                error.kind(),
+                                MessagesErrorKind::ConsumerDeleted
+                                    | MessagesErrorKind::NoResponders
+                                    | MessagesErrorKind::RequestLimitExceeded
+                                    | MessagesErrorKind::PushBasedConsumer
+                            ) {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(message = "Cannot start pulling from JetStream.", consumer = %context.name, %error);
+                }
+            }
+            // The pull stream ended: wait, then make sure the consumer exists again.
+            let delay = reconnect.delay(failures);
+            failures += 1;
+            tokio::select! {
+                () = shutdown.cancelled() => break 'fetching,
+                () = tokio::time::sleep(delay) => {}
+            }
+            match provision_consumer(&context).await {
+                Ok(provisioned) => nats_consumer = provisioned,
+                Err(error) => {
+                    tracing::warn!(message = "Cannot re-create consumer; will retry.", consumer = %context.name, %error);
+                }
+            }
+        }
+
+        // Stop fetching; let every worker finish what it was handed.
+        drop(lanes);
+        while workers.join_next().await.is_some() {}
+        context.bus.flush().await;
+        tracing::info!(message = "Consumer stopped.", consumer = %context.name);
+    }
+}
+
+/// Messages about the same aggregate (CloudEvents subject) go to the same worker.
+fn lane_of(message: &jetstream::Message, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    match header(message.headers.as_ref(), headers::SUBJECT) {
+        Some(subject) => subject.hash(&mut hasher),
+        None => message
+            .info()
+            .map(|info| info.stream_sequence)
+            .unwrap_or_default()
+            .hash(&mut hasher),
+    }
+    (hasher.finish() % lanes.max(1) as u64) as usize
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers?.get(name).map(|value| value.as_str())
+}
+
+async fn worker(context: Arc<ConsumerContext>, mut receiver: mpsc::Receiver<jetstream::Message>) {
+    while let Some(message) = receiver.recv().await {
+        process(&context, message).await;
+    }
+}
+
+/// What to do with a delivered message.
+enum Outcome {
+    Ack,
+    Retry(Duration),
+    DeadLetter(String),
+}
+
+async fn process(context: &ConsumerContext, message: jetstream::Message) {
+    let (stream_sequence, attempt, published) = match message.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            u64::try_from(info.delivered).unwrap_or(1),
+            info.published,
+        ),
+        Err(error) => {
+            tracing::warn!(message = "Ignoring a message that is not a JetStream delivery.", %error);
+            return;
+        }
+    };
+    let headers = message.headers.as_ref();
+    let replay_for = header(headers, dead_letter::headers::REPLAY_FOR);
+    if replay_for.is_some_and(|target| target != context.name) {
+        // A replay meant for another consumer of the same subject.
+        settle(context, &message, Outcome::Ack, stream_sequence, attempt).await;
+        return;
+    }
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {}", message.subject),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %message.subject,
+        messaging.consumer.group.name = %context.name,
+        messaging.message.id = field::Empty,
+        messaging.message.body.size = message.payload.len(),
+        messaging.nats.stream = %context.stream,
+        messaging.nats.stream_sequence = stream_sequence,
+        messaging.nats.delivery_count = attempt,
+        cloudevents.event_type = field::Empty,
+        govbus.outcome = field::Empty,
+    );
+    trace_context::continue_from(&span, headers);
+    let delivery = Delivery {
+        consumer: context.name.clone(),
+        stream: context.stream.clone(),
+        stream_sequence,
+        attempt,
+        nats_subject: message.subject.to_string(),
+        published,
+        replayed: replay_for.is_some(),
+    };
+    async {
+        let outcome = decide(context, &message, delivery).await;
+        let recorded = match &outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::DeadLetter(_) => "dead_letter",
+        };
+        Span::current().record("govbus.outcome", recorded);
+        settle(context, &message, outcome, stream_sequence, attempt).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn decide(context: &ConsumerContext, message: &jetstream::Message, delivery: Delivery) -> Outcome {
+    let envelope = match Envelope::from_headers(message.headers.as_ref()) {
+        Ok(envelope) => envelope,
+        Err(error) => return Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}")),
+    };
+    let span = Span::current();
+    span.record("messaging.message.id", envelope.id.as_str());
+    span.record("cloudevents.event_type", envelope.event_type.as_str());
+    let max = context.settings.max_deliveries;
+    if delivery.attempt > max {
+        return Outcome::DeadLetter(format!(
+            "delivered {} times without an outcome (limit {max}); the handler may have crashed or timed out",
+            delivery.attempt
+        ));
+    }
+    let Some(handler) = context.handlers.get(envelope.event_type.as_str()) else {
+        return Outcome::DeadLetter(format!(
+            "unknown event type {:?} for consumer {}",
+            envelope.event_type, context.name
+        ));
+    };
+    let attempt = delivery.attempt;
+    let meta = EventMeta {
+        traceparent: header(message.headers.as_ref(), headers::TRACEPARENT).map(str::to_owned),
+        envelope,
+        delivery,
+    };
+    let handled = AssertUnwindSafe(handler.handle(message.payload.clone(), meta))
+        .catch_unwind()
+        .await;
+    match handled {
+        Ok(Ok(())) => Outcome::Ack,
+        Ok(Err(HandlerFailure::Undecodable(reason))) => Outcome::DeadLetter(reason),
+        Ok(Err(HandlerFailure::Handler(error))) => match error.kind() {
+            HandleErrorKind::Permanent => {
+                Outcome::DeadLetter(format!("handler failed permanently: {error}"))
+            }
+            _ if attempt >= max => Outcome::DeadLetter(format!(
+                "handler failed on all {attempt} deliveries; last error: {error}"
+            )),
+            _ => {
+                let delay = context.settings.backoff.delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+                tracing::warn!(
+                    message = "Handler failed; message will be redelivered.",
+                    %error,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                );
+                Outcome::Retry(delay)
+            }
+        },
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic".to_owned());
+            Outcome::DeadLetter(format!("handler panicked: {what}"))
+        }
+    }
+}
+
+async fn settle(
+    context: &ConsumerContext,
+    message: &jetstream::Message,
+    outcome: Outcome,
+    stream_sequence: u64,
+    attempt: u64,
+) {
+    let kind = match outcome {
+        Outcome::Ack => AckKind::Ack,
+        Outcome::Retry(delay) => AckKind::Nak(Some(delay)),
+        Outcome::DeadLetter(reason) => {
+            tracing::warn!(
+                message = "Message dead-lettered.",
+                consumer = %context.name,
+                stream = %context.stream,
+                stream_sequence,
+                attempt,
+                %reason,
+            );
+            let failure = Failure {
+                service: &context.service,
+                consumer: &context.name,
+                stream: &context.stream,
+                stream_sequence,
+                subject: &message.subject,
+                deliveries: attempt,
+                reason: &reason,
+            };
+            match context
+                .dead_letters
+                .write(message.headers.as_ref(), message.payload.clone(), &failure)
+                .await
+            {
+                Ok(()) => AckKind::Ack,
+                Err(error) => {
+                    tracing::error!(
+                        message = "Dead letter not stored; the message stays unacknowledged and is retried.",
+                        consumer = %context.name,
+                        stream_sequence,
+                        %error,
+                    );
+                    AckKind::Nak(Some(context.settings.backoff.delay(4)))
+                }
+            }
+        }
+    };
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(
+            message = "Acknowledgement not sent; JetStream will redeliver.",
+            consumer = %context.name,
+            stream_sequence,
+            %error,
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The govbus event bus: typed domain events as CloudEvents over NATS JetStream.
+//!
+//! Services publish protobuf events with `publisher.publish(&event)` and handle other services'
+//! events in `async fn`s that receive the decoded event and its envelope. Underneath, every
+//! event is a CloudEvents 1.0 event in binary content mode (attributes as `ce-*` NATS headers,
+//! the protobuf as payload), stored in a per-service JetStream stream, de-duplicated by its
+//! UUIDv7 id, and traced with W3C trace context so a consumer's span continues the producer's
+//! trace. Consumers are durable pull consumers with explicit acks; what they cannot handle goes
+//! to a dead-letter stream with the reason, from which an operator can replay it.
+//!
+//! # Layout
+//!
+//! - [`connect`]: [`BusOptions`] (servers, credentials, TLS, retry) and the [`Bus`] connection.
+//! - [`topology`]: subject and stream names, all derived from one prefix.
+//! - [`event`]: the [`Event`] trait tying a protobuf message to its versioned type.
+//! - [`envelope`]: the CloudEvents attributes and their NATS header mapping.
+//! - [`publish`]: [`Publisher`], [`OutgoingEvent`] (what an outbox stores) and retries.
+//! - [`consumer`]: [`Consumer`] declarations, handler outcomes, redelivery and dead-lettering.
+//! - [`dead_letter`]: reading and replaying the dead-letter stream.
+//! - [`adapter`]: [`ServiceAdapter`], one declaration of what a service publishes and consumes.
+//! - [`provision`]: creating and updating streams idempotently.
+//! - [`trace_context`]: W3C `traceparent` in NATS headers.
+//! - [`backoff`]: exponential back-off shared by retries and redeliveries.
+//! - [`error`]: the [`Error`] type with a `kind()` per operation.
+
+pub mod adapter;
+pub mod backoff;
+pub mod connect;
+pub mod consumer;
+pub mod dead_letter;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod provision;
+pub mod publish;
+pub mod topology;
+pub mod trace_context;
+
+pub use adapter::{
+    AdapterError, AdapterErrorKind, ConsumedEvents, PublishedEvent, RunningAdapter, ServiceAdapter,
+    ServiceContract,
+};
+pub use backoff::Backoff;
+pub use connect::{Bus, BusOptions, ConnectError, ConnectErrorKind, Credentials, TlsSettings};
+pub use consumer::{
+    ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta, HandleError,
+    HandleErrorKind,
+};
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterErrorKind, DeadLetters};
+pub use envelope::{Envelope, EnvelopeError, EnvelopeErrorKind};
+pub use error::Error;
+pub use event::{Event, EventType, EventTypeError, EventTypeErrorKind};
+pub use provision::{ProvisionError, ProvisionErrorKind, StreamSettings};
+pub use publish::{
+    Causality, OutgoingEvent, PublishError, PublishErrorKind, PublishReceipt, Publisher,
+    RetryPolicy,
+};
+pub use topology::{NameError, NameErrorKind, Topology};

@@ -1,0 +1,471 @@
+//! Publishing events: encode once, send until JetStream acknowledges.
+//!
+//! Publishing is split in two so a transactional outbox can sit between the halves:
+//! [`Publisher::encode`] turns an event into an [`OutgoingEvent`] (subject, headers, payload; the
+//! event id and trace context fixed at that moment) that can be stored with the state change that
+//! produced it, and [`Publisher::send`] / [`Publisher::send_batch`] deliver stored events to
+//! JetStream, retrying until acknowledged. Because the event id travels as `Nats-Msg-Id`, sending
+//! the same `OutgoingEvent` twice inside the stream's duplicate window stores it once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind as NatsPublishErrorKind};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use time::OffsetDateTime;
+use tracing::{Instrument, field};
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::consumer::EventMeta;
+use crate::envelope::{Envelope, PROTOBUF_CONTENT_TYPE};
+use crate::error::{Error, error_kind};
+use crate::event::{Event, EventType};
+use crate::topology::Topology;
+use crate::trace_context;
+
+error_kind! {
+    /// Why an event was not published.
+    PublishErrorKind {
+        /// The event's type is malformed or belongs to another service.
+        InvalidEvent => "event cannot be published by this service",
+        /// The event is larger than the server accepts.
+        TooLarge => "event exceeds the server's maximum payload",
+        /// JetStream refused the event for a reason retrying cannot fix.
+        Rejected => "JetStream rejected the event",
+        /// No acknowledgement arrived before the retry policy gave up.
+        GaveUp => "no acknowledgement before the retry deadline",
+    }
+}
+
+/// An event that was not published.
+pub type PublishError = Error<PublishErrorKind>;
+
+/// How long and how often a publisher retries an unacknowledged event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delays between attempts.
+    pub backoff: Backoff,
+    /// Stop retrying after this long; `None` retries until acknowledged.
+    pub give_up_after: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            give_up_after: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Stop retrying after `limit` (`None`: retry until acknowledged).
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// Use these delays between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// The correlation and causation ids an event carries.
+///
+/// - [`Causality::root`]: the event starts a transaction (its correlation id is its own id).
+/// - [`Causality::request`]: the event was caused by an incoming request with this id.
+/// - [`Causality::following`]: the event was caused by a consumed event and joins its transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Causality {
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+}
+
+impl Causality {
+    /// The event starts a new transaction.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// The event was caused by the request `request_id`, which also names the transaction.
+    pub fn request(request_id: impl Into<String>) -> Self {
+        let request_id = request_id.into();
+        Self {
+            correlation_id: Some(request_id.clone()),
+            causation_id: Some(request_id),
+        }
+    }
+
+    /// The event was caused by the consumed event `cause`.
+    pub fn following(cause: &EventMeta) -> Self {
+        Self {
+            correlation_id: Some(cause.envelope.correlation_id.clone()),
+            causation_id: Some(cause.envelope.id.clone()),
+        }
+    }
+
+    /// Explicit ids, for callers that carry them from elsewhere.
+    pub fn new(correlation_id: impl Into<String>, causation_id: Option<String>) -> Self {
+        Self {
+            correlation_id: Some(correlation_id.into()),
+            causation_id,
+        }
+    }
+}
+
+/// An encoded event ready to send: what an outbox stores.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    id: String,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl OutgoingEvent {
+    /// Rebuilds an event from stored parts (see [`header_pairs`](Self::header_pairs)).
+    ///
+    /// The id is read back from the `ce-id` header.
+    pub fn from_parts(
+        subject: impl Into<String>,
+        header_pairs: impl IntoIterator<Item = (String, String)>,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        let mut headers = HeaderMap::new();
+        for (name, value) in header_pairs {
+            headers.append(name.as_str(), value.as_str());
+        }
+        let id = headers
+            .get(crate::envelope::headers::ID)
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default();
+        Self {
+            id,
+            subject: subject.into(),
+            headers,
+            payload: payload.into(),
+        }
+    }
+
+    /// The event id (also its `Nats-Msg-Id`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The NATS subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The NATS headers: the CloudEvents envelope and the trace context.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The encoded protobuf payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The headers as name/value pairs, sorted by name, for storage.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .flat_map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values
+                    .iter()
+                    .map(move |value| (name.to_owned(), value.as_str().to_owned()))
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+}
+
+/// Where JetStream stored an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The stream that holds it.
+    pub stream: String,
+    /// Its sequence number in that stream.
+    pub sequence: u64,
+    /// True when JetStream already had an event with this id (nothing new was stored).
+    pub duplicate: bool,
+}
+
+/// Publishes the events of one service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+#[derive(Debug)]
+struct PublisherInner {
+    jetstream: jetstream::Context,
+    topology: Arc<Topology>,
+    service: String,
+    source: String,
+    retry: RetryPolicy,
+    /// When set, only these event types may be published (the adapter's declaration).
+    declared: Option<BTreeSet<&'static str>>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        jetstream: jetstream::Context,
+        topology: Arc<Topology>,
+        service: &str,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            inner: Arc::new(PublisherInner {
+                jetstream,
+                source: format!("/{}/{service}", topology.prefix()),
+                topology,
+                service: service.to_owned(),
+                retry,
+                declared: None,
+            }),
+        }
+    }
+
+    /// A publisher that refuses event types outside `event_types`.
+    pub(crate) fn restricted_to(self, event_types: impl IntoIterator<Item = &'static str>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(PublisherInner {
+                jetstream: inner.jetstream.clone(),
+                topology: Arc::clone(&inner.topology),
+                service: inner.service.clone(),
+                source: inner.source.clone(),
+                retry: inner.retry.clone(),
+                declared: Some(event_types.into_iter().collect()),
+            }),
+        }
+    }
+
+    /// The service whose events this publisher sends.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// Publishes `event` as the start of a new transaction and waits for JetStream's
+    /// acknowledgement, retrying per the [`RetryPolicy`].
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReceipt, PublishError> {
+        self.publish_with(event, &Causality::root()).await
+    }
+
+    /// Publishes `event` with the given correlation and causation ids.
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        causality: &Causality,
+    ) -> Result<PublishReceipt, PublishError> {
+        let outgoing = self.encode(event, causality)?;
+        self.send(&outgoing).await
+    }
+
+    /// Encodes `event` for sending now or later (from an outbox).
+    ///
+    /// The event id (a UUIDv7), its time and the current trace context are fixed here.
+    pub fn encode<E: Event>(
+        &self,
+        event: &E,
+        causality: &Causality,
+    ) -> Result<OutgoingEvent, PublishError> {
+        let event_type = EventType::parse(E::TYPE)
+            .map_err(|error| PublishError::with_source(PublishErrorKind::InvalidEvent, error))?;
+        if event_type.service() != self.inner.service {
+            return Err(PublishError::with_detail(
+                PublishErrorKind::InvalidEvent,
+                format!(
+                    "{} belongs to service {:?}; this publisher is for {:?}",
+                    E::TYPE,
+                    event_type.service(),
+                    self.inner.service
+                ),
+            ));
+        }
+        if let Some(declared) = &self.inner.declared
+            && !declared.contains(E::TYPE)
+        {
+            return Err(PublishError::with_detail(
+                PublishErrorKind::InvalidEvent,
+                format!(
+                    "{} is not declared by the {} adapter; add .publishes::<{}>()",
+                    E::TYPE,
+                    self.inner.service,
+                    E::NAME
+                ),
+            ));
+        }
+        let id = Uuid::now_v7().to_string();
+        let subject = self.inner.topology.event_subject(E::TYPE);
+        let envelope = Envelope {
+            correlation_id: causality
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| id.clone()),
+            causation_id: causality.causation_id.clone(),
+            id,
+            source: self.inner.source.clone(),
+            event_type: E::TYPE.to_owned(),
+            time: OffsetDateTime::now_utc(),
+            subject: event.subject().map(|subject| subject.into_owned()),
+            data_content_type: PROTOBUF_CONTENT_TYPE.to_owned(),
+            data_schema: Some(E::full_name()),
+        };
+        let mut headers = HeaderMap::new();
+        envelope.write_headers(&mut headers);
+        let span = tracing::info_span!(
+            "create",
+            otel.name = format!("create {subject}"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "create",
+            messaging.operation.name = "create",
+            messaging.destination.name = %subject,
+            messaging.message.id = %envelope.id,
+            cloudevents.event_type = E::TYPE,
+        );
+        trace_context::inject(&span, &mut headers);
+        Ok(OutgoingEvent {
+            id: envelope.id,
+            subject,
+            headers,
+            payload: Bytes::from(event.encode_to_vec()),
+        })
+    }
+
+    /// Sends one encoded event and waits for its acknowledgement, retrying per the policy.
+    pub async fn send(&self, event: &OutgoingEvent) -> Result<PublishReceipt, PublishError> {
+        let span = send_span(&event.subject, 1);
+        span.record("messaging.message.id", event.id.as_str());
+        self.send_with_retry(event).instrument(span).await
+    }
+
+    /// Sends several encoded events with their acknowledgements pipelined, then retries any that
+    /// were not acknowledged. Results come back in the order of `events`.
+    pub async fn send_batch(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> Vec<Result<PublishReceipt, PublishError>> {
+        let span = send_span(
+            events.first().map(|event| event.subject.as_str()).unwrap_or(""),
+            events.len(),
+        );
+        async {
+            let mut pending = Vec::with_capacity(events.len());
+            for event in events {
+                pending.push(self.start_send(event).await);
+            }
+            let acks = join_all(pending.into_iter().map(|started| async move {
+                match started {
+                    Ok(ack) => ack.await.map_err(|error| error.kind()),
+                    Err(kind) => Err(kind),
+                }
+            }))
+            .await;
+            let mut results = Vec::with_capacity(events.len());
+            for (event, ack) in events.iter().zip(acks) {
+                results.push(match ack {
+                    Ok(ack) => Ok(receipt(ack)),
+                    // The first attempt failed in flight: fall back to the retrying path.
+                    Err(_) => self.send_with_retry(event).await,
+                });
+            }
+            results
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn start_send(
+        &self,
+        event: &OutgoingEvent,
+    ) -> Result<jetstream::context::PublishAckFuture, NatsPublishErrorKind> {
+        self.inner
+            .jetstream
+            .send_publish(
+                event.subject.clone(),
+                jetstream::message::PublishMessage::build()
+                    .headers(event.headers.clone())
+                    .payload(event.payload.clone()),
+            )
+            .await
+            .map_err(|error| error.kind())
+    }
+
+    async fn send_with_retry(&self, event: &OutgoingEvent) -> Result<PublishReceipt, PublishError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let outcome = match self.start_send(event).await {
+                Ok(ack) => ack.await.map_err(|error| (error.kind(), error.to_string())),
+                Err(kind) => Err((kind, kind.to_string())),
+            };
+            let (kind, message) = match outcome {
+                Ok(ack) => return Ok(receipt(ack)),
+                Err(failure) => failure,
+            };
+            match kind {
+                NatsPublishErrorKind::MaxPayloadExceeded => {
+                    return Err(PublishError::with_detail(PublishErrorKind::TooLarge, message));
+                }
+                NatsPublishErrorKind::WrongLastMessageId
+                | NatsPublishErrorKind::WrongLastSequence => {
+                    return Err(PublishError::with_detail(PublishErrorKind::Rejected, message));
+                }
+                _ => {}
+            }
+            if let Some(limit) = self.inner.retry.give_up_after
+                && started.elapsed() >= limit
+            {
+                return Err(PublishError::with_detail(
+                    PublishErrorKind::GaveUp,
+                    format!("after {attempt} retries over {limit:?}: {message}"),
+                ));
+            }
+            let delay = self.inner.retry.backoff.delay(attempt);
+            tracing::warn!(
+                message = "Publish not acknowledged; retrying.",
+                error = %message,
+                event_id = %event.id,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn send_span(subject: &str, count: usize) -> tracing::Span {
+    tracing::info_span!(
+        "send",
+        otel.name = format!("send {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = subject,
+        messaging.batch.message_count = count,
+        messaging.message.id = field::Empty,
+    )
+}
+
+fn receipt(ack: jetstream::publish::PublishAck) -> PublishReceipt {
+    PublishReceipt {
+        stream: ack.stream,
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    }
+}

@@ -1,0 +1,75 @@
+//! Test support for govbus: real `nats-server` processes, isolated per test.
+//!
+//! Every test that needs NATS starts its own server with [`NatsServer::start`]. The server listens
+//! on `127.0.0.1` on a port the kernel picks, keeps its JetStream store in its own temporary
+//! folder, writes its log to a file the test can read, and is killed when the value is dropped.
+//! Nothing depends on a fixed port or on a server the test did not start.
+//!
+//! The server runs with `deploy/nats/nats-server.conf`, the same settings operators use.
+//!
+//! # Layout
+//!
+//! - [`binary`]: finding a `nats-server` that is new enough (2.10 or later).
+//! - [`server`]: starting, stopping, killing and restarting one server process.
+//!
+//! ```
+//! let server = govbus_harness::NatsServer::start()?;
+//! assert!(server.client_url().starts_with("nats://127.0.0.1:"));
+//! # Ok::<(), govbus_harness::HarnessError>(())
+//! ```
+
+pub mod binary;
+pub mod server;
+
+pub use binary::{MINIMUM_VERSION, NatsServerBinary, find_nats_server};
+pub use server::NatsServer;
+
+use std::path::PathBuf;
+
+/// The NATS server settings shared with operators (`deploy/nats/nats-server.conf`).
+pub const NATS_SERVER_CONFIG: &str = include_str!("../../../deploy/nats/nats-server.conf");
+
+/// What can go wrong while running a test server.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// No `nats-server` of a usable version was found.
+    #[error(
+        "no nats-server {MINIMUM_VERSION} or later found ({searched}); run scripts/install-nats-server \
+         or set GOVBUS_NATS_SERVER to the binary"
+    )]
+    NatsServerNotFound {
+        /// Where the search looked, for the message.
+        searched: String,
+    },
+    /// `GOVBUS_NATS_SERVER` names a binary that is too old or does not run.
+    #[error("GOVBUS_NATS_SERVER={path} is not usable: {reason}")]
+    UnusableBinary {
+        /// The configured path.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The server process could not be started or did not become ready.
+    #[error("nats-server did not start: {reason}\n--- server log ---\n{log}")]
+    StartFailed {
+        /// What went wrong.
+        reason: String,
+        /// The server's log up to that point.
+        log: String,
+    },
+    /// A file-system or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the harness was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl HarnessError {
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { context, source }
+    }
+}

@@ -1,0 +1,261 @@
+//! One `nats-server` process with JetStream, its own store and a dynamic port.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::{HarnessError, NATS_SERVER_CONFIG, find_nats_server};
+
+/// How long a server may take to become healthy (a restart replays its JetStream store).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `nats-server` with JetStream, killed on drop.
+///
+/// The first start lets the kernel pick the client port; [`restart`](Self::restart) reuses that
+/// port and the same store, so connected clients reconnect to the same URL and find their
+/// streams again.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    work_dir: TempDir,
+    client_port: u16,
+    monitor_port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl NatsServer {
+    /// Starts a server on a dynamic port with a fresh store and waits until JetStream is ready.
+    pub fn start() -> Result<Self, HarnessError> {
+        let binary = find_nats_server()?.path;
+        let work_dir = tempfile::Builder::new()
+            .prefix("govbus-nats-")
+            .tempdir()
+            .map_err(HarnessError::io("creating the server's folder"))?;
+        fs::create_dir_all(work_dir.path().join("store"))
+            .map_err(HarnessError::io("creating the JetStream store folder"))?;
+        fs::write(work_dir.path().join("nats-server.conf"), NATS_SERVER_CONFIG)
+            .map_err(HarnessError::io("writing nats-server.conf"))?;
+        let mut server = Self {
+            binary,
+            work_dir,
+            client_port: 0,
+            monitor_port: 0,
+            child: None,
+            starts: 0,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The URL clients connect to, e.g. `nats://127.0.0.1:41234`.
+    pub fn client_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The JetStream store folder (kept across restarts).
+    pub fn store_dir(&self) -> PathBuf {
+        self.work_dir.path().join("store")
+    }
+
+    /// Whether the server process is currently running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Everything the server logged, across restarts.
+    pub fn log(&self) -> String {
+        let mut log = String::new();
+        for start in 1..=self.starts {
+            if let Ok(mut file) = File::open(self.log_path(start)) {
+                log.push_str(&format!("--- start {start} ---\n"));
+                let _ = file.read_to_string(&mut log);
+            }
+        }
+        log
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) -> Result<(), HarnessError> {
+        self.terminate(Signal::SIGTERM)
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        self.terminate(Signal::SIGKILL)
+    }
+
+    /// Starts the server again on the same port and store after [`stop`](Self::stop) or
+    /// [`kill`](Self::kill), and waits until it is healthy.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.spawn()
+    }
+
+    fn terminate(&mut self, signal: Signal) -> Result<(), HarnessError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = i32::try_from(child.id()).map_err(|_| HarnessError::Io {
+            context: "signalling nats-server",
+            source: std::io::Error::other("process id out of range"),
+        })?;
+        // ESRCH means it already exited; wait() below reaps it either way.
+        let _ = signal::kill(Pid::from_raw(pid), signal);
+        child
+            .wait()
+            .map_err(HarnessError::io("waiting for nats-server to exit"))?;
+        Ok(())
+    }
+
+    fn log_path(&self, start: u32) -> PathBuf {
+        self.work_dir.path().join(format!("nats-server.{start}.log"))
+    }
+
+    fn ports_dir(&self) -> PathBuf {
+        self.work_dir.path().join("ports")
+    }
+
+    fn spawn(&mut self) -> Result<(), HarnessError> {
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = File::create(&log_path).map_err(HarnessError::io("creating the server log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(HarnessError::io("creating the server log"))?;
+        let ports_dir = self.ports_dir();
+        // A stale ports file from the previous run would announce the old process as ready.
+        let _ = fs::remove_dir_all(&ports_dir);
+        fs::create_dir_all(&ports_dir).map_err(HarnessError::io("creating the ports folder"))?;
+
+        let port = |port: u16| {
+            if port == 0 {
+                "-1".to_owned()
+            } else {
+                port.to_string()
+            }
+        };
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(self.work_dir.path().join("nats-server.conf"))
+            .args(["--addr", "127.0.0.1", "--port", &port(self.client_port)])
+            .args(["--http_port", &port(self.monitor_port)])
+            .arg("--jetstream")
+            .arg("--store_dir")
+            .arg(self.store_dir())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(HarnessError::io("spawning nats-server"))?;
+        self.child = Some(child);
+
+        match self.wait_until_ready(&ports_dir) {
+            Ok((client_port, monitor_port)) => {
+                self.client_port = client_port;
+                self.monitor_port = monitor_port;
+                Ok(())
+            }
+            Err(reason) => {
+                let _ = self.kill();
+                Err(HarnessError::StartFailed {
+                    reason,
+                    log: self.log(),
+                })
+            }
+        }
+    }
+
+    /// Waits for the ports file, then for `/healthz` to report JetStream ready.
+    fn wait_until_ready(&mut self, ports_dir: &Path) -> Result<(u16, u16), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut ports = None;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("the process exited with {status}"));
+            }
+            if ports.is_none() {
+                ports = read_ports_file(ports_dir);
+            }
+            if let Some((client, monitor)) = ports
+                && healthz_ok(monitor)
+            {
+                return Ok((client, monitor));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not healthy within {READY_TIMEOUT:?}"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Reads `nats-server_<pid>.ports`, a JSON document listing `nats://` and `http://` URLs.
+fn read_ports_file(dir: &Path) -> Option<(u16, u16)> {
+    let entry = fs::read_dir(dir).ok()?.flatten().find(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.ends_with(".ports"))
+    })?;
+    let text = fs::read_to_string(entry.path()).ok()?;
+    Some((url_port(&text, "nats://")?, url_port(&text, "http://")?))
+}
+
+fn url_port(text: &str, scheme: &str) -> Option<u16> {
+    let rest = &text[text.find(scheme)? + scheme.len()..];
+    let authority = &rest[..rest.find('"')?];
+    authority.rsplit(':').next()?.parse().ok()
+}
+
+fn healthz_ok(monitor_port: u16) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], monitor_port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ports_from_the_ports_file_format() {
+        let text = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":["http://127.0.0.1:8222"]}"#;
+        assert_eq!(url_port(text, "nats://"), Some(41234));
+        assert_eq!(url_port(text, "http://"), Some(8222));
+    }
+}
