@@ -146,13 +146,18 @@ impl ServiceAdapter {
 
     /// Checks the declaration and returns the service's event contracts.
     pub fn contract(&self) -> Result<ServiceContract, AdapterError> {
-        let invalid = |detail: String| AdapterError::with_detail(AdapterErrorKind::InvalidDeclaration, detail);
+        let invalid = |detail: String| {
+            AdapterError::with_detail(AdapterErrorKind::InvalidDeclaration, detail)
+        };
         Topology::default()
             .check_service(&self.service)
-            .map_err(|error| AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error))?;
+            .map_err(|error| {
+                AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error)
+            })?;
         for event in &self.publishes {
-            let parsed = EventType::parse(event.event_type)
-                .map_err(|error| AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error))?;
+            let parsed = EventType::parse(event.event_type).map_err(|error| {
+                AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error)
+            })?;
             if parsed.service() != self.service {
                 return Err(invalid(format!(
                     "{} publishes {}, which belongs to service {:?}",
@@ -166,7 +171,10 @@ impl ServiceAdapter {
         let mut consumes = Vec::with_capacity(self.consumers.len());
         for consumer in &self.consumers {
             if !names.insert(consumer.name()) {
-                return Err(invalid(format!("consumer {:?} is declared twice", consumer.name())));
+                return Err(invalid(format!(
+                    "consumer {:?} is declared twice",
+                    consumer.name()
+                )));
             }
             let source = consumer.source_service().map_err(consume_to_adapter)?;
             consumes.push(ConsumedEvents {
@@ -188,7 +196,9 @@ impl ServiceAdapter {
         let topology = bus.topology();
         let publisher = bus
             .publisher(&self.service)
-            .map_err(|error| AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error))?
+            .map_err(|error| {
+                AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error)
+            })?
             .restricted_to(self.publishes.iter().map(|event| event.event_type));
         if !self.publishes.is_empty() {
             provision::ensure_stream(

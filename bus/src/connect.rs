@@ -244,6 +244,9 @@ impl BusOptions {
                     async_nats::Event::Disconnected => {
                         tracing::warn!(message = "Disconnected from NATS; reconnecting.")
                     }
+                    async_nats::Event::Closed => {
+                        tracing::info!(message = "NATS connection closed.")
+                    }
                     other => tracing::warn!(message = "NATS connection event.", event = %other),
                 }
             });
@@ -297,9 +300,9 @@ pub struct Bus {
 impl Bus {
     /// Connects with `options`.
     pub async fn connect(options: BusOptions) -> Result<Self, ConnectError> {
-        let topology = options.topology().map_err(|error| {
-            ConnectError::with_source(ConnectErrorKind::InvalidOptions, error)
-        })?;
+        let topology = options
+            .topology()
+            .map_err(|error| ConnectError::with_source(ConnectErrorKind::InvalidOptions, error))?;
         if options.servers.is_empty() {
             return Err(ConnectError::with_detail(
                 ConnectErrorKind::InvalidOptions,

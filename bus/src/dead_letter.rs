@@ -229,9 +229,12 @@ impl DeadLetters {
         let stream = self.stream().await?;
         match stream.get_raw_message(sequence).await {
             Ok(message) => parse(message),
-            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Err(
-                DeadLetterError::with_detail(DeadLetterErrorKind::NotFound, format!("sequence {sequence}")),
-            ),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                Err(DeadLetterError::with_detail(
+                    DeadLetterErrorKind::NotFound,
+                    format!("sequence {sequence}"),
+                ))
+            }
             Err(error) => Err(storage(error)),
         }
     }
@@ -301,27 +304,34 @@ fn storage(error: impl std::error::Error + Send + Sync + 'static) -> DeadLetterE
 /// Headers the bus sets itself and must not copy from an earlier life of the message.
 fn is_bus_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower == "nats-msg-id" || lower.starts_with("govbus-dead-letter-") || lower.starts_with("govbus-replay-")
+    lower == "nats-msg-id"
+        || lower.starts_with("govbus-dead-letter-")
+        || lower.starts_with("govbus-replay-")
 }
 
 fn parse(message: jetstream::message::StreamMessage) -> Result<DeadLetter, DeadLetterError> {
     let headers = &message.headers;
     let text = |name: &str| -> Result<String, DeadLetterError> {
-        let value = headers.get(name).map(|value| value.as_str()).ok_or_else(|| {
-            DeadLetterError::with_detail(
-                DeadLetterErrorKind::Malformed,
-                format!("sequence {}: header {name} missing", message.sequence),
-            )
-        })?;
-        decode_value(name, value).map_err(|error| {
-            DeadLetterError::with_source(DeadLetterErrorKind::Malformed, error)
-        })
+        let value = headers
+            .get(name)
+            .map(|value| value.as_str())
+            .ok_or_else(|| {
+                DeadLetterError::with_detail(
+                    DeadLetterErrorKind::Malformed,
+                    format!("sequence {}: header {name} missing", message.sequence),
+                )
+            })?;
+        decode_value(name, value)
+            .map_err(|error| DeadLetterError::with_source(DeadLetterErrorKind::Malformed, error))
     };
     let number = |name: &str| -> Result<u64, DeadLetterError> {
         text(name)?.parse().map_err(|_| {
             DeadLetterError::with_detail(
                 DeadLetterErrorKind::Malformed,
-                format!("sequence {}: header {name} is not a number", message.sequence),
+                format!(
+                    "sequence {}: header {name} is not a number",
+                    message.sequence
+                ),
             )
         })
     };

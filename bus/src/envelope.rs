@@ -146,7 +146,10 @@ impl Envelope {
         let time = OffsetDateTime::parse(&time_text, &Rfc3339).map_err(|error| {
             EnvelopeError::with_detail(
                 EnvelopeErrorKind::InvalidAttribute,
-                format!("{}={time_text:?} is not an RFC 3339 timestamp: {error}", headers::TIME),
+                format!(
+                    "{}={time_text:?} is not an RFC 3339 timestamp: {error}",
+                    headers::TIME
+                ),
             )
         })?;
         Ok(Self {
@@ -284,7 +287,10 @@ mod tests {
         let envelope = sample();
         let mut headers = HeaderMap::new();
         envelope.write_headers(&mut headers);
-        assert_eq!(Envelope::from_headers(Some(&headers)).expect("decodes"), envelope);
+        assert_eq!(
+            Envelope::from_headers(Some(&headers)).expect("decodes"),
+            envelope
+        );
         assert_eq!(
             headers.get(headers::NATS_MSG_ID).map(|v| v.as_str()),
             Some(envelope.id.as_str())
@@ -297,9 +303,15 @@ mod tests {
 
     #[test]
     fn percent_encodes_as_the_binding_requires() {
-        assert_eq!(encode_value("warga 35.73/ü \"x\" 100%"), "warga%2035.73/%C3%BC%20%22x%22%20100%25");
+        assert_eq!(
+            encode_value("warga 35.73/ü \"x\" 100%"),
+            "warga%2035.73/%C3%BC%20%22x%22%20100%25"
+        );
         assert_eq!(encode_value("plain-ASCII_value.1"), "plain-ASCII_value.1");
-        assert_eq!(decode_value("ce-subject", "a%20b%C3%BC").expect("valid"), "a bü");
+        assert_eq!(
+            decode_value("ce-subject", "a%20b%C3%BC").expect("valid"),
+            "a bü"
+        );
         assert!(decode_value("ce-subject", "%C3%28").is_err());
     }
 
@@ -314,7 +326,10 @@ mod tests {
                 upper.insert(name.to_ascii_uppercase().as_str(), value.as_str());
             }
         }
-        assert_eq!(Envelope::from_headers(Some(&upper)).expect("decodes"), sample());
+        assert_eq!(
+            Envelope::from_headers(Some(&upper)).expect("decodes"),
+            sample()
+        );
     }
 
     #[test]

@@ -82,9 +82,7 @@ impl<'a> EventType<'a> {
         };
         let parts: Vec<&str> = name.split('.').collect();
         if parts.len() < 3 {
-            return Err(malformed(
-                "expected <service>.<aggregate>.<happened>.v<N>",
-            ));
+            return Err(malformed("expected <service>.<aggregate>.<happened>.v<N>"));
         }
         for part in &parts {
             let mut chars = part.chars();

@@ -56,3 +56,8 @@ pub use publish::{
     RetryPolicy,
 };
 pub use topology::{NameError, NameErrorKind, Topology};
+
+/// `docs/adding-an-adapter.md`, compiled and run as doc tests so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/adding-an-adapter.md")]
+pub struct AddingAnAdapterGuide;

@@ -92,7 +92,10 @@ pub async fn existing_or_new_stream(
     description: &str,
 ) -> Result<stream::Stream, ProvisionError> {
     let config = settings.config(name, subjects, description);
-    jetstream.get_or_create_stream(config).await.map_err(|error| {
-        ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
-    })
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .map_err(|error| {
+            ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
+        })
 }

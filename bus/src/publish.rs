@@ -359,7 +359,10 @@ impl Publisher {
         events: &[OutgoingEvent],
     ) -> Vec<Result<PublishReceipt, PublishError>> {
         let span = send_span(
-            events.first().map(|event| event.subject.as_str()).unwrap_or(""),
+            events
+                .first()
+                .map(|event| event.subject.as_str())
+                .unwrap_or(""),
             events.len(),
         );
         async {
@@ -418,11 +421,17 @@ impl Publisher {
             };
             match kind {
                 NatsPublishErrorKind::MaxPayloadExceeded => {
-                    return Err(PublishError::with_detail(PublishErrorKind::TooLarge, message));
+                    return Err(PublishError::with_detail(
+                        PublishErrorKind::TooLarge,
+                        message,
+                    ));
                 }
                 NatsPublishErrorKind::WrongLastMessageId
                 | NatsPublishErrorKind::WrongLastSequence => {
-                    return Err(PublishError::with_detail(PublishErrorKind::Rejected, message));
+                    return Err(PublishError::with_detail(
+                        PublishErrorKind::Rejected,
+                        message,
+                    ));
                 }
                 _ => {}
             }

@@ -51,7 +51,9 @@ impl Topology {
         if !is_token(&prefix) {
             return Err(NameError::with_detail(
                 NameErrorKind::InvalidPrefix,
-                format!("{prefix:?}: use lowercase letters, digits, '-' or '_', starting with a letter"),
+                format!(
+                    "{prefix:?}: use lowercase letters, digits, '-' or '_', starting with a letter"
+                ),
             ));
         }
         Ok(Self { prefix })
@@ -81,7 +83,9 @@ impl Topology {
         if !is_token(consumer) {
             return Err(NameError::with_detail(
                 NameErrorKind::InvalidConsumerName,
-                format!("{consumer:?}: use lowercase letters, digits, '-' or '_', starting with a letter"),
+                format!(
+                    "{consumer:?}: use lowercase letters, digits, '-' or '_', starting with a letter"
+                ),
             ));
         }
         Ok(())
@@ -144,7 +148,10 @@ mod tests {
             topology.event_subject("identity.citizen.deceased.v1"),
             "kota-malang.identity.citizen.deceased.v1"
         );
-        assert_eq!(topology.service_subjects("identity"), "kota-malang.identity.>");
+        assert_eq!(
+            topology.service_subjects("identity"),
+            "kota-malang.identity.>"
+        );
         assert_eq!(topology.service_stream("identity"), "KOTA_MALANG_IDENTITY");
         assert_eq!(topology.dead_letter_stream(), "KOTA_MALANG_DEADLETTER");
         assert_eq!(

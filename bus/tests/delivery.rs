@@ -66,9 +66,11 @@ async fn round_trip_carries_every_envelope_attribute() {
     assert_eq!(receipt.stream, "GOVBUS_IDENTITY");
     assert!(!receipt.duplicate);
 
-    eventually("the event is handled", Duration::from_secs(10), async || {
-        !seen.lock().expect("lock").is_empty()
-    })
+    eventually(
+        "the event is handled",
+        Duration::from_secs(10),
+        async || !seen.lock().expect("lock").is_empty(),
+    )
     .await;
     let (event, meta) = seen.lock().expect("lock")[0].clone();
     assert_eq!(event, registered(1));
@@ -87,7 +89,10 @@ async fn round_trip_carries_every_envelope_attribute() {
     assert_eq!(envelope.causation_id.as_deref(), Some("request-42"));
     assert_eq!(meta.delivery.attempt, 1);
     assert_eq!(meta.delivery.consumer, "welfare-identity");
-    assert_eq!(meta.delivery.nats_subject, "govbus.identity.citizen.registered.v1");
+    assert_eq!(
+        meta.delivery.nats_subject,
+        "govbus.identity.citizen.registered.v1"
+    );
     assert!(!meta.delivery.replayed);
 
     // The raw message in the stream carries the binding's headers.
@@ -96,12 +101,18 @@ async fn round_trip_carries_every_envelope_attribute() {
         .get_stream("GOVBUS_IDENTITY")
         .await
         .expect("stream exists");
-    let stored = stream.get_raw_message(receipt.sequence).await.expect("stored");
+    let stored = stream
+        .get_raw_message(receipt.sequence)
+        .await
+        .expect("stored");
     let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header(headers::SPEC_VERSION).as_deref(), Some("1.0"));
     assert_eq!(header(headers::ID), Some(envelope.id.clone()));
     assert_eq!(header(headers::NATS_MSG_ID), Some(envelope.id.clone()));
-    assert_eq!(header(headers::CONTENT_TYPE).as_deref(), Some("application/protobuf"));
+    assert_eq!(
+        header(headers::CONTENT_TYPE).as_deref(),
+        Some("application/protobuf")
+    );
     assert!(header(headers::TIME).is_some_and(|time| time.ends_with('Z')));
 
     welfare.shutdown().await;
@@ -122,14 +133,19 @@ async fn a_republished_event_is_stored_and_handled_once() {
     let first = publisher.send(&outgoing).await.expect("first send");
     let second = publisher.send(&outgoing).await.expect("second send");
     assert!(!first.duplicate);
-    assert!(second.duplicate, "JetStream recognises the same Nats-Msg-Id");
+    assert!(
+        second.duplicate,
+        "JetStream recognises the same Nats-Msg-Id"
+    );
     assert_eq!(first.sequence, second.sequence);
     // A later event proves the consumer has moved past the duplicate.
     publisher.publish(&registered(2)).await.expect("marker");
 
-    eventually("the marker is handled", Duration::from_secs(10), async || {
-        counts(&seen).contains_key("citizen-2")
-    })
+    eventually(
+        "the marker is handled",
+        Duration::from_secs(10),
+        async || counts(&seen).contains_key("citizen-2"),
+    )
     .await;
     assert_eq!(counts(&seen).get("citizen-1"), Some(&1));
 
@@ -148,9 +164,11 @@ async fn a_restarted_consumer_resumes_without_loss_or_duplicates() {
     for n in 0..100 {
         publisher.publish(&registered(n)).await.expect("published");
     }
-    eventually("some events are handled", Duration::from_secs(10), async || {
-        seen.lock().expect("lock").len() >= 20
-    })
+    eventually(
+        "some events are handled",
+        Duration::from_secs(10),
+        async || seen.lock().expect("lock").len() >= 20,
+    )
     .await;
     welfare_first.shutdown().await;
 
@@ -159,9 +177,11 @@ async fn a_restarted_consumer_resumes_without_loss_or_duplicates() {
         publisher.publish(&registered(n)).await.expect("published");
     }
     let welfare_second = welfare(&bus, &seen).await;
-    eventually("every event is handled", Duration::from_secs(30), async || {
-        counts(&seen).len() == 150
-    })
+    eventually(
+        "every event is handled",
+        Duration::from_secs(30),
+        async || counts(&seen).len() == 150,
+    )
     .await;
     welfare_second.shutdown().await;
 
@@ -181,13 +201,18 @@ async fn nothing_is_lost_when_the_server_restarts_mid_stream() {
     let publisher = identity.publisher().clone();
     let publishing = tokio::spawn(async move {
         for n in 0..300 {
-            publisher.publish(&registered(n)).await.expect("acknowledged in the end");
+            publisher
+                .publish(&registered(n))
+                .await
+                .expect("acknowledged in the end");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
-    eventually("the burst is under way", Duration::from_secs(10), async || {
-        seen.lock().expect("lock").len() >= 50
-    })
+    eventually(
+        "the burst is under way",
+        Duration::from_secs(10),
+        async || seen.lock().expect("lock").len() >= 50,
+    )
     .await;
     tokio::task::block_in_place(|| {
         server.stop().expect("server stops");
@@ -196,9 +221,11 @@ async fn nothing_is_lost_when_the_server_restarts_mid_stream() {
     });
     publishing.await.expect("publisher finished");
 
-    eventually("every event is handled", Duration::from_secs(60), async || {
-        counts(&seen).len() == 300
-    })
+    eventually(
+        "every event is handled",
+        Duration::from_secs(60),
+        async || counts(&seen).len() == 300,
+    )
     .await;
     let mut stream = bus
         .jetstream()
@@ -224,7 +251,10 @@ async fn a_publisher_refuses_events_it_did_not_declare() {
         .await
         .expect_err("undeclared event");
     assert_eq!(error.kind(), govbus_bus::PublishErrorKind::InvalidEvent);
-    assert!(error.to_string().contains("publishes::<CitizenDeceased>"), "{error}");
+    assert!(
+        error.to_string().contains("publishes::<CitizenDeceased>"),
+        "{error}"
+    );
 
     let other = bus.publisher("welfare").expect("publisher");
     let error = other

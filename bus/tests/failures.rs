@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use common::{CitizenRegistered, eventually, registered, start};
 use govbus_bus::envelope::headers;
-use govbus_bus::{Backoff, Bus, Consumer, DeadLetter, EventMeta, HandleError, RunningAdapter, ServiceAdapter};
+use govbus_bus::{
+    Backoff, Bus, Consumer, DeadLetter, EventMeta, HandleError, RunningAdapter, ServiceAdapter,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -69,7 +71,9 @@ async fn a_transient_failure_is_redelivered_with_backoff_then_succeeds() {
                             .expect("lock")
                             .push((meta.delivery.attempt, Instant::now()));
                         if meta.delivery.attempt < 3 {
-                            Err(HandleError::transient(std::io::Error::other("database busy")))
+                            Err(HandleError::transient(std::io::Error::other(
+                                "database busy",
+                            )))
                         } else {
                             Ok(())
                         }
@@ -80,14 +84,21 @@ async fn a_transient_failure_is_redelivered_with_backoff_then_succeeds() {
         .await
         .expect("welfare starts");
 
-    identity.publisher().publish(&registered(1)).await.expect("published");
+    identity
+        .publisher()
+        .publish(&registered(1))
+        .await
+        .expect("published");
     eventually("the third delivery succeeds", WAIT, async || {
         attempts.lock().expect("lock").len() >= 3
     })
     .await;
     assert_nothing_pending(&bus, "welfare-identity").await;
     let attempts = attempts.lock().expect("lock").clone();
-    assert_eq!(attempts.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        attempts.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     // JetStream never redelivers a nak'ed message before its delay: 200 ms, then 400 ms.
     assert!(attempts[1].1 - attempts[0].1 >= Duration::from_millis(200));
     assert!(attempts[2].1 - attempts[1].1 >= Duration::from_millis(400));
@@ -108,9 +119,13 @@ async fn permanent_failures_and_exhausted_retries_become_dead_letters() {
                 .max_deliveries(3)
                 .on(|event: CitizenRegistered, _meta: EventMeta| async move {
                     if event.citizen_ref == "citizen-1" {
-                        Err(HandleError::permanent(std::io::Error::other("household already closed")))
+                        Err(HandleError::permanent(std::io::Error::other(
+                            "household already closed",
+                        )))
                     } else {
-                        Err(HandleError::transient(std::io::Error::other("identity service down")))
+                        Err(HandleError::transient(std::io::Error::other(
+                            "identity service down",
+                        )))
                     }
                 }),
         )
@@ -118,15 +133,27 @@ async fn permanent_failures_and_exhausted_retries_become_dead_letters() {
         .await
         .expect("welfare starts");
 
-    let first = identity.publisher().publish(&registered(1)).await.expect("published");
-    let second = identity.publisher().publish(&registered(2)).await.expect("published");
+    let first = identity
+        .publisher()
+        .publish(&registered(1))
+        .await
+        .expect("published");
+    let second = identity
+        .publisher()
+        .publish(&registered(2))
+        .await
+        .expect("published");
     let letters = dead_letters(&bus, 2).await;
     assert_eq!(letters.len(), 2);
     let permanent = letters
         .iter()
         .find(|letter| letter.stream_sequence == first.sequence)
         .expect("permanent failure dead-lettered");
-    assert!(permanent.reason.contains("failed permanently"), "{}", permanent.reason);
+    assert!(
+        permanent.reason.contains("failed permanently"),
+        "{}",
+        permanent.reason
+    );
     assert!(permanent.reason.contains("household already closed"));
     assert_eq!(permanent.deliveries, 1);
     assert_eq!(permanent.consumer, "welfare-identity");
@@ -135,7 +162,8 @@ async fn permanent_failures_and_exhausted_retries_become_dead_letters() {
     assert_eq!(permanent.subject, "govbus.identity.citizen.registered.v1");
     let envelope = permanent.envelope().expect("original headers kept");
     assert_eq!(envelope.event_type, "identity.citizen.registered.v1");
-    let original: CitizenRegistered = prost::Message::decode(permanent.payload.clone()).expect("payload kept");
+    let original: CitizenRegistered =
+        prost::Message::decode(permanent.payload.clone()).expect("payload kept");
     assert_eq!(original, registered(1));
 
     let exhausted = letters
@@ -143,7 +171,11 @@ async fn permanent_failures_and_exhausted_retries_become_dead_letters() {
         .find(|letter| letter.stream_sequence == second.sequence)
         .expect("exhausted retries dead-lettered");
     assert_eq!(exhausted.deliveries, 3);
-    assert!(exhausted.reason.contains("all 3 deliveries"), "{}", exhausted.reason);
+    assert!(
+        exhausted.reason.contains("all 3 deliveries"),
+        "{}",
+        exhausted.reason
+    );
     assert!(exhausted.reason.contains("identity service down"));
 
     // The originals are acknowledged: nothing stuck behind them.
@@ -182,7 +214,11 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
         .expect("encodes");
     let js = bus.jetstream();
     // 1. No headers at all.
-    js.publish(subject, "not an event".into()).await.expect("sent").await.expect("stored");
+    js.publish(subject, "not an event".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
     // 2. A valid envelope around bytes that are not the protobuf message.
     let mut bad_payload = good.headers().clone();
     bad_payload.insert(headers::NATS_MSG_ID, "poison-2");
@@ -215,7 +251,11 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
         .expect("stored");
     // Then good events.
     for n in 10..20 {
-        identity.publisher().publish(&registered(n)).await.expect("published");
+        identity
+            .publisher()
+            .publish(&registered(n))
+            .await
+            .expect("published");
     }
 
     eventually("every good event is handled", WAIT, async || {
@@ -223,11 +263,22 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
     })
     .await;
     let letters = dead_letters(&bus, 4).await;
-    let reasons: Vec<&str> = letters.iter().map(|letter| letter.reason.as_str()).collect();
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter.reason.as_str())
+        .collect();
     assert_eq!(letters.len(), 4, "{reasons:?}");
     assert!(reasons[0].contains("no headers"), "{}", reasons[0]);
-    assert!(reasons[1].contains("not a valid govbus.identity.v1.CitizenRegistered"), "{}", reasons[1]);
-    assert!(reasons[2].contains("unknown event type \"identity.citizen.teleported.v1\""), "{}", reasons[2]);
+    assert!(
+        reasons[1].contains("not a valid govbus.identity.v1.CitizenRegistered"),
+        "{}",
+        reasons[1]
+    );
+    assert!(
+        reasons[2].contains("unknown event type \"identity.citizen.teleported.v1\""),
+        "{}",
+        reasons[2]
+    );
     assert!(reasons[3].contains("specversion"), "{}", reasons[3]);
     assert_nothing_pending(&bus, "welfare-identity").await;
 
@@ -250,7 +301,9 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
                 let (flag, recorder) = (Arc::clone(&flag), Arc::clone(&recorder));
                 async move {
                     if !flag.load(Ordering::SeqCst) {
-                        return Err(HandleError::permanent(std::io::Error::other("bug in handler")));
+                        return Err(HandleError::permanent(std::io::Error::other(
+                            "bug in handler",
+                        )));
                     }
                     recorder.lock().expect("lock").push(meta);
                     Ok(())
@@ -275,7 +328,11 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
         .await
         .expect("licensing starts");
 
-    identity.publisher().publish(&registered(7)).await.expect("published");
+    identity
+        .publisher()
+        .publish(&registered(7))
+        .await
+        .expect("published");
     let letters = dead_letters(&bus, 1).await;
     eventually("licensing handled the original", WAIT, async || {
         others.load(Ordering::SeqCst) == 1
@@ -283,7 +340,11 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
     .await;
 
     fixed.store(true, Ordering::SeqCst);
-    let receipt = bus.dead_letters().replay(letters[0].sequence).await.expect("replayed");
+    let receipt = bus
+        .dead_letters()
+        .replay(letters[0].sequence)
+        .await
+        .expect("replayed");
     assert!(!receipt.duplicate);
     eventually("the replay is handled", WAIT, async || {
         !handled.lock().expect("lock").is_empty()
@@ -291,11 +352,22 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
     .await;
     let meta = handled.lock().expect("lock")[0].clone();
     assert!(meta.delivery.replayed);
-    assert_eq!(meta.envelope.id, letters[0].envelope().expect("envelope").id);
+    assert_eq!(
+        meta.envelope.id,
+        letters[0].envelope().expect("envelope").id
+    );
     assert_eq!(bus.dead_letters().count().await.expect("count"), 0);
     assert_nothing_pending(&bus, "licensing-identity").await;
-    assert_eq!(others.load(Ordering::SeqCst), 1, "the replay was meant for welfare only");
-    let missing = bus.dead_letters().get(letters[0].sequence).await.expect_err("removed");
+    assert_eq!(
+        others.load(Ordering::SeqCst),
+        1,
+        "the replay was meant for welfare only"
+    );
+    let missing = bus
+        .dead_letters()
+        .get(letters[0].sequence)
+        .await
+        .expect_err("removed");
     assert_eq!(missing.kind(), govbus_bus::DeadLetterErrorKind::NotFound);
 
     licensing.shutdown().await;

@@ -102,7 +102,13 @@ async fn the_consumer_span_has_the_producer_trace_id() {
         attribute("messaging.destination.name").as_deref(),
         Some("govbus.identity.citizen.registered.v1")
     );
-    assert_eq!(attribute("messaging.consumer.group.name").as_deref(), Some("welfare-identity"));
-    assert_eq!(attribute("messaging.message.id"), Some(meta.envelope.id.clone()));
+    assert_eq!(
+        attribute("messaging.consumer.group.name").as_deref(),
+        Some("welfare-identity")
+    );
+    assert_eq!(
+        attribute("messaging.message.id"),
+        Some(meta.envelope.id.clone())
+    );
     assert_eq!(attribute("govbus.outcome").as_deref(), Some("ack"));
 }

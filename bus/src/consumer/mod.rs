@@ -190,8 +190,10 @@ impl Consumer {
         F: Fn(E, EventMeta) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
     {
-        self.handlers
-            .insert(E::TYPE, Arc::new(handler::TypedHandler::<E, F>::new(handler)));
+        self.handlers.insert(
+            E::TYPE,
+            Arc::new(handler::TypedHandler::<E, F>::new(handler)),
+        );
         self
     }
 
@@ -240,7 +242,9 @@ impl Consumer {
         let mut services = self.handlers.keys().map(|name| {
             EventType::parse(name)
                 .map(|parsed| parsed.service())
-                .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error))
+                .map_err(|error| {
+                    ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error)
+                })
         });
         let first = services.next().ok_or_else(|| {
             ConsumeError::with_detail(

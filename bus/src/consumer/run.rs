@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field};
 
 use super::handler::{ErasedHandler, HandlerFailure};
-use super::{ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta, HandleErrorKind};
+use super::{
+    ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta,
+    HandleErrorKind,
+};
 use crate::Bus;
 use crate::backoff::Backoff;
 use crate::dead_letter::{self, DeadLetters, Failure};
@@ -295,10 +298,16 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
     .await;
 }
 
-async fn decide(context: &ConsumerContext, message: &jetstream::Message, delivery: Delivery) -> Outcome {
+async fn decide(
+    context: &ConsumerContext,
+    message: &jetstream::Message,
+    delivery: Delivery,
+) -> Outcome {
     let envelope = match Envelope::from_headers(message.headers.as_ref()) {
         Ok(envelope) => envelope,
-        Err(error) => return Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}")),
+        Err(error) => {
+            return Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}"));
+        }
     };
     let span = Span::current();
     span.record("messaging.message.id", envelope.id.as_str());
@@ -336,7 +345,10 @@ async fn decide(context: &ConsumerContext, message: &jetstream::Message, deliver
                 "handler failed on all {attempt} deliveries; last error: {error}"
             )),
             _ => {
-                let delay = context.settings.backoff.delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+                let delay = context
+                    .settings
+                    .backoff
+                    .delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
                 tracing::warn!(
                     message = "Handler failed; message will be redelivered.",
                     %error,

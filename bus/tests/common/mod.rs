@@ -72,7 +72,10 @@ pub fn options(server: &NatsServer) -> BusOptions {
         .request_timeout(Duration::from_secs(2))
         .publish_retry(
             RetryPolicy::default()
-                .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(500)))
+                .backoff(Backoff::new(
+                    Duration::from_millis(20),
+                    Duration::from_millis(500),
+                ))
                 .give_up_after(Some(Duration::from_secs(60))),
         )
 }
@@ -91,7 +94,10 @@ pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut(
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

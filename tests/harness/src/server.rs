@@ -124,7 +124,9 @@ impl NatsServer {
     }
 
     fn log_path(&self, start: u32) -> PathBuf {
-        self.work_dir.path().join(format!("nats-server.{start}.log"))
+        self.work_dir
+            .path()
+            .join(format!("nats-server.{start}.log"))
     }
 
     fn ports_dir(&self) -> PathBuf {
