@@ -202,41 +202,13 @@ impl DeadLetters {
     /// Up to `limit` dead letters, oldest first, starting at sequence `from` (1 for all).
     pub async fn list(&self, from: u64, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
         let stream = self.stream().await?;
-        let subjects = self.topology.dead_letter_subjects();
-        let mut letters = Vec::new();
-        let mut next = from.max(1);
-        while letters.len() < limit {
-            let found = stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subjects.clone())
-                .send()
-                .await;
-            match found {
-                Ok(message) => {
-                    next = message.sequence + 1;
-                    letters.push(parse(message)?);
-                }
-                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => break,
-                Err(error) => return Err(storage(error)),
-            }
-        }
-        Ok(letters)
+        list_from(&stream, &self.topology.dead_letter_subjects(), from, limit).await
     }
 
     /// The dead letter with this sequence number.
     pub async fn get(&self, sequence: u64) -> Result<DeadLetter, DeadLetterError> {
         let stream = self.stream().await?;
-        match stream.get_raw_message(sequence).await {
-            Ok(message) => parse(message),
-            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                Err(DeadLetterError::with_detail(
-                    DeadLetterErrorKind::NotFound,
-                    format!("sequence {sequence}"),
-                ))
-            }
-            Err(error) => Err(storage(error)),
-        }
+        get_from(&stream, sequence).await
     }
 
     /// Publishes the dead letter's original message again for the consumer that failed it, then
@@ -246,7 +218,16 @@ impl DeadLetters {
     /// the original) that is the same for every replay of this dead letter, so replaying twice in
     /// quick succession stores it once.
     pub async fn replay(&self, sequence: u64) -> Result<PublishReceipt, DeadLetterError> {
-        let letter = self.get(sequence).await?;
+        let stream = self.stream().await?;
+        self.replay_from(&stream, sequence).await
+    }
+
+    async fn replay_from(
+        &self,
+        stream: &jetstream::stream::Stream,
+        sequence: u64,
+    ) -> Result<PublishReceipt, DeadLetterError> {
+        let letter = get_from(stream, sequence).await?;
         let mut headers = letter.headers.clone();
         let original_id = headers
             .get(envelope::headers::ID)
@@ -265,7 +246,6 @@ impl DeadLetters {
             .map_err(|error| DeadLetterError::with_source(DeadLetterErrorKind::Publish, error))?
             .await
             .map_err(|error| DeadLetterError::with_source(DeadLetterErrorKind::Publish, error))?;
-        let stream = self.stream().await?;
         stream.delete_message(sequence).await.map_err(storage)?;
         Ok(PublishReceipt {
             stream: ack.stream,
@@ -276,14 +256,15 @@ impl DeadLetters {
 
     /// Replays every stored dead letter; returns how many were replayed.
     pub async fn replay_all(&self) -> Result<usize, DeadLetterError> {
+        let stream = self.stream().await?;
         let mut replayed = 0;
         loop {
-            let batch = self.list(1, 100).await?;
+            let batch = list_from(&stream, &self.topology.dead_letter_subjects(), 1, 100).await?;
             if batch.is_empty() {
                 return Ok(replayed);
             }
             for letter in batch {
-                self.replay(letter.sequence).await?;
+                self.replay_from(&stream, letter.sequence).await?;
                 replayed += 1;
             }
         }
@@ -294,6 +275,49 @@ impl DeadLetters {
             .get_stream(self.topology.dead_letter_stream())
             .await
             .map_err(storage)
+    }
+}
+
+async fn list_from(
+    stream: &jetstream::stream::Stream,
+    subjects: &str,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let mut letters = Vec::new();
+    let mut next = from.max(1);
+    while letters.len() < limit {
+        let found = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subjects)
+            .send()
+            .await;
+        match found {
+            Ok(message) => {
+                next = message.sequence + 1;
+                letters.push(parse(message)?);
+            }
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => break,
+            Err(error) => return Err(storage(error)),
+        }
+    }
+    Ok(letters)
+}
+
+async fn get_from(
+    stream: &jetstream::stream::Stream,
+    sequence: u64,
+) -> Result<DeadLetter, DeadLetterError> {
+    match stream.get_raw_message(sequence).await {
+        Ok(message) => parse(message),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+            Err(DeadLetterError::with_detail(
+                DeadLetterErrorKind::NotFound,
+                format!("sequence {sequence}"),
+            ))
+        }
+        Err(error) => Err(storage(error)),
     }
 }
 

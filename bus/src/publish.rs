@@ -207,7 +207,7 @@ pub struct Publisher {
     inner: Arc<PublisherInner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PublisherInner {
     jetstream: jetstream::Context,
     topology: Arc<Topology>,
@@ -239,16 +239,10 @@ impl Publisher {
 
     /// A publisher that refuses event types outside `event_types`.
     pub(crate) fn restricted_to(self, event_types: impl IntoIterator<Item = &'static str>) -> Self {
-        let inner = &self.inner;
+        let mut inner = PublisherInner::clone(&self.inner);
+        inner.declared = Some(event_types.into_iter().collect());
         Self {
-            inner: Arc::new(PublisherInner {
-                jetstream: inner.jetstream.clone(),
-                topology: Arc::clone(&inner.topology),
-                service: inner.service.clone(),
-                source: inner.source.clone(),
-                retry: inner.retry.clone(),
-                declared: Some(event_types.into_iter().collect()),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

@@ -31,15 +31,6 @@ pub fn continue_from(span: &Span, headers: Option<&HeaderMap>) {
     let _ = span.set_parent(parent);
 }
 
-/// The W3C `traceparent` of a span, if it is being traced.
-pub fn traceparent_of(span: &Span) -> Option<String> {
-    let mut headers = HeaderMap::new();
-    inject(span, &mut headers);
-    headers
-        .get(headers::TRACEPARENT)
-        .map(|value| value.as_str().to_owned())
-}
-
 /// The trace id (32 hex digits) carried in a `traceparent` value.
 pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CitizenRegistered, eventually, registered, start};
+use common::{CitizenRegistered, eventually, identity, registered, start};
 use govbus_bus::envelope::headers;
 use govbus_bus::{
     Bus, Causality, Consumer, EventMeta, HandleError, RunningAdapter, ServiceAdapter,
@@ -25,14 +25,6 @@ fn recording_consumer(name: &str, seen: &Seen) -> Consumer {
             }
         },
     )
-}
-
-async fn identity(bus: &Bus) -> RunningAdapter {
-    ServiceAdapter::new("identity")
-        .publishes::<CitizenRegistered>()
-        .start(bus)
-        .await
-        .expect("identity adapter starts")
 }
 
 async fn welfare(bus: &Bus, seen: &Seen) -> RunningAdapter {

@@ -7,11 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use common::{CitizenRegistered, eventually, registered, start};
+use common::{CitizenRegistered, counting_consumer, eventually, identity, registered, start};
 use govbus_bus::envelope::headers;
-use govbus_bus::{
-    Backoff, Bus, Consumer, DeadLetter, EventMeta, HandleError, RunningAdapter, ServiceAdapter,
-};
+use govbus_bus::{Backoff, Bus, Consumer, DeadLetter, EventMeta, HandleError, ServiceAdapter};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -20,14 +18,6 @@ fn fast_backoff() -> Backoff {
         jitter: 0.0,
         ..Backoff::new(Duration::from_millis(200), Duration::from_millis(800))
     }
-}
-
-async fn identity(bus: &Bus) -> RunningAdapter {
-    ServiceAdapter::new("identity")
-        .publishes::<CitizenRegistered>()
-        .start(bus)
-        .await
-        .expect("identity starts")
 }
 
 async fn dead_letters(bus: &Bus, expected: usize) -> Vec<DeadLetter> {
@@ -189,19 +179,10 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
     let (_server, bus) = start().await;
     let identity = identity(&bus).await;
     let handled = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&handled);
     let welfare = ServiceAdapter::new("welfare")
         .consumer(
-            Consumer::new("welfare-identity")
-                // One worker: a poison message that blocked would block everything after it.
-                .concurrency(1)
-                .on(move |_: CitizenRegistered, _meta: EventMeta| {
-                    let counter = Arc::clone(&counter);
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        Ok::<(), HandleError>(())
-                    }
-                }),
+            // One worker: a poison message that blocked would block everything after it.
+            counting_consumer("welfare-identity", &handled).concurrency(1),
         )
         .start(&bus)
         .await
@@ -294,7 +275,6 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
     let handled = Arc::new(Mutex::new(Vec::<EventMeta>::new()));
     let (flag, recorder) = (Arc::clone(&fixed), Arc::clone(&handled));
     let others = Arc::new(AtomicUsize::new(0));
-    let other_counter = Arc::clone(&others);
     let welfare = ServiceAdapter::new("welfare")
         .consumer(Consumer::new("welfare-identity").on(
             move |_: CitizenRegistered, meta: EventMeta| {
@@ -315,15 +295,7 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
         .expect("welfare starts");
     // A second service consuming the same subject must not see the replay.
     let licensing = ServiceAdapter::new("licensing")
-        .consumer(Consumer::new("licensing-identity").on(
-            move |_: CitizenRegistered, _meta: EventMeta| {
-                let counter = Arc::clone(&other_counter);
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Ok::<(), HandleError>(())
-                }
-            },
-        ))
+        .consumer(counting_consumer("licensing-identity", &others))
         .start(&bus)
         .await
         .expect("licensing starts");

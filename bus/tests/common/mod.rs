@@ -3,9 +3,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use govbus_bus::{Backoff, Bus, BusOptions, Event, RetryPolicy};
+use govbus_bus::{
+    Backoff, Bus, BusOptions, Consumer, Event, EventMeta, HandleError, RetryPolicy, RunningAdapter,
+    ServiceAdapter,
+};
 use govbus_harness::NatsServer;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -100,4 +105,25 @@ pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The identity service as a publisher of `CitizenRegistered`.
+pub async fn identity(bus: &Bus) -> RunningAdapter {
+    ServiceAdapter::new("identity")
+        .publishes::<CitizenRegistered>()
+        .start(bus)
+        .await
+        .expect("identity adapter starts")
+}
+
+/// A consumer of `CitizenRegistered` that only counts what it handles.
+pub fn counting_consumer(name: &str, counter: &Arc<AtomicUsize>) -> Consumer {
+    let counter = Arc::clone(counter);
+    Consumer::new(name).on(move |_: CitizenRegistered, _meta: EventMeta| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandleError>(())
+        }
+    })
 }
