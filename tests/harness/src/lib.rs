@@ -11,6 +11,7 @@
 //!
 //! - [`binary`]: finding a `nats-server` that is new enough (2.10 or later).
 //! - [`server`]: starting, stopping, killing and restarting one server process.
+//! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //!
 //! ```
 //! let server = govbus_harness::NatsServer::start()?;
@@ -19,9 +20,11 @@
 //! ```
 
 pub mod binary;
+pub mod database;
 pub mod server;
 
 pub use binary::{MINIMUM_VERSION, NatsServerBinary, find_nats_server};
+pub use database::{TestBackend, TestDatabase};
 pub use server::NatsServer;
 
 use std::path::PathBuf;
@@ -57,6 +60,9 @@ pub enum HarnessError {
         /// The server's log up to that point.
         log: String,
     },
+    /// A test database could not be created.
+    #[error("test database: {0}")]
+    Database(String),
     /// A file-system or process operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -1,0 +1,40 @@
+//! What every govbus service is built from.
+//!
+//! A govbus service keeps its state in its own database and talks to the others through the
+//! bus. This crate holds the parts that make that reliable, the same way in every service:
+//!
+//! - a state change and the events it produces commit together (the transactional outbox), and a
+//!   relay delivers them to JetStream once it acknowledges them;
+//! - a consumer records each event it processed in the same transaction as its effect (the
+//!   inbox), so a redelivery changes nothing;
+//! - a client's retried command with the same idempotency key returns the first answer.
+//!
+//! # Layout
+//!
+//! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
+//! - [`outbox`]: storing events with a state change, and the relay to JetStream.
+//! - [`inbox`]: recording processed events.
+//! - [`idempotency`]: client-supplied idempotency keys.
+//! - [`schema`]: the tables the kit keeps in each service's database.
+
+pub mod db;
+pub mod idempotency;
+pub mod inbox;
+pub mod outbox;
+pub mod schema;
+
+pub use db::{Backend, Database, DbError, Migration};
+pub use idempotency::{IdempotencyError, IdempotentRequest};
+pub use outbox::{OutboxRelay, RelayHandle, RelaySettings, RelayWaker};
+
+/// Connects to `url` and applies the kit's migrations, then the service's own.
+pub async fn open_database(
+    url: &str,
+    service: &str,
+    migrations: &[Migration],
+) -> Result<Database, DbError> {
+    let db = Database::connect(url).await?;
+    db.migrate(schema::COMPONENT, schema::MIGRATIONS).await?;
+    db.migrate(service, migrations).await?;
+    Ok(db)
+}
