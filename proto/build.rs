@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};
 
+use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.open_files(&relative)?;
     let pool = compiler.descriptor_pool();
     let descriptors = compiler.file_descriptor_set();
+    // Server reflection needs the imported files too (google/protobuf/descriptor.proto).
+    compiler.include_imports(true);
+    let reflection_set = compiler.file_descriptor_set().encode_to_vec();
 
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
@@ -33,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("govbus_events.rs"), event_impls(&pool)?)?;
+    fs::write(out_dir.join("govbus_descriptor.bin"), reflection_set)?;
 
     println!("cargo:rerun-if-changed=govbus");
     for file in &files {

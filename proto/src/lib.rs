@@ -38,6 +38,10 @@ pub mod govbus {
     }
 }
 
+/// The encoded descriptors of every contract, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/govbus_descriptor.bin"));
+
 mod events {
     include!(concat!(env!("OUT_DIR"), "/govbus_events.rs"));
 }

@@ -12,12 +12,14 @@
 //! # Layout
 //!
 //! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
+//! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
 //! - [`outbox`]: storing events with a state change, and the relay to JetStream.
 //! - [`inbox`]: recording processed events.
 //! - [`idempotency`]: client-supplied idempotency keys.
 //! - [`schema`]: the tables the kit keeps in each service's database.
 
 pub mod db;
+pub mod grpc;
 pub mod idempotency;
 pub mod inbox;
 pub mod outbox;

@@ -1,0 +1,281 @@
+//! Registering a citizen: every field checked, every problem reported at once.
+
+use time::Date;
+
+use super::person::{past_date, text_line};
+use super::{KkNumber, Nik, PersonName, Regions, Sex};
+
+/// One invalid input field (the field path and what is wrong).
+pub type FieldProblem = (&'static str, String);
+
+/// Collects every invalid field of a request, so all are reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    /// Keeps the value, or records why `field` is invalid.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        outcome: Result<T, E>,
+    ) -> Option<T> {
+        match outcome {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.0.push((field, problem.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Records a problem.
+    pub fn push(&mut self, field: &'static str, problem: impl Into<String>) {
+        self.0.push((field, problem.into()));
+    }
+
+    /// Whether nothing was wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems found.
+    pub fn into_vec(self) -> Vec<FieldProblem> {
+        self.0
+    }
+}
+
+/// Something accepted that an operator may want to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The NIK's kecamatan digits name no current kecamatan.
+    UnknownNikKecamatan,
+}
+
+impl Warning {
+    /// The text returned to the caller.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::UnknownNikKecamatan => {
+                "nik: digits 5–6 name no current kecamatan (codes were split and renumbered since \
+                 many NIKs were issued); registered anyway"
+            }
+        }
+    }
+}
+
+/// A kelurahan of the city (its code is in the shipped region list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kelurahan(String);
+
+impl Kelurahan {
+    /// Checks the code names a known kelurahan (`NN.NN.NN.NNNN`).
+    pub fn parse(code: &str) -> Result<Self, String> {
+        let code = code.trim();
+        if code.is_empty() {
+            return Err("is required".to_owned());
+        }
+        let shaped = code.len() == 13
+            && code.char_indices().all(|(i, c)| {
+                if matches!(i, 2 | 5 | 8) {
+                    c == '.'
+                } else {
+                    c.is_ascii_digit()
+                }
+            });
+        if !shaped {
+            return Err("must be a kelurahan code NN.NN.NN.NNNN".to_owned());
+        }
+        if !Regions::shipped().contains(code) {
+            return Err("names no kelurahan of this city".to_owned());
+        }
+        Ok(Self(code.to_owned()))
+    }
+
+    /// The code.
+    pub fn code(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The raw fields of a registration request.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationInput<'a> {
+    /// NIK.
+    pub nik: &'a str,
+    /// KK number.
+    pub kk_number: &'a str,
+    /// Full name.
+    pub full_name: &'a str,
+    /// Place of birth.
+    pub birth_place: &'a str,
+    /// Date of birth, YYYY-MM-DD.
+    pub birth_date: &'a str,
+    /// Sex, if given.
+    pub sex: Option<Sex>,
+    /// Street line of the address.
+    pub street: &'a str,
+    /// Kelurahan code of the address.
+    pub kelurahan_code: &'a str,
+}
+
+/// A citizen ready to be registered.
+#[derive(Debug, Clone)]
+pub struct NewCitizen {
+    /// NIK.
+    pub nik: Nik,
+    /// KK number.
+    pub kk_number: KkNumber,
+    /// Full name.
+    pub full_name: PersonName,
+    /// Place of birth.
+    pub birth_place: String,
+    /// Date of birth.
+    pub birth_date: Date,
+    /// Sex.
+    pub sex: Sex,
+    /// Street line.
+    pub street: String,
+    /// Kelurahan.
+    pub kelurahan: Kelurahan,
+}
+
+impl NewCitizen {
+    /// Checks every field and the rules between them; returns the citizen and any warnings, or
+    /// every problem found.
+    pub fn parse(input: RegistrationInput<'_>) -> Result<(Self, Vec<Warning>), Vec<FieldProblem>> {
+        let mut problems = Problems::default();
+        let nik = problems.check("nik", Nik::parse(input.nik));
+        let kk_number = problems.check("kk_number", KkNumber::parse(input.kk_number));
+        let full_name = problems.check("full_name", PersonName::parse(input.full_name));
+        let birth_place = problems.check("birth_place", text_line(input.birth_place, 64));
+        let birth_date = problems.check("birth_date", past_date(input.birth_date));
+        let sex = problems.check("sex", input.sex.ok_or("is required (male or female)"));
+        let street = problems.check("address.street", text_line(input.street, 200));
+        let kelurahan = problems.check(
+            "address.kelurahan_code",
+            Kelurahan::parse(input.kelurahan_code),
+        );
+
+        if let (Some(nik), Some(birth_date)) = (&nik, birth_date)
+            && !nik.encodes_birth_date(birth_date)
+        {
+            problems.push(
+                "birth_date",
+                "does not match the date of birth encoded in the NIK (digits 7–12)",
+            );
+        }
+        if let (Some(nik), Some(sex)) = (&nik, sex)
+            && nik.encoded_sex() != sex
+        {
+            problems.push(
+                "sex",
+                "does not match the NIK (women's day of birth is encoded plus 40)",
+            );
+        }
+        match (
+            nik,
+            kk_number,
+            full_name,
+            birth_place,
+            birth_date,
+            sex,
+            street,
+            kelurahan,
+        ) {
+            (
+                Some(nik),
+                Some(kk_number),
+                Some(full_name),
+                Some(birth_place),
+                Some(birth_date),
+                Some(sex),
+                Some(street),
+                Some(kelurahan),
+            ) if problems.is_empty() => {
+                let warnings = if nik.kecamatan_known() {
+                    Vec::new()
+                } else {
+                    vec![Warning::UnknownNikKecamatan]
+                };
+                Ok((
+                    Self {
+                        nik,
+                        kk_number,
+                        full_name,
+                        birth_place,
+                        birth_date,
+                        sex,
+                        street,
+                        kelurahan,
+                    },
+                    warnings,
+                ))
+            }
+            _ => Err(problems.into_vec()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> RegistrationInput<'static> {
+        RegistrationInput {
+            nik: "3573025708900002",
+            kk_number: "3573020101200001",
+            full_name: "Siti Aminah",
+            birth_place: "Malang",
+            birth_date: "1990-08-17",
+            sex: Some(Sex::Female),
+            street: "Jl. Ijen No. 1, RT 01/RW 02",
+            kelurahan_code: "35.73.02.1001",
+        }
+    }
+
+    #[test]
+    fn a_valid_registration_passes() {
+        let (citizen, warnings) = NewCitizen::parse(valid()).expect("valid");
+        assert_eq!(citizen.sex, Sex::Female);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = NewCitizen::parse(RegistrationInput {
+            kk_number: "12",
+            full_name: "",
+            sex: None,
+            kelurahan_code: "35.73.09.9999",
+            ..valid()
+        })
+        .expect_err("invalid");
+        let fields: Vec<&str> = problems.iter().map(|(field, _)| *field).collect();
+        assert_eq!(
+            fields,
+            ["kk_number", "full_name", "sex", "address.kelurahan_code"]
+        );
+    }
+
+    #[test]
+    fn the_nik_must_agree_with_birth_date_and_sex() {
+        let problems = NewCitizen::parse(RegistrationInput {
+            birth_date: "1990-08-18",
+            sex: Some(Sex::Male),
+            ..valid()
+        })
+        .expect_err("disagrees");
+        let fields: Vec<&str> = problems.iter().map(|(field, _)| *field).collect();
+        assert_eq!(fields, ["birth_date", "sex"]);
+    }
+
+    #[test]
+    fn an_unknown_kecamatan_is_a_warning() {
+        let (_, warnings) = NewCitizen::parse(RegistrationInput {
+            nik: "3573995708900002",
+            ..valid()
+        })
+        .expect("accepted");
+        assert_eq!(warnings, [Warning::UnknownNikKecamatan]);
+    }
+}

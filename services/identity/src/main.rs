@@ -1,0 +1,46 @@
+//! `govbus-identity`: runs the identity service.
+//!
+//! Configuration comes from the environment:
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_IDENTITY_DATABASE_URL`: `sqlite://…` (default `sqlite://.govbus/identity.db`) or
+//!   `postgres://…`;
+//! - `GOVBUS_IDENTITY_LISTEN`: the gRPC address (default `127.0.0.1:50051`).
+
+use anyhow::Context as _;
+use govbus_bus::BusOptions;
+use govbus_identity::{Application, IdentityConfig};
+use govbus_kit::RelaySettings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let nats_url = std::env::var("GOVBUS_NATS_URL").context(
+        "GOVBUS_NATS_URL is not set: give the NATS server URL (JetStream, 2.10 or later)",
+    )?;
+    let listen =
+        std::env::var("GOVBUS_IDENTITY_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".to_owned());
+    let config = IdentityConfig {
+        database_url: std::env::var("GOVBUS_IDENTITY_DATABASE_URL")
+            .unwrap_or_else(|_| "sqlite://.govbus/identity.db".to_owned()),
+        listen: listen.parse().with_context(|| {
+            format!("GOVBUS_IDENTITY_LISTEN={listen:?} is not an address like 127.0.0.1:50051")
+        })?,
+        bus: BusOptions::new(nats_url)
+            .client_name("identity")
+            .wait_for_server(true),
+        relay: RelaySettings::default(),
+    };
+    let app = Application::build(config)
+        .await
+        .context("starting the identity service")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    app.stop().await;
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! The register's commands and queries: each command changes the database, stores its event in
+//! the outbox and (when the client sent one) its idempotency key, in one transaction.
+
+use govbus_bus::{Causality, PublishError, Publisher};
+use govbus_kit::outbox;
+use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker};
+use govbus_proto::identity::v1 as pb;
+use prost::Message;
+use sqlx::{Any, AnyConnection, Transaction};
+use time::Date;
+use uuid::Uuid;
+
+use crate::domain::person::format_date;
+use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, Sex};
+use crate::store;
+
+/// Why a command or query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The NIK is registered already.
+    #[error("a citizen with this NIK is already registered")]
+    AlreadyRegistered,
+    /// No citizen has this NIK.
+    #[error("no citizen with this NIK is registered")]
+    NotFound,
+    /// The citizen's death is recorded.
+    #[error("the citizen's death is already recorded")]
+    Deceased,
+    /// A relocation to where the citizen already lives.
+    #[error("the citizen already lives in kelurahan {0}")]
+    SameKelurahan(String),
+    /// A date of death before the date of birth.
+    #[error("date_of_death is before the citizen's date of birth")]
+    DeathBeforeBirth,
+    /// The idempotency key was used for another request.
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
+    /// The event could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Event(#[from] PublishError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<IdempotencyError> for RegistryError {
+    fn from(error: IdempotencyError) -> Self {
+        match error {
+            IdempotencyError::Db(error) => Self::Db(error),
+            other => Self::Idempotency(other),
+        }
+    }
+}
+
+/// What `VerifyCitizen` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// A living citizen whose details agree.
+    Match {
+        /// The pseudonymous reference.
+        citizen_ref: String,
+    },
+    /// A citizen whose details agree and who has died.
+    Deceased {
+        /// The pseudonymous reference.
+        citizen_ref: String,
+    },
+    /// Unknown NIK, or details that disagree.
+    NoMatch,
+}
+
+/// The population register.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    db: Database,
+    publisher: Publisher,
+    relay: RelayWaker,
+}
+
+impl Registry {
+    /// A register over `db`, publishing through `publisher` via the outbox relay `relay` wakes.
+    pub fn new(db: Database, publisher: Publisher, relay: RelayWaker) -> Self {
+        Self {
+            db,
+            publisher,
+            relay,
+        }
+    }
+
+    /// Registers a citizen and publishes `CitizenRegistered`.
+    pub async fn register(
+        &self,
+        citizen: &NewCitizen,
+        warnings: Vec<String>,
+        idempotency: Option<IdempotentRequest<'_>>,
+        causality: &Causality,
+    ) -> Result<pb::RegisterCitizenResponse, RegistryError> {
+        self.command(idempotency, async |transaction| {
+            if store::find_by_nik(transaction, &citizen.nik)
+                .await?
+                .is_some()
+            {
+                return Err(RegistryError::AlreadyRegistered);
+            }
+            let citizen_ref = Uuid::now_v7().to_string();
+            store::insert(transaction, &citizen_ref, citizen).await?;
+            let event = pb::CitizenRegistered {
+                citizen_ref: citizen_ref.clone(),
+                kelurahan_code: citizen.kelurahan.code().to_owned(),
+                birth_year: u32::try_from(citizen.birth_date.year()).unwrap_or(0),
+                sex: proto_sex(citizen.sex).into(),
+            };
+            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            Ok(pb::RegisterCitizenResponse {
+                citizen_ref,
+                warnings,
+            })
+        })
+        .await
+    }
+
+    /// Answers whether `nik` (and the name and birth date, where given) is a living citizen.
+    pub async fn verify(
+        &self,
+        nik: &Nik,
+        full_name: Option<&PersonName>,
+        birth_date: Option<Date>,
+    ) -> Result<Verification, RegistryError> {
+        let mut connection = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(DbError::sql("acquiring a connection"))?;
+        let Some(citizen) = store::find_by_nik(&mut connection, nik).await? else {
+            return Ok(Verification::NoMatch);
+        };
+        let name_agrees = full_name.is_none_or(|name| citizen.full_name.matches(name.as_str()));
+        let date_agrees = birth_date.is_none_or(|date| date == citizen.birth_date);
+        Ok(match (name_agrees && date_agrees, citizen.deceased) {
+            (false, _) => Verification::NoMatch,
+            (true, false) => Verification::Match {
+                citizen_ref: citizen.citizen_ref,
+            },
+            (true, true) => Verification::Deceased {
+                citizen_ref: citizen.citizen_ref,
+            },
+        })
+    }
+
+    /// Moves a living citizen to another kelurahan and publishes `CitizenRelocated`.
+    pub async fn relocate(
+        &self,
+        nik: &Nik,
+        street: &str,
+        kelurahan: &Kelurahan,
+        idempotency: Option<IdempotentRequest<'_>>,
+        causality: &Causality,
+    ) -> Result<pb::RecordRelocationResponse, RegistryError> {
+        self.command(idempotency, async |transaction| {
+            let citizen = store::find_by_nik(transaction, nik)
+                .await?
+                .ok_or(RegistryError::NotFound)?;
+            if citizen.deceased {
+                return Err(RegistryError::Deceased);
+            }
+            if citizen.kelurahan_code == kelurahan.code() {
+                return Err(RegistryError::SameKelurahan(citizen.kelurahan_code));
+            }
+            store::update_address(transaction, &citizen.citizen_ref, street, kelurahan.code())
+                .await?;
+            let event = pb::CitizenRelocated {
+                citizen_ref: citizen.citizen_ref.clone(),
+                from_kelurahan_code: citizen.kelurahan_code.clone(),
+                to_kelurahan_code: kelurahan.code().to_owned(),
+            };
+            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            Ok(pb::RecordRelocationResponse {
+                citizen_ref: citizen.citizen_ref,
+                from_kelurahan_code: citizen.kelurahan_code,
+                to_kelurahan_code: kelurahan.code().to_owned(),
+            })
+        })
+        .await
+    }
+
+    /// Records a death and publishes `CitizenDeceased`.
+    pub async fn record_death(
+        &self,
+        nik: &Nik,
+        date_of_death: Date,
+        idempotency: Option<IdempotentRequest<'_>>,
+        causality: &Causality,
+    ) -> Result<pb::RecordDeathResponse, RegistryError> {
+        self.command(idempotency, async |transaction| {
+            let citizen = store::find_by_nik(transaction, nik)
+                .await?
+                .ok_or(RegistryError::NotFound)?;
+            if citizen.deceased {
+                return Err(RegistryError::Deceased);
+            }
+            if date_of_death < citizen.birth_date {
+                return Err(RegistryError::DeathBeforeBirth);
+            }
+            store::mark_deceased(transaction, &citizen.citizen_ref, date_of_death).await?;
+            let event = pb::CitizenDeceased {
+                citizen_ref: citizen.citizen_ref.clone(),
+                date_of_death: format_date(date_of_death),
+            };
+            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            Ok(pb::RecordDeathResponse {
+                citizen_ref: citizen.citizen_ref,
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` in a transaction, honouring the idempotency key: a stored response is
+    /// returned as it was; a new one is stored with the work's changes.
+    async fn command<R>(
+        &self,
+        idempotency: Option<IdempotentRequest<'_>>,
+        work: impl AsyncFnOnce(&mut AnyConnection) -> Result<R, RegistryError>,
+    ) -> Result<R, RegistryError>
+    where
+        R: Message + Default,
+    {
+        let mut transaction: Transaction<'static, Any> = self.db.begin().await?;
+        if let Some(request) = &idempotency
+            && let Some(stored) = request.stored_response(&mut transaction).await?
+        {
+            return R::decode(stored.as_slice()).map_err(|error| {
+                RegistryError::Db(DbError::Sql {
+                    context: "decoding a stored response",
+                    source: sqlx::Error::Decode(Box::new(error)),
+                })
+            });
+        }
+        let response = work(&mut transaction).await?;
+        if let Some(request) = &idempotency {
+            request
+                .store_response(&mut transaction, &response.encode_to_vec())
+                .await?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(DbError::sql("committing a command"))?;
+        self.relay.wake();
+        Ok(response)
+    }
+}
+
+fn proto_sex(sex: Sex) -> pb::Sex {
+    match sex {
+        Sex::Male => pb::Sex::Male,
+        Sex::Female => pb::Sex::Female,
+    }
+}
