@@ -1,23 +1,15 @@
 //! The `govbus.identity.v1.IdentityService` gRPC API: requests parsed into domain types, domain
 //! errors mapped to statuses.
 
-use govbus_bus::Causality;
-use govbus_kit::IdempotentRequest;
-use govbus_kit::grpc::{Violation, invalid_argument};
+use govbus_kit::grpc::{FieldProblems, causality, idempotent};
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_server::IdentityService;
-use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::domain::citizen::{FieldProblem, Problems};
 use crate::domain::person::{past_date, text_line};
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, RegistrationInput, Sex};
 use crate::registry::{Registry, RegistryError, Verification};
-
-/// Longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// The gRPC face of the [`Registry`].
 #[derive(Debug, Clone)]
@@ -53,15 +45,12 @@ impl IdentityService for IdentityApi {
                 street: &address.street,
                 kelurahan_code: &address.kelurahan_code,
             };
-            let mut problems = Problems::default();
-            check_idempotency_key(&request.idempotency_key, &mut problems);
-            let (citizen, warnings) = match NewCitizen::parse(input) {
-                Ok(parsed) if problems.is_empty() => parsed,
-                Ok(_) => return Err(field_errors(problems.into_vec())),
-                Err(mut field_problems) => {
-                    field_problems.extend(problems.into_vec());
-                    return Err(field_errors(field_problems));
-                }
+            let mut problems = FieldProblems::default();
+            problems.check_idempotency_key(&request.idempotency_key);
+            let Some((citizen, warnings)) =
+                NewCitizen::parse(input, &mut problems).filter(|_| problems.is_empty())
+            else {
+                return Err(problems.into_status());
             };
             for warning in &warnings {
                 tracing::warn!(
@@ -69,11 +58,10 @@ impl IdentityService for IdentityApi {
                     warning = warning.message()
                 );
             }
-            let encoded = request.encode_to_vec();
             let idempotency = idempotent(
                 "identity.RegisterCitizen",
                 &request.idempotency_key,
-                &encoded,
+                &request,
             );
             let warnings = warnings.iter().map(|w| w.message().to_owned()).collect();
             self.registry
@@ -93,7 +81,7 @@ impl IdentityService for IdentityApi {
         let request = request.into_inner();
         let span = tracing::info_span!("VerifyCitizen", rpc.method = "VerifyCitizen");
         async {
-            let mut problems = Problems::default();
+            let mut problems = FieldProblems::default();
             let nik = problems.check("nik", Nik::parse(&request.nik));
             let full_name = if request.full_name.trim().is_empty() {
                 None
@@ -106,7 +94,7 @@ impl IdentityService for IdentityApi {
                 problems.check("birth_date", past_date(&request.birth_date))
             };
             let Some(nik) = nik.filter(|_| problems.is_empty()) else {
-                return Err(field_errors(problems.into_vec()));
+                return Err(problems.into_status());
             };
             let verification = self
                 .registry
@@ -137,8 +125,8 @@ impl IdentityService for IdentityApi {
         let request = request.into_inner();
         let span = tracing::info_span!("RecordRelocation", rpc.method = "RecordRelocation");
         async {
-            let mut problems = Problems::default();
-            check_idempotency_key(&request.idempotency_key, &mut problems);
+            let mut problems = FieldProblems::default();
+            problems.check_idempotency_key(&request.idempotency_key);
             let address = request.new_address.clone().unwrap_or_default();
             let nik = problems.check("nik", Nik::parse(&request.nik));
             let street = problems.check("new_address.street", text_line(&address.street, 200));
@@ -149,13 +137,12 @@ impl IdentityService for IdentityApi {
             let (Some(nik), Some(street), Some(kelurahan), true) =
                 (nik, street, kelurahan, problems.is_empty())
             else {
-                return Err(field_errors(problems.into_vec()));
+                return Err(problems.into_status());
             };
-            let encoded = request.encode_to_vec();
             let idempotency = idempotent(
                 "identity.RecordRelocation",
                 &request.idempotency_key,
-                &encoded,
+                &request,
             );
             self.registry
                 .relocate(&nik, &street, &kelurahan, idempotency, &causality)
@@ -175,16 +162,15 @@ impl IdentityService for IdentityApi {
         let request = request.into_inner();
         let span = tracing::info_span!("RecordDeath", rpc.method = "RecordDeath");
         async {
-            let mut problems = Problems::default();
-            check_idempotency_key(&request.idempotency_key, &mut problems);
+            let mut problems = FieldProblems::default();
+            problems.check_idempotency_key(&request.idempotency_key);
             let nik = problems.check("nik", Nik::parse(&request.nik));
             let date = problems.check("date_of_death", past_date(&request.date_of_death));
             let (Some(nik), Some(date), true) = (nik, date, problems.is_empty()) else {
-                return Err(field_errors(problems.into_vec()));
+                return Err(problems.into_status());
             };
-            let encoded = request.encode_to_vec();
             let idempotency =
-                idempotent("identity.RecordDeath", &request.idempotency_key, &encoded);
+                idempotent("identity.RecordDeath", &request.idempotency_key, &request);
             self.registry
                 .record_death(&nik, date, idempotency, &causality)
                 .await
@@ -196,47 +182,12 @@ impl IdentityService for IdentityApi {
     }
 }
 
-/// The request id a client sent (`x-request-id`), or a new one: it names the transaction the
-/// command's events belong to.
-fn causality<T>(request: &Request<T>) -> Causality {
-    let request_id = request
-        .metadata()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|id| !id.is_empty() && id.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    Causality::request(request_id)
-}
-
 fn sex(sex: pb::Sex) -> Option<Sex> {
     match sex {
         pb::Sex::Male => Some(Sex::Male),
         pb::Sex::Female => Some(Sex::Female),
         pb::Sex::Unspecified => None,
     }
-}
-
-fn check_idempotency_key(key: &str, problems: &mut Problems) {
-    if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
-        problems.push(
-            "idempotency_key",
-            format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes without control characters"),
-        );
-    }
-}
-
-fn idempotent<'a>(scope: &'a str, key: &'a str, request: &[u8]) -> Option<IdempotentRequest<'a>> {
-    (!key.is_empty()).then(|| IdempotentRequest::new(scope, key, request))
-}
-
-fn field_errors(problems: Vec<FieldProblem>) -> Status {
-    let violations: Vec<Violation> = problems
-        .into_iter()
-        .map(|(field, description)| Violation::new(field, description))
-        .collect();
-    invalid_argument(&violations)
 }
 
 /// Domain errors as gRPC statuses.

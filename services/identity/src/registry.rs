@@ -2,11 +2,10 @@
 //! the outbox and (when the client sent one) its idempotency key, in one transaction.
 
 use govbus_bus::{Causality, PublishError, Publisher};
+use govbus_kit::command::run_command;
 use govbus_kit::outbox;
 use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker};
 use govbus_proto::identity::v1 as pb;
-use prost::Message;
-use sqlx::{Any, AnyConnection, Transaction};
 use time::Date;
 use uuid::Uuid;
 
@@ -95,7 +94,7 @@ impl Registry {
         idempotency: Option<IdempotentRequest<'_>>,
         causality: &Causality,
     ) -> Result<pb::RegisterCitizenResponse, RegistryError> {
-        self.command(idempotency, async |transaction| {
+        run_command(&self.db, &self.relay, idempotency, async |transaction| {
             if store::find_by_nik(transaction, &citizen.nik)
                 .await?
                 .is_some()
@@ -157,7 +156,7 @@ impl Registry {
         idempotency: Option<IdempotentRequest<'_>>,
         causality: &Causality,
     ) -> Result<pb::RecordRelocationResponse, RegistryError> {
-        self.command(idempotency, async |transaction| {
+        run_command(&self.db, &self.relay, idempotency, async |transaction| {
             let citizen = store::find_by_nik(transaction, nik)
                 .await?
                 .ok_or(RegistryError::NotFound)?;
@@ -192,7 +191,7 @@ impl Registry {
         idempotency: Option<IdempotentRequest<'_>>,
         causality: &Causality,
     ) -> Result<pb::RecordDeathResponse, RegistryError> {
-        self.command(idempotency, async |transaction| {
+        run_command(&self.db, &self.relay, idempotency, async |transaction| {
             let citizen = store::find_by_nik(transaction, nik)
                 .await?
                 .ok_or(RegistryError::NotFound)?;
@@ -213,41 +212,6 @@ impl Registry {
             })
         })
         .await
-    }
-
-    /// Runs `work` in a transaction, honouring the idempotency key: a stored response is
-    /// returned as it was; a new one is stored with the work's changes.
-    async fn command<R>(
-        &self,
-        idempotency: Option<IdempotentRequest<'_>>,
-        work: impl AsyncFnOnce(&mut AnyConnection) -> Result<R, RegistryError>,
-    ) -> Result<R, RegistryError>
-    where
-        R: Message + Default,
-    {
-        let mut transaction: Transaction<'static, Any> = self.db.begin().await?;
-        if let Some(request) = &idempotency
-            && let Some(stored) = request.stored_response(&mut transaction).await?
-        {
-            return R::decode(stored.as_slice()).map_err(|error| {
-                RegistryError::Db(DbError::Sql {
-                    context: "decoding a stored response",
-                    source: sqlx::Error::Decode(Box::new(error)),
-                })
-            });
-        }
-        let response = work(&mut transaction).await?;
-        if let Some(request) = &idempotency {
-            request
-                .store_response(&mut transaction, &response.encode_to_vec())
-                .await?;
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(DbError::sql("committing a command"))?;
-        self.relay.wake();
-        Ok(response)
     }
 }
 

@@ -14,28 +14,7 @@ use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(govbus_harness::TestBackend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(govbus_harness::TestBackend::Postgres).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both_backends!(
+govbus_harness::on_both_backends!(
     registering_publishes_an_event_without_personal_data,
     invalid_requests_get_every_field_problem,
     retried_commands_return_the_first_result,

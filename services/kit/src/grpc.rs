@@ -32,6 +32,88 @@ impl Violation {
     }
 }
 
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// Collects every invalid field of a request, so all are reported at once.
+#[derive(Debug, Default)]
+pub struct FieldProblems(Vec<Violation>);
+
+impl FieldProblems {
+    /// Keeps the value, or records why `field` is invalid.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        outcome: Result<T, E>,
+    ) -> Option<T> {
+        match outcome {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.0.push(Violation::new(field, problem.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Records a problem.
+    pub fn push(&mut self, field: &str, problem: impl Into<String>) {
+        self.0.push(Violation::new(field, problem));
+    }
+
+    /// Checks a client's idempotency key (empty means none).
+    pub fn check_idempotency_key(&mut self, key: &str) {
+        if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
+            self.push(
+                "idempotency_key",
+                format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes without control characters"),
+            );
+        }
+    }
+
+    /// Adds the problems of another check.
+    pub fn extend(&mut self, violations: impl IntoIterator<Item = Violation>) {
+        self.0.extend(violations);
+    }
+
+    /// Whether nothing was wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems as `InvalidArgument` with details.
+    pub fn into_status(self) -> Status {
+        invalid_argument(&self.0)
+    }
+
+    /// The problems found.
+    pub fn into_violations(self) -> Vec<Violation> {
+        self.0
+    }
+}
+
+/// The idempotency key of a request, if the client sent one.
+pub fn idempotent<'a>(
+    scope: &'a str,
+    key: &'a str,
+    request: &impl prost::Message,
+) -> Option<crate::IdempotentRequest<'a>> {
+    (!key.is_empty()).then(|| crate::IdempotentRequest::new(scope, key, &request.encode_to_vec()))
+}
+
+/// The request id a client sent (`x-request-id`), or a new one: it names the transaction the
+/// command's events belong to.
+pub fn causality<T>(request: &tonic::Request<T>) -> govbus_bus::Causality {
+    let request_id = request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    govbus_bus::Causality::request(request_id)
+}
+
 /// `InvalidArgument` with a `google.rpc.BadRequest` listing every violation.
 pub fn invalid_argument(violations: &[Violation]) -> Status {
     let summary = violations

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //!
+//! - [`command`]: a command (with its idempotency key) or an event handler (with the inbox) as one transaction.
 //! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
 //! - [`outbox`]: storing events with a state change, and the relay to JetStream.
@@ -18,6 +19,7 @@
 //! - [`idempotency`]: client-supplied idempotency keys.
 //! - [`schema`]: the tables the kit keeps in each service's database.
 
+pub mod command;
 pub mod db;
 pub mod grpc;
 pub mod idempotency;

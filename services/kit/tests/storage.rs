@@ -9,29 +9,7 @@ use govbus_kit::outbox::{self, OutboxRelay, RelaySettings};
 use govbus_kit::{Database, IdempotencyError, IdempotentRequest, inbox, open_database};
 use govbus_proto::identity::v1::CitizenRegistered;
 
-/// Runs a scenario once per backend, each as its own test.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(govbus_harness::TestBackend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(govbus_harness::TestBackend::Postgres).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both_backends!(
+govbus_harness::on_both_backends!(
     migrations_can_run_twice,
     the_relay_sends_committed_events_once,
     a_rolled_back_command_publishes_nothing,

@@ -125,3 +125,27 @@ impl Drop for TestDatabase {
         let _ = dropper.join();
     }
 }
+
+/// Runs each named `async fn scenario(backend: TestBackend)` of the calling module once per
+/// backend, as the tests `sqlite::scenario` and `postgres::scenario`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::TestBackend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::TestBackend::Postgres).await;
+                }
+            )+
+        }
+    };
+}

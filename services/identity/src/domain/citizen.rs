@@ -1,48 +1,10 @@
 //! Registering a citizen: every field checked, every problem reported at once.
 
+use govbus_kit::grpc::FieldProblems;
 use time::Date;
 
 use super::person::{past_date, text_line};
 use super::{KkNumber, Nik, PersonName, Regions, Sex};
-
-/// One invalid input field (the field path and what is wrong).
-pub type FieldProblem = (&'static str, String);
-
-/// Collects every invalid field of a request, so all are reported at once.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<FieldProblem>);
-
-impl Problems {
-    /// Keeps the value, or records why `field` is invalid.
-    pub fn check<T, E: std::fmt::Display>(
-        &mut self,
-        field: &'static str,
-        outcome: Result<T, E>,
-    ) -> Option<T> {
-        match outcome {
-            Ok(value) => Some(value),
-            Err(problem) => {
-                self.0.push((field, problem.to_string()));
-                None
-            }
-        }
-    }
-
-    /// Records a problem.
-    pub fn push(&mut self, field: &'static str, problem: impl Into<String>) {
-        self.0.push((field, problem.into()));
-    }
-
-    /// Whether nothing was wrong.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The problems found.
-    pub fn into_vec(self) -> Vec<FieldProblem> {
-        self.0
-    }
-}
 
 /// Something accepted that an operator may want to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,9 +103,11 @@ pub struct NewCitizen {
 
 impl NewCitizen {
     /// Checks every field and the rules between them; returns the citizen and any warnings, or
-    /// every problem found.
-    pub fn parse(input: RegistrationInput<'_>) -> Result<(Self, Vec<Warning>), Vec<FieldProblem>> {
-        let mut problems = Problems::default();
+    /// records every problem found in `problems`.
+    pub fn parse(
+        input: RegistrationInput<'_>,
+        problems: &mut FieldProblems,
+    ) -> Option<(Self, Vec<Warning>)> {
         let nik = problems.check("nik", Nik::parse(input.nik));
         let kk_number = problems.check("kk_number", KkNumber::parse(input.kk_number));
         let full_name = problems.check("full_name", PersonName::parse(input.full_name));
@@ -197,7 +161,7 @@ impl NewCitizen {
                 } else {
                     vec![Warning::UnknownNikKecamatan]
                 };
-                Ok((
+                Some((
                     Self {
                         nik,
                         kk_number,
@@ -211,7 +175,7 @@ impl NewCitizen {
                     warnings,
                 ))
             }
-            _ => Err(problems.into_vec()),
+            _ => None,
         }
     }
 }
@@ -233,16 +197,27 @@ mod tests {
         }
     }
 
+    fn parse(input: RegistrationInput<'_>) -> Result<(NewCitizen, Vec<Warning>), Vec<String>> {
+        let mut problems = FieldProblems::default();
+        NewCitizen::parse(input, &mut problems).ok_or_else(|| {
+            problems
+                .into_violations()
+                .into_iter()
+                .map(|v| v.field)
+                .collect()
+        })
+    }
+
     #[test]
     fn a_valid_registration_passes() {
-        let (citizen, warnings) = NewCitizen::parse(valid()).expect("valid");
+        let (citizen, warnings) = parse(valid()).expect("valid");
         assert_eq!(citizen.sex, Sex::Female);
         assert!(warnings.is_empty());
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let problems = NewCitizen::parse(RegistrationInput {
+        let fields = parse(RegistrationInput {
             kk_number: "12",
             full_name: "",
             sex: None,
@@ -250,7 +225,6 @@ mod tests {
             ..valid()
         })
         .expect_err("invalid");
-        let fields: Vec<&str> = problems.iter().map(|(field, _)| *field).collect();
         assert_eq!(
             fields,
             ["kk_number", "full_name", "sex", "address.kelurahan_code"]
@@ -259,19 +233,18 @@ mod tests {
 
     #[test]
     fn the_nik_must_agree_with_birth_date_and_sex() {
-        let problems = NewCitizen::parse(RegistrationInput {
+        let fields = parse(RegistrationInput {
             birth_date: "1990-08-18",
             sex: Some(Sex::Male),
             ..valid()
         })
         .expect_err("disagrees");
-        let fields: Vec<&str> = problems.iter().map(|(field, _)| *field).collect();
         assert_eq!(fields, ["birth_date", "sex"]);
     }
 
     #[test]
     fn an_unknown_kecamatan_is_a_warning() {
-        let (_, warnings) = NewCitizen::parse(RegistrationInput {
+        let (_, warnings) = parse(RegistrationInput {
             nik: "3573995708900002",
             ..valid()
         })

@@ -1,0 +1,76 @@
+//! Running a command or an event handler as one transaction with its events.
+
+use govbus_bus::{EventMeta, HandleError};
+use prost::Message;
+use sqlx::AnyConnection;
+
+use crate::db::{Database, DbError};
+use crate::idempotency::{IdempotencyError, IdempotentRequest};
+use crate::inbox;
+use crate::outbox::RelayWaker;
+
+/// Runs `work` in one transaction, honouring the client's idempotency key: a response stored for
+/// the key is returned as it was, without running `work`; otherwise `work`'s response is stored
+/// with its changes. After the commit the outbox relay is woken for the events `work` enqueued.
+pub async fn run_command<R, E>(
+    db: &Database,
+    relay: &RelayWaker,
+    idempotency: Option<IdempotentRequest<'_>>,
+    work: impl AsyncFnOnce(&mut AnyConnection) -> Result<R, E>,
+) -> Result<R, E>
+where
+    R: Message + Default,
+    E: From<IdempotencyError> + From<DbError>,
+{
+    let mut transaction = db.begin().await?;
+    if let Some(request) = &idempotency
+        && let Some(stored) = request.stored_response(&mut transaction).await?
+    {
+        return R::decode(stored.as_slice()).map_err(|error| {
+            E::from(DbError::Sql {
+                context: "decoding a stored response",
+                source: sqlx::Error::Decode(Box::new(error)),
+            })
+        });
+    }
+    let response = work(&mut transaction).await?;
+    if let Some(request) = &idempotency {
+        request
+            .store_response(&mut transaction, &response.encode_to_vec())
+            .await?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(DbError::sql("committing a command"))?;
+    relay.wake();
+    Ok(response)
+}
+
+/// Handles a consumed event at most once per consumer: `work` runs in a transaction that also
+/// records the event id in the inbox, so a redelivered event changes nothing. Database errors
+/// become transient or permanent handler errors ([`inbox::handle_error`]).
+pub async fn handle_once(
+    db: &Database,
+    relay: &RelayWaker,
+    meta: &EventMeta,
+    work: impl AsyncFnOnce(&mut AnyConnection) -> Result<(), HandleError>,
+) -> Result<(), HandleError> {
+    let mut transaction = db.begin().await.map_err(inbox::handle_error)?;
+    let first_time = inbox::claim(&mut transaction, &meta.delivery.consumer, &meta.envelope.id)
+        .await
+        .map_err(inbox::handle_error)?;
+    if !first_time {
+        tracing::debug!(message = "Event already processed; skipped.", event_id = %meta.envelope.id);
+        return Ok(());
+    }
+    work(&mut transaction).await?;
+    transaction.commit().await.map_err(|error| {
+        inbox::handle_error(DbError::Sql {
+            context: "committing an event's effects",
+            source: error,
+        })
+    })?;
+    relay.wake();
+    Ok(())
+}
