@@ -2,15 +2,13 @@
 
 use std::net::SocketAddr;
 
-use govbus_bus::{AdapterError, Bus, BusOptions, ConnectError, RunningAdapter, ServiceAdapter};
-use govbus_kit::grpc::{MAX_REQUEST_BYTES, serve, server_with_health_and_reflection};
-use govbus_kit::{Database, DbError, OutboxRelay, RelayHandle, RelaySettings, open_database};
+use govbus_bus::{Bus, BusOptions, ServiceAdapter};
+use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
+use govbus_kit::runtime::bind;
+use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use govbus_proto::identity::v1::{CitizenDeceased, CitizenRegistered, CitizenRelocated};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::grpc::IdentityApi;
 use crate::registry::Registry;
@@ -32,43 +30,10 @@ pub struct IdentityConfig {
     pub relay: RelaySettings,
 }
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The database could not be opened or migrated.
-    #[error("database: {0}")]
-    Database(#[from] DbError),
-    /// NATS could not be reached.
-    #[error("bus: {0}")]
-    Bus(#[from] ConnectError),
-    /// Streams could not be provisioned.
-    #[error("bus: {0}")]
-    Adapter(#[from] AdapterError),
-    /// The gRPC address is taken or not allowed.
-    #[error(
-        "cannot listen on {address}: {source} (another process may use it; choose another address)"
-    )]
-    Listen {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The reflection service could not be built.
-    #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
-
 /// A running identity service.
 #[derive(Debug)]
 pub struct Application {
-    address: SocketAddr,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
-    stop_serving: CancellationToken,
-    relay: RelayHandle,
-    adapter: RunningAdapter,
-    db: Database,
+    runtime: ServiceRuntime,
 }
 
 impl Application {
@@ -85,18 +50,7 @@ impl Application {
             .await?;
         let relay = OutboxRelay::new(db.clone(), adapter.publisher().clone(), config.relay).spawn();
         let registry = Registry::new(db.clone(), adapter.publisher().clone(), relay.waker());
-
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    address: config.listen,
-                    source,
-                })?;
-        let address = listener.local_addr().map_err(|source| StartError::Listen {
-            address: config.listen,
-            source,
-        })?;
+        let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(
             FILE_DESCRIPTOR_SET,
         )
@@ -105,44 +59,22 @@ impl Application {
             IdentityServiceServer::new(IdentityApi::new(registry))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let stop_serving = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            router,
-            listener,
-            stop_serving.clone().cancelled_owned(),
-        ));
-        tracing::info!(message = "Identity service listening.", %address);
-        Ok(Self {
-            address,
-            server,
-            stop_serving,
-            relay,
-            adapter,
-            db,
-        })
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        Ok(Self { runtime })
     }
 
     /// The gRPC port (useful when the configured port was 0).
     pub fn port(&self) -> u16 {
-        self.address.port()
+        self.runtime.address().port()
     }
 
     /// The gRPC address.
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.runtime.address()
     }
 
-    /// Stops accepting calls, lets running calls finish, stops the relay (unsent events stay in
-    /// the outbox for the next start) and closes the database.
+    /// Stops the service in order; unsent events stay in the outbox for the next start.
     pub async fn stop(self) {
-        self.stop_serving.cancel();
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(message = "gRPC server failed.", %error),
-            Err(error) => tracing::error!(message = "gRPC server task failed.", %error),
-        }
-        self.relay.shutdown().await;
-        self.adapter.shutdown().await;
-        self.db.close().await;
+        self.runtime.stop().await;
     }
 }

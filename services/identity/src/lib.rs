@@ -20,4 +20,5 @@ pub mod grpc;
 pub mod registry;
 pub mod store;
 
-pub use app::{Application, IdentityConfig, StartError};
+pub use app::{Application, IdentityConfig};
+pub use govbus_kit::StartError;

@@ -17,6 +17,7 @@
 //! - [`outbox`]: storing events with a state change, and the relay to JetStream.
 //! - [`inbox`]: recording processed events.
 //! - [`idempotency`]: client-supplied idempotency keys.
+//! - [`runtime`]: starting and stopping a service in order.
 //! - [`schema`]: the tables the kit keeps in each service's database.
 
 pub mod command;
@@ -25,11 +26,13 @@ pub mod grpc;
 pub mod idempotency;
 pub mod inbox;
 pub mod outbox;
+pub mod runtime;
 pub mod schema;
 
 pub use db::{Backend, Database, DbError, Migration};
 pub use idempotency::{IdempotencyError, IdempotentRequest};
 pub use outbox::{OutboxRelay, RelayHandle, RelaySettings, RelayWaker};
+pub use runtime::{ServiceRuntime, StartError};
 
 /// Connects to `url` and applies the kit's migrations, then the service's own.
 pub async fn open_database(

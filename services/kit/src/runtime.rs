@@ -1,0 +1,117 @@
+//! Starting and stopping a service: database, bus adapter, outbox relay and gRPC server.
+
+use std::net::SocketAddr;
+
+use govbus_bus::{AdapterError, ConnectError, RunningAdapter};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+
+use crate::db::{Database, DbError};
+use crate::grpc::serve;
+use crate::outbox::RelayHandle;
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    /// NATS could not be reached.
+    #[error("bus: {0}")]
+    Bus(#[from] ConnectError),
+    /// Streams or consumers could not be provisioned.
+    #[error("bus: {0}")]
+    Adapter(#[from] AdapterError),
+    /// The gRPC address is taken or not allowed.
+    #[error(
+        "cannot listen on {address}: {source} (another process may use it; choose another address)"
+    )]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Another service this one calls has an invalid address.
+    #[error("{0}")]
+    Dependency(String),
+}
+
+/// Binds the gRPC address, failing with a message that names it.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen { address, source })
+}
+
+/// A running service: what [`stop`](Self::stop) shuts down, in order.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    address: SocketAddr,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_serving: CancellationToken,
+    relay: RelayHandle,
+    adapter: RunningAdapter,
+    db: Database,
+}
+
+impl ServiceRuntime {
+    /// Serves `router` on `listener`; the relay and adapter are already running.
+    pub fn start(
+        router: Router,
+        listener: TcpListener,
+        relay: RelayHandle,
+        adapter: RunningAdapter,
+        db: Database,
+    ) -> Result<Self, StartError> {
+        let address = listener.local_addr().map_err(|source| StartError::Listen {
+            address: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let stop_serving = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            router,
+            listener,
+            stop_serving.clone().cancelled_owned(),
+        ));
+        tracing::info!(
+            message = "Service listening.",
+            service = %adapter.contract().service,
+            %address,
+        );
+        Ok(Self {
+            address,
+            server,
+            stop_serving,
+            relay,
+            adapter,
+            db,
+        })
+    }
+
+    /// The gRPC address (its port is the real one when port 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting calls and lets running ones finish, stops consuming (in-flight handlers
+    /// finish), stops the relay (unsent events stay in the outbox for the next start) and
+    /// closes the database.
+    pub async fn stop(self) {
+        self.stop_serving.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(message = "gRPC server failed.", %error),
+            Err(error) => tracing::error!(message = "gRPC server task failed.", %error),
+        }
+        self.adapter.shutdown().await;
+        self.relay.shutdown().await;
+        self.db.close().await;
+    }
+}
