@@ -7,9 +7,9 @@ use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::domain::person::{past_date, text_line};
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, RegistrationInput, Sex};
 use crate::registry::{Registry, RegistryError, Verification};
+use govbus_civil::{past_date, text_line};
 
 /// The gRPC face of the [`Registry`].
 #[derive(Debug, Clone)]

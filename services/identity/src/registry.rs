@@ -9,9 +9,9 @@ use govbus_proto::identity::v1 as pb;
 use time::Date;
 use uuid::Uuid;
 
-use crate::domain::person::format_date;
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, Sex};
 use crate::store;
+use govbus_civil::format_date;
 
 /// Why a command or query failed.
 #[derive(Debug, thiserror::Error)]

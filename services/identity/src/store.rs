@@ -5,8 +5,8 @@ use govbus_kit::{DbError, Migration};
 use sqlx::AnyConnection;
 use time::Date;
 
-use crate::domain::person::{format_date, past_date};
 use crate::domain::{NewCitizen, Nik, PersonName};
+use govbus_civil::{format_date, past_date};
 
 /// The identity service's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {

@@ -3,8 +3,7 @@
 use govbus_kit::grpc::FieldProblems;
 use time::Date;
 
-use super::person::{past_date, text_line};
-use super::{KkNumber, Nik, PersonName, Regions, Sex};
+use govbus_civil::{Kelurahan, KkNumber, Nik, PersonName, Sex, past_date, text_line};
 
 /// Something accepted that an operator may want to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,40 +21,6 @@ impl Warning {
                  many NIKs were issued); registered anyway"
             }
         }
-    }
-}
-
-/// A kelurahan of the city (its code is in the shipped region list).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kelurahan(String);
-
-impl Kelurahan {
-    /// Checks the code names a known kelurahan (`NN.NN.NN.NNNN`).
-    pub fn parse(code: &str) -> Result<Self, String> {
-        let code = code.trim();
-        if code.is_empty() {
-            return Err("is required".to_owned());
-        }
-        let shaped = code.len() == 13
-            && code.char_indices().all(|(i, c)| {
-                if matches!(i, 2 | 5 | 8) {
-                    c == '.'
-                } else {
-                    c.is_ascii_digit()
-                }
-            });
-        if !shaped {
-            return Err("must be a kelurahan code NN.NN.NN.NNNN".to_owned());
-        }
-        if !Regions::shipped().contains(code) {
-            return Err("names no kelurahan of this city".to_owned());
-        }
-        Ok(Self(code.to_owned()))
-    }
-
-    /// The code.
-    pub fn code(&self) -> &str {
-        &self.0
     }
 }
 

@@ -8,8 +8,8 @@ use std::fmt;
 
 use time::{Date, Month};
 
-use super::Sex;
-use super::regions::Regions;
+use crate::Sex;
+use crate::regions::Regions;
 
 /// Why a NIK was refused. Messages never repeat the NIK.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::regions::Regions;
+use crate::regions::Regions;
 
 /// Why a KK number was refused. Messages never repeat the number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-const WILAYAH_CSV: &str = include_str!("../../data/wilayah.csv");
+const WILAYAH_CSV: &str = include_str!("../data/wilayah.csv");
 
 static REGIONS: LazyLock<Regions> = LazyLock::new(|| Regions::from_csv(WILAYAH_CSV));
 
