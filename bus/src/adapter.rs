@@ -190,16 +190,22 @@ impl ServiceAdapter {
         })
     }
 
-    /// Provisions streams and consumers and starts consuming.
-    pub async fn start(self, bus: &Bus) -> Result<RunningAdapter, AdapterError> {
-        let contract = self.contract()?;
-        let topology = bus.topology();
-        let publisher = bus
+    /// The publisher this adapter will use, available before [`start`](Self::start) so that
+    /// handlers declared afterwards can publish through it. It sends only the declared events.
+    pub fn publisher(&self, bus: &Bus) -> Result<Publisher, AdapterError> {
+        Ok(bus
             .publisher(&self.service)
             .map_err(|error| {
                 AdapterError::with_source(AdapterErrorKind::InvalidDeclaration, error)
             })?
-            .restricted_to(self.publishes.iter().map(|event| event.event_type));
+            .restricted_to(self.publishes.iter().map(|event| event.event_type)))
+    }
+
+    /// Provisions streams and consumers and starts consuming.
+    pub async fn start(self, bus: &Bus) -> Result<RunningAdapter, AdapterError> {
+        let contract = self.contract()?;
+        let topology = bus.topology();
+        let publisher = self.publisher(bus)?;
         if !self.publishes.is_empty() {
             provision::ensure_stream(
                 bus.jetstream(),

@@ -26,12 +26,7 @@ where
     if let Some(request) = &idempotency
         && let Some(stored) = request.stored_response(&mut transaction).await?
     {
-        return R::decode(stored.as_slice()).map_err(|error| {
-            E::from(DbError::Sql {
-                context: "decoding a stored response",
-                source: sqlx::Error::Decode(Box::new(error)),
-            })
-        });
+        return decode(&stored);
     }
     let response = work(&mut transaction).await?;
     if let Some(request) = &idempotency {
@@ -45,6 +40,39 @@ where
         .map_err(DbError::sql("committing a command"))?;
     relay.wake();
     Ok(response)
+}
+
+/// The response already stored for the client's idempotency key, read outside any transaction:
+/// a command that calls another service first checks this, so a retry does not repeat the call.
+pub async fn stored_response<R, E>(
+    db: &Database,
+    idempotency: Option<&IdempotentRequest<'_>>,
+) -> Result<Option<R>, E>
+where
+    R: Message + Default,
+    E: From<IdempotencyError> + From<DbError>,
+{
+    let Some(request) = idempotency else {
+        return Ok(None);
+    };
+    let mut connection = db
+        .pool()
+        .acquire()
+        .await
+        .map_err(DbError::sql("acquiring a connection"))?;
+    match request.stored_response(&mut connection).await? {
+        None => Ok(None),
+        Some(stored) => decode(&stored).map(Some),
+    }
+}
+
+fn decode<R: Message + Default, E: From<DbError>>(stored: &[u8]) -> Result<R, E> {
+    R::decode(stored).map_err(|error| {
+        E::from(DbError::Sql {
+            context: "decoding a stored response",
+            source: sqlx::Error::Decode(Box::new(error)),
+        })
+    })
 }
 
 /// Handles a consumed event at most once per consumer: `work` runs in a transaction that also

@@ -1,0 +1,101 @@
+//! Building and running the welfare service.
+
+use std::net::SocketAddr;
+
+use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
+use govbus_kit::runtime::bind;
+use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_proto::FILE_DESCRIPTOR_SET;
+use govbus_proto::identity::v1::{CitizenDeceased, CitizenRelocated};
+use govbus_proto::welfare::v1::welfare_service_server::WelfareServiceServer;
+use govbus_proto::welfare::v1::{
+    BenefitGranted, BenefitRefused, BenefitSuspended, HouseholdAssessed, HouseholdRegistered,
+};
+
+use crate::grpc::WelfareApi;
+use crate::identity_client::IdentityClient;
+use crate::office::Office;
+use crate::store::MIGRATIONS;
+
+/// The service name on the bus and in the database's migration records.
+pub const SERVICE: &str = "welfare";
+
+/// The durable consumer of identity's events.
+pub const IDENTITY_CONSUMER: &str = "welfare-identity";
+
+/// Everything the welfare service needs to start.
+#[derive(Debug, Clone)]
+pub struct WelfareConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where gRPC listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The identity service, e.g. `http://127.0.0.1:50051`.
+    pub identity_url: String,
+    /// The bus connection.
+    pub bus: BusOptions,
+    /// Outbox relay tuning.
+    pub relay: RelaySettings,
+}
+
+/// A running welfare service.
+#[derive(Debug)]
+pub struct Application {
+    runtime: ServiceRuntime,
+}
+
+impl Application {
+    /// Opens the database, connects to the bus, starts consuming identity's events, the outbox
+    /// relay and the gRPC server.
+    pub async fn build(config: WelfareConfig) -> Result<Self, StartError> {
+        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let bus = Bus::connect(config.bus).await?;
+        let identity = IdentityClient::new(&config.identity_url).map_err(StartError::Dependency)?;
+        let declaration = ServiceAdapter::new(SERVICE)
+            .publishes::<HouseholdRegistered>()
+            .publishes::<HouseholdAssessed>()
+            .publishes::<BenefitGranted>()
+            .publishes::<BenefitRefused>()
+            .publishes::<BenefitSuspended>();
+        let publisher = declaration.publisher(&bus)?;
+        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
+        let office = Office::new(db.clone(), publisher, relay.waker(), identity);
+        let (on_death, on_move) = (office.clone(), office.clone());
+        let adapter = declaration
+            .consumer(
+                Consumer::new(IDENTITY_CONSUMER)
+                    .on(move |event: CitizenDeceased, meta| {
+                        let office = on_death.clone();
+                        async move { office.on_citizen_deceased(event, meta).await }
+                    })
+                    .on(move |event: CitizenRelocated, meta| {
+                        let office = on_move.clone();
+                        async move { office.on_citizen_relocated(event, meta).await }
+                    }),
+            )
+            .start(&bus)
+            .await?;
+        let listener = bind(config.listen).await?;
+        let router = server_with_health_and_reflection::<WelfareServiceServer<WelfareApi>>(
+            FILE_DESCRIPTOR_SET,
+        )
+        .await?
+        .add_service(
+            WelfareServiceServer::new(WelfareApi::new(office))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        Ok(Self { runtime })
+    }
+
+    /// The gRPC address.
+    pub fn address(&self) -> SocketAddr {
+        self.runtime.address()
+    }
+
+    /// Stops the service in order.
+    pub async fn stop(self) {
+        self.runtime.stop().await;
+    }
+}

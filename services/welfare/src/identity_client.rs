@@ -1,0 +1,72 @@
+//! Calls to the identity service.
+
+use std::time::Duration;
+
+use govbus_civil::Nik;
+use govbus_proto::identity::v1 as identity;
+use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// What identity says of a NIK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// A living citizen.
+    Living {
+        /// The citizen's pseudonymous reference.
+        citizen_ref: String,
+    },
+    /// A citizen whose death is recorded.
+    Deceased,
+    /// Not in the register.
+    Unknown,
+}
+
+/// Identity could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the identity service could not verify the citizen: {0}")]
+pub struct IdentityUnavailable(pub String);
+
+/// A client of identity's `VerifyCitizen`. Connects lazily, so welfare can start first.
+#[derive(Debug, Clone)]
+pub struct IdentityClient {
+    client: IdentityServiceClient<Channel>,
+}
+
+impl IdentityClient {
+    /// A client for identity at `url` (e.g. `http://127.0.0.1:50051`).
+    pub fn new(url: &str) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|error| format!("invalid identity service URL {url:?}: {error}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        Ok(Self {
+            client: IdentityServiceClient::new(endpoint.connect_lazy()),
+        })
+    }
+
+    /// Asks identity about `nik`.
+    pub async fn verify(&self, nik: &Nik) -> Result<Verified, IdentityUnavailable> {
+        let response = self
+            .client
+            .clone()
+            .verify_citizen(identity::VerifyCitizenRequest {
+                nik: nik.as_str().to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| {
+                IdentityUnavailable(format!("{:?}: {}", status.code(), status.message()))
+            })?
+            .into_inner();
+        Ok(match response.result() {
+            identity::VerificationResult::Match => Verified::Living {
+                citizen_ref: response.citizen_ref,
+            },
+            identity::VerificationResult::Deceased => Verified::Deceased,
+            identity::VerificationResult::NoMatch | identity::VerificationResult::Unspecified => {
+                Verified::Unknown
+            }
+        })
+    }
+}

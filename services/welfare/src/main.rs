@@ -1,0 +1,45 @@
+//! `govbus-welfare`: runs the welfare service.
+//!
+//! Configuration comes from the environment:
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
+//! - `GOVBUS_WELFARE_DATABASE_URL`: default `sqlite://.govbus/welfare.db`;
+//! - `GOVBUS_WELFARE_LISTEN`: the gRPC address (default `127.0.0.1:50052`).
+
+use anyhow::Context as _;
+use govbus_bus::BusOptions;
+use govbus_kit::RelaySettings;
+use govbus_welfare::{Application, WelfareConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let listen =
+        std::env::var("GOVBUS_WELFARE_LISTEN").unwrap_or_else(|_| "127.0.0.1:50052".to_owned());
+    let config = WelfareConfig {
+        database_url: std::env::var("GOVBUS_WELFARE_DATABASE_URL")
+            .unwrap_or_else(|_| "sqlite://.govbus/welfare.db".to_owned()),
+        listen: listen.parse().with_context(|| {
+            format!("GOVBUS_WELFARE_LISTEN={listen:?} is not an address like 127.0.0.1:50052")
+        })?,
+        identity_url: required("GOVBUS_IDENTITY_URL")?,
+        bus: BusOptions::new(required("GOVBUS_NATS_URL")?)
+            .client_name("welfare")
+            .wait_for_server(true),
+        relay: RelaySettings::default(),
+    };
+    let app = Application::build(config)
+        .await
+        .context("starting the welfare service")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    app.stop().await;
+    Ok(())
+}
