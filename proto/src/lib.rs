@@ -30,6 +30,12 @@ pub mod govbus {
             tonic::include_proto!("govbus.identity.v1");
         }
     }
+    /// `govbus.licensing.v1`: risk-based business licensing.
+    pub mod licensing {
+        pub mod v1 {
+            tonic::include_proto!("govbus.licensing.v1");
+        }
+    }
     /// `govbus.welfare.v1`: social-welfare data and programmes.
     pub mod welfare {
         pub mod v1 {
@@ -46,4 +52,4 @@ mod events {
     include!(concat!(env!("OUT_DIR"), "/govbus_events.rs"));
 }
 
-pub use govbus::{bus, identity, welfare};
+pub use govbus::{bus, identity, licensing, welfare};

@@ -12,9 +12,11 @@
 //! - [`store`]: the `citizens` table.
 //! - [`registry`]: commands and queries, each command one transaction with its event.
 //! - [`grpc`]: the gRPC API and the mapping of errors to statuses.
+//! - [`client`]: the client other services use to verify citizens.
 //! - [`app`]: [`Application::build`] wires database, bus, relay and server together.
 
 pub mod app;
+pub mod client;
 pub mod domain;
 pub mod grpc;
 pub mod registry;

@@ -14,9 +14,9 @@ use govbus_proto::welfare::v1::{
 };
 
 use crate::grpc::WelfareApi;
-use crate::identity_client::IdentityClient;
 use crate::office::Office;
 use crate::store::MIGRATIONS;
+use govbus_identity::client::IdentityClient;
 
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "welfare";

@@ -12,14 +12,12 @@
 //! - [`domain`]: programmes, deciles, eligibility.
 //! - [`store`]: households, members, benefits.
 //! - [`office`]: commands and reactions to events, each one transaction with its events.
-//! - [`identity_client`]: `VerifyCitizen` calls.
 //! - [`grpc`]: the gRPC API and error mapping.
 //! - [`app`]: [`Application::build`] wires it together.
 
 pub mod app;
 pub mod domain;
 pub mod grpc;
-pub mod identity_client;
 pub mod office;
 pub mod store;
 

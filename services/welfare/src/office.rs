@@ -12,8 +12,8 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::{BenefitStatus, Decision, Desil, Programme, decide, reassessment_suspends};
-use crate::identity_client::{IdentityClient, IdentityUnavailable, Verified};
 use crate::store::{self, StoredBenefit};
+use govbus_identity::client::{IdentityClient, IdentityUnavailable, Verified};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Calls to the identity service.
+//! A client of the identity service for other services: `VerifyCitizen` with the answer as
+//! a Rust enum.
 
 use std::time::Duration;
 

@@ -1,0 +1,109 @@
+//! Building and running the licensing service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_identity::client::IdentityClient;
+use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
+use govbus_kit::runtime::bind;
+use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_proto::FILE_DESCRIPTOR_SET;
+use govbus_proto::identity::v1::CitizenDeceased;
+use govbus_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
+use govbus_proto::licensing::v1::{
+    ApplicationSubmitted, LicenceDecided, LicenceDeemedApproved, LicenceFlaggedForReview, NibIssued,
+};
+
+use crate::deadlines::DeadlineWatcher;
+use crate::domain::Deadlines;
+use crate::grpc::LicensingApi;
+use crate::office::Office;
+use crate::store::MIGRATIONS;
+
+/// The service name on the bus and in the database's migration records.
+pub const SERVICE: &str = "licensing";
+
+/// Everything the licensing service needs to start.
+#[derive(Debug, Clone)]
+pub struct LicensingConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where gRPC listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The identity service, e.g. `http://127.0.0.1:50051`.
+    pub identity_url: String,
+    /// The bus connection.
+    pub bus: BusOptions,
+    /// Outbox relay tuning.
+    pub relay: RelaySettings,
+    /// Service-level deadlines.
+    pub deadlines: Deadlines,
+    /// How often passed deadlines are looked for.
+    pub deadline_check_interval: Duration,
+}
+
+/// A running licensing service.
+#[derive(Debug)]
+pub struct Application {
+    runtime: ServiceRuntime,
+    watcher: DeadlineWatcher,
+}
+
+impl Application {
+    /// Opens the database, connects to the bus, starts consuming identity's events, the deadline
+    /// watcher, the outbox relay and the gRPC server.
+    pub async fn build(config: LicensingConfig) -> Result<Self, StartError> {
+        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let bus = Bus::connect(config.bus).await?;
+        let identity = IdentityClient::new(&config.identity_url).map_err(StartError::Dependency)?;
+        let declaration = ServiceAdapter::new(SERVICE)
+            .publishes::<ApplicationSubmitted>()
+            .publishes::<NibIssued>()
+            .publishes::<LicenceDecided>()
+            .publishes::<LicenceDeemedApproved>()
+            .publishes::<LicenceFlaggedForReview>();
+        let publisher = declaration.publisher(&bus)?;
+        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
+        let office = Office::new(
+            db.clone(),
+            publisher,
+            relay.waker(),
+            identity,
+            config.deadlines,
+        );
+        let on_death = office.clone();
+        let adapter = declaration
+            .consumer(Consumer::new("licensing-identity").on(
+                move |event: CitizenDeceased, meta| {
+                    let office = on_death.clone();
+                    async move { office.on_citizen_deceased(event, meta).await }
+                },
+            ))
+            .start(&bus)
+            .await?;
+        let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
+        let listener = bind(config.listen).await?;
+        let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
+            FILE_DESCRIPTOR_SET,
+        )
+        .await?
+        .add_service(
+            LicensingServiceServer::new(LicensingApi::new(office))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        Ok(Self { runtime, watcher })
+    }
+
+    /// The gRPC address.
+    pub fn address(&self) -> SocketAddr {
+        self.runtime.address()
+    }
+
+    /// Stops the service in order.
+    pub async fn stop(self) {
+        self.watcher.stop().await;
+        self.runtime.stop().await;
+    }
+}

@@ -1,0 +1,63 @@
+//! `govbus-licensing`: runs the licensing service.
+//!
+//! Configuration comes from the environment:
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
+//! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
+//! - `GOVBUS_LICENSING_LISTEN`: the gRPC address (default `127.0.0.1:50053`);
+//! - `GOVBUS_LICENSING_VERIFICATION_DAYS`, `GOVBUS_LICENSING_APPROVAL_DAYS`: service-level
+//!   deadlines (default 5 and 10 days).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use govbus_bus::BusOptions;
+use govbus_kit::RelaySettings;
+use govbus_licensing::{Application, Deadlines, LicensingConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let days = |name: &str, default: u64| -> anyhow::Result<Duration> {
+        let value = match std::env::var(name) {
+            Ok(text) => text
+                .parse::<u64>()
+                .with_context(|| format!("{name}={text:?} is not a whole number of days"))?,
+            Err(_) => default,
+        };
+        Ok(Duration::from_secs(value * 24 * 60 * 60))
+    };
+    let listen =
+        std::env::var("GOVBUS_LICENSING_LISTEN").unwrap_or_else(|_| "127.0.0.1:50053".to_owned());
+    let config = LicensingConfig {
+        database_url: std::env::var("GOVBUS_LICENSING_DATABASE_URL")
+            .unwrap_or_else(|_| "sqlite://.govbus/licensing.db".to_owned()),
+        listen: listen.parse().with_context(|| {
+            format!("GOVBUS_LICENSING_LISTEN={listen:?} is not an address like 127.0.0.1:50053")
+        })?,
+        identity_url: required("GOVBUS_IDENTITY_URL")?,
+        bus: BusOptions::new(required("GOVBUS_NATS_URL")?)
+            .client_name("licensing")
+            .wait_for_server(true),
+        relay: RelaySettings::default(),
+        deadlines: Deadlines {
+            verification: days("GOVBUS_LICENSING_VERIFICATION_DAYS", 5)?,
+            approval: days("GOVBUS_LICENSING_APPROVAL_DAYS", 10)?,
+        },
+        deadline_check_interval: Duration::from_secs(30),
+    };
+    let app = Application::build(config)
+        .await
+        .context("starting the licensing service")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    app.stop().await;
+    Ok(())
+}
