@@ -1,46 +1,63 @@
-//! `govbus demo`: events through the bus, end to end, on a real nats-server.
+//! `govbus demo`: the identity, welfare and licensing services on a private nats-server and
+//! SQLite files, driven over gRPC through the integration that matters: a death recorded once
+//! stops welfare payments and flags licences.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use govbus_bus::{
-    Bus, BusOptions, Causality, Consumer, EventMeta, HandleError, Publisher, ServiceAdapter,
-};
+use anyhow::{Context as _, bail};
+use govbus_bus::{Bus, BusOptions};
 use govbus_harness::NatsServer;
-use govbus_proto::identity::v1::{CitizenDeceased, CitizenRegistered, Sex};
-use govbus_proto::welfare::v1::BenefitSuspended;
+use govbus_kit::RelaySettings;
+use govbus_licensing::Deadlines;
+use govbus_proto::identity::v1 as identity;
+use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govbus_proto::licensing::v1 as licensing;
+use govbus_proto::licensing::v1::licensing_service_client::LicensingServiceClient;
+use govbus_proto::welfare::v1 as welfare;
+use govbus_proto::welfare::v1::welfare_service_client::WelfareServiceClient;
+use tonic::transport::Channel;
 
 /// Kota Malang's five kecamatan, with one kelurahan each.
-const KELURAHAN: [(&str, &str); 5] = [
-    ("35.73.01.1001", "Blimbing"),
-    ("35.73.02.1001", "Klojen"),
-    ("35.73.03.1001", "Kedungkandang"),
-    ("35.73.04.1001", "Sukun"),
-    ("35.73.05.1001", "Lowokwaru"),
+const KECAMATAN: [(&str, &str, &str); 5] = [
+    ("01", "Blimbing", "35.73.01.1001"),
+    ("02", "Klojen", "35.73.02.1001"),
+    ("03", "Kedungkandang", "35.73.03.1001"),
+    ("04", "Sukun", "35.73.04.1001"),
+    ("05", "Lowokwaru", "35.73.05.1001"),
 ];
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Use this NATS server (JetStream enabled) instead of starting a private one.
+    /// Use this NATS server (JetStream, 2.10 or later) instead of starting a private one.
     #[arg(long, env = "GOVBUS_NATS_URL")]
     nats_url: Option<String>,
-    /// Citizens to register.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    citizens: u32,
+    /// Keep the services' SQLite databases in this folder (default: a temporary folder).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Households to register (two citizens each).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    households: u32,
+}
+
+struct Services {
+    identity: govbus_identity::Application,
+    welfare: govbus_welfare::Application,
+    licensing: govbus_licensing::Application,
 }
 
 #[derive(Debug, Default)]
 struct Tally {
-    registered: AtomicUsize,
-    deaths: AtomicUsize,
-    suspended: AtomicUsize,
+    calls: u32,
+    granted: u32,
+    refused: u32,
+    licences: u32,
+    deaths: u32,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // Keep the private server alive until the demo ends; it is removed on drop.
-    let (_server, url) = match args.nats_url {
+    let (_server, nats_url) = match args.nats_url {
         Some(url) => (None, url),
         None => {
             let server = tokio::task::spawn_blocking(NatsServer::start)
@@ -49,191 +66,321 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     "starting a private nats-server (run scripts/install-nats-server first)",
                 )?;
             let url = server.client_url();
-            println!("Started nats-server with JetStream at {url} (temporary store).");
+            println!("nats-server   {url} (JetStream, temporary store)");
             (Some(server), url)
         }
     };
-    let bus = Bus::connect(BusOptions::new(&url).client_name("govbus-demo"))
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let tally = Arc::new(Tally::default());
+    let temporary = tempfile::Builder::new().prefix("govbus-demo-").tempdir()?;
+    let data_dir = args.data_dir.unwrap_or_else(|| temporary.path().to_owned());
+    let services = Box::pin(start_services(&nats_url, &data_dir)).await?;
+    println!("identity      http://{}", services.identity.address());
+    println!("welfare       http://{}", services.welfare.address());
+    println!("licensing     http://{}", services.licensing.address());
+    println!("databases     {}", data_dir.display());
+    println!();
 
-    let identity = ServiceAdapter::new("identity")
-        .publishes::<CitizenRegistered>()
-        .publishes::<CitizenDeceased>()
-        .start(&bus)
-        .await?;
-    let welfare = start_welfare(&bus, &tally).await?;
-    let monitoring = start_monitoring(&bus, &tally).await?;
-    println!("Adapters running: identity (publisher), welfare (identity consumer), monitoring.\n");
+    let outcome = drive(&services, &nats_url, args.households).await;
+    services.licensing.stop().await;
+    services.welfare.stop().await;
+    services.identity.stop().await;
+    outcome
+}
 
-    let publisher = identity.publisher().clone();
-    for n in 0..args.citizens {
-        let (kelurahan, kecamatan) = KELURAHAN[n as usize % KELURAHAN.len()];
-        let event = CitizenRegistered {
-            citizen_ref: format!("warga-{n:05}"),
-            kelurahan_code: kelurahan.to_owned(),
-            birth_year: 1950 + n % 60,
-            sex: if n % 2 == 0 { Sex::Female } else { Sex::Male }.into(),
-        };
-        let receipt = publisher
-            .publish_with(&event, &Causality::request(format!("demo-register-{n}")))
-            .await?;
-        println!(
-            "identity  → {} {} ({kecamatan}) stored as {}#{}",
-            govbus_bus::Event::subject(&event).unwrap_or_default(),
-            <CitizenRegistered as govbus_bus::Event>::TYPE,
-            receipt.stream,
-            receipt.sequence
-        );
-    }
-    let death = CitizenDeceased {
-        citizen_ref: "warga-00000".to_owned(),
-        date_of_death: "2024-11-28".to_owned(),
+async fn start_services(nats_url: &str, data_dir: &Path) -> anyhow::Result<Services> {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let database = |name: &str| format!("sqlite://{}/{name}.db", data_dir.display());
+    let bus = |name: &str| BusOptions::new(nats_url).client_name(name);
+    let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
+        database_url: database("identity"),
+        listen: any_port,
+        bus: bus("identity"),
+        relay: RelaySettings::default(),
+    })
+    .await
+    .context("starting identity")?;
+    let identity_url = format!("http://{}", identity.address());
+    let welfare = govbus_welfare::Application::build(govbus_welfare::WelfareConfig {
+        database_url: database("welfare"),
+        listen: any_port,
+        identity_url: identity_url.clone(),
+        bus: bus("welfare"),
+        relay: RelaySettings::default(),
+    })
+    .await
+    .context("starting welfare")?;
+    let licensing = govbus_licensing::Application::build(govbus_licensing::LicensingConfig {
+        database_url: database("licensing"),
+        listen: any_port,
+        identity_url,
+        bus: bus("licensing"),
+        relay: RelaySettings::default(),
+        // Short enough to watch a deemed approval happen during the demo.
+        deadlines: Deadlines {
+            verification: Duration::from_secs(3600),
+            approval: Duration::from_secs(2),
+        },
+        deadline_check_interval: Duration::from_millis(200),
+    })
+    .await
+    .context("starting licensing")?;
+    Ok(Services {
+        identity,
+        welfare,
+        licensing,
+    })
+}
+
+/// A valid NIK of Kota Malang for citizen `n`, with the birth date it encodes.
+fn citizen(n: u32) -> (String, String, identity::Sex, &'static str) {
+    let (kecamatan, _, kelurahan) = KECAMATAN[(n % 5) as usize];
+    let day = 1 + n % 28;
+    let month = 1 + (n / 28) % 12;
+    let year = 1950 + n % 55;
+    let female = n.is_multiple_of(2);
+    let sex = if female {
+        identity::Sex::Female
+    } else {
+        identity::Sex::Male
     };
-    publisher
-        .publish_with(&death, &Causality::request("demo-death-1"))
-        .await?;
-    println!("identity  → warga-00000 identity.citizen.deceased.v1");
+    let encoded_day = if female { day + 40 } else { day };
+    let nik = format!(
+        "3573{kecamatan}{encoded_day:02}{month:02}{:02}{:04}",
+        year % 100,
+        n + 1
+    );
+    (nik, format!("{year}-{month:02}-{day:02}"), sex, kelurahan)
+}
 
-    // A message with no CloudEvents headers: the consumer cannot read it.
-    bus.jetstream()
-        .publish("govbus.identity.citizen.deceased.v1", "garbage".into())
-        .await?
-        .await?;
-    println!("(someone) → a malformed message on govbus.identity.citizen.deceased.v1");
+/// A made-up name for citizen `n`.
+fn name(n: u32) -> String {
+    const GIVEN: [&str; 10] = [
+        "Siti", "Budi", "Dewi", "Agus", "Rina", "Joko", "Sri", "Eko", "Nur", "Hadi",
+    ];
+    const FAMILY: [&str; 10] = [
+        "Rahayu",
+        "Santoso",
+        "Wijaya",
+        "Lestari",
+        "Hidayat",
+        "Kusuma",
+        "Pratama",
+        "Saputra",
+        "Wulandari",
+        "Nugroho",
+    ];
+    format!(
+        "{} {}",
+        GIVEN[(n % 10) as usize],
+        FAMILY[((n / 10) % 10) as usize]
+    )
+}
 
-    let expected_suspensions = 1;
-    wait_for("the events to be handled", || {
-        tally.registered.load(Ordering::SeqCst) >= args.citizens as usize
-            && tally.suspended.load(Ordering::SeqCst) >= expected_suspensions
+fn kk_number(household: u32) -> String {
+    format!("357302010120{:04}", household + 1)
+}
+
+async fn drive(services: &Services, nats_url: &str, households: u32) -> anyhow::Result<()> {
+    let connect = |address: SocketAddr| async move {
+        anyhow::Ok(
+            Channel::from_shared(format!("http://{address}"))?
+                .connect()
+                .await?,
+        )
+    };
+    let mut identity_client =
+        IdentityServiceClient::new(connect(services.identity.address()).await?);
+    let mut welfare_client = WelfareServiceClient::new(connect(services.welfare.address()).await?);
+    let mut licensing_client =
+        LicensingServiceClient::new(connect(services.licensing.address()).await?);
+    let mut tally = Tally::default();
+    let mut pkh_holders = Vec::new();
+    let mut licences = Vec::new();
+
+    for household in 0..households {
+        let members = [household * 2, household * 2 + 1];
+        let mut niks = Vec::new();
+        for n in members {
+            let (nik, birth_date, sex, kelurahan) = citizen(n);
+            identity_client
+                .register_citizen(identity::RegisterCitizenRequest {
+                    idempotency_key: format!("demo-register-{n}"),
+                    nik: nik.clone(),
+                    kk_number: kk_number(household),
+                    full_name: name(n),
+                    birth_place: "Malang".to_owned(),
+                    birth_date,
+                    sex: sex.into(),
+                    address: Some(identity::Address {
+                        street: format!("Jl. Demo {n}"),
+                        kelurahan_code: kelurahan.to_owned(),
+                    }),
+                })
+                .await
+                .context("RegisterCitizen")?;
+            tally.calls += 1;
+            niks.push(nik);
+        }
+        let (_, _, _, kelurahan) = citizen(members[0]);
+        welfare_client
+            .register_household(welfare::RegisterHouseholdRequest {
+                idempotency_key: format!("demo-household-{household}"),
+                kk_number: kk_number(household),
+                kelurahan_code: kelurahan.to_owned(),
+                member_niks: niks.clone(),
+            })
+            .await
+            .context("RegisterHousehold")?;
+        welfare_client
+            .assess_household(welfare::AssessHouseholdRequest {
+                idempotency_key: format!("demo-assess-{household}"),
+                kk_number: kk_number(household),
+                desil: 1 + household % 10,
+            })
+            .await
+            .context("AssessHousehold")?;
+        let decision = welfare_client
+            .apply_for_programme(welfare::ApplyForProgrammeRequest {
+                idempotency_key: format!("demo-pkh-{household}"),
+                nik: niks[0].clone(),
+                programme: welfare::Programme::Pkh.into(),
+            })
+            .await
+            .context("ApplyForProgramme")?
+            .into_inner();
+        tally.calls += 3;
+        if decision.status() == welfare::BenefitStatus::Active {
+            tally.granted += 1;
+            pkh_holders.push((niks[0].clone(), decision.benefit_ref));
+        } else {
+            tally.refused += 1;
+        }
+        let risk = [
+            licensing::RiskLevel::Rendah,
+            licensing::RiskLevel::MenengahRendah,
+            licensing::RiskLevel::MenengahTinggi,
+            licensing::RiskLevel::Tinggi,
+        ][(household % 4) as usize];
+        let application = licensing_client
+            .apply_for_licence(licensing::ApplyForLicenceRequest {
+                idempotency_key: format!("demo-licence-{household}"),
+                applicant_nik: niks[0].clone(),
+                business_name: format!("Usaha Demo {household}"),
+                kbli_code: "47111".to_owned(),
+                kelurahan_code: kelurahan.to_owned(),
+                risk_level: risk.into(),
+            })
+            .await
+            .context("ApplyForLicence")?
+            .into_inner();
+        tally.calls += 1;
+        tally.licences += 1;
+        licences.push((niks[0].clone(), application.application_ref));
+    }
+    println!(
+        "Registered {} citizens in {households} households; PKH granted {}, refused {}; {} licence applications.",
+        households * 2,
+        tally.granted,
+        tally.refused,
+        tally.licences
+    );
+
+    // The integration that matters: a death recorded once at identity.
+    let Some((deceased_nik, benefit_ref)) = pkh_holders.first().cloned() else {
+        bail!("no household qualified for PKH; run with more households");
+    };
+    identity_client
+        .record_death(identity::RecordDeathRequest {
+            idempotency_key: "demo-death-1".to_owned(),
+            nik: deceased_nik.clone(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await
+        .context("RecordDeath")?;
+    tally.calls += 1;
+    tally.deaths += 1;
+    println!(
+        "identity   recorded a death (identity.citizen.deceased.v1 published through the outbox)"
+    );
+
+    let suspended = wait_for("welfare to suspend the benefit", async || {
+        let benefits = welfare_client
+            .list_benefits(welfare::ListBenefitsRequest {
+                nik: deceased_nik.clone(),
+            })
+            .await?
+            .into_inner()
+            .benefits;
+        Ok(benefits.into_iter().find(|b| {
+            b.benefit_ref == benefit_ref && b.status() == welfare::BenefitStatus::Suspended
+        }))
     })
     .await?;
-    let dead_letters = bus.dead_letters();
-    wait_until_dead_letters(&dead_letters, 1).await?;
-    for letter in dead_letters.list(1, 10).await? {
-        println!(
-            "\nDead letter #{}: consumer {} gave up on {}#{} after {} delivery: {}",
-            letter.sequence,
-            letter.consumer,
-            letter.stream,
-            letter.stream_sequence,
-            letter.deliveries,
-            letter.reason
-        );
-    }
-
-    welfare.shutdown().await;
-    monitoring.shutdown().await;
-    identity.shutdown().await;
     println!(
-        "\nSummary: {} citizens registered, {} death, {} benefit suspended, {} dead letter.",
-        tally.registered.load(Ordering::SeqCst),
-        tally.deaths.load(Ordering::SeqCst),
-        tally.suspended.load(Ordering::SeqCst),
-        dead_letters.count().await?
+        "welfare    suspended PKH benefit {}: {}",
+        suspended.benefit_ref, suspended.reason
+    );
+    let licence_ref = licences
+        .iter()
+        .find(|(nik, _)| *nik == deceased_nik)
+        .map(|(_, reference)| reference.clone())
+        .context("the deceased applied for a licence")?;
+    let flagged = wait_for("licensing to flag the licence", async || {
+        let application = licensing_client
+            .get_application(licensing::GetApplicationRequest {
+                application_ref: licence_ref.clone(),
+            })
+            .await?
+            .into_inner();
+        Ok(application.flagged_for_review.then_some(application))
+    })
+    .await?;
+    println!(
+        "licensing  flagged licence {} (NIB {}): {}",
+        flagged.application_ref, flagged.nib, flagged.flag_reason
+    );
+
+    let summary = event_summary(nats_url).await?;
+    println!(
+        "\nSummary: {} gRPC calls, {} death, events per stream: {summary}.",
+        tally.calls, tally.deaths
     );
     Ok(())
 }
 
-async fn start_welfare(
-    bus: &Bus,
-    tally: &Arc<Tally>,
-) -> anyhow::Result<govbus_bus::RunningAdapter> {
-    // The publisher exists only once the adapter started; handlers reach it through this cell.
-    let publisher: Arc<tokio::sync::OnceCell<Publisher>> = Arc::default();
-    let handler_publisher = Arc::clone(&publisher);
-    let handler_tally = Arc::clone(tally);
-    let running = ServiceAdapter::new("welfare")
-        .publishes::<BenefitSuspended>()
-        .consumer(Consumer::new("welfare-identity").on(
-            move |event: CitizenDeceased, meta: EventMeta| {
-                let publisher = Arc::clone(&handler_publisher);
-                let tally = Arc::clone(&handler_tally);
-                async move {
-                    tally.deaths.fetch_add(1, Ordering::SeqCst);
-                    let publisher = publisher
-                        .get()
-                        .ok_or_else(|| HandleError::transient(std::io::Error::other("starting")))?;
-                    let suspended = BenefitSuspended {
-                        benefit_ref: format!("pkh-{}", event.citizen_ref),
-                        citizen_ref: event.citizen_ref.clone(),
-                        programme: "PKH".to_owned(),
-                        reason: "recipient deceased".to_owned(),
-                    };
-                    publisher
-                        .publish_with(&suspended, &Causality::following(&meta))
-                        .await
-                        .map_err(HandleError::transient)?;
-                    println!(
-                        "welfare   ← {} {}: PKH benefit suspended",
-                        event.citizen_ref, meta.envelope.event_type
-                    );
-                    Ok(())
-                }
-            },
-        ))
-        .start(bus)
-        .await?;
-    let _ = publisher.set(running.publisher().clone());
-    Ok(running)
-}
-
-async fn start_monitoring(
-    bus: &Bus,
-    tally: &Arc<Tally>,
-) -> anyhow::Result<govbus_bus::RunningAdapter> {
-    let registered = Arc::clone(tally);
-    let suspended = Arc::clone(tally);
-    Ok(ServiceAdapter::new("monitoring")
-        .consumer(Consumer::new("monitoring-identity").on(
-            move |_: CitizenRegistered, _meta: EventMeta| {
-                let tally = Arc::clone(&registered);
-                async move {
-                    tally.registered.fetch_add(1, Ordering::SeqCst);
-                    Ok::<(), HandleError>(())
-                }
-            },
-        ))
-        .consumer(Consumer::new("monitoring-welfare").on(
-            move |event: BenefitSuspended, meta: EventMeta| {
-                let tally = Arc::clone(&suspended);
-                async move {
-                    tally.suspended.fetch_add(1, Ordering::SeqCst);
-                    println!(
-                        "monitor   ← {} {} (correlation {}, caused by {})",
-                        event.benefit_ref,
-                        meta.envelope.event_type,
-                        meta.envelope.correlation_id,
-                        meta.envelope.causation_id.as_deref().unwrap_or("-")
-                    );
-                    Ok::<(), HandleError>(())
-                }
-            },
-        ))
-        .start(bus)
-        .await?)
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if done() {
-            return Ok(());
+async fn wait_for<T>(
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<Option<T>, tonic::Status>,
+) -> anyhow::Result<T> {
+    for _ in 0..300 {
+        if let Some(found) = check()
+            .await
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            return Ok(found);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::bail!("timed out waiting for {what}")
+    bail!("timed out waiting for {what}")
 }
 
-async fn wait_until_dead_letters(
-    dead_letters: &govbus_bus::DeadLetters,
-    count: u64,
-) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if dead_letters.count().await? >= count {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+async fn event_summary(nats_url: &str) -> anyhow::Result<String> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("govbus-demo")).await?;
+    let mut parts = Vec::new();
+    for stream in [
+        "GOVBUS_IDENTITY",
+        "GOVBUS_WELFARE",
+        "GOVBUS_LICENSING",
+        "GOVBUS_DEADLETTER",
+    ] {
+        let messages = match bus.jetstream().get_stream(stream).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .map(|info| info.state.messages)
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        parts.push(format!("{stream} {messages}"));
     }
-    anyhow::bail!("timed out waiting for the dead letter")
+    Ok(parts.join(", "))
 }

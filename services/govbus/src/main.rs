@@ -17,8 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs a short demonstration: identity publishes citizen events, welfare reacts to deaths,
-    /// and a malformed message lands in the dead-letter stream with its reason.
+    /// Runs the identity, welfare and licensing services on a private nats-server and SQLite
+    /// files, registers households, decides PKH applications and licences over gRPC, records a
+    /// death and shows welfare and licensing react to it through the bus.
     Demo(demo::DemoArgs),
 }
 

@@ -148,7 +148,7 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
 }
 
 /// A server with the standard health service (reporting `S` as serving) and server reflection
-/// over `descriptors`, so `grpcurl` can list and call it.
+/// (v1 and v1alpha) over `descriptors`, so `grpcurl` can list and call it.
 pub async fn server_with_health_and_reflection<S>(
     descriptors: &'static [u8],
 ) -> Result<Router, tonic_reflection::server::Error>
@@ -159,12 +159,15 @@ where
     reporter
         .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptors)
-        .build_v1()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptors)
+    };
+    // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
     Ok(Server::builder()
         .add_service(health)
-        .add_service(reflection))
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, with TCP_NODELAY on every

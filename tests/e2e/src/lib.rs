@@ -158,9 +158,11 @@ impl Stack {
 
     /// Starts licensing again on the same database, and reconnects the client.
     pub async fn start_licensing(&mut self) {
-        let app = Box::pin(govbus_licensing::Application::build(self.licensing_config.clone()))
-            .await
-            .expect("licensing restarts");
+        let app = Box::pin(govbus_licensing::Application::build(
+            self.licensing_config.clone(),
+        ))
+        .await
+        .expect("licensing restarts");
         self.licensing = LicensingServiceClient::connect(format!("http://{}", app.address()))
             .await
             .expect("licensing client");
