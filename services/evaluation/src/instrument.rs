@@ -268,7 +268,7 @@ impl Instrument {
                 name: predicate.name.clone(),
             });
         }
-        predicates.sort_by(|a, b| b.from.cmp(&a.from));
+        predicates.sort_by_key(|predicate| std::cmp::Reverse(predicate.from));
         if predicates.last().is_none_or(|lowest| lowest.from.0 != 0) {
             return Err(invalid("the lowest predicate must start at 0.00".into()));
         }
@@ -523,6 +523,8 @@ mod tests {
 
     #[test]
     fn an_index_of_exactly_two_sixty_is_baik() {
+        let instrument = shipped();
+        let mut levels = all_at(2);
         // Everything at level 2 (2.00), one level more on indicators 11–20 (25 % → +0.25),
         // 32–41 (27.5 % → +0.275) and 21–25 (7.5 % → +0.075): exactly 2.60, no rounding.
         for n in (11..=20).chain(32..=41).chain(21..=25) {
