@@ -78,8 +78,15 @@ impl ServiceContract {
     pub fn consume_subjects(&self, topology: &Topology) -> Vec<String> {
         self.consumes
             .iter()
-            .flat_map(|consumed| consumed.event_types.iter())
-            .map(|event_type| topology.event_subject(event_type))
+            .flat_map(|consumed| {
+                consumed
+                    .event_types
+                    .iter()
+                    .map(|event_type| match *event_type {
+                        "*" => topology.service_subjects(&consumed.source_service),
+                        event_type => topology.event_subject(event_type),
+                    })
+            })
             .collect()
     }
 }

@@ -7,7 +7,9 @@
 //! lowercase and read without regard to case.
 //!
 //! govbus adds two extension attributes, `correlationid` (the business transaction the event
-//! belongs to) and `causationid` (the event or request that caused it), and sets `Nats-Msg-Id` to
+//! belongs to), `causationid` (the event or request that caused it) and, when an event caused
+//! it, `causationtype` (that event's type, so a reader sees which service reacted to which
+//! without looking the cause up), and sets `Nats-Msg-Id` to
 //! the event id so JetStream stores a re-published event once.
 
 use std::fmt::Write as _;
@@ -46,6 +48,8 @@ pub mod headers {
     pub const CORRELATION_ID: &str = "ce-correlationid";
     /// govbus extension: the event or request that caused this event.
     pub const CAUSATION_ID: &str = "ce-causationid";
+    /// govbus extension: the type of the event that caused this event.
+    pub const CAUSATION_TYPE: &str = "ce-causationtype";
     /// JetStream de-duplication id (set to the event id).
     pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
     /// W3C trace context.
@@ -96,6 +100,8 @@ pub struct Envelope {
     pub correlation_id: String,
     /// The event or request that caused this one.
     pub causation_id: Option<String>,
+    /// The type of the event that caused this one, when an event did.
+    pub causation_type: Option<String>,
 }
 
 impl Envelope {
@@ -116,6 +122,9 @@ impl Envelope {
         headers.insert(headers::CORRELATION_ID, encode_value(&self.correlation_id));
         if let Some(causation) = &self.causation_id {
             headers.insert(headers::CAUSATION_ID, encode_value(causation));
+        }
+        if let Some(causation_type) = &self.causation_type {
+            headers.insert(headers::CAUSATION_TYPE, encode_value(causation_type));
         }
         headers.insert(headers::NATS_MSG_ID, encode_value(&self.id));
     }
@@ -164,6 +173,7 @@ impl Envelope {
             data_content_type,
             data_schema: attributes.optional(headers::DATA_SCHEMA)?,
             causation_id: attributes.optional(headers::CAUSATION_ID)?,
+            causation_type: attributes.optional(headers::CAUSATION_TYPE)?,
         })
     }
 }
@@ -279,6 +289,7 @@ mod tests {
             data_schema: Some("govbus.identity.v1.CitizenDeceased".to_owned()),
             correlation_id: "req-1".to_owned(),
             causation_id: Some("req-1".to_owned()),
+            causation_type: Some("identity.citizen.registered.v1".to_owned()),
         }
     }
 

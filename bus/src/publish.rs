@@ -85,6 +85,7 @@ impl RetryPolicy {
 pub struct Causality {
     correlation_id: Option<String>,
     causation_id: Option<String>,
+    causation_type: Option<String>,
 }
 
 impl Causality {
@@ -99,6 +100,7 @@ impl Causality {
         Self {
             correlation_id: Some(request_id.clone()),
             causation_id: Some(request_id),
+            causation_type: None,
         }
     }
 
@@ -107,6 +109,7 @@ impl Causality {
         Self {
             correlation_id: Some(cause.envelope.correlation_id.clone()),
             causation_id: Some(cause.envelope.id.clone()),
+            causation_type: Some(cause.envelope.event_type.clone()),
         }
     }
 
@@ -115,6 +118,7 @@ impl Causality {
         Self {
             correlation_id: Some(correlation_id.into()),
             causation_id,
+            causation_type: None,
         }
     }
 }
@@ -309,6 +313,7 @@ impl Publisher {
                 .clone()
                 .unwrap_or_else(|| id.clone()),
             causation_id: causality.causation_id.clone(),
+            causation_type: causality.causation_type.clone(),
             id,
             source: self.inner.source.clone(),
             event_type: E::TYPE.to_owned(),

@@ -256,3 +256,78 @@ async fn a_publisher_refuses_events_it_did_not_declare() {
     assert_eq!(error.kind(), govbus_bus::PublishErrorKind::InvalidEvent);
     identity.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_takes_every_event_of_a_service_with_its_causation() {
+    let (_server, bus) = start().await;
+    let identity = ServiceAdapter::new("identity")
+        .publishes::<CitizenRegistered>()
+        .publishes::<common::CitizenDeceased>()
+        .start(&bus)
+        .await
+        .expect("identity starts");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<EventMeta>::new()));
+    let recorder = std::sync::Arc::clone(&seen);
+    let projection = ServiceAdapter::new("evaluation")
+        .consumer(Consumer::new("evaluation-identity").every_event_of(
+            "identity",
+            move |_payload: bytes::Bytes, meta: EventMeta| {
+                let recorder = std::sync::Arc::clone(&recorder);
+                async move {
+                    recorder.lock().expect("lock").push(meta);
+                    Ok::<(), HandleError>(())
+                }
+            },
+        ))
+        .start(&bus)
+        .await
+        .expect("projection starts");
+    assert_eq!(projection.contract().consumes[0].event_types, ["*"]);
+    assert_eq!(
+        projection.contract().consume_subjects(bus.topology()),
+        ["govbus.identity.>"]
+    );
+
+    identity
+        .publisher()
+        .publish(&registered(1))
+        .await
+        .expect("published");
+    eventually(
+        "the first event arrives",
+        Duration::from_secs(10),
+        async || seen.lock().expect("lock").len() == 1,
+    )
+    .await;
+    let first = seen.lock().expect("lock")[0].clone();
+    identity
+        .publisher()
+        .publish_with(
+            &common::CitizenDeceased {
+                citizen_ref: "citizen-1".to_owned(),
+            },
+            &Causality::following(&first),
+        )
+        .await
+        .expect("published");
+    eventually("both events arrive", Duration::from_secs(10), async || {
+        seen.lock().expect("lock").len() == 2
+    })
+    .await;
+    let second = seen.lock().expect("lock")[1].clone();
+    assert_eq!(second.envelope.event_type, "identity.citizen.deceased.v1");
+    assert_eq!(
+        second.envelope.causation_id,
+        Some(first.envelope.id.clone())
+    );
+    assert_eq!(
+        second.envelope.causation_type.as_deref(),
+        Some("identity.citizen.registered.v1")
+    );
+    assert_eq!(
+        second.envelope.correlation_id,
+        first.envelope.correlation_id
+    );
+    projection.shutdown().await;
+    identity.shutdown().await;
+}

@@ -56,3 +56,25 @@ where
         }
     }
 }
+
+/// A handler of raw payloads (every event of a service).
+pub(crate) struct RawHandler<F> {
+    handler: F,
+}
+
+impl<F> RawHandler<F> {
+    pub(crate) fn new(handler: F) -> Self {
+        Self { handler }
+    }
+}
+
+impl<F, Fut> ErasedHandler for RawHandler<F>
+where
+    F: Fn(Bytes, EventMeta) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
+        let future = (self.handler)(payload, meta);
+        Box::pin(async move { future.await.map_err(HandlerFailure::Handler) })
+    }
+}

@@ -160,6 +160,8 @@ impl Default for ConsumerSettings {
 pub struct Consumer {
     pub(crate) name: String,
     pub(crate) handlers: BTreeMap<&'static str, Arc<dyn ErasedHandler>>,
+    /// The service whose every event goes to `any_handler` (see [`Consumer::every_event_of`]).
+    pub(crate) every_event_of: Option<(String, Arc<dyn ErasedHandler>)>,
     pub(crate) settings: ConsumerSettings,
 }
 
@@ -168,6 +170,10 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("name", &self.name)
             .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field(
+                "every_event_of",
+                &self.every_event_of.as_ref().map(|(service, _)| service),
+            )
             .field("settings", &self.settings)
             .finish()
     }
@@ -179,6 +185,7 @@ impl Consumer {
         Self {
             name: name.into(),
             handlers: BTreeMap::new(),
+            every_event_of: None,
             settings: ConsumerSettings::default(),
         }
     }
@@ -194,6 +201,19 @@ impl Consumer {
             E::TYPE,
             Arc::new(handler::TypedHandler::<E, F>::new(handler)),
         );
+        self
+    }
+
+    /// Hands every event `service` publishes, whatever its type, to `handler` with its raw
+    /// payload, unless a typed handler ([`on`](Self::on)) claims the type. For projections that
+    /// read a whole service's stream, such as evaluation evidence; ordinary consumers should take
+    /// only the types they need.
+    pub fn every_event_of<F, Fut>(mut self, service: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(bytes::Bytes, EventMeta) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+    {
+        self.every_event_of = Some((service.into(), Arc::new(handler::RawHandler::new(handler))));
         self
     }
 
@@ -232,13 +252,21 @@ impl Consumer {
         &self.name
     }
 
-    /// The event types this consumer handles.
+    /// The event types this consumer handles; `*` stands for every type of its source service.
     pub fn event_types(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.handlers.keys().copied()
+        self.handlers
+            .keys()
+            .copied()
+            .chain(self.every_event_of.as_ref().map(|_| "*"))
+    }
+
+    /// Whether every event of the source service is consumed.
+    pub fn takes_every_event(&self) -> bool {
+        self.every_event_of.is_some()
     }
 
     /// The one service whose events this consumer reads.
-    pub fn source_service(&self) -> Result<&'static str, ConsumeError> {
+    pub fn source_service(&self) -> Result<&str, ConsumeError> {
         let mut services = self.handlers.keys().map(|name| {
             EventType::parse(name)
                 .map(|parsed| parsed.service())
@@ -246,12 +274,16 @@ impl Consumer {
                     ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error)
                 })
         });
-        let first = services.next().ok_or_else(|| {
-            ConsumeError::with_detail(
-                ConsumeErrorKind::InvalidDeclaration,
-                format!("consumer {:?} has no handlers", self.name),
-            )
-        })??;
+        let first = match (&self.every_event_of, services.next()) {
+            (Some((service, _)), _) => service.as_str(),
+            (None, Some(first)) => first?,
+            (None, None) => {
+                return Err(ConsumeError::with_detail(
+                    ConsumeErrorKind::InvalidDeclaration,
+                    format!("consumer {:?} has no handlers", self.name),
+                ));
+            }
+        };
         for service in services {
             let service = service?;
             if service != first {

@@ -40,6 +40,7 @@ struct ConsumerContext {
     source_subjects: String,
     config: pull::Config,
     handlers: std::collections::BTreeMap<&'static str, Arc<dyn ErasedHandler>>,
+    every_event: Option<Arc<dyn ErasedHandler>>,
     settings: ConsumerSettings,
     dead_letters: DeadLetters,
 }
@@ -60,11 +61,19 @@ pub(crate) async fn prepare_consumer(
     topology
         .check_consumer(&consumer.name)
         .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error))?;
-    let source = consumer.source_service()?;
-    let filter_subjects = consumer
-        .event_types()
-        .map(|event_type| topology.event_subject(event_type))
-        .collect();
+    let source = consumer.source_service()?.to_owned();
+    topology
+        .check_service(&source)
+        .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::InvalidDeclaration, error))?;
+    let filter_subjects = if consumer.takes_every_event() {
+        vec![topology.service_subjects(&source)]
+    } else {
+        consumer
+            .handlers
+            .keys()
+            .map(|event_type| topology.event_subject(event_type))
+            .collect()
+    };
     let config = pull::Config {
         durable_name: Some(consumer.name.clone()),
         description: Some(format!("{service}: {} events", source)),
@@ -81,11 +90,12 @@ pub(crate) async fn prepare_consumer(
     let context = Arc::new(ConsumerContext {
         bus: bus.clone(),
         service: service.to_owned(),
-        stream: topology.service_stream(source),
-        source_subjects: topology.service_subjects(source),
+        stream: topology.service_stream(&source),
+        source_subjects: topology.service_subjects(&source),
         name: consumer.name,
         config,
         handlers: consumer.handlers,
+        every_event: consumer.every_event_of.map(|(_, handler)| handler),
         settings: consumer.settings,
         dead_letters: bus.dead_letters(),
     });
@@ -319,7 +329,11 @@ async fn decide(
             delivery.attempt
         ));
     }
-    let Some(handler) = context.handlers.get(envelope.event_type.as_str()) else {
+    let Some(handler) = context
+        .handlers
+        .get(envelope.event_type.as_str())
+        .or(context.every_event.as_ref())
+    else {
         return Outcome::DeadLetter(format!(
             "unknown event type {:?} for consumer {}",
             envelope.event_type, context.name
