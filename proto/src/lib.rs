@@ -24,6 +24,12 @@ pub mod govbus {
             tonic::include_proto!("govbus.bus.v1");
         }
     }
+    /// `govbus.evaluation.v1`: SPBE evaluation.
+    pub mod evaluation {
+        pub mod v1 {
+            tonic::include_proto!("govbus.evaluation.v1");
+        }
+    }
     /// `govbus.identity.v1`: the population register.
     pub mod identity {
         pub mod v1 {
@@ -52,4 +58,4 @@ mod events {
     include!(concat!(env!("OUT_DIR"), "/govbus_events.rs"));
 }
 
-pub use govbus::{bus, identity, licensing, welfare};
+pub use govbus::{bus, evaluation, identity, licensing, welfare};

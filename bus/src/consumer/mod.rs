@@ -241,6 +241,13 @@ impl Consumer {
         self
     }
 
+    /// Unacknowledged messages JetStream lets this consumer hold (1 gives strict stream order,
+    /// redeliveries included).
+    pub fn max_ack_pending(mut self, pending: i64) -> Self {
+        self.settings.max_ack_pending = pending.max(1);
+        self
+    }
+
     /// How long JetStream waits for an ack before redelivering.
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.settings.ack_wait = ack_wait;

@@ -53,6 +53,16 @@ struct InstrumentFile {
     domains: Vec<DomainFile>,
     aspects: Vec<AspectFile>,
     indicators: Vec<IndicatorFile>,
+    #[serde(default)]
+    evidence: Vec<EvidenceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceFile {
+    indicator: u32,
+    kind: String,
+    service: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +141,18 @@ pub struct Indicator {
     pub level_names: Vec<String>,
 }
 
+/// How the bus evidences an indicator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvidenceRule {
+    /// Use of the service connector (integration between services).
+    ServiceConnector,
+    /// A public service that runs on the bus as `service`.
+    PublicService {
+        /// The service.
+        service: String,
+    },
+}
+
 /// A predicate and the lowest index that earns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Predicate {
@@ -161,6 +183,8 @@ pub struct Instrument {
     pub indicators: BTreeMap<u32, Indicator>,
     /// Highest level (the scale's size).
     pub max_level: u8,
+    /// Indicators the bus evidences, by indicator number.
+    pub evidence: BTreeMap<u32, EvidenceRule>,
 }
 
 impl Instrument {
@@ -272,6 +296,29 @@ impl Instrument {
         if predicates.last().is_none_or(|lowest| lowest.from.0 != 0) {
             return Err(invalid("the lowest predicate must start at 0.00".into()));
         }
+        let mut evidence = BTreeMap::new();
+        for entry in &file.evidence {
+            if !indicators.contains_key(&entry.indicator) {
+                return Err(invalid(format!(
+                    "evidence names unknown indicator {}",
+                    entry.indicator
+                )));
+            }
+            let rule = match (entry.kind.as_str(), &entry.service) {
+                ("service-connector", None) => EvidenceRule::ServiceConnector,
+                ("public-service", Some(service)) => EvidenceRule::PublicService {
+                    service: service.clone(),
+                },
+                (kind, _) => {
+                    return Err(invalid(format!(
+                        "evidence for indicator {}: kind {kind:?} is not service-connector, or \
+                         public-service with a service",
+                        entry.indicator
+                    )));
+                }
+            };
+            evidence.insert(entry.indicator, rule);
+        }
         Ok(Self {
             id: file.id.clone(),
             name: file.name,
@@ -297,6 +344,7 @@ impl Instrument {
                 .collect(),
             indicators,
             max_level,
+            evidence,
         })
     }
 

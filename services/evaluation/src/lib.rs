@@ -1,9 +1,31 @@
-//! The SPBE evaluation service.
+//! The SPBE evaluation service: turns what the services do into the SPBE index.
+//!
+//! Assessments are recorded per instance (a province or a regency or city, by Kemendagri code),
+//! per year and per indicator, the instance's own levels and the evaluator's final levels kept
+//! apart, under an instrument that is data (`instruments/*.toml`; PermenPANRB 59/2020 ships, a
+//! successor such as the PEMDI index is another file). Indices per domain, aspect and overall are
+//! exact to two decimals. History against regional targets and rankings with ties are computed
+//! from the final scores. Every service's events are projected into integration evidence (who
+//! publishes what, who reacts to whom, volumes, licensing deadlines) that suggests levels for the
+//! indicators the bus evidences; the projection can be rebuilt by replaying the streams.
 //!
 //! # Layout
 //!
 //! - [`score`]: exact two-decimal arithmetic.
 //! - [`instrument`]: instruments as data and the index they define.
+//! - [`store`]: instances, scores, targets.
+//! - [`evidence`]: the live evidence projection, its rebuild and the suggestions.
+//! - [`evaluator`]: assessments, history, ranking and evidence reports.
+//! - [`grpc`]: the gRPC API.
+//! - [`app`]: [`Application::build`] wires it together.
 
+pub mod app;
+pub mod evaluator;
+pub mod evidence;
+pub mod grpc;
 pub mod instrument;
 pub mod score;
+pub mod store;
+
+pub use app::{Application, EvaluationConfig};
+pub use govbus_kit::StartError;

@@ -1,1 +1,55 @@
-fn main() {}
+//! `govbus-evaluation`: runs the SPBE evaluation service.
+//!
+//! Configuration comes from the environment:
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_EVALUATION_DATABASE_URL`: default `sqlite://.govbus/evaluation.db`;
+//! - `GOVBUS_EVALUATION_LISTEN`: the gRPC address (default `127.0.0.1:50054`);
+//! - `GOVBUS_EVALUATION_SERVICES`: services whose events are evidence (default
+//!   `identity,welfare,licensing`);
+//! - `GOVBUS_EVALUATION_INSTRUMENTS_DIR`: a folder of further instrument files.
+
+use anyhow::Context as _;
+use govbus_bus::BusOptions;
+use govbus_evaluation::{Application, EvaluationConfig};
+use govbus_kit::RelaySettings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let nats_url = std::env::var("GOVBUS_NATS_URL").context("GOVBUS_NATS_URL is not set")?;
+    let listen =
+        std::env::var("GOVBUS_EVALUATION_LISTEN").unwrap_or_else(|_| "127.0.0.1:50054".to_owned());
+    let config = EvaluationConfig {
+        database_url: std::env::var("GOVBUS_EVALUATION_DATABASE_URL")
+            .unwrap_or_else(|_| "sqlite://.govbus/evaluation.db".to_owned()),
+        listen: listen.parse().with_context(|| {
+            format!("GOVBUS_EVALUATION_LISTEN={listen:?} is not an address like 127.0.0.1:50054")
+        })?,
+        bus: BusOptions::new(nats_url)
+            .client_name("evaluation")
+            .wait_for_server(true),
+        relay: RelaySettings::default(),
+        evidence_services: match std::env::var("GOVBUS_EVALUATION_SERVICES") {
+            Ok(list) => list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Err(_) => EvaluationConfig::default_evidence_services(),
+        },
+        instruments_dir: std::env::var_os("GOVBUS_EVALUATION_INSTRUMENTS_DIR").map(Into::into),
+    };
+    let app = Application::build(config)
+        .await
+        .context("starting the evaluation service")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    app.stop().await;
+    Ok(())
+}

@@ -1,5 +1,5 @@
-//! A whole govbus stack for end-to-end tests: one private nats-server, the identity, welfare and
-//! licensing services each with its own database (SQLite files or PostgreSQL schemas), and gRPC
+//! A whole govbus stack for end-to-end tests: one private nats-server, the identity, welfare,
+//! licensing and evaluation services each with its own database (SQLite files or PostgreSQL schemas), and gRPC
 //! clients. Tests drive the services only through their gRPC APIs and read what they published
 //! from the streams.
 
@@ -12,6 +12,7 @@ use govbus_bus::{Bus, BusOptions};
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
 use govbus_kit::RelaySettings;
 use govbus_licensing::Deadlines;
+use govbus_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_proto::licensing::v1::licensing_service_client::LicensingServiceClient;
@@ -45,6 +46,7 @@ pub struct Stack {
     identity_app: Option<govbus_identity::Application>,
     welfare_app: Option<govbus_welfare::Application>,
     licensing_app: Option<govbus_licensing::Application>,
+    evaluation_app: Option<govbus_evaluation::Application>,
     licensing_config: govbus_licensing::LicensingConfig,
     /// Identity's gRPC client.
     pub identity: IdentityServiceClient<Channel>,
@@ -52,6 +54,8 @@ pub struct Stack {
     pub welfare: WelfareServiceClient<Channel>,
     /// Licensing's gRPC client.
     pub licensing: LicensingServiceClient<Channel>,
+    /// Evaluation's gRPC client.
+    pub evaluation: EvaluationServiceClient<Channel>,
     /// A bus connection for reading streams.
     pub bus: Bus,
 }
@@ -77,7 +81,7 @@ impl Stack {
     async fn build(backend: TestBackend, options: StackOptions) -> Self {
         let nats = NatsServer::start().expect("nats-server starts");
         let mut databases = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             databases.push(TestDatabase::new(backend).await.expect("test database"));
         }
         let bus_options = |name: &str| {
@@ -115,6 +119,21 @@ impl Stack {
         let licensing_app = govbus_licensing::Application::build(licensing_config.clone())
             .await
             .expect("licensing starts");
+        let evaluation_app =
+            govbus_evaluation::Application::build(govbus_evaluation::EvaluationConfig {
+                database_url: databases[3].url().to_owned(),
+                listen: any_port(),
+                bus: bus_options("evaluation"),
+                relay: relay(),
+                evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
+                instruments_dir: None,
+            })
+            .await
+            .expect("evaluation starts");
+        let evaluation =
+            EvaluationServiceClient::connect(format!("http://{}", evaluation_app.address()))
+                .await
+                .expect("evaluation client");
         let identity = IdentityServiceClient::connect(identity_url)
             .await
             .expect("identity client");
@@ -134,10 +153,12 @@ impl Stack {
             identity_app: Some(identity_app),
             welfare_app: Some(welfare_app),
             licensing_app: Some(licensing_app),
+            evaluation_app: Some(evaluation_app),
             licensing_config,
             identity,
             welfare,
             licensing,
+            evaluation,
             bus,
         }
     }
@@ -248,6 +269,9 @@ impl Stack {
 
     /// Stops every service, then the server.
     pub async fn stop(mut self) {
+        if let Some(app) = self.evaluation_app.take() {
+            app.stop().await;
+        }
         if let Some(app) = self.licensing_app.take() {
             app.stop().await;
         }

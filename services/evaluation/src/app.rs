@@ -1,0 +1,117 @@
+//! Building and running the evaluation service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
+use govbus_kit::runtime::bind;
+use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_proto::FILE_DESCRIPTOR_SET;
+use govbus_proto::evaluation::v1::AssessmentRecorded;
+use govbus_proto::evaluation::v1::evaluation_service_server::EvaluationServiceServer;
+
+use crate::evaluator::Evaluator;
+use crate::evidence::Evidence;
+use crate::grpc::EvaluationApi;
+use crate::instrument::Instruments;
+use crate::store::MIGRATIONS;
+
+/// The service name on the bus and in the database's migration records.
+pub const SERVICE: &str = "evaluation";
+
+/// Everything the evaluation service needs to start.
+#[derive(Debug, Clone)]
+pub struct EvaluationConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where gRPC listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The bus connection.
+    pub bus: BusOptions,
+    /// Outbox relay tuning.
+    pub relay: RelaySettings,
+    /// The services whose events are evidence (each has its own durable consumer).
+    pub evidence_services: Vec<String>,
+    /// A folder of further instrument files (`*.toml`), beside the shipped one.
+    pub instruments_dir: Option<PathBuf>,
+}
+
+impl EvaluationConfig {
+    /// The services govbus runs today.
+    pub fn default_evidence_services() -> Vec<String> {
+        ["identity", "welfare", "licensing"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+}
+
+/// A running evaluation service.
+#[derive(Debug)]
+pub struct Application {
+    runtime: ServiceRuntime,
+}
+
+impl Application {
+    /// Loads the instruments, opens the database, starts the evidence consumers, the outbox
+    /// relay and the gRPC server.
+    pub async fn build(config: EvaluationConfig) -> Result<Self, StartError> {
+        let instruments = Instruments::load(config.instruments_dir.as_deref())
+            .map_err(|error| StartError::Dependency(format!("evaluation instruments: {error}")))?;
+        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let bus = Bus::connect(config.bus).await?;
+        let evidence = Evidence::new(db.clone());
+        let streams: Vec<String> = config
+            .evidence_services
+            .iter()
+            .map(|service| bus.topology().service_stream(service))
+            .collect();
+        evidence.ensure_positions(&streams).await?;
+        let mut declaration = ServiceAdapter::new(SERVICE).publishes::<AssessmentRecorded>();
+        for service in &config.evidence_services {
+            let projection = evidence.clone();
+            declaration = declaration.consumer(
+                Consumer::new(format!("evaluation-{service}"))
+                    // One at a time, in stream order: the projection applies each sequence once.
+                    .concurrency(1)
+                    .max_ack_pending(1)
+                    .every_event_of(service.clone(), move |payload, meta| {
+                        let projection = projection.clone();
+                        async move { projection.on_event(payload, meta).await }
+                    }),
+            );
+        }
+        let publisher = declaration.publisher(&bus)?;
+        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
+        let evaluator = Evaluator::new(
+            db.clone(),
+            publisher,
+            relay.waker(),
+            Arc::new(instruments),
+            evidence,
+        );
+        let adapter = declaration.start(&bus).await?;
+        let listener = bind(config.listen).await?;
+        let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(
+            FILE_DESCRIPTOR_SET,
+        )
+        .await?
+        .add_service(
+            EvaluationServiceServer::new(EvaluationApi::new(evaluator, bus, streams))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        Ok(Self { runtime })
+    }
+
+    /// The gRPC address.
+    pub fn address(&self) -> SocketAddr {
+        self.runtime.address()
+    }
+
+    /// Stops the service in order.
+    pub async fn stop(self) {
+        self.runtime.stop().await;
+    }
+}

@@ -1,0 +1,475 @@
+//! Assessments, targets, history and ranking.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use govbus_bus::{Causality, PublishError, Publisher};
+use govbus_kit::command::run_command;
+use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker, outbox};
+use govbus_proto::evaluation::v1 as pb;
+
+use crate::evidence::{Evidence, EvidenceSnapshot, suggest};
+use crate::instrument::{IndexReport, Instrument, Instruments};
+use crate::score::{Hundredths, signed};
+use crate::store::{self, Kind, Score};
+
+/// Why a command or query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluationError {
+    /// No instrument covers the year.
+    #[error("no evaluation instrument covers {0}")]
+    NoInstrument(i32),
+    /// An indicator or level outside the instrument.
+    #[error("{0}")]
+    OutsideInstrument(String),
+    /// Nothing recorded for the instance.
+    #[error("nothing is recorded for this instance and year")]
+    NotFound,
+    /// The idempotency key was used for another request.
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
+    /// The event could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Event(#[from] PublishError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<IdempotencyError> for EvaluationError {
+    fn from(error: IdempotencyError) -> Self {
+        match error {
+            IdempotencyError::Db(error) => Self::Db(error),
+            other => Self::Idempotency(other),
+        }
+    }
+}
+
+/// The evaluator.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    db: Database,
+    publisher: Publisher,
+    relay: RelayWaker,
+    instruments: Arc<Instruments>,
+    evidence: Evidence,
+}
+
+/// One indicator's level as submitted.
+#[derive(Debug, Clone)]
+pub struct SubmittedScore {
+    /// Indicator.
+    pub indicator: u32,
+    /// Level.
+    pub level: u32,
+    /// Notes.
+    pub notes: String,
+}
+
+fn to_index(instrument: &Instrument, report: &IndexReport) -> pb::Index {
+    pb::Index {
+        value: report.overall.to_string(),
+        predicate: report.predicate.clone(),
+        domains: instrument
+            .domains
+            .iter()
+            .filter_map(|domain| {
+                Some(pb::SubIndex {
+                    number: domain.number,
+                    name: domain.name.clone(),
+                    value: report.domains.get(&domain.number)?.to_string(),
+                })
+            })
+            .collect(),
+        aspects: instrument
+            .aspects
+            .iter()
+            .filter_map(|aspect| {
+                Some(pb::SubIndex {
+                    number: aspect.number,
+                    name: aspect.name.clone(),
+                    value: report.aspects.get(&aspect.number)?.to_string(),
+                })
+            })
+            .collect(),
+    }
+}
+
+fn levels(scores: &[Score]) -> BTreeMap<u32, u8> {
+    scores
+        .iter()
+        .map(|score| (score.indicator, score.level))
+        .collect()
+}
+
+impl Evaluator {
+    /// An evaluator over `db` with these instruments.
+    pub fn new(
+        db: Database,
+        publisher: Publisher,
+        relay: RelayWaker,
+        instruments: Arc<Instruments>,
+        evidence: Evidence,
+    ) -> Self {
+        Self {
+            db,
+            publisher,
+            relay,
+            instruments,
+            evidence,
+        }
+    }
+
+    /// The instruments.
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
+    /// The evidence projection.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+
+    fn instrument(&self, year: i32) -> Result<&Instrument, EvaluationError> {
+        self.instruments
+            .for_year(year)
+            .ok_or(EvaluationError::NoInstrument(year))
+    }
+
+    /// Records levels for an instance, year and kind.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record(
+        &self,
+        instance_code: &str,
+        instance_name: &str,
+        year: i32,
+        kind: Kind,
+        scores: &[SubmittedScore],
+        idempotency: Option<IdempotentRequest<'_>>,
+        causality: &Causality,
+    ) -> Result<pb::RecordAssessmentResponse, EvaluationError> {
+        let instrument = self.instrument(year)?;
+        let mut checked = Vec::with_capacity(scores.len());
+        for score in scores {
+            if !instrument.indicators.contains_key(&score.indicator) {
+                return Err(EvaluationError::OutsideInstrument(format!(
+                    "indicator {} is not in {}",
+                    score.indicator, instrument.id
+                )));
+            }
+            let level = u8::try_from(score.level)
+                .ok()
+                .filter(|level| (1..=instrument.max_level).contains(level))
+                .ok_or_else(|| {
+                    EvaluationError::OutsideInstrument(format!(
+                        "indicator {}: level {} is not 1 to {}",
+                        score.indicator, score.level, instrument.max_level
+                    ))
+                })?;
+            checked.push(Score {
+                indicator: score.indicator,
+                level,
+                notes: score.notes.clone(),
+            });
+        }
+        run_command(&self.db, &self.relay, idempotency, async |transaction| {
+            store::upsert_instance(transaction, instance_code, instance_name).await?;
+            for score in &checked {
+                store::upsert_score(
+                    transaction,
+                    instance_code,
+                    year,
+                    kind,
+                    &instrument.id,
+                    score,
+                )
+                .await?;
+            }
+            let all = store::scores(transaction, instance_code, year, kind).await?;
+            let report = instrument.index(&levels(&all));
+            let total = u32::try_from(instrument.indicators.len()).unwrap_or(u32::MAX);
+            let scored = u32::try_from(all.len()).unwrap_or(u32::MAX);
+            let event = pb::AssessmentRecorded {
+                assessment_ref: format!("{instance_code}/{year}"),
+                instance_code: instance_code.to_owned(),
+                year,
+                kind: kind.as_str().to_owned(),
+                scored,
+                total,
+                index: report
+                    .as_ref()
+                    .map(|r| r.overall.to_string())
+                    .unwrap_or_default(),
+                predicate: report
+                    .as_ref()
+                    .map(|r| r.predicate.clone())
+                    .unwrap_or_default(),
+            };
+            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            Ok(pb::RecordAssessmentResponse {
+                instrument_id: instrument.id.clone(),
+                scored,
+                total,
+                index: report.map(|report| to_index(instrument, &report)),
+            })
+        })
+        .await
+    }
+
+    /// Both kinds of scores, the indices, and the evidence's suggestions.
+    pub async fn assessment(
+        &self,
+        instance_code: &str,
+        year: i32,
+    ) -> Result<pb::Assessment, EvaluationError> {
+        let instrument = self.instrument(year)?;
+        let mut connection = self.connection().await?;
+        let name = store::instance_name(&mut connection, instance_code)
+            .await?
+            .ok_or(EvaluationError::NotFound)?;
+        let own = store::scores(&mut connection, instance_code, year, Kind::SelfAssessment).await?;
+        let evaluator =
+            store::scores(&mut connection, instance_code, year, Kind::Evaluator).await?;
+        drop(connection);
+        if own.is_empty() && evaluator.is_empty() {
+            return Err(EvaluationError::NotFound);
+        }
+        let evidence = self.evidence.snapshot().await?;
+        let find =
+            |scores: &[Score], number: u32| scores.iter().find(|s| s.indicator == number).cloned();
+        let indicators = instrument
+            .indicators
+            .values()
+            .map(|indicator| {
+                let own = find(&own, indicator.number);
+                let evaluator = find(&evaluator, indicator.number);
+                pb::IndicatorResult {
+                    number: indicator.number,
+                    name: indicator.name.clone(),
+                    domain: indicator.domain,
+                    aspect: indicator.aspect,
+                    weight: Hundredths(indicator.weight).to_string(),
+                    self_level: own.as_ref().map_or(0, |s| u32::from(s.level)),
+                    final_level: evaluator.as_ref().map_or(0, |s| u32::from(s.level)),
+                    self_notes: own.map(|s| s.notes).unwrap_or_default(),
+                    evaluator_notes: evaluator.map(|s| s.notes).unwrap_or_default(),
+                    suggested: suggestion(instrument, indicator.number, &evidence),
+                }
+            })
+            .collect();
+        Ok(pb::Assessment {
+            instance_code: instance_code.to_owned(),
+            instance_name: name,
+            year,
+            instrument_id: instrument.id.clone(),
+            indicators,
+            self_assessment_index: instrument
+                .index(&levels(&own))
+                .map(|r| to_index(instrument, &r)),
+            final_index: instrument
+                .index(&levels(&evaluator))
+                .map(|r| to_index(instrument, &r)),
+        })
+    }
+
+    /// Records a target.
+    pub async fn set_target(
+        &self,
+        instance_code: &str,
+        year: i32,
+        target: Hundredths,
+        source: &str,
+        idempotency: Option<IdempotentRequest<'_>>,
+    ) -> Result<pb::SetTargetResponse, EvaluationError> {
+        run_command(&self.db, &self.relay, idempotency, async |transaction| {
+            if store::instance_name(transaction, instance_code)
+                .await?
+                .is_none()
+            {
+                return Err(EvaluationError::NotFound);
+            }
+            store::upsert_target(transaction, instance_code, year, target.0, source).await?;
+            Ok(pb::SetTargetResponse {})
+        })
+        .await
+    }
+
+    /// The final index per year, with changes and targets.
+    pub async fn history(&self, instance_code: &str) -> Result<pb::History, EvaluationError> {
+        let mut connection = self.connection().await?;
+        let name = store::instance_name(&mut connection, instance_code)
+            .await?
+            .ok_or(EvaluationError::NotFound)?;
+        let targets = store::targets(&mut connection, instance_code).await?;
+        let mut years = Vec::new();
+        let mut previous: Option<Hundredths> = None;
+        for year in store::evaluated_years(&mut connection, instance_code).await? {
+            let Ok(instrument) = self.instrument(year) else {
+                continue;
+            };
+            let scores =
+                store::scores(&mut connection, instance_code, year, Kind::Evaluator).await?;
+            let Some(report) = instrument.index(&levels(&scores)) else {
+                continue;
+            };
+            let target = targets
+                .iter()
+                .find(|(target_year, _, _)| *target_year == year);
+            years.push(pb::YearResult {
+                year,
+                index: report.overall.to_string(),
+                predicate: report.predicate.clone(),
+                change: previous
+                    .map(|before| signed(report.overall.minus(before)))
+                    .unwrap_or_default(),
+                target: target
+                    .map(|(_, t, _)| Hundredths(*t).to_string())
+                    .unwrap_or_default(),
+                target_source: target
+                    .map(|(_, _, source)| source.clone())
+                    .unwrap_or_default(),
+                target_ratio: target
+                    .and_then(|(_, t, _)| Hundredths::ratio(report.overall.0, *t))
+                    .map(|ratio| ratio.to_string())
+                    .unwrap_or_default(),
+                target_met: target.is_some_and(|(_, t, _)| report.overall.0 >= *t),
+            });
+            previous = Some(report.overall);
+        }
+        Ok(pb::History {
+            instance_code: instance_code.to_owned(),
+            instance_name: name,
+            years,
+        })
+    }
+
+    /// Ranks the instances with a complete final assessment for `year`.
+    pub async fn ranking(
+        &self,
+        year: i32,
+        province_code: Option<&str>,
+    ) -> Result<pb::Ranking, EvaluationError> {
+        let instrument = self.instrument(year)?;
+        let mut connection = self.connection().await?;
+        let mut indexed: Vec<(String, String, IndexReport)> =
+            store::evaluator_scores_of_year(&mut connection, year, province_code)
+                .await?
+                .into_iter()
+                .filter_map(|(code, name, scores)| {
+                    Some((code, name, instrument.index(&levels(&scores))?))
+                })
+                .collect();
+        indexed.sort_by(|a, b| b.2.overall.cmp(&a.2.overall).then_with(|| a.0.cmp(&b.0)));
+        let mut instances = Vec::with_capacity(indexed.len());
+        let mut rank = 0;
+        let mut previous = None;
+        for (position, (code, name, report)) in indexed.into_iter().enumerate() {
+            if previous != Some(report.overall) {
+                rank = u32::try_from(position + 1).unwrap_or(u32::MAX);
+                previous = Some(report.overall);
+            }
+            instances.push(pb::RankedInstance {
+                rank,
+                instance_code: code,
+                instance_name: name,
+                index: report.overall.to_string(),
+                predicate: report.predicate,
+            });
+        }
+        Ok(pb::Ranking {
+            year,
+            province_code: province_code.unwrap_or_default().to_owned(),
+            instances,
+        })
+    }
+
+    /// The integration evidence with suggestions under the current instrument.
+    pub async fn integration_evidence(
+        &self,
+        year: i32,
+    ) -> Result<pb::IntegrationEvidence, EvaluationError> {
+        let instrument = self.instrument(year)?;
+        let evidence = self.evidence.snapshot().await?;
+        let mut services: BTreeMap<String, pb::IntegratedService> = BTreeMap::new();
+        for count in &evidence.events {
+            let service =
+                services
+                    .entry(count.service.clone())
+                    .or_insert_with(|| pb::IntegratedService {
+                        service: count.service.clone(),
+                        ..Default::default()
+                    });
+            service.publishes.push(pb::EventContract {
+                event_type: count.event_type.clone(),
+                schema: count.schema.clone(),
+                count: count.events,
+                first_seen: crate::evidence::rfc3339(count.first_seen),
+                last_seen: crate::evidence::rfc3339(count.last_seen),
+            });
+        }
+        for flow in &evidence.flows {
+            if let Some(service) = services.get_mut(&flow.to_service) {
+                service.consumes_from.push(flow.from_service.clone());
+            }
+        }
+        Ok(pb::IntegrationEvidence {
+            instrument_id: instrument.id.clone(),
+            services: services.into_values().collect(),
+            flows: evidence
+                .flows
+                .iter()
+                .map(|flow| pb::Flow {
+                    from_service: flow.from_service.clone(),
+                    to_service: flow.to_service.clone(),
+                    reactions: flow.reactions,
+                })
+                .collect(),
+            licensing: Some(pb::LicensingDeadlines {
+                decisions: evidence.licensing.decisions,
+                within_deadline: evidence.licensing.within_deadline,
+                deemed_approved: evidence.licensing.deemed_approved,
+            }),
+            suggestions: instrument
+                .evidence
+                .keys()
+                .filter_map(|number| {
+                    Some(pb::SuggestedIndicator {
+                        indicator: *number,
+                        name: instrument.indicators.get(number)?.name.clone(),
+                        suggestion: suggestion(instrument, *number, &evidence),
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, DbError> {
+        self.db
+            .pool()
+            .acquire()
+            .await
+            .map_err(DbError::sql("acquiring a connection"))
+    }
+}
+
+fn suggestion(
+    instrument: &Instrument,
+    indicator: u32,
+    evidence: &EvidenceSnapshot,
+) -> Option<pb::SuggestedLevel> {
+    let suggestion = suggest(instrument, indicator, evidence)?;
+    let level_name = instrument
+        .indicators
+        .get(&indicator)
+        .and_then(|i| {
+            i.level_names
+                .get(usize::from(suggestion.level).checked_sub(1)?)
+        })
+        .cloned()
+        .unwrap_or_default();
+    Some(pb::SuggestedLevel {
+        level: u32::from(suggestion.level),
+        level_name,
+        facts: suggestion.facts,
+    })
+}
