@@ -412,6 +412,18 @@ impl Evaluator {
                 service.consumes_from.push(flow.from_service.clone());
             }
         }
+        for call in &evidence.calls {
+            let service =
+                services
+                    .entry(call.caller.clone())
+                    .or_insert_with(|| pb::IntegratedService {
+                        service: call.caller.clone(),
+                        ..Default::default()
+                    });
+            if !service.calls.contains(&call.callee) {
+                service.calls.push(call.callee.clone());
+            }
+        }
         Ok(pb::IntegrationEvidence {
             instrument_id: instrument.id.clone(),
             services: services.into_values().collect(),
@@ -422,6 +434,16 @@ impl Evaluator {
                     from_service: flow.from_service.clone(),
                     to_service: flow.to_service.clone(),
                     reactions: flow.reactions,
+                })
+                .collect(),
+            calls: evidence
+                .calls
+                .iter()
+                .map(|call| pb::ServiceCall {
+                    caller: call.caller.clone(),
+                    callee: call.callee.clone(),
+                    method: call.method.clone(),
+                    calls: call.calls,
                 })
                 .collect(),
             licensing: Some(pb::LicensingDeadlines {

@@ -2,8 +2,8 @@
 //!
 //! For each event the projection counts the event type per publishing service (its contract:
 //! type and schema, first and last seen), counts reactions between services (an event whose
-//! causation type belongs to another service), and tallies licensing decisions against their
-//! deadlines. Each event costs a fixed number of keyed upserts, whatever the history.
+//! causation type belongs to another service), adds up the calls services report receiving
+//! (`*.calls.counted.v1`), and tallies licensing decisions against their deadlines. Each event costs a fixed number of keyed upserts, whatever the history.
 //!
 //! Events are applied in stream order, once: the projection remembers the last sequence it
 //! applied per stream, in the same transaction as the counts, so a redelivery changes nothing and
@@ -19,6 +19,7 @@ use govbus_bus::{Bus, Envelope, EventMeta, HandleError};
 use govbus_kit::db::{from_micros, to_micros};
 use govbus_kit::inbox::handle_error;
 use govbus_kit::{Backend, Database, DbError};
+use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as licensing;
 use prost::Message;
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -67,6 +68,19 @@ pub struct FlowCount {
     pub reactions: u64,
 }
 
+/// Calls from one service to another's method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallCount {
+    /// The calling service.
+    pub caller: String,
+    /// The called service.
+    pub callee: String,
+    /// The gRPC method.
+    pub method: String,
+    /// How many calls.
+    pub calls: u64,
+}
+
 /// Licensing decisions against their deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeadlineCounts {
@@ -85,6 +99,8 @@ pub struct EvidenceSnapshot {
     pub events: Vec<EventCount>,
     /// Flows between services.
     pub flows: Vec<FlowCount>,
+    /// Calls between services.
+    pub calls: Vec<CallCount>,
     /// Licensing deadlines.
     pub licensing: DeadlineCounts,
 }
@@ -200,6 +216,21 @@ impl Evidence {
                 .map_err(DbError::sql("counting a flow"))?;
             }
         }
+        if envelope.event_type.ends_with(".calls.counted.v1")
+            && let Ok(counted) = identity::CallsCounted::decode(event.payload)
+        {
+            sqlx::query(
+                "INSERT INTO evidence_calls (caller, callee, method, calls) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (caller, callee, method) DO UPDATE SET calls = evidence_calls.calls + $4",
+            )
+            .bind(&counted.caller)
+            .bind(service)
+            .bind(&counted.method)
+            .bind(i64::try_from(counted.calls).unwrap_or(i64::MAX))
+            .execute(&mut *connection)
+            .await
+            .map_err(DbError::sql("counting calls"))?;
+        }
         let (decisions, within, deemed) = match envelope.event_type.as_str() {
             "licensing.licence.decided.v1" => {
                 match licensing::LicenceDecided::decode(event.payload) {
@@ -258,6 +289,12 @@ impl Evidence {
         .fetch_all(&mut *connection)
         .await
         .map_err(DbError::sql("reading flows"))?;
+        let calls: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT caller, callee, method, calls FROM evidence_calls ORDER BY caller, callee, method",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(DbError::sql("reading calls"))?;
         let licensing: Option<(i64, i64, i64)> = sqlx::query_as(
             "SELECT decisions, within_deadline, deemed_approved FROM evidence_licensing WHERE id = 1",
         )
@@ -286,6 +323,15 @@ impl Evidence {
                     reactions: count(reactions),
                 })
                 .collect(),
+            calls: calls
+                .into_iter()
+                .map(|(caller, callee, method, calls)| CallCount {
+                    caller,
+                    callee,
+                    method,
+                    calls: count(calls),
+                })
+                .collect(),
             licensing: licensing
                 .map(|(decisions, within, deemed)| DeadlineCounts {
                     decisions: count(decisions),
@@ -304,7 +350,12 @@ impl Evidence {
         streams: &[String],
     ) -> Result<BTreeMap<String, u64>, RebuildError> {
         let mut transaction = self.db.begin().await?;
-        for table in ["evidence_events", "evidence_flows", "evidence_licensing"] {
+        for table in [
+            "evidence_events",
+            "evidence_flows",
+            "evidence_calls",
+            "evidence_licensing",
+        ] {
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut *transaction)
                 .await
@@ -431,6 +482,12 @@ pub fn suggest(
         .flows
         .iter()
         .flat_map(|flow| [flow.from_service.as_str(), flow.to_service.as_str()])
+        .chain(
+            evidence
+                .calls
+                .iter()
+                .flat_map(|call| [call.caller.as_str(), call.callee.as_str()]),
+        )
         .collect();
     let mut facts = Vec::new();
     let level = match rule {
@@ -480,6 +537,17 @@ pub fn suggest(
                     facts.push(format!(
                         "{} reacted {} time(s) to events of {}",
                         flow.to_service, flow.reactions, flow.from_service
+                    ));
+                    level = 4;
+                }
+                for call in evidence
+                    .calls
+                    .iter()
+                    .filter(|c| c.caller == *service || c.callee == *service)
+                {
+                    facts.push(format!(
+                        "{} called {}.{} {} time(s)",
+                        call.caller, call.callee, call.method, call.calls
                     ));
                     level = 4;
                 }

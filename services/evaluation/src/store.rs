@@ -53,6 +53,13 @@ const TABLES: &str = "
         reactions BIGINT NOT NULL,
         PRIMARY KEY (from_service, to_service)
     );
+    CREATE TABLE evidence_calls (
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        method TEXT NOT NULL,
+        calls BIGINT NOT NULL,
+        PRIMARY KEY (caller, callee, method)
+    );
     CREATE TABLE evidence_licensing (
         id BIGINT PRIMARY KEY,
         decisions BIGINT NOT NULL,

@@ -95,6 +95,7 @@ async fn start_services(nats_url: &str, data_dir: &Path) -> anyhow::Result<Servi
         listen: any_port,
         bus: bus("identity"),
         relay: RelaySettings::default(),
+        call_report_interval: std::time::Duration::from_millis(200),
     })
     .await
     .context("starting identity")?;

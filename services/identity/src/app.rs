@@ -1,6 +1,7 @@
 //! Building and running the identity service.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, ServiceAdapter};
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
@@ -8,7 +9,11 @@ use govbus_kit::runtime::bind;
 use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::identity_service_server::IdentityServiceServer;
-use govbus_proto::identity::v1::{CitizenDeceased, CitizenRegistered, CitizenRelocated};
+use govbus_proto::identity::v1::{
+    CallsCounted, CitizenDeceased, CitizenRegistered, CitizenRelocated,
+};
+
+use crate::calls::{CallCounter, CallReporter};
 
 use crate::grpc::IdentityApi;
 use crate::registry::Registry;
@@ -28,12 +33,15 @@ pub struct IdentityConfig {
     pub bus: BusOptions,
     /// Outbox relay tuning.
     pub relay: RelaySettings,
+    /// How often counts of other services' calls are published.
+    pub call_report_interval: Duration,
 }
 
 /// A running identity service.
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
+    reporter: CallReporter,
 }
 
 impl Application {
@@ -46,21 +54,30 @@ impl Application {
             .publishes::<CitizenRegistered>()
             .publishes::<CitizenRelocated>()
             .publishes::<CitizenDeceased>()
+            .publishes::<CallsCounted>()
             .start(&bus)
             .await?;
         let relay = OutboxRelay::new(db.clone(), adapter.publisher().clone(), config.relay).spawn();
         let registry = Registry::new(db.clone(), adapter.publisher().clone(), relay.waker());
+        let calls = CallCounter::default();
+        let reporter = CallReporter::spawn(
+            calls.clone(),
+            db.clone(),
+            adapter.publisher().clone(),
+            relay.waker(),
+            config.call_report_interval,
+        );
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(
             FILE_DESCRIPTOR_SET,
         )
         .await?
         .add_service(
-            IdentityServiceServer::new(IdentityApi::new(registry))
+            IdentityServiceServer::new(IdentityApi::new(registry, calls))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
         let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
-        Ok(Self { runtime })
+        Ok(Self { runtime, reporter })
     }
 
     /// The gRPC port (useful when the configured port was 0).
@@ -75,6 +92,7 @@ impl Application {
 
     /// Stops the service in order; unsent events stay in the outbox for the next start.
     pub async fn stop(self) {
+        self.reporter.stop().await;
         self.runtime.stop().await;
     }
 }

@@ -31,11 +31,19 @@ pub struct IdentityUnavailable(pub String);
 #[derive(Debug, Clone)]
 pub struct IdentityClient {
     client: IdentityServiceClient<Channel>,
+    caller: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
+/// The metadata key a calling service names itself with.
+pub const CALLER_METADATA: &str = "x-govbus-caller";
+
 impl IdentityClient {
-    /// A client for identity at `url` (e.g. `http://127.0.0.1:50051`).
-    pub fn new(url: &str) -> Result<Self, String> {
+    /// A client for identity at `url` (e.g. `http://127.0.0.1:50051`), calling on behalf of the
+    /// service `caller` (identity counts calls per caller as integration evidence).
+    pub fn new(url: &str, caller: &str) -> Result<Self, String> {
+        let caller = caller
+            .parse()
+            .map_err(|_| format!("the caller name {caller:?} is not valid gRPC metadata"))?;
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|error| format!("invalid identity service URL {url:?}: {error}"))?
             .connect_timeout(Duration::from_secs(3))
@@ -43,18 +51,23 @@ impl IdentityClient {
             .tcp_nodelay(true);
         Ok(Self {
             client: IdentityServiceClient::new(endpoint.connect_lazy()),
+            caller,
         })
     }
 
     /// Asks identity about `nik`.
     pub async fn verify(&self, nik: &Nik) -> Result<Verified, IdentityUnavailable> {
+        let mut request = tonic::Request::new(identity::VerifyCitizenRequest {
+            nik: nik.as_str().to_owned(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert(CALLER_METADATA, self.caller.clone());
         let response = self
             .client
             .clone()
-            .verify_citizen(identity::VerifyCitizenRequest {
-                nik: nik.as_str().to_owned(),
-                ..Default::default()
-            })
+            .verify_citizen(request)
             .await
             .map_err(|status| {
                 IdentityUnavailable(format!("{:?}: {}", status.code(), status.message()))

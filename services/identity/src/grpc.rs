@@ -7,6 +7,8 @@ use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::calls::CallCounter;
+use crate::client::CALLER_METADATA;
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, RegistrationInput, Sex};
 use crate::registry::{Registry, RegistryError, Verification};
 use govbus_civil::{past_date, text_line};
@@ -15,13 +17,30 @@ use govbus_civil::{past_date, text_line};
 #[derive(Debug, Clone)]
 pub struct IdentityApi {
     registry: Registry,
+    calls: CallCounter,
 }
 
 impl IdentityApi {
-    /// Serves `registry`.
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    /// Serves `registry`, counting other services' calls in `calls`.
+    pub fn new(registry: Registry, calls: CallCounter) -> Self {
+        Self { registry, calls }
     }
+}
+
+/// The calling service, when it names itself (a short lowercase name).
+fn caller<T>(request: &Request<T>) -> Option<String> {
+    let name = request
+        .metadata()
+        .get(CALLER_METADATA)?
+        .to_str()
+        .ok()?
+        .trim();
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    valid.then(|| name.to_owned())
 }
 
 #[tonic::async_trait]
@@ -78,6 +97,9 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::VerifyCitizenRequest>,
     ) -> Result<Response<pb::VerifyCitizenResponse>, Status> {
+        if let Some(caller) = caller(&request) {
+            self.calls.count(&caller, "VerifyCitizen");
+        }
         let request = request.into_inner();
         let span = tracing::info_span!("VerifyCitizen", rpc.method = "VerifyCitizen");
         async {

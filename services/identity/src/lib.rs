@@ -12,10 +12,12 @@
 //! - [`store`]: the `citizens` table.
 //! - [`registry`]: commands and queries, each command one transaction with its event.
 //! - [`grpc`]: the gRPC API and the mapping of errors to statuses.
+//! - [`calls`]: counting other services' calls, reported as events.
 //! - [`client`]: the client other services use to verify citizens.
 //! - [`app`]: [`Application::build`] wires database, bus, relay and server together.
 
 pub mod app;
+pub mod calls;
 pub mod client;
 pub mod domain;
 pub mod grpc;

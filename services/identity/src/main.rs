@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
             .client_name("identity")
             .wait_for_server(true),
         relay: RelaySettings::default(),
+        call_report_interval: std::time::Duration::from_secs(60),
     };
     let app = Application::build(config)
         .await

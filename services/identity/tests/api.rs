@@ -46,6 +46,7 @@ impl TestApp {
                 poll_interval: Duration::from_millis(100),
                 ..RelaySettings::default()
             },
+            call_report_interval: Duration::from_millis(200),
         };
         let app = Application::build(config).await.expect("identity starts");
         let client = IdentityServiceClient::connect(format!("http://{}", app.address()))

@@ -51,7 +51,8 @@ impl Application {
     pub async fn build(config: WelfareConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
-        let identity = IdentityClient::new(&config.identity_url).map_err(StartError::Dependency)?;
+        let identity =
+            IdentityClient::new(&config.identity_url, SERVICE).map_err(StartError::Dependency)?;
         let declaration = ServiceAdapter::new(SERVICE)
             .publishes::<HouseholdRegistered>()
             .publishes::<HouseholdAssessed>()

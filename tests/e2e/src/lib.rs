@@ -94,6 +94,7 @@ impl Stack {
             listen: any_port(),
             bus: bus_options("identity"),
             relay: relay(),
+            call_report_interval: std::time::Duration::from_millis(200),
         })
         .await
         .expect("identity starts");

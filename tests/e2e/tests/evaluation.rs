@@ -458,15 +458,28 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
     run_flows(&mut stack).await;
     // Identity: registered + deceased; welfare: household, assessed, granted, suspended;
     // licensing: 2 × (submitted, nib, decided) + 2 flagged.
-    eventually("the evidence has every event", async || {
+    // Welfare verified the member once when registering the household and once for PKH;
+    // licensing verified the applicant for each of two licences.
+    let calls_of = |evidence: &pb::IntegrationEvidence, caller: &str| -> u64 {
+        evidence
+            .calls
+            .iter()
+            .filter(|c| c.caller == caller)
+            .map(|c| c.calls)
+            .sum()
+    };
+    eventually("the evidence has every event and call", async || {
         let evidence = evidence(&mut stack).await;
         let total: u64 = evidence
             .services
             .iter()
             .flat_map(|s| &s.publishes)
+            .filter(|c| !c.event_type.ends_with(".calls.counted.v1"))
             .map(|c| c.count)
             .sum();
         total == 2 + 4 + 8
+            && calls_of(&evidence, "welfare") == 2
+            && calls_of(&evidence, "licensing") == 2
     })
     .await;
     let live = evidence(&mut stack).await;
@@ -488,6 +501,12 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
         ]
     );
     assert_eq!(live.services[2].consumes_from, ["identity"]);
+    assert_eq!(live.services[2].calls, ["identity"]);
+    assert!(
+        live.calls
+            .iter()
+            .all(|c| c.callee == "identity" && c.method == "VerifyCitizen")
+    );
     let licensing = live.licensing.expect("licensing counts");
     assert_eq!(
         (
@@ -557,7 +576,11 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
         .await
         .expect("rebuilt")
         .into_inner();
-    assert_eq!(rebuilt.replayed.get("GOVBUS_IDENTITY"), Some(&2));
+    let identity_events: u64 = live.services[0].publishes.iter().map(|c| c.count).sum();
+    assert_eq!(
+        rebuilt.replayed.get("GOVBUS_IDENTITY"),
+        Some(&identity_events)
+    );
     assert_eq!(rebuilt.replayed.get("GOVBUS_LICENSING"), Some(&8));
     let after = evidence(&mut stack).await;
     assert_eq!(comparable(&after), comparable(&live));

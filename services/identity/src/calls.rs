@@ -1,0 +1,154 @@
+//! Counting calls from other services, reported as `identity.calls.counted.v1` at an interval.
+//!
+//! Counting is an in-memory increment on the call path; the report is one outbox transaction per
+//! interval, not a write per call. Counts gathered since the last report are lost if the process
+//! is killed; a graceful stop reports them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use govbus_bus::{Causality, Publisher};
+use govbus_kit::{Database, DbError, RelayWaker, outbox};
+use govbus_proto::identity::v1::CallsCounted;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Calls per (caller, method) since the last report.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    counts: Arc<Mutex<BTreeMap<(String, &'static str), u64>>>,
+}
+
+impl CallCounter {
+    /// Counts one call of `method` by `caller`.
+    pub fn count(&self, caller: &str, method: &'static str) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry((caller.to_owned(), method)).or_default() += 1;
+        }
+    }
+
+    fn take(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.counts
+            .lock()
+            .map(|mut counts| std::mem::take(&mut *counts))
+            .unwrap_or_default()
+    }
+
+    fn put_back(&self, counts: BTreeMap<(String, &'static str), u64>) {
+        if let Ok(mut current) = self.counts.lock() {
+            for (key, calls) in counts {
+                *current.entry(key).or_default() += calls;
+            }
+        }
+    }
+}
+
+/// Reports the counts at an interval.
+#[derive(Debug)]
+pub struct CallReporter {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Reporting {
+    counter: CallCounter,
+    db: Database,
+    publisher: Publisher,
+    relay: RelayWaker,
+}
+
+impl Reporting {
+    async fn report(&self, period_start: OffsetDateTime) -> OffsetDateTime {
+        let counts = self.counter.take();
+        let period_end = OffsetDateTime::now_utc();
+        if counts.is_empty() {
+            return period_end;
+        }
+        match self.write(&counts, period_start, period_end).await {
+            Ok(()) => period_end,
+            Err(error) => {
+                tracing::warn!(message = "Call counts not reported; will retry.", %error);
+                self.counter.put_back(counts);
+                period_start
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        counts: &BTreeMap<(String, &'static str), u64>,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Result<(), DbError> {
+        let format = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+        let mut transaction = self.db.begin().await?;
+        for ((caller, method), calls) in counts {
+            let event = CallsCounted {
+                caller: caller.clone(),
+                method: (*method).to_owned(),
+                calls: *calls,
+                period_start: format(start),
+                period_end: format(end),
+            };
+            let encoded = self
+                .publisher
+                .encode(&event, &Causality::root())
+                .map_err(|error| DbError::Sql {
+                    context: "encoding call counts",
+                    source: sqlx::Error::Protocol(error.to_string()),
+                })?;
+            outbox::enqueue(&mut transaction, &encoded).await?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(DbError::sql("committing call counts"))?;
+        self.relay.wake();
+        Ok(())
+    }
+}
+
+impl CallReporter {
+    /// Reports `counter` every `interval`, and once more at [`stop`](Self::stop).
+    pub fn spawn(
+        counter: CallCounter,
+        db: Database,
+        publisher: Publisher,
+        relay: RelayWaker,
+        interval: Duration,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let reporting = Reporting {
+            counter,
+            db,
+            publisher,
+            relay,
+        };
+        let task = tokio::spawn(async move {
+            let mut period_start = OffsetDateTime::now_utc();
+            loop {
+                let stopping = tokio::select! {
+                    () = token.cancelled() => true,
+                    () = tokio::time::sleep(interval) => false,
+                };
+                period_start = reporting.report(period_start).await;
+                if stopping {
+                    break;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Reports what was counted and stops.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(message = "Call reporter failed.", %error);
+        }
+    }
+}
