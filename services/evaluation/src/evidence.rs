@@ -503,6 +503,12 @@ pub fn suggest(
                     flow.to_service, flow.reactions, flow.from_service
                 ));
             }
+            for call in &evidence.calls {
+                facts.push(format!(
+                    "{} called {}.{} {} time(s)",
+                    call.caller, call.callee, call.method, call.calls
+                ));
+            }
             facts.push(
                 "Optimum (5) needs evidence of continuous improvement the bus cannot see"
                     .to_owned(),

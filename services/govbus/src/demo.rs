@@ -11,6 +11,8 @@ use govbus_bus::{Bus, BusOptions};
 use govbus_harness::NatsServer;
 use govbus_kit::RelaySettings;
 use govbus_licensing::Deadlines;
+use govbus_proto::evaluation::v1 as evaluation;
+use govbus_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_proto::licensing::v1 as licensing;
@@ -45,6 +47,7 @@ struct Services {
     identity: govbus_identity::Application,
     welfare: govbus_welfare::Application,
     licensing: govbus_licensing::Application,
+    evaluation: govbus_evaluation::Application,
 }
 
 #[derive(Debug, Default)]
@@ -76,10 +79,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("identity      http://{}", services.identity.address());
     println!("welfare       http://{}", services.welfare.address());
     println!("licensing     http://{}", services.licensing.address());
+    println!("evaluation    http://{}", services.evaluation.address());
     println!("databases     {}", data_dir.display());
     println!();
 
-    let outcome = drive(&services, &nats_url, args.households).await;
+    let mut outcome = drive(&services, &nats_url, args.households).await;
+    if outcome.is_ok() {
+        outcome = evaluate(&services).await;
+    }
+    services.evaluation.stop().await;
     services.licensing.stop().await;
     services.welfare.stop().await;
     services.identity.stop().await;
@@ -124,10 +132,21 @@ async fn start_services(nats_url: &str, data_dir: &Path) -> anyhow::Result<Servi
     })
     .await
     .context("starting licensing")?;
+    let evaluation = govbus_evaluation::Application::build(govbus_evaluation::EvaluationConfig {
+        database_url: database("evaluation"),
+        listen: any_port,
+        bus: bus("evaluation"),
+        relay: RelaySettings::default(),
+        evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
+        instruments_dir: None,
+    })
+    .await
+    .context("starting evaluation")?;
     Ok(Services {
         identity,
         welfare,
         licensing,
+        evaluation,
     })
 }
 
@@ -384,4 +403,102 @@ async fn event_summary(nats_url: &str) -> anyhow::Result<String> {
         parts.push(format!("{stream} {messages}"));
     }
     Ok(parts.join(", "))
+}
+
+/// Kota Malang's SPBE history (2.60 in 2022, 4.24 in 2024) against a 3.02 target, and what the
+/// bus evidences for the service-connector indicator.
+async fn evaluate(services: &Services) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(format!("http://{}", services.evaluation.address()))?
+        .connect()
+        .await?;
+    let mut evaluation = EvaluationServiceClient::new(channel);
+    let scores = |base: u32, raised: &[u32]| -> Vec<evaluation::IndicatorScore> {
+        (1..=47)
+            .map(|indicator| evaluation::IndicatorScore {
+                indicator,
+                level: if raised.contains(&indicator) {
+                    base + 1
+                } else {
+                    base
+                },
+                evidence_notes: String::new(),
+            })
+            .collect()
+    };
+    let years = [
+        (
+            2022,
+            scores(2, &(11..=25).chain(32..=41).collect::<Vec<_>>()),
+        ),
+        (
+            2024,
+            scores(4, &(1..=12).chain(42..=43).collect::<Vec<_>>()),
+        ),
+    ];
+    for (year, levels) in years {
+        evaluation
+            .record_assessment(evaluation::RecordAssessmentRequest {
+                idempotency_key: format!("demo-spbe-{year}"),
+                instance_code: "35.73".to_owned(),
+                instance_name: "Pemerintah Kota Malang".to_owned(),
+                year,
+                kind: evaluation::ScoreKind::Evaluator.into(),
+                scores: levels,
+            })
+            .await
+            .context("RecordAssessment")?;
+    }
+    evaluation
+        .set_target(evaluation::SetTargetRequest {
+            idempotency_key: "demo-target-2024".to_owned(),
+            instance_code: "35.73".to_owned(),
+            year: 2024,
+            target: "3.02".to_owned(),
+            source: "target set by Perwali (demo)".to_owned(),
+        })
+        .await
+        .context("SetTarget")?;
+    let history = evaluation
+        .get_history(evaluation::GetHistoryRequest {
+            instance_code: "35.73".to_owned(),
+        })
+        .await
+        .context("GetHistory")?
+        .into_inner();
+    println!();
+    for year in &history.years {
+        let target = if year.target.is_empty() {
+            String::new()
+        } else {
+            format!(", target {} (ratio {})", year.target, year.target_ratio)
+        };
+        let change = if year.change.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", year.change)
+        };
+        println!(
+            "SPBE {}  {} {} {}{change}{target}",
+            history.instance_name, year.year, year.index, year.predicate
+        );
+    }
+    let evidence = wait_for("the evidence to show the flows", async || {
+        let evidence = evaluation
+            .get_integration_evidence(evaluation::GetIntegrationEvidenceRequest {})
+            .await?
+            .into_inner();
+        Ok((!evidence.flows.is_empty() && !evidence.calls.is_empty()).then_some(evidence))
+    })
+    .await?;
+    if let Some(connector) = evidence.suggestions.iter().find(|s| s.indicator == 18) {
+        let suggestion = connector.suggestion.clone().unwrap_or_default();
+        println!(
+            "Evidence for indicator 18 ({}): suggests level {} {}",
+            connector.name, suggestion.level, suggestion.level_name
+        );
+        for fact in &suggestion.facts {
+            println!("  - {fact}");
+        }
+    }
+    Ok(())
 }

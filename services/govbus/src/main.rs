@@ -17,9 +17,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the identity, welfare and licensing services on a private nats-server and SQLite
+    /// Runs the identity, welfare, licensing and evaluation services on a private nats-server and SQLite
     /// files, registers households, decides PKH applications and licences over gRPC, records a
-    /// death and shows welfare and licensing react to it through the bus.
+    /// death and shows welfare and licensing react to it through the bus; then records SPBE
+    /// assessments and prints what the bus evidences.
     Demo(demo::DemoArgs),
 }
 

@@ -534,6 +534,14 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
             .iter()
             .any(|f| f == "welfare reacted 1 time(s) to events of identity")
     );
+    assert!(
+        connector
+            .facts
+            .iter()
+            .any(|f| f == "welfare called identity.VerifyCitizen 2 time(s)"),
+        "{:?}",
+        connector.facts
+    );
     assert_eq!(
         suggestion(45).level,
         4,
