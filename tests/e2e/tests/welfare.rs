@@ -334,20 +334,16 @@ async fn a_relocation_updates_the_address(backend: TestBackend) {
         .await
         .expect("relocated");
     // Wait until identity published the relocation and welfare consumed everything.
+    // The relocation is the only event welfare's consumer takes here: once it is delivered and
+    // acknowledged, welfare has applied it.
     eventually("welfare consumed the relocation", async || {
         let Ok(mut stream) = stack.bus.jetstream().get_stream("GOVBUS_IDENTITY").await else {
             return false;
         };
-        let published = stream
-            .info()
-            .await
-            .map(|info| info.state.messages)
-            .unwrap_or(0);
         let Ok(consumer) = stream.consumer_info("welfare-identity").await else {
             return false;
         };
-        published == 3
-            && consumer.delivered.stream_sequence == 3
+        consumer.delivered.consumer_sequence >= 1
             && consumer.num_ack_pending == 0
             && consumer.num_pending == 0
     })
