@@ -337,7 +337,7 @@ async fn a_relocation_updates_the_address(backend: TestBackend) {
     // The relocation is the only event welfare's consumer takes here: once it is delivered and
     // acknowledged, welfare has applied it.
     eventually("welfare consumed the relocation", async || {
-        let Ok(mut stream) = stack.bus.jetstream().get_stream("GOVBUS_IDENTITY").await else {
+        let Ok(stream) = stack.bus.jetstream().get_stream("GOVBUS_IDENTITY").await else {
             return false;
         };
         let Ok(consumer) = stream.consumer_info("welfare-identity").await else {
