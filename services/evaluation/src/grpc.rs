@@ -1,7 +1,7 @@
 //! The `govbus.evaluation.v1.EvaluationService` gRPC API.
 
 use govbus_civil::Regions;
-use govbus_kit::grpc::{FieldProblems, causality, idempotent};
+use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::evaluation::v1 as pb;
 use govbus_proto::evaluation::v1::evaluation_service_server::EvaluationService;
 use time::OffsetDateTime;
@@ -291,13 +291,7 @@ fn status(error: EvaluationError) -> Status {
         EvaluationError::NoInstrument(_) | EvaluationError::Idempotency(_) => {
             Status::failed_precondition(error.to_string())
         }
-        EvaluationError::Db(db) if db.is_transient() => {
-            tracing::warn!(message = "Database busy.", error = %db);
-            Status::unavailable("the evaluation service is busy; retry")
-        }
-        EvaluationError::Db(_) | EvaluationError::Event(_) => {
-            tracing::error!(message = "Request failed.", %error);
-            Status::internal("the evaluation service could not complete the request")
-        }
+        EvaluationError::Db(db) => database_status(db),
+        EvaluationError::Event(_) => internal_status(&error),
     }
 }

@@ -1,7 +1,7 @@
 //! The `govbus.identity.v1.IdentityService` gRPC API: requests parsed into domain types, domain
 //! errors mapped to statuses.
 
-use govbus_kit::grpc::{FieldProblems, causality, idempotent};
+use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
@@ -221,16 +221,7 @@ fn status(error: RegistryError) -> Status {
         | RegistryError::SameKelurahan(_)
         | RegistryError::DeathBeforeBirth
         | RegistryError::Idempotency(_) => Status::failed_precondition(error.to_string()),
-        RegistryError::Db(db) if db.is_unique_violation() => Status::aborted(
-            "a concurrent request changed the same citizen or used the same idempotency key; retry",
-        ),
-        RegistryError::Db(db) if db.is_transient() => {
-            tracing::warn!(message = "Database busy.", error = %db);
-            Status::unavailable("the register is busy; retry")
-        }
-        RegistryError::Db(_) | RegistryError::Event(_) => {
-            tracing::error!(message = "Command failed.", %error);
-            Status::internal("the register could not complete the request")
-        }
+        RegistryError::Db(db) => database_status(db),
+        RegistryError::Event(_) => internal_status(&error),
     }
 }

@@ -133,6 +133,28 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
     )
 }
 
+/// A database failure as a status: a concurrent duplicate is `ABORTED` and a busy or unreachable
+/// database `UNAVAILABLE` (both worth a retry); anything else is `INTERNAL`, with the details in
+/// the log only.
+pub fn database_status(error: &crate::DbError) -> Status {
+    if error.is_unique_violation() {
+        Status::aborted(
+            "a concurrent request changed the same data or used the same idempotency key; retry",
+        )
+    } else if error.is_transient() {
+        tracing::warn!(message = "Database busy.", %error);
+        Status::unavailable("the service is busy; retry")
+    } else {
+        internal_status(error)
+    }
+}
+
+/// A failure that is the service's own fault: `INTERNAL`, with the details in the log only.
+pub fn internal_status(error: &dyn std::fmt::Display) -> Status {
+    tracing::error!(message = "Request failed.", %error);
+    Status::internal("the service could not complete the request")
+}
+
 /// The field violations carried by a status, for clients and tests.
 pub fn violations_of(status: &Status) -> Vec<Violation> {
     status

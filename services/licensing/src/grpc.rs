@@ -1,7 +1,7 @@
 //! The `govbus.licensing.v1.LicensingService` gRPC API.
 
 use govbus_civil::{Kelurahan, Nik, text_line};
-use govbus_kit::grpc::{FieldProblems, causality, idempotent};
+use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::licensing::v1 as pb;
 use govbus_proto::licensing::v1::licensing_service_server::LicensingService;
 use tonic::{Request, Response, Status};
@@ -175,16 +175,7 @@ fn status(error: LicensingError) -> Status {
             tracing::warn!(message = "Identity service unavailable.", %error);
             Status::unavailable(error.to_string())
         }
-        LicensingError::Db(db) if db.is_unique_violation() => {
-            Status::aborted("a concurrent request used the same idempotency key or NIB; retry")
-        }
-        LicensingError::Db(db) if db.is_transient() => {
-            tracing::warn!(message = "Database busy.", error = %db);
-            Status::unavailable("the licensing office is busy; retry")
-        }
-        LicensingError::Db(_) | LicensingError::Event(_) => {
-            tracing::error!(message = "Command failed.", %error);
-            Status::internal("the licensing office could not complete the request")
-        }
+        LicensingError::Db(db) => database_status(db),
+        LicensingError::Event(_) => internal_status(&error),
     }
 }

@@ -1,7 +1,7 @@
 //! The `govbus.welfare.v1.WelfareService` gRPC API.
 
 use govbus_civil::{Kelurahan, KkNumber, Nik};
-use govbus_kit::grpc::{FieldProblems, causality, idempotent};
+use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::welfare::v1 as pb;
 use govbus_proto::welfare::v1::welfare_service_server::WelfareService;
 use tonic::{Request, Response, Status};
@@ -196,16 +196,7 @@ fn status(error: WelfareError) -> Status {
             tracing::warn!(message = "Identity service unavailable.", %error);
             Status::unavailable(error.to_string())
         }
-        WelfareError::Db(db) if db.is_unique_violation() => Status::aborted(
-            "a concurrent request changed the same household or used the same idempotency key; retry",
-        ),
-        WelfareError::Db(db) if db.is_transient() => {
-            tracing::warn!(message = "Database busy.", error = %db);
-            Status::unavailable("the welfare office is busy; retry")
-        }
-        WelfareError::Db(_) | WelfareError::Event(_) => {
-            tracing::error!(message = "Command failed.", %error);
-            Status::internal("the welfare office could not complete the request")
-        }
+        WelfareError::Db(db) => database_status(db),
+        WelfareError::Event(_) => internal_status(&error),
     }
 }
