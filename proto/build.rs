@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};
 
-use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,9 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.open_files(&relative)?;
     let pool = compiler.descriptor_pool();
     let descriptors = compiler.file_descriptor_set();
-    // Server reflection needs the imported files too (google/protobuf/descriptor.proto).
-    compiler.include_imports(true);
-    let reflection_set = compiler.file_descriptor_set().encode_to_vec();
+    // Server reflection needs the imported files too (google/protobuf/descriptor.proto), and
+    // operators' tools need the custom options (which fields are personal): the pool encodes
+    // every file with its options intact, where prost-types would drop the extensions.
+    let reflection_set = pool.encode_to_vec();
 
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();

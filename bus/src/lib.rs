@@ -43,8 +43,8 @@ pub use adapter::{
 pub use backoff::Backoff;
 pub use connect::{Bus, BusOptions, ConnectError, ConnectErrorKind, Credentials, TlsSettings};
 pub use consumer::{
-    ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta, HandleError,
-    HandleErrorKind,
+    CONSUMER_SERVICE_METADATA, CONSUMER_SOURCE_METADATA, ConsumeError, ConsumeErrorKind, Consumer,
+    ConsumerSettings, Delivery, EventMeta, HandleError, HandleErrorKind,
 };
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterErrorKind, DeadLetters};
 pub use envelope::{Envelope, EnvelopeError, EnvelopeErrorKind};

@@ -334,6 +334,7 @@ impl Publisher {
             messaging.destination.name = %subject,
             messaging.message.id = %envelope.id,
             cloudevents.event_type = E::TYPE,
+            govbus.service = %self.inner.service,
         );
         trace_context::inject(&span, &mut headers);
         Ok(OutgoingEvent {
@@ -346,7 +347,7 @@ impl Publisher {
 
     /// Sends one encoded event and waits for its acknowledgement, retrying per the policy.
     pub async fn send(&self, event: &OutgoingEvent) -> Result<PublishReceipt, PublishError> {
-        let span = send_span(&event.subject, 1);
+        let span = send_span(&self.inner.service, &event.subject, 1);
         span.record("messaging.message.id", event.id.as_str());
         self.send_with_retry(event).instrument(span).await
     }
@@ -358,6 +359,7 @@ impl Publisher {
         events: &[OutgoingEvent],
     ) -> Vec<Result<PublishReceipt, PublishError>> {
         let span = send_span(
+            &self.inner.service,
             events
                 .first()
                 .map(|event| event.subject.as_str())
@@ -379,7 +381,7 @@ impl Publisher {
             let mut results = Vec::with_capacity(events.len());
             for (event, ack) in events.iter().zip(acks) {
                 results.push(match ack {
-                    Ok(ack) => Ok(receipt(ack)),
+                    Ok(ack) => Ok(self.published(event, receipt(ack))),
                     // The first attempt failed in flight: fall back to the retrying path.
                     Err(_) => self.send_with_retry(event).await,
                 });
@@ -388,6 +390,24 @@ impl Publisher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Counts an acknowledged event in `govbus_events_published_total` (a duplicate the
+    /// server recognised was counted when first stored).
+    fn published(&self, event: &OutgoingEvent, receipt: PublishReceipt) -> PublishReceipt {
+        if !receipt.duplicate {
+            let event_type = event
+                .headers
+                .get(crate::envelope::headers::TYPE)
+                .map_or("unknown", |value| value.as_str());
+            metrics::counter!(
+                "govbus_events_published_total",
+                "service" => self.inner.service.clone(),
+                "type" => event_type.to_owned(),
+            )
+            .increment(1);
+        }
+        receipt
     }
 
     async fn start_send(
@@ -415,7 +435,7 @@ impl Publisher {
                 Err(kind) => Err((kind, kind.to_string())),
             };
             let (kind, message) = match outcome {
-                Ok(ack) => return Ok(receipt(ack)),
+                Ok(ack) => return Ok(self.published(event, receipt(ack))),
                 Err(failure) => failure,
             };
             match kind {
@@ -456,7 +476,7 @@ impl Publisher {
     }
 }
 
-fn send_span(subject: &str, count: usize) -> tracing::Span {
+fn send_span(service: &str, subject: &str, count: usize) -> tracing::Span {
     tracing::info_span!(
         "send",
         otel.name = format!("send {subject}"),
@@ -467,6 +487,7 @@ fn send_span(subject: &str, count: usize) -> tracing::Span {
         messaging.destination.name = subject,
         messaging.batch.message_count = count,
         messaging.message.id = field::Empty,
+        govbus.service = service,
     )
 }
 

@@ -22,6 +22,8 @@
 mod handler;
 mod run;
 
+pub use run::{CONSUMER_SERVICE_METADATA, CONSUMER_SOURCE_METADATA};
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -45,6 +45,11 @@ struct ConsumerContext {
     dead_letters: DeadLetters,
 }
 
+/// Consumer metadata key naming the service that consumes.
+pub const CONSUMER_SERVICE_METADATA: &str = "govbus_service";
+/// Consumer metadata key naming the service whose events are consumed.
+pub const CONSUMER_SOURCE_METADATA: &str = "govbus_source";
+
 /// A provisioned consumer, ready to run.
 pub(crate) struct PreparedConsumer {
     context: Arc<ConsumerContext>,
@@ -85,6 +90,11 @@ pub(crate) async fn prepare_consumer(
         deliver_policy: DeliverPolicy::All,
         filter_subjects,
         max_ack_pending: consumer.settings.max_ack_pending,
+        // Read by operators' tools to draw who consumes whose events.
+        metadata: std::collections::HashMap::from([
+            (CONSUMER_SERVICE_METADATA.to_owned(), service.to_owned()),
+            (CONSUMER_SOURCE_METADATA.to_owned(), source.clone()),
+        ]),
         ..Default::default()
     };
     let context = Arc::new(ConsumerContext {
@@ -276,6 +286,7 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
         messaging.operation.name = "process",
         messaging.destination.name = %message.subject,
         messaging.consumer.group.name = %context.name,
+        govbus.service = %context.service,
         messaging.message.id = field::Empty,
         messaging.message.body.size = message.payload.len(),
         messaging.nats.stream = %context.stream,
@@ -302,6 +313,14 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
             Outcome::DeadLetter(_) => "dead_letter",
         };
         Span::current().record("govbus.outcome", recorded);
+        metrics::counter!(
+            "govbus_events_consumed_total",
+            "service" => context.service.clone(),
+            "consumer" => context.name.clone(),
+            "type" => event_type_of(&message).to_owned(),
+            "outcome" => recorded,
+        )
+        .increment(1);
         settle(context, &message, outcome, stream_sequence, attempt).await;
     }
     .instrument(span)
@@ -437,4 +456,9 @@ async fn settle(
             %error,
         );
     }
+}
+
+/// The CloudEvents type of a delivered message, for metric labels.
+fn event_type_of(message: &jetstream::Message) -> &str {
+    header(message.headers.as_ref(), headers::TYPE).unwrap_or("unknown")
 }

@@ -94,6 +94,7 @@ impl Application {
         let adapter = declaration.start(&bus).await?;
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(
+            SERVICE,
             FILE_DESCRIPTOR_SET,
         )
         .await?

@@ -3,9 +3,17 @@
 // A command-line program talks to its user on standard output.
 #![allow(clippy::print_stdout)]
 
-mod demo;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use govbus::cli::{self, ConsoleClient, Output};
+use govbus::config::{Layers, Origin};
+use govbus::console::ServiceEndpoint;
+use govbus::{Observability, Stack};
+use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
 
 /// govbus: the event-driven integration bus for local-government services.
 #[derive(Debug, Parser)]
@@ -17,23 +25,357 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the identity, welfare, licensing and evaluation services on a private nats-server and SQLite
-    /// files, registers households, decides PKH applications and licences over gRPC, records a
-    /// death and shows welfare and licensing react to it through the bus; then records SPBE
-    /// assessments and prints what the bus evidences.
-    Demo(demo::DemoArgs),
+    /// Runs the whole stack: NATS (embedded unless --nats-url), identity, welfare, licensing,
+    /// evaluation and the web console. Ctrl-C stops it in order.
+    Up(UpArgs),
+    /// Drives a realistic workload through a running stack over gRPC and prints a summary.
+    Demo(DemoArgs),
+    /// Lists the services of a running stack and their health (exit 3 if one is unhealthy).
+    Services(Remote),
+    /// Lists streams and consumers with pending messages and lag.
+    Streams(Remote),
+    /// Prints recent events, then new ones as they are published (personal fields masked).
+    Tail(TailArgs),
+    /// Lists, shows and replays dead letters.
+    #[command(subcommand)]
+    Deadletters(DeadLetterCommand),
+    /// Lists recent traces.
+    Traces(TracesArgs),
+    /// Shows one trace as a tree with timings.
+    Trace(TraceArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Demo(args) => demo::run(args).await,
+/// Where the running stack is, and how to print.
+#[derive(Debug, Args)]
+struct Remote {
+    /// The stack's console.
+    #[arg(
+        long,
+        env = "GOVBUS_CONSOLE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    console_url: String,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Remote {
+    fn client(&self) -> anyhow::Result<ConsoleClient> {
+        ConsoleClient::new(&self.console_url)
     }
+
+    fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            Output::Human
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// A TOML configuration file (default: ./govbus.toml when present).
+    #[arg(long, env = "GOVBUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data folder (databases, NATS store, logs).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Use this NATS server instead of the embedded one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Where the console listens.
+    #[arg(long)]
+    console_listen: Option<String>,
+    /// Export traces over OTLP/gRPC to this endpoint.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Log filter, e.g. `info` or `debug,h2=warn`.
+    #[arg(long)]
+    log: Option<String>,
+    /// Any configuration key, e.g. `--set identity.listen=127.0.0.1:6051` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Households to register (two citizens each).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    households: u32,
+    /// Numbering seed; by default the current time, so runs do not collide.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Only this service's events.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only this event type, e.g. `identity.citizen.deceased.v1`.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Recent events to print first.
+    #[arg(long, default_value_t = 20)]
+    history: usize,
+    /// Print the recent events and stop instead of following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// Lists dead letters.
+    List(Remote),
+    /// Shows one dead letter with its decoded event.
+    Show {
+        /// Its sequence.
+        sequence: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replays one dead letter (or all with --all) to the consumer that gave up on it.
+    Replay {
+        /// Its sequence.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        sequence: Option<u64>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TracesArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// How many.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// The trace id (32 hex digits).
+    trace_id: String,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(cli::exit::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            cli::exit_code_of(&error)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => Box::pin(up(args)).await,
+        Command::Demo(args) => Box::pin(demo(args)).await,
+        Command::Services(remote) => cli::services(&remote.client()?, remote.output()).await,
+        Command::Streams(remote) => cli::streams(&remote.client()?, remote.output()).await,
+        Command::Tail(args) => {
+            cli::tail(
+                &args.remote.client()?,
+                args.remote.output(),
+                args.service.as_deref(),
+                args.event_type.as_deref(),
+                args.history,
+                !args.no_follow,
+            )
+            .await
+        }
+        Command::Deadletters(DeadLetterCommand::List(remote)) => {
+            cli::dead_letters(&remote.client()?, remote.output()).await
+        }
+        Command::Deadletters(DeadLetterCommand::Show { sequence, remote }) => {
+            cli::dead_letter(&remote.client()?, remote.output(), sequence).await
+        }
+        Command::Deadletters(DeadLetterCommand::Replay {
+            sequence,
+            all: _,
+            yes,
+            remote,
+        }) => cli::replay(&remote.client()?, remote.output(), sequence, yes).await,
+        Command::Traces(args) => {
+            cli::traces(&args.remote.client()?, args.remote.output(), args.limit).await
+        }
+        Command::Trace(args) => {
+            cli::trace(&args.remote.client()?, args.remote.output(), &args.trace_id).await
+        }
+    }
+}
+
+fn configuration(args: &UpArgs) -> anyhow::Result<govbus::StackConfig> {
+    let mut layers = Layers::defaults();
+    match &args.config {
+        Some(path) => layers = layers.file(path)?,
+        None => {
+            let default = PathBuf::from("govbus.toml");
+            if default.is_file() {
+                layers = layers.file(&default)?;
+            }
+        }
+    }
+    layers = layers.env(std::env::vars())?;
+    for (key, value, flag) in [
+        ("data_dir", &args.data_dir, "--data-dir"),
+        ("nats.url", &args.nats_url, "--nats-url"),
+        ("console.listen", &args.console_listen, "--console-listen"),
+        (
+            "telemetry.otlp_endpoint",
+            &args.otlp_endpoint,
+            "--otlp-endpoint",
+        ),
+        ("telemetry.log", &args.log, "--log"),
+    ] {
+        if let Some(value) = value {
+            layers = layers.set(key, value, Origin::Flag(flag.to_owned()))?;
+        }
+    }
+    for setting in &args.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--set {setting:?}: write KEY=VALUE"))?;
+        layers = layers.set(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
+    }
+    Ok(layers.build()?)
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let config = configuration(&args)?;
+    let telemetry = Telemetry::install(&TelemetrySettings {
+        service_name: "govbus".to_owned(),
+        log_filter: config.telemetry.log.clone(),
+        log_format: config.telemetry.log_format,
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+        keep_traces: config.telemetry.keep_traces,
+    })?;
+    let observability = Observability {
+        traces: telemetry.traces().clone(),
+        metrics: Some(telemetry.metrics().clone()),
+    };
+    let stack = Stack::start(config, observability).await?;
+    stack.wait_until_healthy(Duration::from_secs(30)).await?;
+    let endpoints = stack.endpoints();
+    println!("govbus {} is up.", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  nats        {} ({})",
+        endpoints.nats_url,
+        if endpoints.nats_embedded {
+            "embedded"
+        } else {
+            "external"
+        }
+    );
+    for service in &endpoints.services {
+        println!("  {:<11} grpc://{}", service.name, service.address);
+    }
+    if let Some(console) = endpoints.console {
+        println!("  console     http://{console}/");
+        println!("  metrics     http://{console}/metrics");
+    }
+    println!("  data        {}", endpoints.data_dir.display());
+    println!("Ready. Press Ctrl-C to stop.");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("Stopping…");
+    stack.stop().await;
+    telemetry.shutdown();
+    println!("Stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let client = args.remote.client()?;
+    let overview: serde_json::Value = client.get("/api/overview").await?;
+    let services: Vec<ServiceEndpoint> = overview["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|service| {
+            Some(ServiceEndpoint::new(
+                service["name"].as_str()?,
+                service["address"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .unwrap_or(0)
+    });
+    let workload = govbus::demo::Workload {
+        households: args.households,
+        seed,
+        progress: !args.remote.json,
+    };
+    let events = || async {
+        let streams: Vec<serde_json::Value> = client.get("/api/streams").await?;
+        anyhow::Ok(
+            streams
+                .iter()
+                .filter(|stream| stream["service"] != "deadletter")
+                .filter_map(|stream| stream["last_sequence"].as_u64())
+                .sum(),
+        )
+    };
+    let summary = govbus::demo::run(&services, &workload, events).await?;
+    if args.remote.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "Demo done in {:.1} s: {} gRPC calls, {} failed; {} events published.",
+            summary.seconds, summary.calls, summary.failures, summary.events
+        );
+        println!(
+            "  {} citizens registered; benefits granted {}, refused by the rules {}; {} licence applications.",
+            summary.citizens,
+            summary.benefits_granted,
+            summary.benefits_refused,
+            summary.licence_applications
+        );
+        println!(
+            "  {} relocations; {} deaths, {} benefits suspended by welfare through the bus.",
+            summary.relocations, summary.deaths, summary.benefits_suspended
+        );
+        println!(
+            "  SPBE Kota Malang: index {} ({}).",
+            summary.spbe_index, summary.spbe_predicate
+        );
+        for failure in &summary.failure_examples {
+            println!("  failed: {failure}");
+        }
+    }
+    Ok(ExitCode::from(if summary.failures == 0 {
+        cli::exit::OK
+    } else {
+        cli::exit::FAILED
+    }))
 }

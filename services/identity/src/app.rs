@@ -69,6 +69,7 @@ impl Application {
         );
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(
+            SERVICE,
             FILE_DESCRIPTOR_SET,
         )
         .await?

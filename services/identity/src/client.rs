@@ -4,9 +4,16 @@
 use std::time::Duration;
 
 use govbus_civil::Nik;
+use govbus_kit::telemetry::grpc::propagate_trace_context;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+type TracedChannel = InterceptedService<
+    Channel,
+    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+>;
 
 /// What identity says of a NIK.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +37,7 @@ pub struct IdentityUnavailable(pub String);
 /// A client of identity's `VerifyCitizen`. Connects lazily, so welfare can start first.
 #[derive(Debug, Clone)]
 pub struct IdentityClient {
-    client: IdentityServiceClient<Channel>,
+    client: IdentityServiceClient<TracedChannel>,
     caller: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -50,7 +57,10 @@ impl IdentityClient {
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         Ok(Self {
-            client: IdentityServiceClient::new(endpoint.connect_lazy()),
+            client: IdentityServiceClient::with_interceptor(
+                endpoint.connect_lazy(),
+                propagate_trace_context as fn(_) -> _,
+            ),
             caller,
         })
     }

@@ -7,6 +7,12 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tower::layer::util::{Identity, Stack};
+
+use crate::telemetry::grpc::ServerTelemetryLayer;
+
+/// A service's gRPC router: its services behind the telemetry layer.
+pub type ServiceRouter = Router<Stack<ServerTelemetryLayer, Identity>>;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -171,9 +177,13 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
 
 /// A server with the standard health service (reporting `S` as serving) and server reflection
 /// (v1 and v1alpha) over `descriptors`, so `grpcurl` can list and call it.
+///
+/// Every call is traced and counted (see [`crate::telemetry::grpc`]) under `service`, the govbus
+/// service name (e.g. `identity`).
 pub async fn server_with_health_and_reflection<S>(
+    service: &'static str,
     descriptors: &'static [u8],
-) -> Result<Router, tonic_reflection::server::Error>
+) -> Result<ServiceRouter, tonic_reflection::server::Error>
 where
     S: NamedService,
 {
@@ -187,6 +197,7 @@ where
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
     Ok(Server::builder()
+        .layer(ServerTelemetryLayer::new(service))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?))
@@ -195,7 +206,7 @@ where
 /// Serves `router` on `listener` until `shutdown` completes, with TCP_NODELAY on every
 /// connection (without it, small responses wait for Nagle's algorithm and p99 latency jumps).
 pub async fn serve(
-    router: Router,
+    router: ServiceRouter,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {

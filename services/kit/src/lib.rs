@@ -19,6 +19,7 @@
 //! - [`idempotency`]: client-supplied idempotency keys.
 //! - [`runtime`]: starting and stopping a service in order.
 //! - [`schema`]: the tables the kit keeps in each service's database.
+//! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
 
 pub mod command;
 pub mod db;
@@ -28,6 +29,7 @@ pub mod inbox;
 pub mod outbox;
 pub mod runtime;
 pub mod schema;
+pub mod telemetry;
 
 pub use db::{Backend, Database, DbError, Migration};
 pub use idempotency::{IdempotencyError, IdempotentRequest};

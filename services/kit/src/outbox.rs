@@ -203,6 +203,11 @@ impl OutboxRelay {
     async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut last_cleanup = tokio::time::Instant::now();
+        let depth = metrics::gauge!(
+            "govbus_outbox_pending",
+            "service" => self.publisher.service().to_owned(),
+        );
+        let mut depth_measured = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let round = async {
                 let rows = self.pending_rows().await?;
@@ -222,6 +227,16 @@ impl OutboxRelay {
                 () = shutdown.cancelled() => break,
                 outcome = round => outcome,
             };
+            // An empty outbox is known to be empty; otherwise the depth is counted at most once
+            // a second, so a busy relay does not spend its time counting.
+            if matches!(outcome, Ok(Idle::Wait)) {
+                depth.set(0.0);
+            } else if depth_measured.elapsed() >= Duration::from_secs(1) {
+                depth_measured = tokio::time::Instant::now();
+                if let Ok(pending) = pending_count(&self.db).await {
+                    depth.set(pending as f64);
+                }
+            }
             let pause = match outcome {
                 Ok(Idle::Continue) => {
                     failures = 0;

@@ -6,10 +6,9 @@ use govbus_bus::{AdapterError, ConnectError, RunningAdapter};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
 use crate::db::{Database, DbError};
-use crate::grpc::serve;
+use crate::grpc::{ServiceRouter, serve};
 use crate::outbox::RelayHandle;
 
 /// Why a service could not start.
@@ -64,7 +63,7 @@ pub struct ServiceRuntime {
 impl ServiceRuntime {
     /// Serves `router` on `listener`; the relay and adapter are already running.
     pub fn start(
-        router: Router,
+        router: ServiceRouter,
         listener: TcpListener,
         relay: RelayHandle,
         adapter: RunningAdapter,

@@ -86,6 +86,7 @@ impl Application {
         let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
+            SERVICE,
             FILE_DESCRIPTOR_SET,
         )
         .await?

@@ -79,6 +79,7 @@ impl Application {
             .await?;
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<WelfareServiceServer<WelfareApi>>(
+            SERVICE,
             FILE_DESCRIPTOR_SET,
         )
         .await?

@@ -9,7 +9,6 @@
 //!
 //! # Layout
 //!
-//! - [`binary`]: finding a `nats-server` that is new enough (2.10 or later).
 //! - [`server`]: starting, stopping, killing and restarting one server process.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //!
@@ -19,39 +18,19 @@
 //! # Ok::<(), govbus_harness::HarnessError>(())
 //! ```
 
-pub mod binary;
 pub mod database;
 pub mod server;
 
-pub use binary::{MINIMUM_VERSION, NatsServerBinary, find_nats_server};
 pub use database::{TestBackend, TestDatabase};
+pub use govbus_natsd::{MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server};
 pub use server::NatsServer;
-
-use std::path::PathBuf;
-
-/// The NATS server settings shared with operators (`deploy/nats/nats-server.conf`).
-pub const NATS_SERVER_CONFIG: &str = include_str!("../../../deploy/nats/nats-server.conf");
 
 /// What can go wrong while running a test server.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    /// No `nats-server` of a usable version was found.
-    #[error(
-        "no nats-server {MINIMUM_VERSION} or later found ({searched}); run scripts/install-nats-server \
-         or set GOVBUS_NATS_SERVER to the binary"
-    )]
-    NatsServerNotFound {
-        /// Where the search looked, for the message.
-        searched: String,
-    },
-    /// `GOVBUS_NATS_SERVER` names a binary that is too old or does not run.
-    #[error("GOVBUS_NATS_SERVER={path} is not usable: {reason}")]
-    UnusableBinary {
-        /// The configured path.
-        path: PathBuf,
-        /// Why it was refused.
-        reason: String,
-    },
+    /// No usable `nats-server` was found.
+    #[error(transparent)]
+    Binary(#[from] govbus_natsd::NatsdError),
     /// The server process could not be started or did not become ready.
     #[error("nats-server did not start: {reason}\n--- server log ---\n{log}")]
     StartFailed {

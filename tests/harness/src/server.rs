@@ -1,16 +1,16 @@
 //! One `nats-server` process with JetStream, its own store and a dynamic port.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
+
+use govbus_natsd::readiness::wait_until_ready;
 
 use crate::{HarnessError, NATS_SERVER_CONFIG, find_nats_server};
 
@@ -167,9 +167,11 @@ impl NatsServer {
             .stderr(log_err)
             .spawn()
             .map_err(HarnessError::io("spawning nats-server"))?;
+        let mut child = child;
+        let ready = wait_until_ready(&mut child, &ports_dir, READY_TIMEOUT);
         self.child = Some(child);
 
-        match self.wait_until_ready(&ports_dir) {
+        match ready {
             Ok((client_port, monitor_port)) => {
                 self.client_port = client_port;
                 self.monitor_port = monitor_port;
@@ -184,80 +186,10 @@ impl NatsServer {
             }
         }
     }
-
-    /// Waits for the ports file, then for `/healthz` to report JetStream ready.
-    fn wait_until_ready(&mut self, ports_dir: &Path) -> Result<(u16, u16), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut ports = None;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(format!("the process exited with {status}"));
-            }
-            if ports.is_none() {
-                ports = read_ports_file(ports_dir);
-            }
-            if let Some((client, monitor)) = ports
-                && healthz_ok(monitor)
-            {
-                return Ok((client, monitor));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not healthy within {READY_TIMEOUT:?}"));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.kill();
-    }
-}
-
-/// Reads `nats-server_<pid>.ports`, a JSON document listing `nats://` and `http://` URLs.
-fn read_ports_file(dir: &Path) -> Option<(u16, u16)> {
-    let entry = fs::read_dir(dir).ok()?.flatten().find(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.ends_with(".ports"))
-    })?;
-    let text = fs::read_to_string(entry.path()).ok()?;
-    Some((url_port(&text, "nats://")?, url_port(&text, "http://")?))
-}
-
-fn url_port(text: &str, scheme: &str) -> Option<u16> {
-    let rest = &text[text.find(scheme)? + scheme.len()..];
-    let authority = &rest[..rest.find('"')?];
-    authority.rsplit(':').next()?.parse().ok()
-}
-
-fn healthz_ok(monitor_port: u16) -> bool {
-    let address = SocketAddr::from(([127, 0, 0, 1], monitor_port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_ports_from_the_ports_file_format() {
-        let text = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":["http://127.0.0.1:8222"]}"#;
-        assert_eq!(url_port(text, "nats://"), Some(41234));
-        assert_eq!(url_port(text, "http://"), Some(8222));
     }
 }

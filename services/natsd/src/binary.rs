@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::HarnessError;
+use crate::NatsdError;
 
 /// The oldest nats-server release govbus supports.
 pub const MINIMUM_VERSION: Version = Version {
@@ -66,18 +66,18 @@ pub struct NatsServerBinary {
 /// Finds a `nats-server` of [`MINIMUM_VERSION`] or later (see the module docs for the order).
 ///
 /// The answer is computed once per process.
-pub fn find_nats_server() -> Result<NatsServerBinary, HarnessError> {
+pub fn find_nats_server() -> Result<NatsServerBinary, NatsdError> {
     static FOUND: OnceLock<Result<NatsServerBinary, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| search().map_err(|error| error.to_string()))
         .clone()
-        .map_err(|searched| HarnessError::NatsServerNotFound { searched })
+        .map_err(|searched| NatsdError::NatsServerNotFound { searched })
 }
 
-fn search() -> Result<NatsServerBinary, HarnessError> {
+fn search() -> Result<NatsServerBinary, NatsdError> {
     if let Some(path) = env::var_os("GOVBUS_NATS_SERVER") {
         let path = PathBuf::from(path);
-        return probe(&path).map_err(|reason| HarnessError::UnusableBinary { path, reason });
+        return probe(&path).map_err(|reason| NatsdError::UnusableBinary { path, reason });
     }
     let mut searched = Vec::new();
     let candidates = tools_dir_candidate().into_iter().chain(path_candidates());
@@ -90,7 +90,7 @@ fn search() -> Result<NatsServerBinary, HarnessError> {
     if searched.is_empty() {
         searched.push("no nats-server on PATH".to_owned());
     }
-    Err(HarnessError::NatsServerNotFound {
+    Err(NatsdError::NatsServerNotFound {
         searched: searched.join("; "),
     })
 }
@@ -117,7 +117,7 @@ fn path_candidates() -> Vec<PathBuf> {
         .collect()
 }
 
-fn probe(path: &Path) -> Result<NatsServerBinary, String> {
+pub(crate) fn probe(path: &Path) -> Result<NatsServerBinary, String> {
     let output = Command::new(path)
         .arg("--version")
         .output()

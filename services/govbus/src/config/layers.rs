@@ -1,0 +1,555 @@
+//! Merging the layers and reporting which key, set where, is wrong.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::StackConfig;
+
+/// The type of a key's value, for reading it from text (environment and flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    Bool,
+}
+
+/// Every configuration key. A test checks it against [`StackConfig`].
+const KEYS: &[(&str, Kind)] = &[
+    ("data_dir", Kind::Text),
+    ("shutdown_timeout", Kind::Text),
+    ("nats.url", Kind::Text),
+    ("nats.listen", Kind::Text),
+    ("nats.server_binary", Kind::Text),
+    ("identity.listen", Kind::Text),
+    ("identity.database_url", Kind::Text),
+    ("welfare.listen", Kind::Text),
+    ("welfare.database_url", Kind::Text),
+    ("licensing.listen", Kind::Text),
+    ("licensing.database_url", Kind::Text),
+    ("licensing.verification_deadline", Kind::Text),
+    ("licensing.approval_deadline", Kind::Text),
+    ("evaluation.listen", Kind::Text),
+    ("evaluation.database_url", Kind::Text),
+    ("console.enabled", Kind::Bool),
+    ("console.listen", Kind::Text),
+    ("telemetry.log", Kind::Text),
+    ("telemetry.log_format", Kind::Text),
+    ("telemetry.otlp_endpoint", Kind::Text),
+    ("telemetry.keep_traces", Kind::Integer),
+];
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// A configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("the default"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    key: Option<String>,
+    origin: Option<Origin>,
+    problem: String,
+}
+
+impl ConfigError {
+    fn of_key(key: &str, origin: Option<Origin>, problem: impl Into<String>) -> Self {
+        Self {
+            key: Some(key.to_owned()),
+            origin,
+            problem: problem.into(),
+        }
+    }
+
+    fn general(origin: Option<Origin>, problem: impl Into<String>) -> Self {
+        Self {
+            key: None,
+            origin,
+            problem: problem.into(),
+        }
+    }
+
+    /// The key at fault, e.g. `identity.listen`.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Where the bad value came from.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration: ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}")?;
+            if let Some(origin) = &self.origin {
+                write!(f, " (set by {origin})")?;
+            }
+            write!(f, ": {}", self.problem)
+        } else {
+            if let Some(origin) = &self.origin {
+                write!(f, "{origin}: ")?;
+            }
+            f.write_str(&self.problem)
+        }
+    }
+}
+
+/// The configuration being assembled, layer by layer.
+///
+/// ```
+/// use govbus::config::{Layers, Origin};
+///
+/// let config = Layers::defaults()
+///     .set("identity.listen", "127.0.0.1:6001", Origin::Flag("--set".into()))?
+///     .build()?;
+/// assert_eq!(config.identity.listen.port(), 6001);
+///
+/// let error = Layers::defaults()
+///     .set("console.listen", "eight thousand", Origin::Env("GOVBUS_CONSOLE_LISTEN".into()))?
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(error.key(), Some("console.listen"));
+/// # Ok::<(), govbus::config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Layers {
+    table: toml::Table,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Layers {
+    /// The built-in defaults.
+    pub fn defaults() -> Self {
+        let table = toml::Table::try_from(StackConfig::default()).unwrap_or_default();
+        let mut origins = BTreeMap::new();
+        for (key, _) in KEYS {
+            origins.insert((*key).to_owned(), Origin::Default);
+        }
+        Self { table, origins }
+    }
+
+    /// Adds a TOML file.
+    pub fn file(mut self, path: &Path) -> Result<Self, ConfigError> {
+        let origin = Origin::File(path.to_owned());
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::general(Some(origin.clone()), format!("cannot read it: {error}"))
+        })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|error| ConfigError::general(Some(origin.clone()), error.to_string()))?;
+        let mut leaves = Vec::new();
+        flatten("", &table, &mut leaves);
+        for (key, value) in leaves {
+            if kind_of(&key).is_none() {
+                return Err(ConfigError::of_key(
+                    &key,
+                    Some(origin),
+                    format!("unknown key; known keys are {}", known_keys()),
+                ));
+            }
+            insert(&mut self.table, &key, value);
+            self.origins.insert(key, origin.clone());
+        }
+        Ok(self)
+    }
+
+    /// Adds every `GOVBUS_<KEY>` variable among `vars` (other variables are ignored).
+    pub fn env(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let by_name: BTreeMap<String, &str> =
+            KEYS.iter().map(|(key, _)| (env_name(key), *key)).collect();
+        for (name, value) in vars {
+            if let Some(key) = by_name.get(&name) {
+                self = self.set(key, &value, Origin::Env(name.clone()))?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets one key from text (an environment variable or a flag).
+    pub fn set(mut self, key: &str, value: &str, origin: Origin) -> Result<Self, ConfigError> {
+        let kind = kind_of(key).ok_or_else(|| {
+            ConfigError::of_key(
+                key,
+                Some(origin.clone()),
+                format!("unknown key; known keys are {}", known_keys()),
+            )
+        })?;
+        let parsed = match kind {
+            Kind::Text => toml::Value::String(value.to_owned()),
+            Kind::Integer => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| {
+                    ConfigError::of_key(
+                        key,
+                        Some(origin.clone()),
+                        format!("{value:?} is not a whole number"),
+                    )
+                })?,
+            Kind::Bool => match value.trim() {
+                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                _ => {
+                    return Err(ConfigError::of_key(
+                        key,
+                        Some(origin),
+                        format!("{value:?} is not true or false"),
+                    ));
+                }
+            },
+        };
+        insert(&mut self.table, key, parsed);
+        self.origins.insert(key.to_owned(), origin);
+        Ok(self)
+    }
+
+    /// The typed, validated configuration.
+    pub fn build(self) -> Result<StackConfig, ConfigError> {
+        let config: StackConfig = serde_path_to_error::deserialize(toml::Value::Table(
+            self.table.clone(),
+        ))
+        .map_err(|error| {
+            let key = error.path().to_string();
+            let origin = self.origins.get(&key).cloned();
+            ConfigError::of_key(&key, origin, error.into_inner().to_string())
+        })?;
+        self.validate(&config)?;
+        Ok(config)
+    }
+
+    fn problem(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::of_key(key, self.origins.get(key).cloned(), problem)
+    }
+
+    fn validate(&self, config: &StackConfig) -> Result<(), ConfigError> {
+        if config.data_dir.as_os_str().is_empty() {
+            return Err(self.problem("data_dir", "must name a folder"));
+        }
+        if config.shutdown_timeout.is_zero() {
+            return Err(self.problem("shutdown_timeout", "must be longer than zero"));
+        }
+        if let Some(url) = &config.nats.url {
+            for server in url.split(',') {
+                check_nats_url(server.trim())
+                    .map_err(|problem| self.problem("nats.url", problem))?;
+            }
+        }
+        for (key, deadline) in [
+            (
+                "licensing.verification_deadline",
+                config.licensing.verification_deadline,
+            ),
+            (
+                "licensing.approval_deadline",
+                config.licensing.approval_deadline,
+            ),
+        ] {
+            if deadline.is_zero() {
+                return Err(self.problem(key, "must be longer than zero"));
+            }
+        }
+        for (service, url) in [
+            ("identity", &config.identity.database_url),
+            ("welfare", &config.welfare.database_url),
+            ("licensing", &config.licensing.database_url),
+            ("evaluation", &config.evaluation.database_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+            {
+                return Err(self.problem(
+                    &format!("{service}.database_url"),
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(endpoint) = &config.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(self.problem(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL, e.g. http://127.0.0.1:4317",
+            ));
+        }
+        if !(1..=1_000_000).contains(&config.telemetry.keep_traces) {
+            return Err(self.problem("telemetry.keep_traces", "must be between 1 and 1000000"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&config.telemetry.log)
+            .map_err(|error| self.problem("telemetry.log", error.to_string()))?;
+        let mut listens: Vec<(&str, SocketAddr)> = vec![
+            ("identity.listen", config.identity.listen),
+            ("welfare.listen", config.welfare.listen),
+            ("licensing.listen", config.licensing.listen),
+            ("evaluation.listen", config.evaluation.listen),
+        ];
+        if config.console.enabled {
+            listens.push(("console.listen", config.console.listen));
+        }
+        if config.nats.url.is_none() {
+            listens.push(("nats.listen", config.nats.listen));
+        }
+        let mut seen = HashSet::new();
+        for (key, address) in &listens {
+            if address.port() != 0 && !seen.insert(*address) {
+                return Err(self.problem(
+                    key,
+                    format!("{address} is also used by another part of the stack"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `identity.listen` → `GOVBUS_IDENTITY_LISTEN`.
+pub(crate) fn env_name(key: &str) -> String {
+    format!("GOVBUS_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn kind_of(key: &str) -> Option<Kind> {
+    KEYS.iter()
+        .find(|(known, _)| *known == key)
+        .map(|(_, kind)| *kind)
+}
+
+fn known_keys() -> String {
+    KEYS.iter()
+        .map(|(key, _)| *key)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_nats_url(server: &str) -> Result<(), String> {
+    let rest = ["nats://", "tls://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| server.strip_prefix(scheme))
+        .unwrap_or(server);
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let valid = host_port.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{server:?} is not a server address like nats://127.0.0.1:4222"
+        ))
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, leaves: &mut Vec<(String, toml::Value)>) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten(&key, inner, leaves),
+            other => leaves.push((key, other.clone())),
+        }
+    }
+}
+
+fn insert(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn every_key_of_the_configuration_is_known() {
+        let mut full = StackConfig::default();
+        full.nats.url = Some("nats://127.0.0.1:4222".into());
+        full.nats.server_binary = Some("/usr/bin/nats-server".into());
+        for service in [&mut full.identity, &mut full.welfare, &mut full.evaluation] {
+            service.database_url = Some("sqlite://x.db".into());
+        }
+        full.licensing.database_url = Some("sqlite://x.db".into());
+        full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
+        let table = toml::Table::try_from(full).expect("serialisable");
+        let mut leaves = Vec::new();
+        flatten("", &table, &mut leaves);
+        let mut serialised: Vec<String> = leaves.into_iter().map(|(key, _)| key).collect();
+        serialised.sort();
+        let mut known: Vec<String> = KEYS.iter().map(|(key, _)| (*key).to_owned()).collect();
+        known.sort();
+        assert_eq!(serialised, known);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Layers::defaults().build(), Ok(StackConfig::default()));
+    }
+
+    #[test]
+    fn later_layers_override_earlier_ones() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "data_dir = \"/srv/govbus\"\n[identity]\nlisten = \"127.0.0.1:7001\"\n[welfare]\nlisten = \"127.0.0.1:7002\""
+        )
+        .expect("write");
+        let config = Layers::defaults()
+            .file(file.path())
+            .expect("file")
+            .env([
+                (
+                    "GOVBUS_WELFARE_LISTEN".to_owned(),
+                    "127.0.0.1:8002".to_owned(),
+                ),
+                ("GOVBUS_TELEMETRY_KEEP_TRACES".to_owned(), "50".to_owned()),
+                ("GOVBUS_CONSOLE_ENABLED".to_owned(), "false".to_owned()),
+                ("UNRELATED".to_owned(), "x".to_owned()),
+            ])
+            .expect("env")
+            .set(
+                "welfare.listen",
+                "127.0.0.1:9002",
+                Origin::Flag("--set".into()),
+            )
+            .expect("flag")
+            .build()
+            .expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/govbus"));
+        assert_eq!(config.identity.listen.port(), 7001);
+        assert_eq!(config.welfare.listen.port(), 9002);
+        assert_eq!(config.telemetry.keep_traces, 50);
+        assert!(!config.console.enabled);
+        assert_eq!(config.evaluation.listen.port(), 50054);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where_it_was_set() {
+        let error = Layers::defaults()
+            .env([("GOVBUS_IDENTITY_LISTEN".to_owned(), "localhost".to_owned())])
+            .expect("env")
+            .build()
+            .expect_err("not an address");
+        assert_eq!(error.key(), Some("identity.listen"));
+        assert_eq!(
+            error.origin(),
+            Some(&Origin::Env("GOVBUS_IDENTITY_LISTEN".into()))
+        );
+        assert!(
+            error.to_string().contains("GOVBUS_IDENTITY_LISTEN"),
+            "{error}"
+        );
+
+        let error = Layers::defaults()
+            .env([("GOVBUS_TELEMETRY_KEEP_TRACES".to_owned(), "many".to_owned())])
+            .expect_err("not a number");
+        assert_eq!(error.key(), Some("telemetry.keep_traces"));
+
+        let error = Layers::defaults()
+            .set(
+                "licensing.approval_deadline",
+                "ten days",
+                Origin::Flag("--set".into()),
+            )
+            .expect("text")
+            .build()
+            .expect_err("not a duration");
+        assert_eq!(error.key(), Some("licensing.approval_deadline"));
+        assert!(error.to_string().contains("ten days"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_refused_by_name() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[identity]\nlisen = \"127.0.0.1:7001\"").expect("write");
+        let error = Layers::defaults()
+            .file(file.path())
+            .expect_err("unknown key");
+        assert_eq!(error.key(), Some("identity.lisen"));
+        assert_eq!(error.origin(), Some(&Origin::File(file.path().to_owned())));
+    }
+
+    #[test]
+    fn a_wrongly_typed_file_value_is_refused_by_name() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "[telemetry]\nkeep_traces = \"lots\"").expect("write");
+        let error = Layers::defaults()
+            .file(file.path())
+            .expect("parses")
+            .build()
+            .expect_err("wrong type");
+        assert_eq!(error.key(), Some("telemetry.keep_traces"));
+        assert_eq!(error.origin(), Some(&Origin::File(file.path().to_owned())));
+    }
+
+    #[test]
+    fn clashing_addresses_and_bad_urls_are_refused() {
+        let error = Layers::defaults()
+            .set(
+                "welfare.listen",
+                "127.0.0.1:50051",
+                Origin::Flag("--set".into()),
+            )
+            .expect("text")
+            .build()
+            .expect_err("clash");
+        assert_eq!(error.key(), Some("welfare.listen"));
+        for (key, value) in [
+            ("nats.url", "nats://"),
+            ("identity.database_url", "mysql://x"),
+            ("telemetry.otlp_endpoint", "collector:4317"),
+            ("telemetry.log", "info,=="),
+            ("shutdown_timeout", "0s"),
+        ] {
+            let error = Layers::defaults()
+                .set(key, value, Origin::Flag("--set".into()))
+                .expect("text")
+                .build()
+                .expect_err(key);
+            assert_eq!(error.key(), Some(key), "{error}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The stack's configuration: typed, layered and validated before anything starts.
+//!
+//! Layers, each overriding the one before: built-in defaults, a TOML file (`--config`, or
+//! `govbus.toml` in the working folder when present), `GOVBUS_*` environment variables, then
+//! command-line flags. Every key has one environment variable: the key's path in capitals with
+//! `_` for `.`, e.g. `identity.listen` ↔ `GOVBUS_IDENTITY_LISTEN`. An error names the bad key
+//! and the layer that set it.
+
+mod duration;
+mod layers;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use govbus_kit::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+pub use layers::{ConfigError, Layers, Origin};
+
+/// The whole stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Where the databases, the embedded NATS store and logs live.
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before what remains is stopped.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// The NATS server.
+    pub nats: NatsConfig,
+    /// The identity service.
+    pub identity: ServiceConfig,
+    /// The welfare service.
+    pub welfare: ServiceConfig,
+    /// The licensing service.
+    pub licensing: LicensingConfig,
+    /// The SPBE evaluation service.
+    pub evaluation: ServiceConfig,
+    /// The web console (and the operators' HTTP API and `/metrics`).
+    pub console: ConsoleConfig,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// NATS: an embedded server, or an existing one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// An existing server (JetStream on, 2.10 or later), e.g. `nats://10.0.0.5:4222`; several
+    /// separated by commas. Unset: govbus starts its own in `data_dir/nats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where the embedded server listens; port 0 takes a free port.
+    pub listen: SocketAddr,
+    /// The `nats-server` program for the embedded server. Unset: `GOVBUS_NATS_SERVER`, the
+    /// govbus tools folder (`scripts/install-nats-server`), then `PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_binary: Option<PathBuf>,
+}
+
+/// A service's address and database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where its gRPC API listens.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/<service>.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+/// The licensing service, with its statutory deadlines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensingConfig {
+    /// Where its gRPC API listens.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/licensing.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Time to verify a standard certificate (menengah tinggi) before it is deemed approved.
+    #[serde(with = "duration")]
+    pub verification_deadline: Duration,
+    /// Time to approve a licence (tinggi) before it is deemed approved.
+    #[serde(with = "duration")]
+    pub approval_deadline: Duration,
+}
+
+/// The web console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console at all.
+    pub enabled: bool,
+    /// Where it listens. It can replay dead letters: keep it on a loopback or operators'
+    /// network.
+    pub listen: SocketAddr,
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Log filter, e.g. `info` or `warn,govbus_bus=debug`.
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// An OTLP/gRPC endpoint (collector, Jaeger, Tempo), e.g. `http://127.0.0.1:4317`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Recent traces kept in memory for the console and `govbus trace`.
+    pub keep_traces: usize,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let deadlines = govbus_licensing::Deadlines::default();
+        Self {
+            data_dir: PathBuf::from(".govbus"),
+            shutdown_timeout: Duration::from_secs(30),
+            nats: NatsConfig {
+                url: None,
+                listen: loopback(0),
+                server_binary: None,
+            },
+            identity: ServiceConfig {
+                listen: loopback(50051),
+                database_url: None,
+            },
+            welfare: ServiceConfig {
+                listen: loopback(50052),
+                database_url: None,
+            },
+            licensing: LicensingConfig {
+                listen: loopback(50053),
+                database_url: None,
+                verification_deadline: deadlines.verification,
+                approval_deadline: deadlines.approval,
+            },
+            evaluation: ServiceConfig {
+                listen: loopback(50054),
+                database_url: None,
+            },
+            console: ConsoleConfig {
+                enabled: true,
+                listen: loopback(8080),
+            },
+            telemetry: TelemetryConfig {
+                log: "info".to_owned(),
+                log_format: LogFormat::Text,
+                otlp_endpoint: None,
+                keep_traces: 2_000,
+            },
+        }
+    }
+}
+
+impl StackConfig {
+    /// Every address on port 0, for tests and for running beside another stack.
+    pub fn on_free_ports(mut self) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.nats.listen = any;
+        self.identity.listen = any;
+        self.welfare.listen = any;
+        self.licensing.listen = any;
+        self.evaluation.listen = any;
+        self.console.listen = any;
+        self
+    }
+
+    /// The database URL of `service`: the configured one or a SQLite file in the data folder.
+    pub fn database_url(&self, service: &str) -> String {
+        let configured = match service {
+            "identity" => &self.identity.database_url,
+            "welfare" => &self.welfare.database_url,
+            "licensing" => &self.licensing.database_url,
+            "evaluation" => &self.evaluation.database_url,
+            _ => &None,
+        };
+        configured
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join(format!("{service}.db"))))
+    }
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}

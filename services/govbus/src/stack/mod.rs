@@ -1,0 +1,388 @@
+//! The whole stack in one process: NATS (embedded or given), the four services and the console,
+//! started in dependency order and stopped in reverse.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use govbus_bus::{Bus, BusOptions};
+use govbus_kit::RelaySettings;
+use govbus_kit::telemetry::TraceStore;
+use govbus_natsd::{EmbeddedNats, EmbeddedNatsSettings, NatsdError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::StackConfig;
+use crate::console::{Console, ConsoleState, ServiceEndpoint};
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The data folder cannot be used.
+    #[error("data folder {path}: {reason}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The embedded NATS server did not start.
+    #[error(transparent)]
+    Nats(#[from] NatsdError),
+    /// A service did not start.
+    #[error("{service} did not start: {source}")]
+    Service {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        #[source]
+        source: govbus_kit::StartError,
+    },
+    /// The console did not start.
+    #[error("console did not start: {0}")]
+    Console(String),
+    /// A part did not report healthy in time.
+    #[error("{part} is not healthy after {waited:?}: {reason}")]
+    Unhealthy {
+        /// The part.
+        part: String,
+        /// How long it was given.
+        waited: Duration,
+        /// The last answer.
+        reason: String,
+    },
+}
+
+/// What the stack needs from the process's telemetry.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// Recent traces (the console shows them).
+    pub traces: TraceStore,
+    /// The Prometheus registry, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Where each part of a running stack listens.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Endpoints {
+    /// The NATS URL the services use.
+    pub nats_url: String,
+    /// Whether that server is the embedded one.
+    pub nats_embedded: bool,
+    /// The gRPC addresses, by service.
+    pub services: Vec<ServiceEndpoint>,
+    /// The console, when enabled.
+    pub console: Option<SocketAddr>,
+    /// The data folder.
+    pub data_dir: PathBuf,
+}
+
+impl Endpoints {
+    /// The gRPC address of `service`.
+    pub fn service(&self, service: &str) -> Option<SocketAddr> {
+        self.services
+            .iter()
+            .find(|endpoint| endpoint.name == service)
+            .map(|endpoint| endpoint.address)
+    }
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    nats: Option<EmbeddedNats>,
+    identity: govbus_identity::Application,
+    welfare: govbus_welfare::Application,
+    licensing: govbus_licensing::Application,
+    evaluation: govbus_evaluation::Application,
+    console: Option<Console>,
+    endpoints: Endpoints,
+    shutdown_timeout: Duration,
+    /// Held while running: a second stack on the same data folder would corrupt it.
+    _lock: File,
+}
+
+impl Stack {
+    /// Starts every part; on failure, what already started is stopped again.
+    pub async fn start(
+        config: StackConfig,
+        observability: Observability,
+    ) -> Result<Self, StackError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let nats = match &config.nats.url {
+            Some(_) => None,
+            None => {
+                let settings = EmbeddedNatsSettings {
+                    binary: config.nats.server_binary.clone(),
+                    dir: config.data_dir.join("nats"),
+                    listen: config.nats.listen,
+                    extra_config: None,
+                };
+                let server = tokio::task::spawn_blocking(move || EmbeddedNats::start(&settings))
+                    .await
+                    .map_err(|error| StackError::Console(format!("NATS start task: {error}")))??;
+                tracing::info!(
+                    message = "Embedded nats-server ready.",
+                    url = server.client_url(),
+                    version = server.version(),
+                );
+                Some(server)
+            }
+        };
+        let nats_url = match (&config.nats.url, &nats) {
+            (Some(url), _) => url.clone(),
+            (None, Some(server)) => server.client_url().to_owned(),
+            (None, None) => unreachable_nats(),
+        };
+        let started = Box::pin(start_services(&config, &nats_url)).await;
+        let (identity, welfare, licensing, evaluation) = match started {
+            Ok(services) => services,
+            Err(error) => {
+                stop_nats(nats, config.shutdown_timeout).await;
+                return Err(error);
+            }
+        };
+        let services = vec![
+            ServiceEndpoint::new("identity", identity.address()),
+            ServiceEndpoint::new("welfare", welfare.address()),
+            ServiceEndpoint::new("licensing", licensing.address()),
+            ServiceEndpoint::new("evaluation", evaluation.address()),
+        ];
+        let mut stack = Self {
+            nats,
+            identity,
+            welfare,
+            licensing,
+            evaluation,
+            console: None,
+            endpoints: Endpoints {
+                nats_url: nats_url.clone(),
+                nats_embedded: config.nats.url.is_none(),
+                services,
+                console: None,
+                data_dir: config.data_dir.clone(),
+            },
+            shutdown_timeout: config.shutdown_timeout,
+            _lock: lock,
+        };
+        if config.console.enabled {
+            let console = async {
+                let bus = Bus::connect(BusOptions::new(&nats_url).client_name("console"))
+                    .await
+                    .map_err(|error| StackError::Console(format!("bus: {error}")))?;
+                let state = ConsoleState::new(bus, stack.endpoints.clone(), observability);
+                Console::start(config.console.listen, state)
+                    .await
+                    .map_err(StackError::Console)
+            }
+            .await;
+            match console {
+                Ok(console) => {
+                    stack.endpoints.console = Some(console.address());
+                    stack.console = Some(console);
+                }
+                Err(error) => {
+                    stack.stop().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Where each part listens.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Waits until every service answers its gRPC health check with SERVING.
+    pub async fn wait_until_healthy(&self, timeout: Duration) -> Result<(), StackError> {
+        let started = Instant::now();
+        for endpoint in &self.endpoints.services {
+            loop {
+                let reason = match check_health(endpoint.address).await {
+                    Ok(()) => break,
+                    Err(reason) => reason,
+                };
+                if started.elapsed() > timeout {
+                    return Err(StackError::Unhealthy {
+                        part: endpoint.name.clone(),
+                        waited: timeout,
+                        reason,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops everything in order: the console, then the services (each stops taking calls,
+    /// finishes what it handles, and keeps unsent events in its outbox), then NATS, which
+    /// flushes its store. Parts still running after the shutdown timeout are abandoned with an
+    /// error in the log; nothing acknowledged is lost, since events live in outboxes and streams.
+    pub async fn stop(self) {
+        let timeout = self.shutdown_timeout;
+        let services = async {
+            if let Some(console) = self.console {
+                console.stop().await;
+            }
+            // Callers of identity first, so their in-flight calls to it can finish.
+            self.welfare.stop().await;
+            self.licensing.stop().await;
+            self.evaluation.stop().await;
+            self.identity.stop().await;
+        };
+        if tokio::time::timeout(timeout, services).await.is_err() {
+            tracing::error!(
+                message = "Services did not stop within the shutdown timeout.",
+                timeout_secs = timeout.as_secs(),
+            );
+        }
+        stop_nats(self.nats, timeout).await;
+    }
+}
+
+/// The configured URL or the embedded server always yields one; kept as a function so the
+/// match above stays total without a panic path.
+fn unreachable_nats() -> String {
+    String::from("nats://127.0.0.1:4222")
+}
+
+async fn stop_nats(nats: Option<EmbeddedNats>, timeout: Duration) {
+    if let Some(server) = nats {
+        match tokio::task::spawn_blocking(move || server.stop(timeout)).await {
+            Ok(Ok(())) => tracing::info!(message = "Embedded nats-server stopped."),
+            Ok(Err(error)) => {
+                tracing::error!(message = "Embedded nats-server did not stop cleanly.", %error)
+            }
+            Err(error) => {
+                tracing::error!(message = "Embedded nats-server stop task failed.", %error)
+            }
+        }
+    }
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, StackError> {
+    let failed = |reason: String| StackError::DataDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|error| failed(format!("cannot create it: {error}")))?;
+    let lock = File::create(dir.join("govbus.lock"))
+        .map_err(|error| failed(format!("cannot write in it: {error}")))?;
+    lock.try_lock().map_err(|_| {
+        failed(
+            "another govbus stack is running on it; stop it or choose another data_dir".to_owned(),
+        )
+    })?;
+    Ok(lock)
+}
+
+type Services = (
+    govbus_identity::Application,
+    govbus_welfare::Application,
+    govbus_licensing::Application,
+    govbus_evaluation::Application,
+);
+
+async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services, StackError> {
+    let bus = |service: &str| {
+        BusOptions::new(nats_url)
+            .client_name(service)
+            .wait_for_server(true)
+    };
+    let failed = |service: &'static str| move |source| StackError::Service { service, source };
+    let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
+        database_url: config.database_url("identity"),
+        listen: config.identity.listen,
+        bus: bus("identity"),
+        relay: RelaySettings::default(),
+        call_report_interval: Duration::from_secs(60),
+    })
+    .await
+    .map_err(failed("identity"))?;
+    let identity_url = format!("http://{}", identity.address());
+    let rest = async {
+        let welfare = govbus_welfare::Application::build(govbus_welfare::WelfareConfig {
+            database_url: config.database_url("welfare"),
+            listen: config.welfare.listen,
+            identity_url: identity_url.clone(),
+            bus: bus("welfare"),
+            relay: RelaySettings::default(),
+        })
+        .await
+        .map_err(failed("welfare"))?;
+        let licensing =
+            match govbus_licensing::Application::build(govbus_licensing::LicensingConfig {
+                database_url: config.database_url("licensing"),
+                listen: config.licensing.listen,
+                identity_url,
+                bus: bus("licensing"),
+                relay: RelaySettings::default(),
+                deadlines: govbus_licensing::Deadlines {
+                    verification: config.licensing.verification_deadline,
+                    approval: config.licensing.approval_deadline,
+                },
+                deadline_check_interval: Duration::from_secs(1),
+            })
+            .await
+            {
+                Ok(licensing) => licensing,
+                Err(source) => {
+                    welfare.stop().await;
+                    return Err(failed("licensing")(source));
+                }
+            };
+        let evaluation =
+            match govbus_evaluation::Application::build(govbus_evaluation::EvaluationConfig {
+                database_url: config.database_url("evaluation"),
+                listen: config.evaluation.listen,
+                bus: bus("evaluation"),
+                relay: RelaySettings::default(),
+                evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
+                instruments_dir: None,
+            })
+            .await
+            {
+                Ok(evaluation) => evaluation,
+                Err(source) => {
+                    welfare.stop().await;
+                    licensing.stop().await;
+                    return Err(failed("evaluation")(source));
+                }
+            };
+        Ok((welfare, licensing, evaluation))
+    };
+    match Box::pin(rest).await {
+        Ok((welfare, licensing, evaluation)) => Ok((identity, welfare, licensing, evaluation)),
+        Err(error) => {
+            identity.stop().await;
+            Err(error)
+        }
+    }
+}
+
+/// Asks a service's standard gRPC health service whether it is serving.
+pub(crate) async fn check_health(address: SocketAddr) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| error.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|error| format!("cannot connect: {error}"))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+    match response.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("reports {}", other.as_str_name())),
+    }
+}

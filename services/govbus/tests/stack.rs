@@ -1,0 +1,508 @@
+//! `govbus up`'s stack, started in-process on free ports with its own embedded nats-server and
+//! data folder, driven by the demo workload, and inspected through the console API and the
+//! `govbus` operator commands.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use govbus::cli::{ApiFailure, ConsoleClient};
+use govbus::config::{Layers, Origin};
+use govbus::demo::{Summary, Workload};
+use govbus::{Observability, Stack, StackConfig};
+use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
+use serde_json::Value;
+
+struct Running {
+    stack: Stack,
+    console: String,
+    client: ConsoleClient,
+}
+
+impl Running {
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(path)
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error:#}"))
+    }
+
+    async fn text(&self, path: &str) -> String {
+        self.client
+            .get_text(path)
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error:#}"))
+    }
+
+    /// POSTs and returns the status (200 or the API error's) and the answer.
+    async fn post(&self, path: &str) -> (u16, Value) {
+        match self.client.post::<Value>(path).await {
+            Ok(answer) => (200, answer),
+            Err(error) => match error.downcast_ref::<ApiFailure>() {
+                Some(failure) => (failure.status, Value::from(failure.message.clone())),
+                None => panic!("POST {path}: {error:#}"),
+            },
+        }
+    }
+}
+
+fn config(data_dir: &Path) -> StackConfig {
+    Layers::defaults()
+        .set(
+            "data_dir",
+            &data_dir.display().to_string(),
+            Origin::Flag("test".into()),
+        )
+        .expect("data_dir")
+        .build()
+        .expect("valid")
+        .on_free_ports()
+}
+
+async fn start(data_dir: &Path, telemetry: &Telemetry) -> Running {
+    let stack = Stack::start(
+        config(data_dir),
+        Observability {
+            traces: telemetry.traces().clone(),
+            metrics: Some(telemetry.metrics().clone()),
+        },
+    )
+    .await
+    .expect("the stack starts");
+    stack
+        .wait_until_healthy(Duration::from_secs(30))
+        .await
+        .expect("healthy");
+    let console = format!("http://{}", stack.endpoints().console.expect("console on"));
+    Running {
+        stack,
+        client: ConsoleClient::new(&console).expect("client"),
+        console,
+    }
+}
+
+fn install_telemetry() -> Telemetry {
+    Telemetry::install(&TelemetrySettings {
+        log_filter: "warn".to_owned(),
+        ..TelemetrySettings::default()
+    })
+    .expect("telemetry installs once per test process")
+}
+
+async fn run_demo(running: &Running, households: u32, seed: u64) -> Summary {
+    let streams_total = || async {
+        let streams = running.get("/api/streams").await;
+        anyhow::Ok(
+            streams
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|stream| stream["service"] != "deadletter")
+                .filter_map(|stream| stream["last_sequence"].as_u64())
+                .sum(),
+        )
+    };
+    govbus::demo::run(
+        &running.stack.endpoints().services,
+        &Workload {
+            households,
+            seed,
+            progress: false,
+        },
+        streams_total,
+    )
+    .await
+    .expect("the demo runs")
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The NIKs the demo registered all start with Kota Malang's code; none may leave the stack in
+/// an operator-facing answer.
+fn assert_no_nik(text: &str, what: &str) {
+    for run in text.split(|c: char| !c.is_ascii_digit()) {
+        assert!(
+            !(run.len() == 16 && run.starts_with("3573")),
+            "{what} contains what looks like a NIK: {run}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_through_the_stack_and_the_console_shows_it() {
+    let telemetry = install_telemetry();
+    let data = tempfile::tempdir().expect("temp dir");
+    let running = start(data.path(), &telemetry).await;
+
+    let summary = run_demo(&running, 24, 11).await;
+    assert_eq!(summary.failures, 0, "{:?}", summary.failure_examples);
+    assert_eq!(summary.citizens, 48);
+    assert!(
+        summary.deaths >= 1 && summary.relocations >= 1,
+        "{summary:?}"
+    );
+    assert_eq!(summary.benefits_suspended, summary.deaths);
+    assert!(summary.licence_applications >= 4);
+    assert!(summary.events > 48, "{summary:?}");
+    assert_eq!(summary.spbe_index, "4.24");
+    assert_eq!(summary.spbe_predicate, "Memuaskan");
+
+    let overview = running.get("/api/overview").await;
+    let services = overview["services"].as_array().expect("services");
+    assert_eq!(services.len(), 4);
+    assert!(
+        services.iter().all(|service| service["healthy"] == true),
+        "{overview}"
+    );
+    assert_eq!(overview["nats_embedded"], true);
+
+    let flow = running.get("/api/flow").await;
+    let edges: Vec<(String, String)> = flow
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| {
+            (
+                edge["from"].as_str().unwrap_or("").to_owned(),
+                edge["to"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("identity", "welfare"),
+        ("identity", "licensing"),
+        ("welfare", "evaluation"),
+    ] {
+        assert!(
+            edges.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} missing from {edges:?}"
+        );
+    }
+
+    // Events are decoded, personal references masked.
+    let deaths = running
+        .get("/api/events?service=identity&type=identity.citizen.deceased.v1&limit=100")
+        .await;
+    let deaths = deaths.as_array().expect("events");
+    assert_eq!(deaths.len() as u64, summary.deaths);
+    assert!(
+        deaths
+            .iter()
+            .all(|event| event["data"]["citizenRef"] == "•••"),
+        "{deaths:?}"
+    );
+
+    // One death is one trace: the call, the event, welfare's reaction, evaluation's update.
+    let chain = eventually("a RecordDeath trace reaching evaluation", async || {
+        let traces = running.get("/api/traces?limit=2000").await;
+        traces
+            .as_array()
+            .expect("traces")
+            .iter()
+            .find(|trace| {
+                trace["root"]
+                    .as_str()
+                    .is_some_and(|root| root.ends_with("/RecordDeath"))
+                    && ["identity", "welfare", "licensing", "evaluation"]
+                        .iter()
+                        .all(|service| {
+                            trace["services"]
+                                .as_array()
+                                .is_some_and(|list| list.contains(&Value::from(*service)))
+                        })
+            })
+            .cloned()
+    })
+    .await;
+    let trace_id = chain["trace_id"].as_str().expect("id").to_owned();
+    let spans = running.get(&format!("/api/traces/{trace_id}")).await;
+    let spans = spans.as_array().expect("spans");
+    let names: Vec<&str> = spans
+        .iter()
+        .filter_map(|span| span["name"].as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with("create govbus.identity.citizen.deceased")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with("process govbus.identity.citizen.deceased")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with("process govbus.welfare.benefit.suspended")),
+        "{names:?}"
+    );
+    for span in spans {
+        assert_no_nik(&span.to_string(), "a span");
+    }
+
+    let metrics = running.text("/metrics").await;
+    for series in [
+        "govbus_grpc_server_requests_total",
+        "govbus_grpc_server_duration_seconds_bucket",
+        "govbus_events_published_total",
+        "govbus_events_consumed_total",
+        "govbus_consumer_lag",
+        "govbus_outbox_pending",
+        "govbus_dead_letters",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+    assert_no_nik(&metrics, "/metrics");
+
+    let spbe = running.get("/api/spbe").await;
+    let years = spbe["history"]["years"].as_array().expect("years");
+    assert_eq!(years.len(), 2);
+    assert!(
+        spbe["assessment"]["finalIndex"]["domains"]
+            .as_array()
+            .is_some_and(|domains| domains.len() == 4),
+        "{spbe}"
+    );
+    assert!(
+        !spbe["evidence"]["flows"]
+            .as_array()
+            .expect("flows")
+            .is_empty()
+    );
+
+    // The operator commands against the same stack.
+    let govbus = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_govbus"))
+            .args(args)
+            .args(["--console-url", &running.console])
+            .output()
+            .expect("govbus runs")
+    };
+    let output = govbus(&["services", "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(parsed["services"].as_array().map(Vec::len), Some(4));
+
+    let output = govbus(&["trace", &trace_id]);
+    assert_eq!(output.status.code(), Some(0));
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        tree.contains("RecordDeath") && tree.contains("  process"),
+        "{tree}"
+    );
+
+    let output = govbus(&["streams"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("GOVBUS_IDENTITY"));
+
+    let output = govbus(&[
+        "tail",
+        "--no-follow",
+        "--history",
+        "5",
+        "--json",
+        "--service",
+        "welfare",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|event| {
+        event["source"]
+            .as_str()
+            .is_some_and(|source| source.contains("welfare"))
+    }));
+    assert_no_nik(&String::from_utf8_lossy(&output.stdout), "govbus tail");
+
+    let output = govbus(&["deadletters", "replay", "999999", "--yes"]);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "a missing dead letter is exit code 4"
+    );
+    let output = govbus(&["trace", "00000000000000000000000000000001"]);
+    assert_eq!(output.status.code(), Some(4));
+
+    running.stack.stop().await;
+    telemetry.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_and_data_survives_a_restart() {
+    let telemetry = install_telemetry();
+    let data = tempfile::tempdir().expect("temp dir");
+    let running = start(data.path(), &telemetry).await;
+    run_demo(&running, 4, 5).await;
+
+    // A poison message on identity's stream: a death event whose payload is not protobuf.
+    let bus = govbus_bus::Bus::connect(govbus_bus::BusOptions::new(
+        &running.stack.endpoints().nats_url,
+    ))
+    .await
+    .expect("bus");
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "poison-1"),
+        ("ce-source", "/govbus/identity"),
+        ("ce-type", "identity.citizen.deceased.v1"),
+        ("ce-time", "2026-11-28T00:00:00Z"),
+        ("ce-dataschema", "govbus.identity.v1.CitizenDeceased"),
+        ("content-type", "application/protobuf"),
+        ("Nats-Msg-Id", "poison-1"),
+    ] {
+        headers.insert(name, value);
+    }
+    bus.jetstream()
+        .publish_with_headers(
+            "govbus.identity.citizen.deceased.v1",
+            headers,
+            vec![0xff, 0xff, 0xff].into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+
+    let letters = eventually("the poison message in the dead letters", async || {
+        let letters = running.get("/api/deadletters").await;
+        (letters["count"].as_u64() >= Some(2)).then_some(letters)
+    })
+    .await;
+    let welfare_letter = letters["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|letter| {
+            letter["consumer"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("welfare"))
+        })
+        .expect("welfare gave up on it")
+        .clone();
+    assert!(
+        welfare_letter["reason"]
+            .as_str()
+            .is_some_and(|reason| !reason.is_empty())
+    );
+    let sequence = welfare_letter["sequence"].as_u64().expect("sequence");
+    let (status, replayed) = running
+        .post(&format!("/api/deadletters/{sequence}/replay"))
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["replayed"], 1);
+    // Still poison: welfare gives up again, as a new dead letter; the replayed one is gone.
+    eventually(
+        "the replayed message to be dead-lettered again",
+        async || {
+            let letters = running.get("/api/deadletters").await;
+            let items = letters["items"].as_array().cloned().unwrap_or_default();
+            let again = items.iter().any(|letter| {
+                letter["consumer"] == welfare_letter["consumer"]
+                    && letter["sequence"].as_u64() > Some(sequence)
+            });
+            let original_gone = items
+                .iter()
+                .all(|letter| letter["sequence"].as_u64() != Some(sequence));
+            (again && original_gone).then_some(())
+        },
+    )
+    .await;
+    let (status, _) = running
+        .post(&format!("/api/deadletters/{sequence}/replay"))
+        .await;
+    assert_eq!(status, 404);
+
+    let registered_before = registered(&running).await;
+    assert_eq!(registered_before, 8);
+    running.stack.stop().await;
+
+    // The data folder keeps everything: the same run again is answered from the stored
+    // idempotency keys, with no second registration.
+    let running = start(data.path(), &telemetry).await;
+    let again = run_demo(&running, 4, 5).await;
+    assert_eq!(again.failures, 0, "{:?}", again.failure_examples);
+    assert_eq!(registered(&running).await, registered_before);
+    let letters = running.get("/api/deadletters").await;
+    assert!(
+        letters["count"].as_u64() >= Some(2),
+        "dead letters kept: {letters}"
+    );
+    let summary = run_demo(&running, 2, 6).await;
+    assert_eq!(summary.failures, 0, "{:?}", summary.failure_examples);
+    running.stack.stop().await;
+    telemetry.shutdown();
+}
+
+#[test]
+fn a_bad_setting_stops_up_with_the_key_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_govbus"))
+        .args(["up", "--set", "identity.listen=nowhere"])
+        .env(
+            "GOVBUS_DATA_DIR",
+            std::env::temp_dir().join("govbus-never-started"),
+        )
+        .output()
+        .expect("govbus runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("identity.listen") && stderr.contains("--set identity.listen"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_govbus"))
+        .args(["up"])
+        .env("GOVBUS_TELEMETRY_KEEP_TRACES", "lots")
+        .output()
+        .expect("govbus runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("GOVBUS_TELEMETRY_KEEP_TRACES"));
+}
+
+#[test]
+fn a_second_stack_on_the_same_data_folder_is_refused() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let observability = Observability {
+            traces: govbus_kit::telemetry::TraceStore::new(10),
+            metrics: None,
+        };
+        let first = Stack::start(config(data.path()), observability.clone())
+            .await
+            .expect("first starts");
+        let second = Stack::start(config(data.path()), observability).await;
+        let error = second.expect_err("refused").to_string();
+        assert!(error.contains("another govbus stack"), "{error}");
+        first.stop().await;
+    });
+}
+
+async fn registered(running: &Running) -> usize {
+    running
+        .get("/api/events?service=identity&type=identity.citizen.registered.v1&limit=1000")
+        .await
+        .as_array()
+        .map_or(0, Vec::len)
+}
