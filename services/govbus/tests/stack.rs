@@ -2,140 +2,16 @@
 //! data folder, driven by the demo workload, and inspected through the console API and the
 //! `govbus` operator commands.
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use govbus::cli::{ApiFailure, ConsoleClient};
-use govbus::config::{Layers, Origin};
-use govbus::demo::{Summary, Workload};
-use govbus::{Observability, Stack, StackConfig};
-use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
+use govbus::Stack;
+use govbus::stack::Observability;
 use serde_json::Value;
-
-struct Running {
-    stack: Stack,
-    console: String,
-    client: ConsoleClient,
-}
-
-impl Running {
-    async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(path)
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error:#}"))
-    }
-
-    async fn text(&self, path: &str) -> String {
-        self.client
-            .get_text(path)
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error:#}"))
-    }
-
-    /// POSTs and returns the status (200 or the API error's) and the answer.
-    async fn post(&self, path: &str) -> (u16, Value) {
-        match self.client.post::<Value>(path).await {
-            Ok(answer) => (200, answer),
-            Err(error) => match error.downcast_ref::<ApiFailure>() {
-                Some(failure) => (failure.status, Value::from(failure.message.clone())),
-                None => panic!("POST {path}: {error:#}"),
-            },
-        }
-    }
-}
-
-fn config(data_dir: &Path) -> StackConfig {
-    Layers::defaults()
-        .set(
-            "data_dir",
-            &data_dir.display().to_string(),
-            Origin::Flag("test".into()),
-        )
-        .expect("data_dir")
-        .build()
-        .expect("valid")
-        .on_free_ports()
-}
-
-async fn start(data_dir: &Path, telemetry: &Telemetry) -> Running {
-    let stack = Stack::start(
-        config(data_dir),
-        Observability {
-            traces: telemetry.traces().clone(),
-            metrics: Some(telemetry.metrics().clone()),
-        },
-    )
-    .await
-    .expect("the stack starts");
-    stack
-        .wait_until_healthy(Duration::from_secs(30))
-        .await
-        .expect("healthy");
-    let console = format!("http://{}", stack.endpoints().console.expect("console on"));
-    Running {
-        stack,
-        client: ConsoleClient::new(&console).expect("client"),
-        console,
-    }
-}
-
-fn install_telemetry() -> Telemetry {
-    Telemetry::install(&TelemetrySettings {
-        log_filter: "warn".to_owned(),
-        ..TelemetrySettings::default()
-    })
-    .expect("telemetry installs once per test process")
-}
-
-async fn run_demo(running: &Running, households: u32, seed: u64) -> Summary {
-    let streams_total = || async {
-        let streams = running.get("/api/streams").await;
-        anyhow::Ok(
-            streams
-                .as_array()
-                .expect("list")
-                .iter()
-                .filter(|stream| stream["service"] != "deadletter")
-                .filter_map(|stream| stream["last_sequence"].as_u64())
-                .sum(),
-        )
-    };
-    govbus::demo::run(
-        &running.stack.endpoints().services,
-        &Workload {
-            households,
-            seed,
-            progress: false,
-        },
-        streams_total,
-    )
-    .await
-    .expect("the demo runs")
-}
-
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The NIKs the demo registered all start with Kota Malang's code; none may leave the stack in
-/// an operator-facing answer.
-fn assert_no_nik(text: &str, what: &str) {
-    for run in text.split(|c: char| !c.is_ascii_digit()) {
-        assert!(
-            !(run.len() == 16 && run.starts_with("3573")),
-            "{what} contains what looks like a NIK: {run}"
-        );
-    }
-}
+use support::{
+    assert_no_nik, config, eventually, install_telemetry, plant_poison, registered, run_demo, start,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_through_the_stack_and_the_console_shows_it() {
@@ -334,6 +210,48 @@ async fn the_demo_runs_through_the_stack_and_the_console_shows_it() {
     }));
     assert_no_nik(&String::from_utf8_lossy(&output.stdout), "govbus tail");
 
+    // Following: new events arrive on `tail` as they are published.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_govbus"))
+        .args([
+            "tail",
+            "--json",
+            "--history",
+            "0",
+            "--type",
+            "identity.citizen.registered.v1",
+        ])
+        .args(["--console-url", &running.console])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("govbus tail runs");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The subscription is open once the console has answered; then new registrations follow.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    run_demo(&running, 1, 12).await;
+    let first = tokio::task::spawn_blocking(move || {
+        receiver.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .expect("joined")
+    .expect("a followed event");
+    let followed: Value = serde_json::from_str(&first).expect("JSON event");
+    assert_eq!(followed["event_type"], "identity.citizen.registered.v1");
+    assert_eq!(followed["data"]["citizenRef"], "•••");
+    follower.kill().expect("stopped");
+    let _ = follower.wait();
+
     let output = govbus(&["deadletters", "replay", "999999", "--yes"]);
     assert_eq!(
         output.status.code(),
@@ -355,34 +273,7 @@ async fn dead_letters_are_listed_and_replayed_and_data_survives_a_restart() {
     run_demo(&running, 4, 5).await;
 
     // A poison message on identity's stream: a death event whose payload is not protobuf.
-    let bus = govbus_bus::Bus::connect(govbus_bus::BusOptions::new(
-        &running.stack.endpoints().nats_url,
-    ))
-    .await
-    .expect("bus");
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in [
-        ("ce-specversion", "1.0"),
-        ("ce-id", "poison-1"),
-        ("ce-source", "/govbus/identity"),
-        ("ce-type", "identity.citizen.deceased.v1"),
-        ("ce-time", "2026-11-28T00:00:00Z"),
-        ("ce-dataschema", "govbus.identity.v1.CitizenDeceased"),
-        ("content-type", "application/protobuf"),
-        ("Nats-Msg-Id", "poison-1"),
-    ] {
-        headers.insert(name, value);
-    }
-    bus.jetstream()
-        .publish_with_headers(
-            "govbus.identity.citizen.deceased.v1",
-            headers,
-            vec![0xff, 0xff, 0xff].into(),
-        )
-        .await
-        .expect("published")
-        .await
-        .expect("stored");
+    plant_poison(&running, "poison-1").await;
 
     let letters = eventually("the poison message in the dead letters", async || {
         let letters = running.get("/api/deadletters").await;
@@ -499,10 +390,33 @@ fn a_second_stack_on_the_same_data_folder_is_refused() {
     });
 }
 
-async fn registered(running: &Running) -> usize {
-    running
-        .get("/api/events?service=identity&type=identity.citizen.registered.v1&limit=1000")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_nats_server_can_be_used_instead_of_the_embedded_one() {
+    let server = tokio::task::spawn_blocking(govbus_harness::NatsServer::start)
         .await
-        .as_array()
-        .map_or(0, Vec::len)
+        .expect("joined")
+        .expect("nats-server");
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = config(data.path());
+    config.nats.url = Some(server.client_url());
+    let stack = Stack::start(
+        config,
+        Observability {
+            traces: govbus_kit::telemetry::TraceStore::new(10),
+            metrics: None,
+        },
+    )
+    .await
+    .expect("starts on the given server");
+    assert!(!stack.endpoints().nats_embedded);
+    assert_eq!(stack.endpoints().nats_url, server.client_url());
+    assert!(!data.path().join("nats").exists(), "no embedded store");
+    stack.stop().await;
+    let bus = govbus_bus::Bus::connect(govbus_bus::BusOptions::new(server.client_url()))
+        .await
+        .expect("bus");
+    bus.jetstream()
+        .get_stream("GOVBUS_IDENTITY")
+        .await
+        .expect("the stack provisioned its streams on the given server");
 }

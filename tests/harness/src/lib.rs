@@ -10,6 +10,7 @@
 //! # Layout
 //!
 //! - [`server`]: starting, stopping, killing and restarting one server process.
+//! - [`browser`]: a headless Chromium through chromedriver, for the console's tests.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //!
 //! ```
@@ -18,9 +19,11 @@
 //! # Ok::<(), govbus_harness::HarnessError>(())
 //! ```
 
+pub mod browser;
 pub mod database;
 pub mod server;
 
+pub use browser::ChromeDriver;
 pub use database::{TestBackend, TestDatabase};
 pub use govbus_natsd::{MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server};
 pub use server::NatsServer;
@@ -39,6 +42,9 @@ pub enum HarnessError {
         /// The server's log up to that point.
         log: String,
     },
+    /// The browser for a browser test is missing or did not start.
+    #[error("browser: {0}")]
+    Browser(String),
     /// A test database could not be created.
     #[error("test database: {0}")]
     Database(String),

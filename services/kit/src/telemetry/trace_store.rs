@@ -114,6 +114,19 @@ impl TraceStore {
         let id = TraceId::from_hex(trace_id).ok()?;
         let mut spans = self.lock().traces.get(&id)?.clone();
         spans.sort_by_key(|span| span.start_unix_micros);
+        // A span without a service ran inside its parent's (a handler's span inside the call's).
+        let mut services: HashMap<String, String> = HashMap::new();
+        for span in &mut spans {
+            if span.service.is_none() {
+                span.service = span
+                    .parent_span_id
+                    .as_ref()
+                    .and_then(|parent| services.get(parent).cloned());
+            }
+            if let Some(service) = &span.service {
+                services.insert(span.span_id.clone(), service.clone());
+            }
+        }
         Some(spans)
     }
 
@@ -300,6 +313,10 @@ mod tests {
             .expect("child");
         assert_eq!(child.parent_span_id.as_deref(), Some(root.span_id.as_str()));
         assert!(root.parent_span_id.is_none());
+        assert_eq!(
+            child.service, None,
+            "no service recorded anywhere in this trace"
+        );
     }
 
     #[test]

@@ -111,7 +111,13 @@ async function traceView(id) {
 }
 
 function flowDiagram(flow) {
-  const services = [...new Set(flow.flatMap((e) => [e.from, e.to]))].sort();
+  // Publishers on the left, pure consumers on the right.
+  const balance = new Map();
+  for (const e of flow) {
+    balance.set(e.from, (balance.get(e.from) || 0) + 1);
+    balance.set(e.to, (balance.get(e.to) || 0) - 1);
+  }
+  const services = [...balance.keys()].sort((a, b) => balance.get(b) - balance.get(a) || a.localeCompare(b));
   if (!services.length) return "";
   const width = 720, height = 70 + services.length * 10, gap = width / services.length;
   const x = (name) => gap / 2 + services.indexOf(name) * gap;
@@ -120,14 +126,15 @@ function flowDiagram(flow) {
     return `<path d="M${x1},50 Q${mid},${50 - lift} ${x2},50" fill="none" stroke="#1f5fbf" stroke-width="${1 + Math.min(e.rate, 50) / 10}" marker-end="url(#arrow)"><title>${esc(e.from)} → ${esc(e.to)}: ${rate(e.rate)}</title></path>`;
   });
   const nodes = services.map((s) => `<circle cx="${x(s)}" cy="50" r="6" fill="#1d2433"/><text x="${x(s)}" y="70" text-anchor="middle">${esc(s)}</text>`);
-  return `<h2>Who sends events to whom</h2><svg id="flow-diagram" width="${width}" height="${height}" role="img" aria-label="event flow between services"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#1f5fbf"/></marker></defs>${arcs.join("")}${nodes.join("")}</svg>`;
+  return `<h2>Who sends events to whom</h2><svg id="flow-diagram" width="${width}" height="${height}" role="img" aria-label="event flow between services"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#1f5fbf"/></marker></defs>${arcs.join("")}${nodes.join("")}</svg>`;
 }
 
 function trendChart(years) {
   if (!years.length) return `<p class="muted">No assessments recorded yet.</p>`;
-  const width = 520, height = 180, pad = 36;
+  const width = 520, height = 180, pad = 36, inset = 30;
   const sorted = [...years].sort((a, b) => a.year - b.year);
-  const x = (i) => pad + (sorted.length === 1 ? (width - 2 * pad) / 2 : (i * (width - 2 * pad)) / (sorted.length - 1));
+  const span = width - 2 * pad - 2 * inset;
+  const x = (i) => pad + inset + (sorted.length === 1 ? span / 2 : (i * span) / (sorted.length - 1));
   const y = (value) => height - pad - (Number(value) / 5) * (height - 2 * pad);
   const points = sorted.map((year, i) => `${x(i)},${y(year.index)}`).join(" ");
   const dots = sorted.map((year, i) => `<circle cx="${x(i)}" cy="${y(year.index)}" r="4" fill="#1f5fbf"/><text x="${x(i)}" y="${y(year.index) - 9}" text-anchor="middle">${esc(year.index)}</text><text x="${x(i)}" y="${height - 12}" text-anchor="middle">${year.year}</text>`);
