@@ -1,6 +1,8 @@
 //! `govbus-evaluation`: runs the SPBE evaluation service.
 //!
 //! Configuration comes from the environment:
+//! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
+//!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_EVALUATION_DATABASE_URL`: default `sqlite://.govbus/evaluation.db`;
 //! - `GOVBUS_EVALUATION_LISTEN`: the gRPC address (default `127.0.0.1:50054`);
@@ -15,12 +17,9 @@ use govbus_kit::RelaySettings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let telemetry = govbus_kit::telemetry::Telemetry::install(
+        &govbus_kit::telemetry::TelemetrySettings::from_env("evaluation"),
+    )?;
     let nats_url = std::env::var("GOVBUS_NATS_URL").context("GOVBUS_NATS_URL is not set")?;
     let listen =
         std::env::var("GOVBUS_EVALUATION_LISTEN").unwrap_or_else(|_| "127.0.0.1:50054".to_owned());
@@ -51,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     app.stop().await;
+    telemetry.shutdown();
     Ok(())
 }

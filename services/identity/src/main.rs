@@ -1,6 +1,8 @@
 //! `govbus-identity`: runs the identity service.
 //!
 //! Configuration comes from the environment:
+//! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
+//!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_IDENTITY_DATABASE_URL`: `sqlite://…` (default `sqlite://.govbus/identity.db`) or
 //!   `postgres://…`;
@@ -13,12 +15,9 @@ use govbus_kit::RelaySettings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let telemetry = govbus_kit::telemetry::Telemetry::install(
+        &govbus_kit::telemetry::TelemetrySettings::from_env("identity"),
+    )?;
     let nats_url = std::env::var("GOVBUS_NATS_URL").context(
         "GOVBUS_NATS_URL is not set: give the NATS server URL (JetStream, 2.10 or later)",
     )?;
@@ -43,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     app.stop().await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `govbus-licensing`: runs the licensing service.
 //!
 //! Configuration comes from the environment:
+//! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
+//!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
@@ -17,12 +19,9 @@ use govbus_licensing::{Application, Deadlines, LicensingConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let telemetry = govbus_kit::telemetry::Telemetry::install(
+        &govbus_kit::telemetry::TelemetrySettings::from_env("licensing"),
+    )?;
     let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let days = |name: &str, default: u64| -> anyhow::Result<Duration> {
         let value = match std::env::var(name) {
@@ -59,5 +58,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     app.stop().await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `govbus-welfare`: runs the welfare service.
 //!
 //! Configuration comes from the environment:
+//! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
+//!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_WELFARE_DATABASE_URL`: default `sqlite://.govbus/welfare.db`;
@@ -13,12 +15,9 @@ use govbus_welfare::{Application, WelfareConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GOVBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let telemetry = govbus_kit::telemetry::Telemetry::install(
+        &govbus_kit::telemetry::TelemetrySettings::from_env("welfare"),
+    )?;
     let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let listen =
         std::env::var("GOVBUS_WELFARE_LISTEN").unwrap_or_else(|_| "127.0.0.1:50052".to_owned());
@@ -41,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     app.stop().await;
+    telemetry.shutdown();
     Ok(())
 }

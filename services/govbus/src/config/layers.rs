@@ -40,6 +40,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("telemetry.keep_traces", Kind::Integer),
 ];
 
+/// Shorter environment names kept for what every govbus binary reads.
+const ALIASES: &[(&str, &str)] = &[("GOVBUS_LOG", "telemetry.log")];
+
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -183,10 +186,17 @@ impl Layers {
     ) -> Result<Self, ConfigError> {
         let by_name: BTreeMap<String, &str> =
             KEYS.iter().map(|(key, _)| (env_name(key), *key)).collect();
+        let mut canonical = Vec::new();
         for (name, value) in vars {
             if let Some(key) = by_name.get(&name) {
+                canonical.push((*key, name, value));
+            } else if let Some((_, key)) = ALIASES.iter().find(|(alias, _)| *alias == name) {
+                // Aliases first, so the canonical name wins when both are set.
                 self = self.set(key, &value, Origin::Env(name.clone()))?;
             }
+        }
+        for (key, name, value) in canonical {
+            self = self.set(key, &value, Origin::Env(name))?;
         }
         Ok(self)
     }
@@ -464,6 +474,25 @@ mod tests {
         assert_eq!(config.telemetry.keep_traces, 50);
         assert!(!config.console.enabled);
         assert_eq!(config.evaluation.listen.port(), 50054);
+    }
+
+    #[test]
+    fn govbus_log_sets_the_log_filter_unless_the_full_name_is_set() {
+        let alias_only = Layers::defaults()
+            .env([("GOVBUS_LOG".to_owned(), "debug".to_owned())])
+            .expect("env")
+            .build()
+            .expect("valid");
+        assert_eq!(alias_only.telemetry.log, "debug");
+        let both = Layers::defaults()
+            .env([
+                ("GOVBUS_TELEMETRY_LOG".to_owned(), "warn".to_owned()),
+                ("GOVBUS_LOG".to_owned(), "debug".to_owned()),
+            ])
+            .expect("env")
+            .build()
+            .expect("valid");
+        assert_eq!(both.telemetry.log, "warn");
     }
 
     #[test]

@@ -75,6 +75,26 @@ impl Default for TelemetrySettings {
     }
 }
 
+impl TelemetrySettings {
+    /// Settings for a service binary run on its own: `service.name` is `service`; the log
+    /// filter comes from `GOVBUS_LOG` (default `info`), the format from
+    /// `GOVBUS_TELEMETRY_LOG_FORMAT` (`text` or `json`), the OTLP endpoint from
+    /// `GOVBUS_TELEMETRY_OTLP_ENDPOINT` — the names `govbus up` reads too.
+    pub fn from_env(service: &str) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Self {
+            service_name: service.to_owned(),
+            log_filter: var("GOVBUS_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format: match var("GOVBUS_TELEMETRY_LOG_FORMAT").as_deref() {
+                Some("json") => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+            otlp_endpoint: var("GOVBUS_TELEMETRY_OTLP_ENDPOINT"),
+            keep_traces: 100,
+        }
+    }
+}
+
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
