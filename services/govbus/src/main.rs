@@ -280,7 +280,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         metrics: Some(telemetry.metrics().clone()),
     };
     let stack = Stack::start(config, observability).await?;
-    stack.wait_until_healthy(Duration::from_secs(30)).await?;
+    if let Err(error) = stack.wait_until_healthy(Duration::from_secs(30)).await {
+        stack.stop().await;
+        telemetry.shutdown();
+        return Err(error.into());
+    }
     let endpoints = stack.endpoints();
     println!("govbus {} is up.", env!("CARGO_PKG_VERSION"));
     println!(
@@ -301,10 +305,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  data        {}", endpoints.data_dir.display());
     println!("Ready. Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    println!("Stopping…");
+    let signal = stop_signal().await?;
+    println!("Stopping ({signal})…");
     stack.stop().await;
     telemetry.shutdown();
     println!("Stopped.");
@@ -378,4 +380,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         cli::exit::FAILED
     }))
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (what service managers send); names the one received.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted.context("listening for Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
+        _ = terminate.recv() => Ok("SIGTERM"),
+    }
 }

@@ -420,3 +420,38 @@ async fn an_existing_nats_server_can_be_used_instead_of_the_embedded_one() {
         .await
         .expect("the stack provisioned its streams on the given server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_embedded_nats_server_is_restarted_and_the_stack_carries_on() {
+    let telemetry = install_telemetry();
+    let data = tempfile::tempdir().expect("temp dir");
+    let running = start(data.path(), &telemetry).await;
+    run_demo(&running, 2, 31).await;
+    let pid = running.stack.embedded_nats_pid().expect("embedded server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killed");
+    let restarted = eventually("the watchdog to restart nats-server", async || {
+        running.stack.embedded_nats_pid().filter(|new| *new != pid)
+    })
+    .await;
+    assert_ne!(restarted, pid);
+    eventually("the console to reconnect", async || {
+        let overview = running.client.get::<Value>("/api/overview").await.ok()?;
+        (overview["nats_connected"] == true).then_some(())
+    })
+    .await;
+    // Same port, same store: the services reconnect and the bus carries events as before.
+    let summary = run_demo(&running, 4, 32).await;
+    assert_eq!(summary.failures, 0, "{:?}", summary.failure_examples);
+    assert_eq!(summary.benefits_suspended, summary.deaths);
+    assert_eq!(
+        registered(&running).await,
+        12,
+        "events from before the kill are kept"
+    );
+    running.stack.stop().await;
+    telemetry.shutdown();
+}

@@ -130,6 +130,16 @@ impl EmbeddedNats {
         &self.client_url
     }
 
+    /// The client port.
+    pub fn client_port(&self) -> Option<u16> {
+        self.client_url.rsplit(':').next()?.parse().ok()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The monitoring port (`/varz`, `/jsz`, `/healthz`) on the loopback address.
     pub fn monitor_port(&self) -> u16 {
         self.monitor_port

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use govbus_bus::{Bus, BusOptions};
@@ -11,6 +12,8 @@ use govbus_kit::RelaySettings;
 use govbus_kit::telemetry::TraceStore;
 use govbus_natsd::{EmbeddedNats, EmbeddedNatsSettings, NatsdError};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -93,7 +96,7 @@ impl Endpoints {
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
-    nats: Option<EmbeddedNats>,
+    nats: Option<Supervised>,
     identity: govbus_identity::Application,
     welfare: govbus_welfare::Application,
     licensing: govbus_licensing::Application,
@@ -112,8 +115,8 @@ impl Stack {
         observability: Observability,
     ) -> Result<Self, StackError> {
         let lock = lock_data_dir(&config.data_dir)?;
-        let nats = match &config.nats.url {
-            Some(_) => None,
+        let (nats, nats_url) = match &config.nats.url {
+            Some(url) => (None, url.clone()),
             None => {
                 let settings = EmbeddedNatsSettings {
                     binary: config.nats.server_binary.clone(),
@@ -121,21 +124,10 @@ impl Stack {
                     listen: config.nats.listen,
                     extra_config: None,
                 };
-                let server = tokio::task::spawn_blocking(move || EmbeddedNats::start(&settings))
-                    .await
-                    .map_err(|error| StackError::Console(format!("NATS start task: {error}")))??;
-                tracing::info!(
-                    message = "Embedded nats-server ready.",
-                    url = server.client_url(),
-                    version = server.version(),
-                );
-                Some(server)
+                let supervised = Supervised::start(settings).await?;
+                let url = supervised.client_url.clone();
+                (Some(supervised), url)
             }
-        };
-        let nats_url = match (&config.nats.url, &nats) {
-            (Some(url), _) => url.clone(),
-            (None, Some(server)) => server.client_url().to_owned(),
-            (None, None) => unreachable_nats(),
         };
         let started = Box::pin(start_services(&config, &nats_url)).await;
         let (identity, welfare, licensing, evaluation) = match started {
@@ -193,6 +185,11 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The embedded nats-server's process id (for operators' tools and fault tests).
+    pub fn embedded_nats_pid(&self) -> Option<u32> {
+        self.nats.as_ref().and_then(Supervised::pid)
+    }
+
     /// Where each part listens.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
@@ -246,21 +243,123 @@ impl Stack {
     }
 }
 
-/// The configured URL or the embedded server always yields one; kept as a function so the
-/// match above stays total without a panic path.
-fn unreachable_nats() -> String {
-    String::from("nats://127.0.0.1:4222")
+async fn stop_nats(nats: Option<Supervised>, timeout: Duration) {
+    if let Some(supervised) = nats {
+        supervised.stop(timeout).await;
+    }
 }
 
-async fn stop_nats(nats: Option<EmbeddedNats>, timeout: Duration) {
-    if let Some(server) = nats {
+/// The embedded nats-server with a watchdog that restarts it, on the same port and store, if
+/// it exits while the stack runs; the services' connections reconnect by themselves.
+#[derive(Debug)]
+struct Supervised {
+    server: Arc<Mutex<Option<EmbeddedNats>>>,
+    client_url: String,
+    watchdog: JoinHandle<()>,
+    stop_watching: CancellationToken,
+}
+
+impl Supervised {
+    async fn start(settings: EmbeddedNatsSettings) -> Result<Self, StackError> {
+        let first = settings.clone();
+        let server = tokio::task::spawn_blocking(move || EmbeddedNats::start(&first))
+            .await
+            .map_err(|error| StackError::Console(format!("NATS start task: {error}")))??;
+        tracing::info!(
+            message = "Embedded nats-server ready.",
+            url = server.client_url(),
+            version = server.version(),
+        );
+        let client_url = server.client_url().to_owned();
+        // Restarts must come back where the clients look for the server.
+        let mut restart = settings;
+        if let Some(port) = server.client_port() {
+            restart.listen.set_port(port);
+        }
+        let server = Arc::new(Mutex::new(Some(server)));
+        let stop_watching = CancellationToken::new();
+        let watchdog = tokio::spawn(watch(server.clone(), restart, stop_watching.clone()));
+        Ok(Self {
+            server,
+            client_url,
+            watchdog,
+            stop_watching,
+        })
+    }
+
+    async fn stop(self, timeout: Duration) {
+        self.stop_watching.cancel();
+        let _ = self.watchdog.await;
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(server) = server else {
+            return;
+        };
         match tokio::task::spawn_blocking(move || server.stop(timeout)).await {
             Ok(Ok(())) => tracing::info!(message = "Embedded nats-server stopped."),
             Ok(Err(error)) => {
-                tracing::error!(message = "Embedded nats-server did not stop cleanly.", %error)
+                tracing::error!(message = "Embedded nats-server did not stop cleanly.", %error);
             }
             Err(error) => {
-                tracing::error!(message = "Embedded nats-server stop task failed.", %error)
+                tracing::error!(message = "Embedded nats-server stop task failed.", %error);
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(EmbeddedNats::pid)
+    }
+}
+
+/// Checks every second that the embedded server runs, and restarts it when it does not.
+async fn watch(
+    server: Arc<Mutex<Option<EmbeddedNats>>>,
+    settings: EmbeddedNatsSettings,
+    stop: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let exited = server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .is_some_and(|running| !running.is_running());
+        if !exited {
+            continue;
+        }
+        tracing::error!(
+            message = "Embedded nats-server exited; restarting it.",
+            log = %settings.dir.join("nats-server.log").display(),
+        );
+        let restart = settings.clone();
+        match tokio::task::spawn_blocking(move || EmbeddedNats::start(&restart)).await {
+            Ok(Ok(restarted)) => {
+                tracing::info!(
+                    message = "Embedded nats-server restarted.",
+                    url = restarted.client_url(),
+                );
+                *server.lock().unwrap_or_else(PoisonError::into_inner) = Some(restarted);
+                failures = 0;
+            }
+            Ok(Err(error)) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(message = "Embedded nats-server did not restart.", %error, failures);
+                // Back off so a server that cannot start does not spin.
+                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(30)))).await;
+            }
+            Err(error) => {
+                tracing::error!(message = "Embedded nats-server restart task failed.", %error);
             }
         }
     }

@@ -17,6 +17,7 @@
 pub mod grpc;
 pub mod trace_store;
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -173,11 +174,14 @@ impl Telemetry {
 
         let logs = match settings.log_format {
             LogFormat::Text => tracing_subscriber::fmt::layer()
+                // Colours only for a person at a terminal, not in a log file or a journal.
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .boxed(),
             LogFormat::Json => tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
+                .with_span_list(false)
                 .with_writer(std::io::stderr)
                 .boxed(),
         };
