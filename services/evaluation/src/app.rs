@@ -32,6 +32,9 @@ pub struct EvaluationConfig {
     pub bus: BusOptions,
     /// Outbox relay tuning.
     pub relay: RelaySettings,
+    /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
+    /// HTTP/2 (development and tests only).
+    pub tls: Option<govbus_kit::tls::ServiceTls>,
     /// The services whose events are evidence (each has its own durable consumer).
     pub evidence_services: Vec<String>,
     /// A folder of further instrument files (`*.toml`), beside the shipped one.
@@ -96,6 +99,7 @@ impl Application {
         let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
+            config.tls.as_ref(),
         )
         .await?
         .add_service(

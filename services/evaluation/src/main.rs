@@ -3,6 +3,8 @@
 //! Configuration comes from the environment:
 //! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
 //!   trace export (see `docs/operating.md`);
+//! - `GOVBUS_TLS_DIR`: a folder of certificates (`ca.pem`, `<service>.pem`, `<service>-key.pem`,
+//!   as `govbus certs init` writes them) for mutual TLS; unset serves plain HTTP/2;
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_EVALUATION_DATABASE_URL`: default `sqlite://.govbus/evaluation.db`;
 //! - `GOVBUS_EVALUATION_LISTEN`: the gRPC address (default `127.0.0.1:50054`);
@@ -33,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             .client_name("evaluation")
             .wait_for_server(true),
         relay: RelaySettings::default(),
+        tls: govbus_kit::tls::ServiceTls::from_env("evaluation")?,
         evidence_services: match std::env::var("GOVBUS_EVALUATION_SERVICES") {
             Ok(list) => list
                 .split(',')

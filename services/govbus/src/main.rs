@@ -41,6 +41,9 @@ enum Command {
     Deadletters(DeadLetterCommand),
     /// Lists recent traces.
     Traces(TracesArgs),
+    /// Manages service certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Shows one trace as a tree with timings.
     Trace(TraceArgs),
 }
@@ -157,6 +160,24 @@ enum DeadLetterCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Creates a development CA and a certificate for each service and operator client
+    /// (production installs certificates issued by its own CA instead).
+    Init {
+        /// Where to write them.
+        #[arg(long, default_value = ".govbus/certs")]
+        dir: PathBuf,
+        /// The names to issue certificates for.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "identity,welfare,licensing,evaluation,console,operator"
+        )]
+        names: Vec<String>,
+    },
+}
+
 #[derive(Debug, Args)]
 struct TracesArgs {
     #[command(flatten)]
@@ -221,6 +242,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             yes,
             remote,
         }) => cli::replay(&remote.client()?, remote.output(), sequence, yes).await,
+        Command::Certs(CertsCommand::Init { dir, names }) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            govbus_kit::tls::generate_development_certificates(&dir, &names)?;
+            println!(
+                "Wrote a development CA and certificates for {} to {}.",
+                names.join(", "),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Traces(args) => {
             cli::traces(&args.remote.client()?, args.remote.output(), args.limit).await
         }

@@ -455,3 +455,42 @@ async fn a_killed_embedded_nats_server_is_restarted_and_the_stack_carries_on() {
     running.stack.stop().await;
     telemetry.shutdown();
 }
+
+#[test]
+fn certs_init_writes_a_ca_and_a_certificate_per_name_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_govbus"))
+            .args(["certs", "init", "--names", "identity,operator", "--dir"])
+            .arg(&certs)
+            .output()
+            .expect("govbus runs")
+    };
+    let first = run();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for file in [
+        "ca.pem",
+        "ca-key.pem",
+        "identity.pem",
+        "identity-key.pem",
+        "operator.pem",
+        "operator-key.pem",
+    ] {
+        assert!(certs.join(file).is_file(), "{file}");
+    }
+    let pem = std::fs::read(certs.join("operator.pem")).expect("certificate");
+    assert!(pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    let second = run();
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "existing certificates are not overwritten"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already holds certificates"));
+}

@@ -33,6 +33,9 @@ pub struct IdentityConfig {
     pub bus: BusOptions,
     /// Outbox relay tuning.
     pub relay: RelaySettings,
+    /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
+    /// HTTP/2 (development and tests only).
+    pub tls: Option<govbus_kit::tls::ServiceTls>,
     /// How often counts of other services' calls are published.
     pub call_report_interval: Duration,
 }
@@ -71,6 +74,7 @@ impl Application {
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
+            config.tls.as_ref(),
         )
         .await?
         .add_service(

@@ -47,7 +47,14 @@ pub const CALLER_METADATA: &str = "x-govbus-caller";
 impl IdentityClient {
     /// A client for identity at `url` (e.g. `http://127.0.0.1:50051`), calling on behalf of the
     /// service `caller` (identity counts calls per caller as integration evidence).
-    pub fn new(url: &str, caller: &str) -> Result<Self, String> {
+    ///
+    /// With `tls` the caller presents its certificate (its identity at identity is the name in
+    /// it) and identity's certificate must name `identity`; the URL is then `https://…`.
+    pub fn new(
+        url: &str,
+        caller: &str,
+        tls: Option<&govbus_kit::tls::ServiceTls>,
+    ) -> Result<Self, String> {
         let caller = caller
             .parse()
             .map_err(|_| format!("the caller name {caller:?} is not valid gRPC metadata"))?;
@@ -56,6 +63,12 @@ impl IdentityClient {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        let endpoint = match tls {
+            Some(tls) => endpoint
+                .tls_config(tls.client_config("identity"))
+                .map_err(|error| format!("TLS for the identity service: {error}"))?,
+            None => endpoint,
+        };
         Ok(Self {
             client: IdentityServiceClient::with_interceptor(
                 endpoint.connect_lazy(),

@@ -47,6 +47,7 @@ impl TestApp {
                 ..RelaySettings::default()
             },
             call_report_interval: Duration::from_millis(200),
+            tls: None,
         };
         let app = Application::build(config).await.expect("identity starts");
         let client = IdentityServiceClient::connect(format!("http://{}", app.address()))

@@ -180,10 +180,14 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
 ///
 /// Every call is traced and counted (see [`crate::telemetry::grpc`]) under `service`, the govbus
 /// service name (e.g. `identity`).
+///
+/// With `tls`, the server presents the service's certificate and requires callers to present
+/// one from the same CA (mutual TLS).
 pub async fn server_with_health_and_reflection<S>(
     service: &'static str,
     descriptors: &'static [u8],
-) -> Result<ServiceRouter, tonic_reflection::server::Error>
+    tls: Option<&crate::tls::ServiceTls>,
+) -> Result<ServiceRouter, crate::StartError>
 where
     S: NamedService,
 {
@@ -196,7 +200,13 @@ where
             .register_encoded_file_descriptor_set(descriptors)
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
-    Ok(Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|error| crate::StartError::Tls(error.to_string()))?;
+    }
+    Ok(builder
         .layer(ServerTelemetryLayer::new(service))
         .add_service(health)
         .add_service(reflection().build_v1()?)

@@ -19,6 +19,7 @@
 //! - [`idempotency`]: client-supplied idempotency keys.
 //! - [`runtime`]: starting and stopping a service in order.
 //! - [`schema`]: the tables the kit keeps in each service's database.
+//! - [`tls`]: mutual TLS between services and the caller's name from its certificate.
 //! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
 
 pub mod command;
@@ -30,6 +31,7 @@ pub mod outbox;
 pub mod runtime;
 pub mod schema;
 pub mod telemetry;
+pub mod tls;
 
 pub use db::{Backend, Database, DbError, Migration};
 pub use idempotency::{IdempotencyError, IdempotentRequest};

@@ -37,6 +37,9 @@ pub enum StartError {
     /// The reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificates cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Another service this one calls has an invalid address.
     #[error("{0}")]
     Dependency(String),

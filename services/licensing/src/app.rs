@@ -37,6 +37,9 @@ pub struct LicensingConfig {
     pub bus: BusOptions,
     /// Outbox relay tuning.
     pub relay: RelaySettings,
+    /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
+    /// HTTP/2 (development and tests only).
+    pub tls: Option<govbus_kit::tls::ServiceTls>,
     /// Service-level deadlines.
     pub deadlines: Deadlines,
     /// How often passed deadlines are looked for.
@@ -56,8 +59,8 @@ impl Application {
     pub async fn build(config: LicensingConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
-        let identity =
-            IdentityClient::new(&config.identity_url, SERVICE).map_err(StartError::Dependency)?;
+        let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
+            .map_err(StartError::Dependency)?;
         let declaration = ServiceAdapter::new(SERVICE)
             .publishes::<ApplicationSubmitted>()
             .publishes::<NibIssued>()
@@ -88,6 +91,7 @@ impl Application {
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
+            config.tls.as_ref(),
         )
         .await?
         .add_service(

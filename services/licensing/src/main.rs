@@ -3,6 +3,8 @@
 //! Configuration comes from the environment:
 //! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
 //!   trace export (see `docs/operating.md`);
+//! - `GOVBUS_TLS_DIR`: a folder of certificates (`ca.pem`, `<service>.pem`, `<service>-key.pem`,
+//!   as `govbus certs init` writes them) for mutual TLS; unset serves plain HTTP/2;
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
@@ -45,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
             .client_name("licensing")
             .wait_for_server(true),
         relay: RelaySettings::default(),
+        tls: govbus_kit::tls::ServiceTls::from_env("licensing")?,
         deadlines: Deadlines {
             verification: days("GOVBUS_LICENSING_VERIFICATION_DAYS", 5)?,
             approval: days("GOVBUS_LICENSING_APPROVAL_DAYS", 10)?,

@@ -37,6 +37,9 @@ pub struct WelfareConfig {
     pub bus: BusOptions,
     /// Outbox relay tuning.
     pub relay: RelaySettings,
+    /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
+    /// HTTP/2 (development and tests only).
+    pub tls: Option<govbus_kit::tls::ServiceTls>,
 }
 
 /// A running welfare service.
@@ -51,8 +54,8 @@ impl Application {
     pub async fn build(config: WelfareConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
-        let identity =
-            IdentityClient::new(&config.identity_url, SERVICE).map_err(StartError::Dependency)?;
+        let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
+            .map_err(StartError::Dependency)?;
         let declaration = ServiceAdapter::new(SERVICE)
             .publishes::<HouseholdRegistered>()
             .publishes::<HouseholdAssessed>()
@@ -81,6 +84,7 @@ impl Application {
         let router = server_with_health_and_reflection::<WelfareServiceServer<WelfareApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
+            config.tls.as_ref(),
         )
         .await?
         .add_service(

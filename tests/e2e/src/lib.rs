@@ -94,6 +94,7 @@ impl Stack {
             listen: any_port(),
             bus: bus_options("identity"),
             relay: relay(),
+            tls: None,
             call_report_interval: std::time::Duration::from_millis(200),
         })
         .await
@@ -105,6 +106,7 @@ impl Stack {
             identity_url: identity_url.clone(),
             bus: bus_options("welfare"),
             relay: relay(),
+            tls: None,
         })
         .await
         .expect("welfare starts");
@@ -114,6 +116,7 @@ impl Stack {
             identity_url: identity_url.clone(),
             bus: bus_options("licensing"),
             relay: relay(),
+            tls: None,
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
         };
@@ -126,6 +129,7 @@ impl Stack {
                 listen: any_port(),
                 bus: bus_options("evaluation"),
                 relay: relay(),
+                tls: None,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
             })

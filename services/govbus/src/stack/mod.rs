@@ -400,6 +400,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
         listen: config.identity.listen,
         bus: bus("identity"),
         relay: RelaySettings::default(),
+        tls: None,
         call_report_interval: Duration::from_secs(60),
     })
     .await
@@ -412,6 +413,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
             identity_url: identity_url.clone(),
             bus: bus("welfare"),
             relay: RelaySettings::default(),
+            tls: None,
         })
         .await
         .map_err(failed("welfare"))?;
@@ -422,6 +424,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
                 identity_url,
                 bus: bus("licensing"),
                 relay: RelaySettings::default(),
+                tls: None,
                 deadlines: govbus_licensing::Deadlines {
                     verification: config.licensing.verification_deadline,
                     approval: config.licensing.approval_deadline,
@@ -442,6 +445,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
                 listen: config.evaluation.listen,
                 bus: bus("evaluation"),
                 relay: RelaySettings::default(),
+                tls: None,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
             })

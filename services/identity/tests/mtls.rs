@@ -1,0 +1,167 @@
+//! Identity over mutual TLS: only holders of a certificate from the deployment's CA can call,
+//! and the caller is who its certificate names, whatever it claims in metadata.
+
+use std::time::{Duration, Instant};
+
+use govbus_bus::BusOptions;
+use govbus_civil::Nik;
+use govbus_harness::{NatsServer, TestDatabase};
+use govbus_identity::client::{IdentityClient, Verified};
+use govbus_identity::{Application, IdentityConfig};
+use govbus_kit::RelaySettings;
+use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
+use govbus_proto::identity::v1 as identity;
+use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use prost::Message as _;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+struct Secured {
+    nats: NatsServer,
+    _db: TestDatabase,
+    app: Application,
+    certificates: tempfile::TempDir,
+}
+
+impl Secured {
+    async fn start() -> Self {
+        let nats = tokio::task::spawn_blocking(NatsServer::start)
+            .await
+            .expect("joined")
+            .expect("nats-server");
+        let db = TestDatabase::sqlite().expect("database");
+        let certificates = tempfile::tempdir().expect("temp dir");
+        generate_development_certificates(
+            certificates.path(),
+            &["identity", "welfare", "licensing"],
+        )
+        .expect("certificates");
+        let app = Application::build(IdentityConfig {
+            database_url: db.url().to_owned(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            bus: BusOptions::new(nats.client_url()).client_name("identity"),
+            relay: RelaySettings::default(),
+            call_report_interval: Duration::from_millis(200),
+            tls: Some(tls(certificates.path(), "identity")),
+        })
+        .await
+        .expect("identity starts with TLS");
+        Self {
+            nats,
+            _db: db,
+            app,
+            certificates,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.app.port())
+    }
+
+    fn tls(&self, name: &str) -> ServiceTls {
+        tls(self.certificates.path(), name)
+    }
+}
+
+fn tls(dir: &std::path::Path, name: &str) -> ServiceTls {
+    ServiceTls::from_files(name, &CertificatePaths::in_dir(dir, name)).expect("certificate files")
+}
+
+fn some_nik() -> Nik {
+    Nik::parse("3573015001900001").expect("valid NIK")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_a_certificate_from_the_ca_is_refused() {
+    let secured = Secured::start().await;
+
+    // Trusts the CA but presents no certificate.
+    let ca = std::fs::read(secured.certificates.path().join("ca.pem")).expect("ca");
+    let anonymous = Endpoint::from_shared(secured.url())
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .domain_name("identity"),
+        )
+        .expect("tls")
+        .connect()
+        .await;
+    let refused = match anonymous {
+        Err(_) => true,
+        Ok(channel) => IdentityServiceClient::new(channel)
+            .verify_citizen(identity::VerifyCitizenRequest {
+                nik: some_nik().as_str().to_owned(),
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a call without a client certificate must fail");
+
+    // A certificate from another CA, naming a real service, is refused too.
+    let rogue = tempfile::tempdir().expect("temp dir");
+    generate_development_certificates(rogue.path(), &["welfare"]).expect("rogue certificates");
+    let impostor = IdentityClient::new(
+        &secured.url(),
+        "welfare",
+        Some(&tls(rogue.path(), "welfare")),
+    )
+    .expect("client");
+    assert!(impostor.verify(&some_nik()).await.is_err());
+
+    // Plain HTTP/2 is not served at all.
+    let plain = IdentityClient::new(
+        &format!("http://127.0.0.1:{}", secured.app.port()),
+        "welfare",
+        None,
+    )
+    .expect("client");
+    assert!(plain.verify(&some_nik()).await.is_err());
+
+    // The real certificate works.
+    let welfare = IdentityClient::new(&secured.url(), "welfare", Some(&secured.tls("welfare")))
+        .expect("client");
+    assert_eq!(
+        welfare.verify(&some_nik()).await.expect("answered"),
+        Verified::Unknown
+    );
+    secured.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_is_who_its_certificate_names() {
+    let secured = Secured::start().await;
+    // Licensing's certificate, claiming to be welfare in the metadata.
+    let liar = IdentityClient::new(&secured.url(), "welfare", Some(&secured.tls("licensing")))
+        .expect("client");
+    for _ in 0..3 {
+        liar.verify(&some_nik()).await.expect("answered");
+    }
+    let bus = govbus_bus::Bus::connect(BusOptions::new(secured.nats.client_url()))
+        .await
+        .expect("bus");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let counted = loop {
+        let mut callers = Vec::new();
+        if let Ok(mut stream) = bus.jetstream().get_stream("GOVBUS_IDENTITY").await
+            && let Ok(info) = stream.info().await
+        {
+            let last = info.state.last_sequence;
+            for sequence in 1..=last {
+                if let Ok(message) = stream.get_raw_message(sequence).await
+                    && message.subject.as_str() == "govbus.identity.calls.counted.v1"
+                    && let Ok(event) = identity::CallsCounted::decode(message.payload.as_ref())
+                {
+                    callers.push((event.caller, event.calls));
+                }
+            }
+        }
+        if !callers.is_empty() {
+            break callers;
+        }
+        assert!(Instant::now() < deadline, "no call report published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(counted, vec![("licensing".to_owned(), 3)]);
+    secured.app.stop().await;
+}
