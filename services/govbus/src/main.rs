@@ -113,6 +113,10 @@ struct DemoArgs {
     /// Numbering seed; by default the current time, so runs do not collide.
     #[arg(long)]
     seed: Option<u64>,
+    /// The folder holding the operator's certificate (`operator.pem`, `operator-key.pem`) and
+    /// the CA; by default the one the stack reports.
+    #[arg(long)]
+    certs_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -364,10 +368,29 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .map(|since| since.as_secs())
             .unwrap_or(0)
     });
+    let tls = if overview["tls"] == true {
+        let dir = args
+            .certs_dir
+            .clone()
+            .or_else(|| overview["certificates_dir"].as_str().map(PathBuf::from))
+            .context(
+                "the stack speaks mutual TLS; pass --certs-dir with the operator's certificate",
+            )?;
+        Some(
+            govbus_kit::tls::ServiceTls::from_files(
+                govbus::stack::OPERATOR,
+                &govbus_kit::tls::CertificatePaths::in_dir(&dir, govbus::stack::OPERATOR),
+            )
+            .context("reading the operator's certificate")?,
+        )
+    } else {
+        None
+    };
     let workload = govbus::demo::Workload {
         households: args.households,
         seed,
         progress: !args.remote.json,
+        tls,
     };
     let events = || async {
         let streams: Vec<serde_json::Value> = client.get("/api/streams").await?;

@@ -494,3 +494,55 @@ fn certs_init_writes_a_ca_and_a_certificate_per_name_once() {
     );
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds certificates"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_speaks_mutual_tls_by_default() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let observability = Observability {
+        traces: govbus_kit::telemetry::TraceStore::new(10),
+        metrics: None,
+    };
+    let stack = Stack::start(config(data.path()), observability)
+        .await
+        .expect("starts");
+    stack
+        .wait_until_healthy(std::time::Duration::from_secs(30))
+        .await
+        .expect("healthy over mutual TLS");
+    let certificates = stack
+        .endpoints()
+        .certificates_dir
+        .clone()
+        .expect("TLS on by default");
+    assert!(certificates.join("ca.pem").is_file());
+    let identity = stack
+        .endpoints()
+        .services
+        .iter()
+        .find(|endpoint| endpoint.name == "identity")
+        .expect("identity")
+        .clone();
+    let request = || govbus_proto::identity::v1::VerifyCitizenRequest {
+        nik: "3573015001900001".to_owned(),
+        ..Default::default()
+    };
+    // Plain HTTP/2 is not served.
+    let plain = govbus::stack::grpc_channel(&identity, None).expect("channel");
+    let refused =
+        govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(plain)
+            .verify_citizen(request())
+            .await;
+    assert!(refused.is_err());
+    // The operator's certificate is accepted.
+    let operator = govbus_kit::tls::ServiceTls::from_files(
+        "operator",
+        &govbus_kit::tls::CertificatePaths::in_dir(&certificates, "operator"),
+    )
+    .expect("operator certificate");
+    let secured = govbus::stack::grpc_channel(&identity, Some(&operator)).expect("channel");
+    govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(secured)
+        .verify_citizen(request())
+        .await
+        .expect("answered over mutual TLS");
+    stack.stop().await;
+}

@@ -38,6 +38,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("telemetry.log_format", Kind::Text),
     ("telemetry.otlp_endpoint", Kind::Text),
     ("telemetry.keep_traces", Kind::Integer),
+    ("tls.enabled", Kind::Bool),
+    ("tls.dir", Kind::Text),
 ];
 
 /// Shorter environment names kept for what every govbus binary reads.
@@ -424,6 +426,7 @@ mod tests {
         }
         full.licensing.database_url = Some("sqlite://x.db".into());
         full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
+        full.tls.dir = Some("/etc/govbus/certs".into());
         let table = toml::Table::try_from(full).expect("serialisable");
         let mut leaves = Vec::new();
         flatten("", &table, &mut leaves);

@@ -41,6 +41,20 @@ pub struct StackConfig {
     pub console: ConsoleConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+    /// Mutual TLS between the services.
+    pub tls: TlsConfig,
+}
+
+/// Mutual TLS between the services (and for the console's and operators' gRPC calls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Every gRPC hop over mutual TLS. Turn off only for debugging with plain-text tools.
+    pub enabled: bool,
+    /// The certificates (`ca.pem`, `<name>.pem`, `<name>-key.pem`). Unset: `<data_dir>/certs`,
+    /// where a development CA and certificates are made at the first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 /// NATS: an embedded server, or an existing one.
@@ -153,6 +167,10 @@ impl Default for StackConfig {
                 otlp_endpoint: None,
                 keep_traces: 2_000,
             },
+            tls: TlsConfig {
+                enabled: true,
+                dir: None,
+            },
         }
     }
 }
@@ -168,6 +186,16 @@ impl StackConfig {
         self.evaluation.listen = any;
         self.console.listen = any;
         self
+    }
+
+    /// The certificate folder, when TLS is on.
+    pub fn certificates_dir(&self) -> Option<PathBuf> {
+        self.tls.enabled.then(|| {
+            self.tls
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("certs"))
+        })
     }
 
     /// The database URL of `service`: the configured one or a SQLite file in the data folder.

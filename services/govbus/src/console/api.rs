@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
 use super::inspect::{self, EventView};
-use crate::stack::check_health;
+use crate::stack::{check_health, grpc_channel};
 
 /// Kota Malang, the instance the SPBE dashboard shows unless asked for another.
 const DEFAULT_INSTANCE: &str = "35.73";
@@ -153,7 +153,7 @@ async fn service_health(state: &ConsoleState) -> Vec<ServiceHealth> {
         .services
         .iter()
         .map(|endpoint| async move {
-            let result = check_health(endpoint.address).await;
+            let result = check_health(endpoint, state.inner.tls.as_ref()).await;
             ServiceHealth {
                 name: endpoint.name.clone(),
                 address: endpoint.address.to_string(),
@@ -175,6 +175,9 @@ struct Overview {
     nats_embedded: bool,
     nats_connected: bool,
     data_dir: String,
+    /// Whether the services speak mutual TLS, and where their certificates are.
+    tls: bool,
+    certificates_dir: Option<String>,
     services: Vec<ServiceHealth>,
     dead_letters: Option<u64>,
     traces_kept: usize,
@@ -189,6 +192,11 @@ async fn overview(State(state): State<ConsoleState>) -> ApiResult<Overview> {
         nats_embedded: endpoints.nats_embedded,
         nats_connected: bus.client().connection_state() == async_nats::connection::State::Connected,
         data_dir: endpoints.data_dir.display().to_string(),
+        tls: endpoints.certificates_dir.is_some(),
+        certificates_dir: endpoints
+            .certificates_dir
+            .as_ref()
+            .map(|dir| dir.display().to_string()),
         services: service_health(&state).await,
         dead_letters: bus.dead_letters().count().await.ok(),
         traces_kept: state.inner.observability.traces.len(),
@@ -452,16 +460,14 @@ async fn spbe(
     State(state): State<ConsoleState>,
     Query(query): Query<SpbeQuery>,
 ) -> ApiResult<Spbe> {
-    let address = state
+    let endpoint = state
         .inner
         .endpoints
-        .service("evaluation")
+        .services
+        .iter()
+        .find(|endpoint| endpoint.name == "evaluation")
         .ok_or_else(|| ApiError::unavailable("no evaluation service in this stack"))?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| ApiError::unavailable(error.to_string()))?
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
+    let channel = grpc_channel(endpoint, state.inner.tls.as_ref())
         .map_err(|error| ApiError::unavailable(format!("evaluation: {error}")))?;
     let mut client = EvaluationServiceClient::new(channel);
     let instance = query

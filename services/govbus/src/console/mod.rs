@@ -48,19 +48,27 @@ struct StateInner {
     endpoints: Endpoints,
     observability: Observability,
     rates: inspect::Rates,
+    /// The console's identity for its gRPC calls, when the services speak mutual TLS.
+    tls: Option<govbus_kit::tls::ServiceTls>,
     /// Cancelled when the console stops, ending open event streams.
     closing: CancellationToken,
 }
 
 impl ConsoleState {
     /// State over a bus connection of its own.
-    pub fn new(bus: Bus, endpoints: Endpoints, observability: Observability) -> Self {
+    pub fn new(
+        bus: Bus,
+        endpoints: Endpoints,
+        observability: Observability,
+        tls: Option<govbus_kit::tls::ServiceTls>,
+    ) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 bus,
                 endpoints,
                 observability,
                 rates: inspect::Rates::default(),
+                tls,
                 closing: CancellationToken::new(),
             }),
         }

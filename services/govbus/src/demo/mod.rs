@@ -8,7 +8,6 @@
 
 mod people;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -24,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 
 use crate::console::ServiceEndpoint;
+use crate::stack::grpc_channel;
 use people::Person;
 
 /// What the demo does.
@@ -35,6 +35,8 @@ pub struct Workload {
     pub seed: u64,
     /// Show a progress bar on standard error.
     pub progress: bool,
+    /// The operator's certificate when the services speak mutual TLS.
+    pub tls: Option<govbus_kit::tls::ServiceTls>,
 }
 
 /// What the demo did.
@@ -79,19 +81,16 @@ struct Clients {
 }
 
 impl Clients {
-    async fn connect(services: &[ServiceEndpoint]) -> anyhow::Result<Self> {
+    async fn connect(
+        services: &[ServiceEndpoint],
+        tls: Option<&govbus_kit::tls::ServiceTls>,
+    ) -> anyhow::Result<Self> {
         let channel = |name: &str| {
-            let address: SocketAddr = services
+            let endpoint = services
                 .iter()
                 .find(|service| service.name == name)
-                .map(|service| service.address)
                 .with_context(|| format!("the stack has no {name} service"))?;
-            anyhow::Ok(
-                Channel::from_shared(format!("http://{address}"))?
-                    .tcp_nodelay(true)
-                    .timeout(Duration::from_secs(10))
-                    .connect_lazy(),
-            )
+            grpc_channel(endpoint, tls).map_err(|error| anyhow::anyhow!("{name}: {error}"))
         };
         Ok(Self {
             identity: IdentityServiceClient::new(channel("identity")?),
@@ -144,7 +143,7 @@ where
 {
     let started = Instant::now();
     let events_before = events_published().await?;
-    let mut clients = Clients::connect(services).await?;
+    let mut clients = Clients::connect(services, workload.tls.as_ref()).await?;
     let steps = u64::from(workload.households) + 2;
     let bar = if workload.progress {
         ProgressBar::new(steps)

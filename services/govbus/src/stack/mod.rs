@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::StackConfig;
 use crate::console::{Console, ConsoleState, ServiceEndpoint};
+use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,15 @@ pub enum StackError {
     /// The console did not start.
     #[error("console did not start: {0}")]
     Console(String),
+    /// The TLS certificates cannot be made or read.
+    #[error("certificates in {dir}: {source}")]
+    Certificates {
+        /// Their folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: govbus_kit::tls::TlsError,
+    },
     /// A part did not report healthy in time.
     #[error("{part} is not healthy after {waited:?}: {reason}")]
     Unhealthy {
@@ -81,6 +91,8 @@ pub struct Endpoints {
     pub console: Option<SocketAddr>,
     /// The data folder.
     pub data_dir: PathBuf,
+    /// The certificate folder when the services speak mutual TLS.
+    pub certificates_dir: Option<PathBuf>,
 }
 
 impl Endpoints {
@@ -103,6 +115,8 @@ pub struct Stack {
     evaluation: govbus_evaluation::Application,
     console: Option<Console>,
     endpoints: Endpoints,
+    /// The operator's identity, for the health checks.
+    operator_tls: Option<ServiceTls>,
     shutdown_timeout: Duration,
     /// Held while running: a second stack on the same data folder would corrupt it.
     _lock: File,
@@ -115,6 +129,10 @@ impl Stack {
         observability: Observability,
     ) -> Result<Self, StackError> {
         let lock = lock_data_dir(&config.data_dir)?;
+        let certificates = match config.certificates_dir() {
+            Some(dir) => Some(Certificates::open(dir)?),
+            None => None,
+        };
         let (nats, nats_url) = match &config.nats.url {
             Some(url) => (None, url.clone()),
             None => {
@@ -129,7 +147,7 @@ impl Stack {
                 (Some(supervised), url)
             }
         };
-        let started = Box::pin(start_services(&config, &nats_url)).await;
+        let started = Box::pin(start_services(&config, &nats_url, certificates.as_ref())).await;
         let (identity, welfare, licensing, evaluation) = match started {
             Ok(services) => services,
             Err(error) => {
@@ -156,6 +174,13 @@ impl Stack {
                 services,
                 console: None,
                 data_dir: config.data_dir.clone(),
+                certificates_dir: certificates
+                    .as_ref()
+                    .map(|certificates| certificates.dir.clone()),
+            },
+            operator_tls: match &certificates {
+                Some(certificates) => Some(certificates.identity(OPERATOR)?),
+                None => None,
             },
             shutdown_timeout: config.shutdown_timeout,
             _lock: lock,
@@ -165,7 +190,11 @@ impl Stack {
                 let bus = Bus::connect(BusOptions::new(&nats_url).client_name("console"))
                     .await
                     .map_err(|error| StackError::Console(format!("bus: {error}")))?;
-                let state = ConsoleState::new(bus, stack.endpoints.clone(), observability);
+                let tls = match &certificates {
+                    Some(certificates) => Some(certificates.identity(CONSOLE)?),
+                    None => None,
+                };
+                let state = ConsoleState::new(bus, stack.endpoints.clone(), observability, tls);
                 Console::start(config.console.listen, state)
                     .await
                     .map_err(StackError::Console)
@@ -200,7 +229,7 @@ impl Stack {
         let started = Instant::now();
         for endpoint in &self.endpoints.services {
             loop {
-                let reason = match check_health(endpoint.address).await {
+                let reason = match check_health(endpoint, self.operator_tls.as_ref()).await {
                     Ok(()) => break,
                     Err(reason) => reason,
                 };
@@ -388,7 +417,20 @@ type Services = (
     govbus_evaluation::Application,
 );
 
-async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services, StackError> {
+async fn start_services(
+    config: &StackConfig,
+    nats_url: &str,
+    certificates: Option<&Certificates>,
+) -> Result<Services, StackError> {
+    let tls = |service: &str| match certificates {
+        Some(certificates) => certificates.identity(service).map(Some),
+        None => Ok(None),
+    };
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let bus = |service: &str| {
         BusOptions::new(nats_url)
             .client_name(service)
@@ -400,12 +442,12 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
         listen: config.identity.listen,
         bus: bus("identity"),
         relay: RelaySettings::default(),
-        tls: None,
+        tls: tls("identity")?,
         call_report_interval: Duration::from_secs(60),
     })
     .await
     .map_err(failed("identity"))?;
-    let identity_url = format!("http://{}", identity.address());
+    let identity_url = format!("{scheme}://{}", identity.address());
     let rest = async {
         let welfare = govbus_welfare::Application::build(govbus_welfare::WelfareConfig {
             database_url: config.database_url("welfare"),
@@ -413,7 +455,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
             identity_url: identity_url.clone(),
             bus: bus("welfare"),
             relay: RelaySettings::default(),
-            tls: None,
+            tls: tls("welfare")?,
         })
         .await
         .map_err(failed("welfare"))?;
@@ -424,7 +466,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
                 identity_url,
                 bus: bus("licensing"),
                 relay: RelaySettings::default(),
-                tls: None,
+                tls: tls("licensing")?,
                 deadlines: govbus_licensing::Deadlines {
                     verification: config.licensing.verification_deadline,
                     approval: config.licensing.approval_deadline,
@@ -445,7 +487,7 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
                 listen: config.evaluation.listen,
                 bus: bus("evaluation"),
                 relay: RelaySettings::default(),
-                tls: None,
+                tls: tls("evaluation")?,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
             })
@@ -469,15 +511,33 @@ async fn start_services(config: &StackConfig, nats_url: &str) -> Result<Services
     }
 }
 
+/// A channel to `endpoint`, over mutual TLS with `tls` (checking the server's certificate
+/// names the service) or plain HTTP/2 without.
+pub fn grpc_channel(
+    endpoint: &ServiceEndpoint,
+    tls: Option<&ServiceTls>,
+) -> Result<tonic::transport::Channel, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut channel =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", endpoint.address))
+            .map_err(|error| error.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        channel = channel
+            .tls_config(tls.client_config(&endpoint.name))
+            .map_err(|error| format!("TLS: {error}"))?;
+    }
+    Ok(channel.connect_lazy())
+}
+
 /// Asks a service's standard gRPC health service whether it is serving.
-pub(crate) async fn check_health(address: SocketAddr) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| error.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|error| format!("cannot connect: {error}"))?;
+pub(crate) async fn check_health(
+    endpoint: &ServiceEndpoint,
+    tls: Option<&ServiceTls>,
+) -> Result<(), String> {
+    let channel = grpc_channel(endpoint, tls)?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -487,5 +547,54 @@ pub(crate) async fn check_health(address: SocketAddr) -> Result<(), String> {
     match response.into_inner().status() {
         ServingStatus::Serving => Ok(()),
         other => Err(format!("reports {}", other.as_str_name())),
+    }
+}
+
+/// The client identity of the console.
+pub const CONSOLE: &str = "console";
+/// The client identity of operators' tools (`govbus demo`).
+pub const OPERATOR: &str = "operator";
+
+/// The stack's certificate folder.
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    /// Opens `dir`, making a development CA and certificates there if it holds none.
+    pub fn open(dir: PathBuf) -> Result<Self, StackError> {
+        if !dir.join("ca.pem").is_file() {
+            govbus_kit::tls::generate_development_certificates(
+                &dir,
+                &[
+                    "identity",
+                    "welfare",
+                    "licensing",
+                    "evaluation",
+                    CONSOLE,
+                    OPERATOR,
+                ],
+            )
+            .map_err(|source| StackError::Certificates {
+                dir: dir.clone(),
+                source,
+            })?;
+            tracing::warn!(
+                message = "Made a development CA and certificates; install certificates from your own CA for production.",
+                dir = %dir.display(),
+            );
+        }
+        Ok(Self { dir })
+    }
+
+    /// The certificate and key of `name`.
+    pub fn identity(&self, name: &str) -> Result<ServiceTls, StackError> {
+        ServiceTls::from_files(name, &CertificatePaths::in_dir(&self.dir, name)).map_err(|source| {
+            StackError::Certificates {
+                dir: self.dir.clone(),
+                source,
+            }
+        })
     }
 }

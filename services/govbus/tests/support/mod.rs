@@ -109,6 +109,18 @@ pub(crate) async fn run_demo(running: &Running, households: u32, seed: u64) -> S
             households,
             seed,
             progress: false,
+            tls: running
+                .stack
+                .endpoints()
+                .certificates_dir
+                .as_ref()
+                .map(|dir| {
+                    govbus_kit::tls::ServiceTls::from_files(
+                        "operator",
+                        &govbus_kit::tls::CertificatePaths::in_dir(dir, "operator"),
+                    )
+                    .expect("the operator's certificate")
+                }),
         },
         streams_total,
     )
