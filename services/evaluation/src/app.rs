@@ -35,6 +35,9 @@ pub struct EvaluationConfig {
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
+    /// Who may call which method (enforced with `tls` only: callers are known by their
+    /// certificates).
+    pub access: Option<govbus_kit::access::AccessPolicy>,
     /// The services whose events are evidence (each has its own durable consumer).
     pub evidence_services: Vec<String>,
     /// A folder of further instrument files (`*.toml`), beside the shipped one.
@@ -100,6 +103,7 @@ impl Application {
             SERVICE,
             FILE_DESCRIPTOR_SET,
             config.tls.as_ref(),
+            config.access.clone(),
         )
         .await?
         .add_service(

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
             .wait_for_server(true),
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("evaluation")?,
+        access: govbus_kit::access::AccessPolicy::from_env()?,
         evidence_services: match std::env::var("GOVBUS_EVALUATION_SERVICES") {
             Ok(list) => list
                 .split(',')

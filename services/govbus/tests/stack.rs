@@ -546,3 +546,74 @@ async fn the_stack_speaks_mutual_tls_by_default() {
         .expect("answered over mutual TLS");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_policy_decides_who_calls_what_and_is_reloaded_when_edited() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let observability = Observability {
+        traces: govbus_kit::telemetry::TraceStore::new(10),
+        metrics: None,
+    };
+    let stack = Stack::start(config(data.path()), observability)
+        .await
+        .expect("starts");
+    let certificates = stack.endpoints().certificates_dir.clone().expect("TLS on");
+    let identity = stack
+        .endpoints()
+        .services
+        .iter()
+        .find(|endpoint| endpoint.name == "identity")
+        .expect("identity")
+        .clone();
+    let verify_as = |caller: &'static str| {
+        let certificates = certificates.clone();
+        let identity = identity.clone();
+        async move {
+            let tls = govbus_kit::tls::ServiceTls::from_files(
+                caller,
+                &govbus_kit::tls::CertificatePaths::in_dir(&certificates, caller),
+            )
+            .expect("certificate");
+            let channel = govbus::stack::grpc_channel(&identity, Some(&tls)).expect("channel");
+            govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(channel)
+                .verify_citizen(govbus_proto::identity::v1::VerifyCitizenRequest {
+                    nik: "3573015001900001".to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|status| status.code())
+        }
+    };
+    assert_eq!(verify_as("welfare").await, Ok(()));
+    assert_eq!(verify_as("licensing").await, Ok(()));
+    assert_eq!(
+        verify_as("evaluation").await,
+        Err(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        verify_as("console").await,
+        Err(tonic::Code::PermissionDenied)
+    );
+
+    // An operator edits the policy in the data folder; it is reloaded without a restart.
+    let policy = data.path().join("access-policy.toml");
+    let mut text = std::fs::read_to_string(&policy).expect("the shipped policy was copied");
+    text.push_str(
+        "\n[[grant]]\ncallers = [\"evaluation\"]\nmethods = [\"govbus.identity.v1.IdentityService/VerifyCitizen\"]\n",
+    );
+    std::fs::write(&policy, text).expect("edited");
+    eventually("the edited policy to be in force", async || {
+        (verify_as("evaluation").await == Ok(())).then_some(())
+    })
+    .await;
+    // A broken edit leaves the policy in force.
+    std::fs::write(&policy, "[[grant]\n").expect("broken");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(verify_as("evaluation").await, Ok(()));
+    assert_eq!(
+        verify_as("console").await,
+        Err(tonic::Code::PermissionDenied)
+    );
+    stack.stop().await;
+}

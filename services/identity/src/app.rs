@@ -36,6 +36,9 @@ pub struct IdentityConfig {
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
+    /// Who may call which method (enforced with `tls` only: callers are known by their
+    /// certificates).
+    pub access: Option<govbus_kit::access::AccessPolicy>,
     /// How often counts of other services' calls are published.
     pub call_report_interval: Duration,
 }
@@ -75,6 +78,7 @@ impl Application {
             SERVICE,
             FILE_DESCRIPTOR_SET,
             config.tls.as_ref(),
+            config.access.clone(),
         )
         .await?
         .add_service(

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
             .wait_for_server(true),
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("identity")?,
+        access: govbus_kit::access::AccessPolicy::from_env()?,
         call_report_interval: std::time::Duration::from_secs(60),
     };
     let app = Application::build(config)

@@ -48,6 +48,7 @@ impl TestApp {
             },
             call_report_interval: Duration::from_millis(200),
             tls: None,
+            access: None,
         };
         let app = Application::build(config).await.expect("identity starts");
         let client = IdentityServiceClient::connect(format!("http://{}", app.address()))

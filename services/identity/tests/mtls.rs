@@ -42,6 +42,7 @@ impl Secured {
             relay: RelaySettings::default(),
             call_report_interval: Duration::from_millis(200),
             tls: Some(tls(certificates.path(), "identity")),
+            access: None,
         })
         .await
         .expect("identity starts with TLS");

@@ -9,10 +9,11 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::layer::util::{Identity, Stack};
 
+use crate::access::AccessLayer;
 use crate::telemetry::grpc::ServerTelemetryLayer;
 
 /// A service's gRPC router: its services behind the telemetry layer.
-pub type ServiceRouter = Router<Stack<ServerTelemetryLayer, Identity>>;
+pub type ServiceRouter = Router<Stack<AccessLayer, Stack<ServerTelemetryLayer, Identity>>>;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -187,6 +188,7 @@ pub async fn server_with_health_and_reflection<S>(
     service: &'static str,
     descriptors: &'static [u8],
     tls: Option<&crate::tls::ServiceTls>,
+    access: Option<crate::access::AccessPolicy>,
 ) -> Result<ServiceRouter, crate::StartError>
 where
     S: NamedService,
@@ -207,7 +209,9 @@ where
             .map_err(|error| crate::StartError::Tls(error.to_string()))?;
     }
     Ok(builder
+        // Outermost first: refused calls are traced and counted too.
         .layer(ServerTelemetryLayer::new(service))
+        .layer(AccessLayer::new(service, access))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?))

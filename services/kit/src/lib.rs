@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //!
+//! - [`access`]: which caller may call which gRPC method, enforced on every call.
 //! - [`command`]: a command (with its idempotency key) or an event handler (with the inbox) as one transaction.
 //! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
@@ -22,6 +23,7 @@
 //! - [`tls`]: mutual TLS between services and the caller's name from its certificate.
 //! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
 
+pub mod access;
 pub mod command;
 pub mod db;
 pub mod grpc;

@@ -40,6 +40,9 @@ pub struct LicensingConfig {
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
+    /// Who may call which method (enforced with `tls` only: callers are known by their
+    /// certificates).
+    pub access: Option<govbus_kit::access::AccessPolicy>,
     /// Service-level deadlines.
     pub deadlines: Deadlines,
     /// How often passed deadlines are looked for.
@@ -92,6 +95,7 @@ impl Application {
             SERVICE,
             FILE_DESCRIPTOR_SET,
             config.tls.as_ref(),
+            config.access.clone(),
         )
         .await?
         .add_service(

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             .wait_for_server(true),
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("licensing")?,
+        access: govbus_kit::access::AccessPolicy::from_env()?,
         deadlines: Deadlines {
             verification: days("GOVBUS_LICENSING_VERIFICATION_DAYS", 5)?,
             approval: days("GOVBUS_LICENSING_APPROVAL_DAYS", 10)?,

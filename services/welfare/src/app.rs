@@ -40,6 +40,9 @@ pub struct WelfareConfig {
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
+    /// Who may call which method (enforced with `tls` only: callers are known by their
+    /// certificates).
+    pub access: Option<govbus_kit::access::AccessPolicy>,
 }
 
 /// A running welfare service.
@@ -85,6 +88,7 @@ impl Application {
             SERVICE,
             FILE_DESCRIPTOR_SET,
             config.tls.as_ref(),
+            config.access.clone(),
         )
         .await?
         .add_service(

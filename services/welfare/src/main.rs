@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             .wait_for_server(true),
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("welfare")?,
+        access: govbus_kit::access::AccessPolicy::from_env()?,
     };
     let app = Application::build(config)
         .await

@@ -95,6 +95,7 @@ impl Stack {
             bus: bus_options("identity"),
             relay: relay(),
             tls: None,
+            access: None,
             call_report_interval: std::time::Duration::from_millis(200),
         })
         .await
@@ -107,6 +108,7 @@ impl Stack {
             bus: bus_options("welfare"),
             relay: relay(),
             tls: None,
+            access: None,
         })
         .await
         .expect("welfare starts");
@@ -117,6 +119,7 @@ impl Stack {
             bus: bus_options("licensing"),
             relay: relay(),
             tls: None,
+            access: None,
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
         };
@@ -130,6 +133,7 @@ impl Stack {
                 bus: bus_options("evaluation"),
                 relay: relay(),
                 tls: None,
+                access: None,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
             })

@@ -40,6 +40,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("telemetry.keep_traces", Kind::Integer),
     ("tls.enabled", Kind::Bool),
     ("tls.dir", Kind::Text),
+    ("tls.policy", Kind::Text),
 ];
 
 /// Shorter environment names kept for what every govbus binary reads.
@@ -427,6 +428,7 @@ mod tests {
         full.licensing.database_url = Some("sqlite://x.db".into());
         full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
         full.tls.dir = Some("/etc/govbus/certs".into());
+        full.tls.policy = Some("/etc/govbus/access-policy.toml".into());
         let table = toml::Table::try_from(full).expect("serialisable");
         let mut leaves = Vec::new();
         flatten("", &table, &mut leaves);

@@ -55,6 +55,10 @@ pub struct TlsConfig {
     /// where a development CA and certificates are made at the first start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// The access policy (who may call which method). Unset: `<data_dir>/access-policy.toml`,
+    /// written from the shipped policy at the first start. Reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
 }
 
 /// NATS: an embedded server, or an existing one.
@@ -170,6 +174,7 @@ impl Default for StackConfig {
             tls: TlsConfig {
                 enabled: true,
                 dir: None,
+                policy: None,
             },
         }
     }

@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::StackConfig;
 use crate::console::{Console, ConsoleState, ServiceEndpoint};
+use govbus_kit::access::AccessPolicy;
 use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
 /// Why the stack could not start.
@@ -56,6 +57,18 @@ pub enum StackError {
         /// Why.
         #[source]
         source: govbus_kit::tls::TlsError,
+    },
+    /// The access policy cannot be used.
+    #[error(transparent)]
+    Policy(#[from] govbus_kit::access::PolicyError),
+    /// The shipped access policy could not be written to the data folder.
+    #[error("writing the access policy {path}: {source}")]
+    PolicyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A part did not report healthy in time.
     #[error("{part} is not healthy after {waited:?}: {reason}")]
@@ -117,6 +130,8 @@ pub struct Stack {
     endpoints: Endpoints,
     /// The operator's identity, for the health checks.
     operator_tls: Option<ServiceTls>,
+    /// Ends the access policy's reload task.
+    stop_watching_policy: CancellationToken,
     shutdown_timeout: Duration,
     /// Held while running: a second stack on the same data folder would corrupt it.
     _lock: File,
@@ -133,6 +148,14 @@ impl Stack {
             Some(dir) => Some(Certificates::open(dir)?),
             None => None,
         };
+        let access = match &certificates {
+            Some(_) => Some(open_policy(&config)?),
+            None => None,
+        };
+        let stop_watching_policy = CancellationToken::new();
+        if let Some(access) = &access {
+            access.watch(Duration::from_secs(2), stop_watching_policy.clone());
+        }
         let (nats, nats_url) = match &config.nats.url {
             Some(url) => (None, url.clone()),
             None => {
@@ -147,10 +170,17 @@ impl Stack {
                 (Some(supervised), url)
             }
         };
-        let started = Box::pin(start_services(&config, &nats_url, certificates.as_ref())).await;
+        let started = Box::pin(start_services(
+            &config,
+            &nats_url,
+            certificates.as_ref(),
+            access.as_ref(),
+        ))
+        .await;
         let (identity, welfare, licensing, evaluation) = match started {
             Ok(services) => services,
             Err(error) => {
+                stop_watching_policy.cancel();
                 stop_nats(nats, config.shutdown_timeout).await;
                 return Err(error);
             }
@@ -183,6 +213,7 @@ impl Stack {
                 None => None,
             },
             shutdown_timeout: config.shutdown_timeout,
+            stop_watching_policy,
             _lock: lock,
         };
         if config.console.enabled {
@@ -252,6 +283,7 @@ impl Stack {
     /// error in the log; nothing acknowledged is lost, since events live in outboxes and streams.
     pub async fn stop(self) {
         let timeout = self.shutdown_timeout;
+        self.stop_watching_policy.cancel();
         let services = async {
             if let Some(console) = self.console {
                 console.stop().await;
@@ -421,6 +453,7 @@ async fn start_services(
     config: &StackConfig,
     nats_url: &str,
     certificates: Option<&Certificates>,
+    access: Option<&AccessPolicy>,
 ) -> Result<Services, StackError> {
     let tls = |service: &str| match certificates {
         Some(certificates) => certificates.identity(service).map(Some),
@@ -443,6 +476,7 @@ async fn start_services(
         bus: bus("identity"),
         relay: RelaySettings::default(),
         tls: tls("identity")?,
+        access: access.cloned(),
         call_report_interval: Duration::from_secs(60),
     })
     .await
@@ -456,6 +490,7 @@ async fn start_services(
             bus: bus("welfare"),
             relay: RelaySettings::default(),
             tls: tls("welfare")?,
+            access: access.cloned(),
         })
         .await
         .map_err(failed("welfare"))?;
@@ -467,6 +502,7 @@ async fn start_services(
                 bus: bus("licensing"),
                 relay: RelaySettings::default(),
                 tls: tls("licensing")?,
+                access: access.cloned(),
                 deadlines: govbus_licensing::Deadlines {
                     verification: config.licensing.verification_deadline,
                     approval: config.licensing.approval_deadline,
@@ -488,6 +524,7 @@ async fn start_services(
                 bus: bus("evaluation"),
                 relay: RelaySettings::default(),
                 tls: tls("evaluation")?,
+                access: access.cloned(),
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
             })
@@ -549,6 +586,28 @@ pub(crate) async fn check_health(
         other => Err(format!("reports {}", other.as_str_name())),
     }
 }
+
+/// The policy file in force: the configured one, or the shipped policy copied into the data
+/// folder at the first start so operators can edit it there.
+fn open_policy(config: &StackConfig) -> Result<AccessPolicy, StackError> {
+    let path = match &config.tls.policy {
+        Some(path) => path.clone(),
+        None => {
+            let path = config.data_dir.join("access-policy.toml");
+            if !path.is_file() {
+                std::fs::write(&path, SHIPPED_POLICY).map_err(|source| StackError::PolicyFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            path
+        }
+    };
+    Ok(AccessPolicy::from_file(&path)?)
+}
+
+/// The access policy govbus ships (`deploy/access-policy.toml`).
+pub const SHIPPED_POLICY: &str = include_str!("../../../../deploy/access-policy.toml");
 
 /// The client identity of the console.
 pub const CONSOLE: &str = "console";
