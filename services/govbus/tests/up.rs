@@ -57,6 +57,16 @@ struct Up {
 
 /// `govbus up` with every address on a free port, reading its output until `Ready.`.
 fn govbus_up(data_dir: &std::path::Path, extra: &[&str]) -> Up {
+    govbus_up_logging_to(data_dir, extra, Stdio::inherit(), "warn")
+}
+
+/// `govbus up` with its logs (at `filter`) going to `stderr`.
+fn govbus_up_logging_to(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    stderr: Stdio,
+    filter: &str,
+) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_govbus"));
     command.arg("up").arg("--data-dir").arg(data_dir);
     for key in [
@@ -71,9 +81,9 @@ fn govbus_up(data_dir: &std::path::Path, extra: &[&str]) -> Up {
     }
     let mut child = command
         .args(extra)
-        .env("GOVBUS_LOG", "warn")
+        .env("GOVBUS_LOG", filter)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("govbus up runs");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -261,4 +271,114 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
 
 fn tokio_stream_of(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener)
+}
+
+/// Everything the collector received, as text, for searching.
+#[derive(Debug, Clone, Default)]
+struct Dump(Arc<Mutex<Vec<String>>>);
+
+#[tonic::async_trait]
+impl TraceService for Dump {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut dump = self.0.lock().expect("lock");
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    dump.push(format!("{span:?}"));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_run_leaves_no_personal_data_in_logs_or_spans() {
+    let spans = Dump::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    let collector = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(spans.clone()))
+            .serve_with_incoming(tokio_stream_of(listener)),
+    );
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_path = data.path().join("captured.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let data_path = data.path().join("stack");
+    let up = tokio::task::spawn_blocking(move || {
+        govbus_up_logging_to(
+            &data_path,
+            &["--otlp-endpoint", &endpoint],
+            Stdio::from(log),
+            // Everything govbus logs, at every level.
+            "info,govbus=trace,govbus_bus=trace,govbus_kit=trace,govbus_identity=trace,\
+             govbus_welfare=trace,govbus_licensing=trace,govbus_evaluation=trace",
+        )
+    })
+    .await
+    .expect("started");
+    let (seed, households) = (4242, 30);
+    let demo = Command::new(env!("CARGO_BIN_EXE_govbus"))
+        .args(["demo", "--json", "--console-url", &up.console])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--households",
+            &households.to_string(),
+        ])
+        .output()
+        .expect("govbus demo runs");
+    assert_eq!(
+        demo.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let (code, _) = tokio::task::spawn_blocking(move || interrupt_and_wait(up))
+        .await
+        .expect("stopped");
+    assert_eq!(code, Some(0));
+    collector.abort();
+
+    let logs = std::fs::read_to_string(&log_path).expect("captured logs");
+    let spans = spans.0.lock().expect("lock").join("\n");
+    assert!(logs.lines().count() > 40, "the logs were captured: {logs}");
+    assert!(
+        spans.matches("Span {").count() > 500,
+        "the spans were captured"
+    );
+    let mut personal = Vec::new();
+    for household in 0..households {
+        let (members, kk) = govbus::demo::people::household(seed, household);
+        personal.push(kk);
+        for member in members {
+            personal.push(member.nik);
+            personal.push(member.name);
+            personal.push(member.birth_date);
+        }
+        personal.push(format!("Jl. Merdeka {household}"));
+    }
+    // The values searched for are what the stack really handled: the register holds them.
+    let mut register = std::fs::read(data.path().join("stack/identity.db")).expect("database");
+    register.extend(std::fs::read(data.path().join("stack/identity.db-wal")).unwrap_or_default());
+    let register = String::from_utf8_lossy(&register);
+    let (first, _) = govbus::demo::people::household(seed, 0);
+    assert!(
+        register.contains(&first[0].nik),
+        "the demo's NIKs are in the register"
+    );
+    for value in &personal {
+        assert!(
+            !logs.contains(value.as_str()),
+            "the logs contain personal data: {value}"
+        );
+        assert!(
+            !spans.contains(value.as_str()),
+            "a span contains personal data: {value}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! licensing; finally Kota Malang's SPBE assessments are recorded. Every run uses fresh NIKs and
 //! idempotency keys, so runs add up.
 
-mod people;
+pub mod people;
 
 use std::time::{Duration, Instant};
 

@@ -28,14 +28,14 @@ const FAMILY: [&str; 10] = [
     "Nugroho",
 ];
 
-/// One made-up citizen.
+/// One made-up citizen (every field but the sex and kelurahan is personal data).
 #[derive(Debug, Clone)]
-pub(crate) struct Person {
-    pub(crate) nik: String,
-    pub(crate) name: String,
-    pub(crate) birth_date: String,
-    pub(crate) sex: Sex,
-    pub(crate) kelurahan: String,
+pub struct Person {
+    pub nik: String,
+    pub name: String,
+    pub birth_date: String,
+    pub sex: Sex,
+    pub kelurahan: String,
 }
 
 /// Citizen number `n`: every digit group of the NIK is derived from `n`, so distinct numbers
@@ -66,7 +66,7 @@ fn person(n: u64) -> Person {
 }
 
 /// The two members of household `household` of run `seed`, and its KK number.
-pub(crate) fn household(seed: u64, household: u32) -> (Vec<Person>, String) {
+pub fn household(seed: u64, household: u32) -> (Vec<Person>, String) {
     // Odd multipliers spread consecutive seeds far apart in both numbering spaces.
     let base = seed.wrapping_mul(3_999_987) % 900_000_000;
     let first = base + u64::from(household) * 2;
@@ -85,7 +85,7 @@ pub(crate) fn household(seed: u64, household: u32) -> (Vec<Person>, String) {
 }
 
 /// A kelurahan in another kecamatan, for a move.
-pub(crate) fn other_kelurahan(current: &str) -> &'static str {
+pub fn other_kelurahan(current: &str) -> &'static str {
     let index = KECAMATAN
         .iter()
         .position(|(_, kelurahan)| *kelurahan == current)
