@@ -94,6 +94,7 @@ pub struct TlsSettings {
 pub struct BusOptions {
     servers: Vec<String>,
     client_name: Option<String>,
+    inbox_prefix: Option<String>,
     prefix: String,
     credentials: Credentials,
     tls: TlsSettings,
@@ -116,6 +117,7 @@ impl BusOptions {
                 .filter(|url| !url.is_empty())
                 .collect(),
             client_name: None,
+            inbox_prefix: None,
             prefix: Topology::default().prefix().to_owned(),
             credentials: Credentials::None,
             tls: TlsSettings::default(),
@@ -126,6 +128,14 @@ impl BusOptions {
             stream_settings: StreamSettings::default(),
             wait_for_server: false,
         }
+    }
+
+    /// The prefix of the connection's reply subjects (default `_INBOX`). A service with its own
+    /// NATS user gets its own prefix (see [`crate::permissions`]), so no other user may
+    /// subscribe to its replies and deliveries.
+    pub fn inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inbox_prefix = Some(prefix.into());
+        self
     }
 
     /// The name the connection shows in the server's monitoring (usually the service name).
@@ -252,6 +262,9 @@ impl BusOptions {
             });
         if let Some(name) = &self.client_name {
             options = options.name(name);
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
         }
         if self.wait_for_server {
             options = options.retry_on_initial_connect();

@@ -18,6 +18,7 @@
 //! - [`consumer`]: [`Consumer`] declarations, handler outcomes, redelivery and dead-lettering.
 //! - [`dead_letter`]: reading and replaying the dead-letter stream.
 //! - [`adapter`]: [`ServiceAdapter`], one declaration of what a service publishes and consumes.
+//! - [`permissions`]: the NATS permissions a service needs, from its contract.
 //! - [`provision`]: creating and updating streams idempotently.
 //! - [`trace_context`]: W3C `traceparent` in NATS headers.
 //! - [`backoff`]: exponential back-off shared by retries and redeliveries.
@@ -31,6 +32,7 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod permissions;
 pub mod provision;
 pub mod publish;
 pub mod topology;

@@ -35,6 +35,12 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a dynamic port with a fresh store and waits until JetStream is ready.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with_config("")
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to the shared settings (users,
+    /// permissions, TLS).
+    pub fn start_with_config(extra: &str) -> Result<Self, HarnessError> {
         let binary = find_nats_server()?.path;
         let work_dir = tempfile::Builder::new()
             .prefix("govbus-nats-")
@@ -42,8 +48,11 @@ impl NatsServer {
             .map_err(HarnessError::io("creating the server's folder"))?;
         fs::create_dir_all(work_dir.path().join("store"))
             .map_err(HarnessError::io("creating the JetStream store folder"))?;
-        fs::write(work_dir.path().join("nats-server.conf"), NATS_SERVER_CONFIG)
-            .map_err(HarnessError::io("writing nats-server.conf"))?;
+        fs::write(
+            work_dir.path().join("nats-server.conf"),
+            format!("{NATS_SERVER_CONFIG}\n{extra}"),
+        )
+        .map_err(HarnessError::io("writing nats-server.conf"))?;
         let mut server = Self {
             binary,
             work_dir,

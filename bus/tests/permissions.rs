@@ -1,0 +1,162 @@
+//! Per-service NATS users with the permissions derived from the services' contracts, on a real
+//! nats-server: each service runs its adapter, but cannot publish another service's events nor
+//! read events it was not granted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix};
+use govbus_bus::{Bus, BusOptions, Consumer, RetryPolicy, ServiceAdapter};
+use govbus_harness::NatsServer;
+use govbus_proto::identity::v1::CitizenDeceased;
+use govbus_proto::welfare::v1::BenefitSuspended;
+
+fn identity_adapter() -> ServiceAdapter {
+    ServiceAdapter::new("identity").publishes::<CitizenDeceased>()
+}
+
+fn welfare_adapter(handled: Arc<AtomicUsize>) -> ServiceAdapter {
+    ServiceAdapter::new("welfare")
+        .publishes::<BenefitSuspended>()
+        .consumer(
+            Consumer::new("welfare-identity").on(move |_event: CitizenDeceased, _meta| {
+                let handled = handled.clone();
+                async move {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }),
+        )
+}
+
+fn options(server: &NatsServer, user: &str) -> BusOptions {
+    BusOptions::new(server.client_url())
+        .client_name(user)
+        .user_password(user, format!("{user}-secret"))
+        .inbox_prefix(inbox_prefix(user))
+        .request_timeout(Duration::from_secs(2))
+        .publish_retry(RetryPolicy::default().give_up_after(Some(Duration::from_secs(2))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_do_only_what_their_contracts_grant() {
+    let topology = govbus_bus::Topology::new("govbus").expect("topology");
+    let handled = Arc::new(AtomicUsize::new(0));
+    let contracts = [
+        identity_adapter().contract().expect("identity contract"),
+        welfare_adapter(handled.clone())
+            .contract()
+            .expect("welfare contract"),
+        ServiceAdapter::new("licensing")
+            .contract()
+            .expect("licensing contract"),
+    ];
+    let users: Vec<NatsUser> = contracts
+        .iter()
+        .map(|contract| NatsUser {
+            name: contract.service.clone(),
+            password: format!("{}-secret", contract.service),
+            permissions: Permissions::for_service(contract, &topology),
+        })
+        .collect();
+    let server =
+        tokio::task::spawn_blocking(move || NatsServer::start_with_config(&authorization(&users)))
+            .await
+            .expect("joined")
+            .expect("nats-server with users");
+
+    // Each service runs its adapter with its own user.
+    let identity_bus = Bus::connect(options(&server, "identity"))
+        .await
+        .expect("identity connects");
+    let identity = identity_adapter()
+        .start(&identity_bus)
+        .await
+        .expect("identity provisions its stream");
+    let welfare_bus = Bus::connect(options(&server, "welfare"))
+        .await
+        .expect("welfare connects");
+    let welfare = welfare_adapter(handled.clone())
+        .start(&welfare_bus)
+        .await
+        .expect("welfare provisions its stream and its consumer of identity's events");
+    identity
+        .publisher()
+        .publish(&CitizenDeceased {
+            citizen_ref: "cit-1".to_owned(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await
+        .expect("identity publishes its own event");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "welfare never received the granted event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Welfare cannot publish identity's events.
+    let forged = welfare_bus
+        .publisher("identity")
+        .expect("a publisher object")
+        .publish(&CitizenDeceased {
+            citizen_ref: "cit-2".to_owned(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await;
+    assert!(forged.is_err(), "welfare published an identity event");
+
+    // Licensing, granted nothing of identity's, can neither consume nor listen to it.
+    let licensing_bus = Bus::connect(options(&server, "licensing"))
+        .await
+        .expect("licensing connects");
+    let stolen = ServiceAdapter::new("licensing")
+        .consumer(
+            Consumer::new("licensing-identity")
+                .on(|_event: CitizenDeceased, _meta| async { Ok(()) }),
+        )
+        .start(&licensing_bus)
+        .await;
+    assert!(
+        stolen.is_err(),
+        "licensing created a consumer on identity's stream"
+    );
+    let mut eavesdropper = licensing_bus
+        .client()
+        .subscribe("govbus.identity.>")
+        .await
+        .expect("the subscribe call itself succeeds; the server refuses it");
+    identity
+        .publisher()
+        .publish(&CitizenDeceased {
+            citizen_ref: "cit-3".to_owned(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await
+        .expect("published");
+    let overheard = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut eavesdropper),
+    )
+    .await;
+    assert!(
+        !matches!(overheard, Ok(Some(_))),
+        "licensing read identity's events"
+    );
+    assert!(
+        server.log().contains("Subscription Violation")
+            || server.log().contains("Permissions Violation"),
+        "the server logged the refused subscription"
+    );
+
+    let stored = identity_bus.jetstream().get_stream("GOVBUS_IDENTITY").await;
+    // Identity's user may read its own stream's info: only its own two events are stored.
+    let mut stream = stored.expect("identity reads its stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 2);
+
+    welfare.shutdown().await;
+    identity.shutdown().await;
+}
