@@ -54,6 +54,21 @@ impl EvaluationConfig {
 }
 
 /// A running evaluation service.
+/// What evaluation publishes and consumes with `evidence_services`, without starting it (for
+/// NATS permissions). The handlers here do nothing: only the declaration counts.
+pub fn contract(
+    evidence_services: &[String],
+) -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    let mut declaration = ServiceAdapter::new(SERVICE).publishes::<AssessmentRecorded>();
+    for service in evidence_services {
+        declaration = declaration.consumer(
+            Consumer::new(format!("evaluation-{service}"))
+                .every_event_of(service.clone(), |_payload, _meta| async { Ok(()) }),
+        );
+    }
+    declaration.contract()
+}
+
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -112,6 +127,11 @@ impl Application {
         );
         let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
         Ok(Self { runtime })
+    }
+
+    /// What it publishes and consumes on the bus.
+    pub fn contract(&self) -> &govbus_bus::ServiceContract {
+        self.runtime.contract()
     }
 
     /// The gRPC address.

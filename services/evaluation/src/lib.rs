@@ -27,5 +27,5 @@ pub mod instrument;
 pub mod score;
 pub mod store;
 
-pub use app::{Application, EvaluationConfig};
+pub use app::{Application, EvaluationConfig, contract};
 pub use govbus_kit::StartError;

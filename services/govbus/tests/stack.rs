@@ -617,3 +617,46 @@ async fn the_access_policy_decides_who_calls_what_and_is_reloaded_when_edited() 
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_nats_server_admits_only_the_stacks_users_with_their_rights() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let observability = Observability {
+        traces: govbus_kit::telemetry::TraceStore::new(10),
+        metrics: None,
+    };
+    let stack = Stack::start(config(data.path()), observability)
+        .await
+        .expect("starts");
+    let anonymous =
+        govbus_bus::Bus::connect(govbus_bus::BusOptions::new(&stack.endpoints().nats_url)).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without the stack's credentials got in"
+    );
+
+    let welfare = govbus_bus::Bus::connect(
+        stack
+            .bus_options("welfare")
+            .request_timeout(std::time::Duration::from_secs(2))
+            .publish_retry(
+                govbus_bus::RetryPolicy::default()
+                    .give_up_after(Some(std::time::Duration::from_secs(2))),
+            ),
+    )
+    .await
+    .expect("welfare's user connects");
+    let forged = welfare
+        .publisher("identity")
+        .expect("a publisher object")
+        .publish(&govbus_proto::identity::v1::CitizenDeceased {
+            citizen_ref: "forged".to_owned(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await;
+    assert!(
+        forged.is_err(),
+        "welfare's user published an identity event"
+    );
+    stack.stop().await;
+}

@@ -43,6 +43,20 @@ pub struct IdentityConfig {
     pub call_report_interval: Duration,
 }
 
+/// Identity's declaration on the bus: the events it publishes (it consumes none).
+fn declaration() -> ServiceAdapter {
+    ServiceAdapter::new(SERVICE)
+        .publishes::<CitizenRegistered>()
+        .publishes::<CitizenRelocated>()
+        .publishes::<CitizenDeceased>()
+        .publishes::<CallsCounted>()
+}
+
+/// What identity publishes and consumes, without starting it (for NATS permissions).
+pub fn contract() -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    declaration().contract()
+}
+
 /// A running identity service.
 #[derive(Debug)]
 pub struct Application {
@@ -56,13 +70,7 @@ impl Application {
     pub async fn build(config: IdentityConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
-        let adapter = ServiceAdapter::new(SERVICE)
-            .publishes::<CitizenRegistered>()
-            .publishes::<CitizenRelocated>()
-            .publishes::<CitizenDeceased>()
-            .publishes::<CallsCounted>()
-            .start(&bus)
-            .await?;
+        let adapter = declaration().start(&bus).await?;
         let relay = OutboxRelay::new(db.clone(), adapter.publisher().clone(), config.relay).spawn();
         let registry = Registry::new(db.clone(), adapter.publisher().clone(), relay.waker());
         let calls = CallCounter::default();
@@ -92,6 +100,11 @@ impl Application {
     /// The gRPC port (useful when the configured port was 0).
     pub fn port(&self) -> u16 {
         self.runtime.address().port()
+    }
+
+    /// What it publishes and consumes on the bus.
+    pub fn contract(&self) -> &govbus_bus::ServiceContract {
+        self.runtime.contract()
     }
 
     /// The gRPC address.

@@ -24,5 +24,5 @@ pub mod grpc;
 pub mod registry;
 pub mod store;
 
-pub use app::{Application, IdentityConfig};
+pub use app::{Application, IdentityConfig, contract};
 pub use govbus_kit::StartError;

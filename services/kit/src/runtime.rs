@@ -97,6 +97,11 @@ impl ServiceRuntime {
         })
     }
 
+    /// What the service publishes and consumes on the bus.
+    pub fn contract(&self) -> &govbus_bus::ServiceContract {
+        self.adapter.contract()
+    }
+
     /// The gRPC address (its port is the real one when port 0 was asked for).
     pub fn address(&self) -> SocketAddr {
         self.address

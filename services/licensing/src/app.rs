@@ -50,6 +50,22 @@ pub struct LicensingConfig {
 }
 
 /// A running licensing service.
+/// What licensing publishes and consumes, without starting it (for NATS permissions). The
+/// handler here does nothing: only the declaration counts.
+pub fn contract() -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    ServiceAdapter::new(SERVICE)
+        .publishes::<ApplicationSubmitted>()
+        .publishes::<NibIssued>()
+        .publishes::<LicenceDecided>()
+        .publishes::<LicenceDeemedApproved>()
+        .publishes::<LicenceFlaggedForReview>()
+        .consumer(
+            Consumer::new("licensing-identity")
+                .on(|_event: CitizenDeceased, _meta| async { Ok(()) }),
+        )
+        .contract()
+}
+
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -104,6 +120,11 @@ impl Application {
         );
         let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
         Ok(Self { runtime, watcher })
+    }
+
+    /// What it publishes and consumes on the bus.
+    pub fn contract(&self) -> &govbus_bus::ServiceContract {
+        self.runtime.contract()
     }
 
     /// The gRPC address.

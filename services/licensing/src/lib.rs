@@ -26,6 +26,6 @@ pub mod grpc;
 pub mod office;
 pub mod store;
 
-pub use app::{Application, LicensingConfig};
+pub use app::{Application, LicensingConfig, contract};
 pub use domain::Deadlines;
 pub use govbus_kit::StartError;

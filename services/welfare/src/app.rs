@@ -46,6 +46,23 @@ pub struct WelfareConfig {
 }
 
 /// A running welfare service.
+/// What welfare publishes and consumes, without starting it (for NATS permissions). The
+/// handlers here do nothing: only the declaration counts.
+pub fn contract() -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    ServiceAdapter::new(SERVICE)
+        .publishes::<HouseholdRegistered>()
+        .publishes::<HouseholdAssessed>()
+        .publishes::<BenefitGranted>()
+        .publishes::<BenefitRefused>()
+        .publishes::<BenefitSuspended>()
+        .consumer(
+            Consumer::new(IDENTITY_CONSUMER)
+                .on(|_event: CitizenDeceased, _meta| async { Ok(()) })
+                .on(|_event: CitizenRelocated, _meta| async { Ok(()) }),
+        )
+        .contract()
+}
+
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -97,6 +114,11 @@ impl Application {
         );
         let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
         Ok(Self { runtime })
+    }
+
+    /// What it publishes and consumes on the bus.
+    pub fn contract(&self) -> &govbus_bus::ServiceContract {
+        self.runtime.contract()
     }
 
     /// The gRPC address.

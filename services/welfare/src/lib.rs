@@ -21,5 +21,5 @@ pub mod grpc;
 pub mod office;
 pub mod store;
 
-pub use app::{Application, WelfareConfig};
+pub use app::{Application, WelfareConfig, contract};
 pub use govbus_kit::StartError;

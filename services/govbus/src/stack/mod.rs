@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::StackConfig;
 use crate::console::{Console, ConsoleState, ServiceEndpoint};
+use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix};
 use govbus_kit::access::AccessPolicy;
 use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
@@ -69,6 +70,14 @@ pub enum StackError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A service's bus contract is inconsistent (a programming error).
+    #[error("the bus contract of {service}: {reason}")]
+    Contract {
+        /// The service.
+        service: &'static str,
+        /// What is wrong.
+        reason: String,
     },
     /// A part did not report healthy in time.
     #[error("{part} is not healthy after {waited:?}: {reason}")]
@@ -132,6 +141,8 @@ pub struct Stack {
     operator_tls: Option<ServiceTls>,
     /// Ends the access policy's reload task.
     stop_watching_policy: CancellationToken,
+    /// The embedded server's users.
+    users: NatsUsers,
     shutdown_timeout: Duration,
     /// Held while running: a second stack on the same data folder would corrupt it.
     _lock: File,
@@ -156,23 +167,25 @@ impl Stack {
         if let Some(access) = &access {
             access.watch(Duration::from_secs(2), stop_watching_policy.clone());
         }
-        let (nats, nats_url) = match &config.nats.url {
-            Some(url) => (None, url.clone()),
+        let (nats, nats_url, users) = match &config.nats.url {
+            Some(url) => (None, url.clone(), NatsUsers::default()),
             None => {
+                let users = NatsUsers::generate()?;
                 let settings = EmbeddedNatsSettings {
                     binary: config.nats.server_binary.clone(),
                     dir: config.data_dir.join("nats"),
                     listen: config.nats.listen,
-                    extra_config: None,
+                    extra_config: Some(users.authorization.clone()),
                 };
                 let supervised = Supervised::start(settings).await?;
                 let url = supervised.client_url.clone();
-                (Some(supervised), url)
+                (Some(supervised), url, users)
             }
         };
         let started = Box::pin(start_services(
             &config,
             &nats_url,
+            &users,
             certificates.as_ref(),
             access.as_ref(),
         ))
@@ -214,11 +227,12 @@ impl Stack {
             },
             shutdown_timeout: config.shutdown_timeout,
             stop_watching_policy,
+            users: users.clone(),
             _lock: lock,
         };
         if config.console.enabled {
             let console = async {
-                let bus = Bus::connect(BusOptions::new(&nats_url).client_name("console"))
+                let bus = Bus::connect(users.options(&nats_url, CONSOLE))
                     .await
                     .map_err(|error| StackError::Console(format!("bus: {error}")))?;
                 let tls = match &certificates {
@@ -248,6 +262,12 @@ impl Stack {
     /// The embedded nats-server's process id (for operators' tools and fault tests).
     pub fn embedded_nats_pid(&self) -> Option<u32> {
         self.nats.as_ref().and_then(Supervised::pid)
+    }
+
+    /// Options to connect to the stack's NATS as `name` (a service or `console`), with its
+    /// user and reply prefix when the stack generated users; for operators' tools and tests.
+    pub fn bus_options(&self, name: &str) -> BusOptions {
+        self.users.options(&self.endpoints.nats_url, name)
     }
 
     /// Where each part listens.
@@ -452,6 +472,7 @@ type Services = (
 async fn start_services(
     config: &StackConfig,
     nats_url: &str,
+    users: &NatsUsers,
     certificates: Option<&Certificates>,
     access: Option<&AccessPolicy>,
 ) -> Result<Services, StackError> {
@@ -464,11 +485,7 @@ async fn start_services(
     } else {
         "http"
     };
-    let bus = |service: &str| {
-        BusOptions::new(nats_url)
-            .client_name(service)
-            .wait_for_server(true)
-    };
+    let bus = |service: &str| users.options(nats_url, service).wait_for_server(true);
     let failed = |service: &'static str| move |source| StackError::Service { service, source };
     let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
         database_url: config.database_url("identity"),
@@ -655,5 +672,70 @@ impl Certificates {
                 source,
             }
         })
+    }
+}
+
+/// The NATS users of the embedded server: one per service with the permissions its contract
+/// needs, and the console with an operator's. Passwords are random and new at every start;
+/// they live only in memory and in the generated server configuration (readable by the owner).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NatsUsers {
+    passwords: std::collections::HashMap<String, String>,
+    authorization: String,
+}
+
+impl NatsUsers {
+    fn generate() -> Result<Self, StackError> {
+        let topology = govbus_bus::Topology::default();
+        let contract =
+            |service: &'static str,
+             result: Result<govbus_bus::ServiceContract, govbus_bus::AdapterError>| {
+                result.map_err(|error| StackError::Contract {
+                    service,
+                    reason: error.to_string(),
+                })
+            };
+        let contracts = [
+            contract("identity", govbus_identity::contract())?,
+            contract("welfare", govbus_welfare::contract())?,
+            contract("licensing", govbus_licensing::contract())?,
+            contract(
+                "evaluation",
+                govbus_evaluation::contract(
+                    &govbus_evaluation::EvaluationConfig::default_evidence_services(),
+                ),
+            )?,
+        ];
+        let mut users: Vec<NatsUser> = contracts
+            .iter()
+            .map(|contract| NatsUser {
+                name: contract.service.clone(),
+                password: uuid::Uuid::new_v4().simple().to_string(),
+                permissions: Permissions::for_service(contract, &topology),
+            })
+            .collect();
+        users.push(NatsUser {
+            name: CONSOLE.to_owned(),
+            password: uuid::Uuid::new_v4().simple().to_string(),
+            permissions: Permissions::operator(&topology, CONSOLE),
+        });
+        Ok(Self {
+            passwords: users
+                .iter()
+                .map(|user| (user.name.clone(), user.password.clone()))
+                .collect(),
+            authorization: authorization(&users),
+        })
+    }
+
+    /// Connection options for `name`: its user and reply prefix when users were generated.
+    fn options(&self, nats_url: &str, name: &str) -> BusOptions {
+        let options = BusOptions::new(nats_url).client_name(name);
+        match self.passwords.get(name) {
+            Some(password) => options
+                .user_password(name, password.clone())
+                .inbox_prefix(inbox_prefix(name)),
+            None => options,
+        }
     }
 }

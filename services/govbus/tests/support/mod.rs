@@ -161,11 +161,10 @@ pub(crate) async fn registered(running: &Running) -> usize {
 /// Publishes on identity's stream a death event whose payload is not protobuf: every consumer
 /// of it gives up and dead-letters it.
 pub(crate) async fn plant_poison(running: &Running, id: &str) {
-    let bus = govbus_bus::Bus::connect(govbus_bus::BusOptions::new(
-        &running.stack.endpoints().nats_url,
-    ))
-    .await
-    .expect("bus");
+    // As a faulty identity would: only identity may publish on its stream.
+    let bus = govbus_bus::Bus::connect(running.stack.bus_options("identity"))
+        .await
+        .expect("bus");
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in [
         ("ce-specversion", "1.0"),
