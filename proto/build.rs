@@ -85,26 +85,30 @@ fn event_impls(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Erro
             return Err(format!("{}: the event option needs a type", message.full_name()).into());
         }
         let rust_path = format!("crate::{}", message.full_name().replace('.', "::"));
-        let subject_field = field("subject_field");
         writeln!(code, "impl ::govbus_bus::Event for {rust_path} {{")?;
         writeln!(code, "    const TYPE: &'static str = {event_type:?};")?;
-        if !subject_field.is_empty() {
-            let known = message
-                .get_field_by_name(&subject_field)
-                .is_some_and(|field| {
-                    field.kind() == prost_reflect::Kind::String && !field.is_list()
-                });
+        for (option, method) in [
+            ("subject_field", "subject"),
+            ("data_subject_field", "data_subject"),
+        ] {
+            let name = field(option);
+            if name.is_empty() {
+                continue;
+            }
+            let known = message.get_field_by_name(&name).is_some_and(|field| {
+                field.kind() == prost_reflect::Kind::String && !field.is_list()
+            });
             if !known {
                 return Err(format!(
-                    "{}: subject_field {subject_field:?} is not a string field of the message",
+                    "{}: {option} {name:?} is not a string field of the message",
                     message.full_name()
                 )
                 .into());
             }
             writeln!(
                 code,
-                "    fn subject(&self) -> ::core::option::Option<::std::borrow::Cow<'_, str>> {{\n        \
-                 ::core::option::Option::Some(::std::borrow::Cow::Borrowed(self.{subject_field}.as_str()))\n    }}"
+                "    fn {method}(&self) -> ::core::option::Option<::std::borrow::Cow<'_, str>> {{\n        \
+                 ::core::option::Option::Some(::std::borrow::Cow::Borrowed(self.{name}.as_str()))\n    }}"
             )?;
         }
         writeln!(code, "}}\n")?;

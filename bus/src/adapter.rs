@@ -9,11 +9,12 @@
 //! See `docs/adding-an-adapter.md` for a walk-through.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{ConsumeError, Consumer, prepare_consumer};
+use crate::consumer::{ConsumeError, Consumer, DeliveryObserver, prepare_consumer};
 use crate::error::{Error, error_kind};
 use crate::event::{Event, EventType};
 use crate::provision;
@@ -119,6 +120,7 @@ pub struct ServiceAdapter {
     service: String,
     publishes: Vec<PublishedEvent>,
     consumers: Vec<Consumer>,
+    observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl ServiceAdapter {
@@ -128,7 +130,15 @@ impl ServiceAdapter {
             service: service.into(),
             publishes: Vec::new(),
             consumers: Vec::new(),
+            observer: None,
         }
+    }
+
+    /// Reports every handled delivery of an event about a person to `observer` (the
+    /// processing log).
+    pub fn observe_deliveries(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Declares that the service publishes events of type `E`.
@@ -233,7 +243,7 @@ impl ServiceAdapter {
         let mut prepared = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             prepared.push(
-                prepare_consumer(bus, &self.service, consumer)
+                prepare_consumer(bus, &self.service, consumer, self.observer.clone())
                     .await
                     .map_err(consume_to_adapter)?,
             );

@@ -185,7 +185,7 @@ fn is_protobuf(content_type: &str) -> bool {
 }
 
 /// Formats a timestamp as RFC 3339 in UTC with microseconds.
-pub(crate) fn format_time(time: OffsetDateTime) -> String {
+pub fn format_time(time: OffsetDateTime) -> String {
     let utc = time.to_offset(time::UtcOffset::UTC);
     let mut text = String::with_capacity(27);
     let _ = write!(

@@ -53,6 +53,14 @@ pub trait Event: prost::Message + prost::Name + Default + Send + Sync + 'static 
     fn subject(&self) -> Option<Cow<'_, str>> {
         None
     }
+
+    /// The pseudonymous reference of the person this event is about, if it is about one.
+    ///
+    /// Each delivery of such an event to a consumer is reported to the adapter's
+    /// [`DeliveryObserver`](crate::DeliveryObserver), which keeps the processing log.
+    fn data_subject(&self) -> Option<Cow<'_, str>> {
+        None
+    }
 }
 
 error_kind! {

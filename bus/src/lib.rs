@@ -46,7 +46,8 @@ pub use backoff::Backoff;
 pub use connect::{Bus, BusOptions, ConnectError, ConnectErrorKind, Credentials, TlsSettings};
 pub use consumer::{
     CONSUMER_SERVICE_METADATA, CONSUMER_SOURCE_METADATA, ConsumeError, ConsumeErrorKind, Consumer,
-    ConsumerSettings, Delivery, EventMeta, HandleError, HandleErrorKind,
+    ConsumerSettings, Delivery, DeliveryObserver, EventMeta, HandleError, HandleErrorKind,
+    HandledDelivery,
 };
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterErrorKind, DeadLetters};
 pub use envelope::{Envelope, EnvelopeError, EnvelopeErrorKind};

@@ -4,7 +4,9 @@
 //! stream, and read only the events its consumers declare: the JetStream API subjects for its
 //! durable consumers on the source streams, and the acknowledgements of those consumers. It
 //! subscribes only to its own reply prefix (`_INBOX_<service>`), so it cannot read another
-//! client's replies or deliveries. [`authorization`] renders users with these permissions as a
+//! client's replies or deliveries. It appends to its own chain of the processing log and reads
+//! that chain's head, but may neither update nor delete the processing-log stream.
+//! [`authorization`] renders users with these permissions as a
 //! `nats-server` configuration block.
 
 use crate::adapter::ServiceContract;
@@ -42,6 +44,13 @@ impl Permissions {
             for operation in ["INFO", "CREATE", "UPDATE"] {
                 publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
             }
+        }
+        // The processing log: append to its own chain, read its own head, create the stream
+        // (with deletes and purges denied) if no service has yet; never update or delete it.
+        let audit = topology.audit_stream();
+        publish.push(topology.audit_subject(service));
+        for operation in ["INFO", "CREATE", "MSG.GET"] {
+            publish.push(format!("$JS.API.STREAM.{operation}.{audit}"));
         }
         for consumed in &contract.consumes {
             let stream = topology.service_stream(&consumed.source_service);

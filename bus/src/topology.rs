@@ -116,6 +116,21 @@ impl Topology {
         format!("{}.deadletter.>", self.prefix)
     }
 
+    /// The stream holding the processing log (every writer's hash chain).
+    pub fn audit_stream(&self) -> String {
+        stream_name(&[&self.prefix, "audit"])
+    }
+
+    /// The subjects of the processing-log stream.
+    pub fn audit_subjects(&self) -> String {
+        format!("{}.audit.>", self.prefix)
+    }
+
+    /// The subject a service appends its processing-log entries to.
+    pub fn audit_subject(&self, writer: &str) -> String {
+        format!("{}.audit.{writer}", self.prefix)
+    }
+
     /// The subject a consumer's dead letters are written to.
     pub fn dead_letter_subject(&self, service: &str, consumer: &str) -> String {
         format!("{}.deadletter.{service}.{consumer}", self.prefix)

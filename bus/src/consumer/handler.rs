@@ -9,7 +9,9 @@ use bytes::Bytes;
 use super::{EventMeta, HandleError};
 use crate::event::Event;
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send>>;
+/// Resolves to the event's data subject (see [`Event::data_subject`]) once it was handled.
+pub(crate) type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Option<String>, HandlerFailure>> + Send>>;
 
 /// Why handling failed: the payload did not decode, or the handler said so.
 #[derive(Debug)]
@@ -46,8 +48,12 @@ where
     fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
         match E::decode(payload) {
             Ok(event) => {
+                let data_subject = event.data_subject().map(String::from);
                 let future = (self.handler)(event, meta);
-                Box::pin(async move { future.await.map_err(HandlerFailure::Handler) })
+                Box::pin(async move {
+                    future.await.map_err(HandlerFailure::Handler)?;
+                    Ok(data_subject)
+                })
             }
             Err(error) => {
                 let reason = format!("payload is not a valid {}: {error}", E::full_name());
@@ -75,6 +81,10 @@ where
 {
     fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
         let future = (self.handler)(payload, meta);
-        Box::pin(async move { future.await.map_err(HandlerFailure::Handler) })
+        Box::pin(async move {
+            future.await.map_err(HandlerFailure::Handler)?;
+            // A raw handler does not decode the event, so it names no data subject.
+            Ok(None)
+        })
     }
 }

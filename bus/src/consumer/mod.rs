@@ -107,6 +107,35 @@ pub struct EventMeta {
     pub traceparent: Option<String>,
 }
 
+/// A handled delivery of an event about a person (an event type with a
+/// [data subject](crate::Event::data_subject)), reported to the adapter's [`DeliveryObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandledDelivery<'a> {
+    /// The consuming service.
+    pub service: &'a str,
+    /// The durable consumer that handled it.
+    pub consumer: &'a str,
+    /// The CloudEvents type.
+    pub event_type: &'a str,
+    /// The service that published it.
+    pub publisher: &'a str,
+    /// The pseudonymous reference of the person the event is about.
+    pub data_subject: &'a str,
+    /// Why the consumer processes it, as declared with [`Consumer::purpose`].
+    pub purpose: &'a str,
+    /// The W3C trace id the event carried, if any (32 lowercase hex digits).
+    pub trace_id: Option<&'a str>,
+}
+
+/// Told of every handled delivery of an event about a person: the processing log's hook.
+///
+/// Called on the consumer's task after the handler succeeded and before the ack, so it must
+/// not block; queue the work.
+pub trait DeliveryObserver: Send + Sync + std::fmt::Debug {
+    /// `delivery` was handled.
+    fn handled(&self, delivery: &HandledDelivery<'_>);
+}
+
 /// Tuning of one consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerSettings {
@@ -165,6 +194,8 @@ pub struct Consumer {
     /// The service whose every event goes to `any_handler` (see [`Consumer::every_event_of`]).
     pub(crate) every_event_of: Option<(String, Arc<dyn ErasedHandler>)>,
     pub(crate) settings: ConsumerSettings,
+    /// Why the service processes these events, for the processing log.
+    pub(crate) purpose: Option<String>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -189,7 +220,15 @@ impl Consumer {
             handlers: BTreeMap::new(),
             every_event_of: None,
             settings: ConsumerSettings::default(),
+            purpose: None,
         }
+    }
+
+    /// Why the service processes these events (e.g. "suspend benefits of deceased
+    /// recipients"): recorded with every delivery of an event about a person.
+    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = Some(purpose.into());
+        self
     }
 
     /// Handles events of type `E` with `handler`.

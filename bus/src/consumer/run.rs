@@ -18,8 +18,8 @@ use tracing::{Instrument, Span, field};
 
 use super::handler::{ErasedHandler, HandlerFailure};
 use super::{
-    ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, EventMeta,
-    HandleErrorKind,
+    ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, DeliveryObserver,
+    EventMeta, HandleErrorKind, HandledDelivery,
 };
 use crate::Bus;
 use crate::backoff::Backoff;
@@ -43,6 +43,8 @@ struct ConsumerContext {
     every_event: Option<Arc<dyn ErasedHandler>>,
     settings: ConsumerSettings,
     dead_letters: DeadLetters,
+    observer: Option<Arc<dyn DeliveryObserver>>,
+    purpose: String,
 }
 
 /// Consumer metadata key naming the service that consumes.
@@ -61,6 +63,7 @@ pub(crate) async fn prepare_consumer(
     bus: &Bus,
     service: &str,
     consumer: Consumer,
+    observer: Option<Arc<dyn DeliveryObserver>>,
 ) -> Result<PreparedConsumer, ConsumeError> {
     let topology = bus.topology();
     topology
@@ -102,12 +105,16 @@ pub(crate) async fn prepare_consumer(
         service: service.to_owned(),
         stream: topology.service_stream(&source),
         source_subjects: topology.service_subjects(&source),
-        name: consumer.name,
+        name: consumer.name.clone(),
         config,
         handlers: consumer.handlers,
         every_event: consumer.every_event_of.map(|(_, handler)| handler),
         settings: consumer.settings,
         dead_letters: bus.dead_letters(),
+        observer,
+        purpose: consumer
+            .purpose
+            .unwrap_or_else(|| format!("not declared by consumer {}", consumer.name)),
     });
     let nats_consumer = provision_consumer(&context).await?;
     Ok(PreparedConsumer {
@@ -359,6 +366,7 @@ async fn decide(
         ));
     };
     let attempt = delivery.attempt;
+    let event_type = envelope.event_type.clone();
     let meta = EventMeta {
         traceparent: header(message.headers.as_ref(), headers::TRACEPARENT).map(str::to_owned),
         envelope,
@@ -368,7 +376,21 @@ async fn decide(
         .catch_unwind()
         .await;
     match handled {
-        Ok(Ok(())) => Outcome::Ack,
+        Ok(Ok(data_subject)) => {
+            if let (Some(observer), Some(data_subject)) = (&context.observer, data_subject) {
+                let traceparent = header(message.headers.as_ref(), headers::TRACEPARENT);
+                observer.handled(&HandledDelivery {
+                    service: &context.service,
+                    consumer: &context.name,
+                    publisher: event_type.split('.').next().unwrap_or_default(),
+                    event_type: &event_type,
+                    data_subject: &data_subject,
+                    purpose: &context.purpose,
+                    trace_id: traceparent.and_then(|value| value.split('-').nth(1)),
+                });
+            }
+            Outcome::Ack
+        }
         Ok(Err(HandlerFailure::Undecodable(reason))) => Outcome::DeadLetter(reason),
         Ok(Err(HandlerFailure::Handler(error))) => match error.kind() {
             HandleErrorKind::Permanent => {

@@ -125,7 +125,10 @@ impl Application {
             EvaluationServiceServer::new(EvaluationApi::new(evaluator, bus, streams))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        // Evaluation reads no one's personal data: its evidence consumers count events by type
+        // and time without decoding them, and its API serves indicators. It keeps no chain in
+        // the processing log.
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, None, db)?;
         Ok(Self { runtime })
     }
 

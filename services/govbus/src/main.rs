@@ -46,6 +46,32 @@ enum Command {
     Certs(CertsCommand),
     /// Shows one trace as a tree with timings.
     Trace(TraceArgs),
+    /// Verifies the processing log, or lists one person's processing history.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks every chain of the processing log: altered, removed, reordered or forged entries
+    /// (exit 5 if it is not intact).
+    Verify {
+        /// Heads saved by an earlier `--save-heads`: also proves no chain lost its end since.
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// Writes the chains' heads to this file, to check against later.
+        #[arg(long)]
+        save_heads: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lists every recorded processing of one person's data (UU 27/2022 Pasal 32).
+    Subject {
+        /// The person's NIK (16 digits).
+        nik: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// Where the running stack is, and how to print.
@@ -258,6 +284,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Traces(args) => {
             cli::traces(&args.remote.client()?, args.remote.output(), args.limit).await
+        }
+        Command::Audit(AuditCommand::Verify {
+            heads,
+            save_heads,
+            remote,
+        }) => {
+            cli::audit_verify(
+                &remote.client()?,
+                remote.output(),
+                heads.as_deref(),
+                save_heads.as_deref(),
+            )
+            .await
+        }
+        Command::Audit(AuditCommand::Subject { nik, remote }) => {
+            cli::audit_subject(&remote.client()?, remote.output(), &nik).await
         }
         Command::Trace(args) => {
             cli::trace(&args.remote.client()?, args.remote.output(), &args.trace_id).await

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, ServiceAdapter};
+use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
-use govbus_kit::runtime::bind;
+use govbus_kit::runtime::{bind, open_processing_log};
 use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::identity_service_server::IdentityServiceServer;
@@ -39,6 +40,9 @@ pub struct IdentityConfig {
     /// Who may call which method (enforced with `tls` only: callers are known by their
     /// certificates).
     pub access: Option<govbus_kit::access::AccessPolicy>,
+    /// The deployment's key for hashing people in the processing log. With `tls` (whose key
+    /// signs the log), every call and event delivery touching a person is recorded.
+    pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
     /// How often counts of other services' calls are published.
     pub call_report_interval: Duration,
 }
@@ -70,6 +74,14 @@ impl Application {
     pub async fn build(config: IdentityConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
+        let (processing_log, log_writer) = open_processing_log(
+            &bus,
+            SERVICE,
+            config.tls.as_ref(),
+            config.audit_subject_key.as_ref(),
+        )
+        .await?
+        .unzip();
         let adapter = declaration().start(&bus).await?;
         let relay = OutboxRelay::new(db.clone(), adapter.publisher().clone(), config.relay).spawn();
         let registry = Registry::new(db.clone(), adapter.publisher().clone(), relay.waker());
@@ -90,10 +102,14 @@ impl Application {
         )
         .await?
         .add_service(
-            IdentityServiceServer::new(IdentityApi::new(registry, calls))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            IdentityServiceServer::new(IdentityApi::new(
+                registry,
+                calls,
+                CallAudit::new(processing_log),
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
         Ok(Self { runtime, reporter })
     }
 

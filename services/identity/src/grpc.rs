@@ -1,6 +1,7 @@
 //! The `govbus.identity.v1.IdentityService` gRPC API: requests parsed into domain types, domain
 //! errors mapped to statuses.
 
+use govbus_kit::audit::{CallAudit, CallContext, DataSubject};
 use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_server::IdentityService;
@@ -18,12 +19,18 @@ use govbus_civil::{past_date, text_line};
 pub struct IdentityApi {
     registry: Registry,
     calls: CallCounter,
+    audit: CallAudit,
 }
 
 impl IdentityApi {
-    /// Serves `registry`, counting other services' calls in `calls`.
-    pub fn new(registry: Registry, calls: CallCounter) -> Self {
-        Self { registry, calls }
+    /// Serves `registry`, counting other services' calls in `calls` and recording each call
+    /// about a person in the processing log.
+    pub fn new(registry: Registry, calls: CallCounter, audit: CallAudit) -> Self {
+        Self {
+            registry,
+            calls,
+            audit,
+        }
     }
 }
 
@@ -54,6 +61,7 @@ impl IdentityService for IdentityApi {
         request: Request<pb::RegisterCitizenRequest>,
     ) -> Result<Response<pb::RegisterCitizenResponse>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         let span = tracing::info_span!("RegisterCitizen", rpc.method = "RegisterCitizen");
         async {
@@ -75,6 +83,7 @@ impl IdentityService for IdentityApi {
             else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(&request.nik));
             for warning in &warnings {
                 tracing::warn!(
                     message = "Citizen registered with a warning.",
@@ -104,6 +113,7 @@ impl IdentityService for IdentityApi {
         if let Some(caller) = caller(&request) {
             self.calls.count(&caller, "VerifyCitizen");
         }
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         let span = tracing::info_span!("VerifyCitizen", rpc.method = "VerifyCitizen");
         async {
@@ -122,6 +132,7 @@ impl IdentityService for IdentityApi {
             let Some(nik) = nik.filter(|_| problems.is_empty()) else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(nik.as_str()));
             let verification = self
                 .registry
                 .verify(&nik, full_name.as_ref(), birth_date)
@@ -148,6 +159,7 @@ impl IdentityService for IdentityApi {
         request: Request<pb::RecordRelocationRequest>,
     ) -> Result<Response<pb::RecordRelocationResponse>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         let span = tracing::info_span!("RecordRelocation", rpc.method = "RecordRelocation");
         async {
@@ -165,6 +177,7 @@ impl IdentityService for IdentityApi {
             else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(nik.as_str()));
             let idempotency = idempotent(
                 "identity.RecordRelocation",
                 &request.idempotency_key,
@@ -185,6 +198,7 @@ impl IdentityService for IdentityApi {
         request: Request<pb::RecordDeathRequest>,
     ) -> Result<Response<pb::RecordDeathResponse>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         let span = tracing::info_span!("RecordDeath", rpc.method = "RecordDeath");
         async {
@@ -195,6 +209,7 @@ impl IdentityService for IdentityApi {
             let (Some(nik), Some(date), true) = (nik, date, problems.is_empty()) else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(nik.as_str()));
             let idempotency =
                 idempotent("identity.RecordDeath", &request.idempotency_key, &request);
             self.registry

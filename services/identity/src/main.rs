@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("identity")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
+        audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,
         call_report_interval: std::time::Duration::from_secs(60),
     };
     let app = Application::build(config)

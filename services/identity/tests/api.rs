@@ -49,6 +49,7 @@ impl TestApp {
             call_report_interval: Duration::from_millis(200),
             tls: None,
             access: None,
+            audit_subject_key: None,
         };
         let app = Application::build(config).await.expect("identity starts");
         let client = IdentityServiceClient::connect(format!("http://{}", app.address()))

@@ -43,6 +43,7 @@ impl Secured {
             call_report_interval: Duration::from_millis(200),
             tls: Some(tls(certificates.path(), "identity")),
             access: None,
+            audit_subject_key: None,
         })
         .await
         .expect("identity starts with TLS");

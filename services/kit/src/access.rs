@@ -6,11 +6,15 @@
 //! [[grant]]
 //! callers = ["welfare", "licensing"]
 //! methods = ["govbus.identity.v1.IdentityService/VerifyCitizen"]
+//! purpose = "Check an applicant is a living resident before granting a benefit or licence"
 //!
 //! [[grant]]
 //! callers = ["operator"]
 //! methods = ["govbus.identity.v1.IdentityService/*"]
 //! ```
+//!
+//! A grant's `purpose` is what the processing log records for the calls it lets through
+//! (UU 27/2022 asks for the purpose of every processing of personal data).
 //!
 //! A caller is the service named in its client certificate (see [`crate::tls`]); a method is
 //! `package.Service/Method`, or `package.Service/*` for all of a service's methods. Anything
@@ -18,7 +22,7 @@
 //! open to every caller holding a certificate. [`AccessPolicy::watch`] reloads the file when it
 //! changes; a file that does not parse is reported and the policy in force stays.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -64,17 +68,20 @@ struct PolicyFile {
 struct Grant {
     callers: Vec<String>,
     methods: Vec<String>,
+    #[serde(default)]
+    purpose: Option<String>,
 }
 
-/// The grants in force: for each caller, the methods (or `Service/*`) it may call.
+/// The grants in force: for each caller, the methods (or `Service/*`) it may call, each with the
+/// purpose its grant states.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants(BTreeMap<String, BTreeSet<String>>);
+pub struct Grants(BTreeMap<String, BTreeMap<String, Option<Arc<str>>>>);
 
 impl Grants {
     /// Parses a policy document.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|error| error.to_string())?;
-        let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut grants: BTreeMap<String, BTreeMap<String, Option<Arc<str>>>> = BTreeMap::new();
         for (index, grant) in file.grant.iter().enumerate() {
             if grant.callers.is_empty() || grant.methods.is_empty() {
                 return Err(format!("grant {}: needs callers and methods", index + 1));
@@ -90,11 +97,22 @@ impl Grants {
                     ));
                 }
             }
+            if grant
+                .purpose
+                .as_deref()
+                .is_some_and(|purpose| purpose.trim().is_empty() || purpose.len() > 500)
+            {
+                return Err(format!(
+                    "grant {}: a purpose is a sentence of at most 500 bytes",
+                    index + 1
+                ));
+            }
+            let purpose: Option<Arc<str>> = grant.purpose.as_deref().map(Arc::from);
             for caller in &grant.callers {
-                grants
-                    .entry(caller.clone())
-                    .or_default()
-                    .extend(grant.methods.iter().cloned());
+                let methods = grants.entry(caller.clone()).or_default();
+                for method in &grant.methods {
+                    methods.insert(method.clone(), purpose.clone());
+                }
             }
         }
         Ok(Self(grants))
@@ -102,16 +120,22 @@ impl Grants {
 
     /// Whether `caller` may call `path` (`/package.Service/Method`).
     pub fn allows(&self, caller: &str, path: &str) -> bool {
+        self.grant(caller, path).is_some()
+    }
+
+    /// `Some` if `caller` may call `path`, with the purpose its grant states (the grant naming
+    /// the method itself before a `Service/*` one).
+    pub fn grant(&self, caller: &str, path: &str) -> Option<Option<Arc<str>>> {
         let method = path.trim_start_matches('/');
-        let Some((service, _)) = method.split_once('/') else {
-            return false;
-        };
+        let (service, _) = method.split_once('/')?;
         if is_open(service) {
-            return true;
+            return Some(None);
         }
-        self.0.get(caller).is_some_and(|granted| {
-            granted.contains(method) || granted.contains(&format!("{service}/*"))
-        })
+        let granted = self.0.get(caller)?;
+        granted
+            .get(method)
+            .or_else(|| granted.get(&format!("{service}/*")))
+            .cloned()
     }
 }
 
@@ -155,10 +179,15 @@ impl AccessPolicy {
 
     /// Whether `caller` may call `path`.
     pub fn allows(&self, caller: &str, path: &str) -> bool {
+        self.grant(caller, path).is_some()
+    }
+
+    /// `Some` if `caller` may call `path`, with the purpose its grant states.
+    pub fn grant(&self, caller: &str, path: &str) -> Option<Option<Arc<str>>> {
         self.grants
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .allows(caller, path)
+            .grant(caller, path)
     }
 
     /// Rereads the file (if the policy came from one); on error the policy in force stays.
@@ -270,17 +299,27 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // For the processing log: the handler sees the message, not the route it came by.
+        let method =
+            crate::audit::CalledMethod(Arc::from(request.uri().path().trim_start_matches('/')));
+        request.extensions_mut().insert(method);
         if let Some(policy) = &self.policy {
             let caller = request
                 .extensions()
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|info| crate::tls::caller_of(info.peer_certs().as_ref()));
-            let path = request.uri().path();
-            let allowed = caller
+            let path = request.uri().path().to_owned();
+            let path = path.as_str();
+            let grant = caller
                 .as_deref()
-                .is_some_and(|caller| policy.allows(caller, path));
-            if !allowed {
+                .and_then(|caller| policy.grant(caller, path));
+            if let Some(Some(purpose)) = &grant {
+                request
+                    .extensions_mut()
+                    .insert(crate::audit::GrantedPurpose(purpose.clone()));
+            }
+            if grant.is_none() {
                 let caller = caller.unwrap_or_else(|| "(no certificate)".to_owned());
                 tracing::warn!(
                     message = "Call refused by the access policy.",

@@ -12,6 +12,7 @@
 //! # Layout
 //!
 //! - [`access`]: which caller may call which gRPC method, enforced on every call.
+//! - [`audit`]: the processing log, a signed hash chain of every processing of a person's data.
 //! - [`command`]: a command (with its idempotency key) or an event handler (with the inbox) as one transaction.
 //! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
@@ -24,6 +25,7 @@
 //! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
 
 pub mod access;
+pub mod audit;
 pub mod command;
 pub mod db;
 pub mod grpc;

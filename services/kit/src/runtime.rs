@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{ProcessingLog, ProcessingLogWriter, SubjectKey};
 use crate::db::{Database, DbError};
 use crate::grpc::{ServiceRouter, serve};
 use crate::outbox::RelayHandle;
@@ -40,6 +41,9 @@ pub enum StartError {
     /// The TLS certificates cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The processing log cannot be opened.
+    #[error("processing log: {0}")]
+    ProcessingLog(#[from] crate::audit::AuditError),
     /// Another service this one calls has an invalid address.
     #[error("{0}")]
     Dependency(String),
@@ -52,6 +56,31 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Listen { address, source })
 }
 
+/// Opens `service`'s chain of the processing log when it can sign (it has a TLS identity) and
+/// has the deployment's subject key; otherwise the log is off and a warning says so.
+pub async fn open_processing_log(
+    bus: &govbus_bus::Bus,
+    service: &str,
+    tls: Option<&crate::tls::ServiceTls>,
+    subject_key: Option<&SubjectKey>,
+) -> Result<Option<(ProcessingLog, ProcessingLogWriter)>, StartError> {
+    match (tls, subject_key) {
+        (Some(tls), Some(key)) => {
+            let signer = tls.block_signer()?;
+            Ok(Some(ProcessingLog::start(bus, signer, key.clone()).await?))
+        }
+        (tls, key) => {
+            tracing::warn!(
+                message = "Processing log off: processings of personal data are not recorded.",
+                service,
+                tls = tls.is_some(),
+                subject_key = key.is_some(),
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// A running service: what [`stop`](Self::stop) shuts down, in order.
 #[derive(Debug)]
 pub struct ServiceRuntime {
@@ -60,16 +89,18 @@ pub struct ServiceRuntime {
     stop_serving: CancellationToken,
     relay: RelayHandle,
     adapter: RunningAdapter,
+    processing_log: Option<ProcessingLogWriter>,
     db: Database,
 }
 
 impl ServiceRuntime {
-    /// Serves `router` on `listener`; the relay and adapter are already running.
+    /// Serves `router` on `listener`; the relay, adapter and processing log are already running.
     pub fn start(
         router: ServiceRouter,
         listener: TcpListener,
         relay: RelayHandle,
         adapter: RunningAdapter,
+        processing_log: Option<ProcessingLogWriter>,
         db: Database,
     ) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(|source| StartError::Listen {
@@ -93,6 +124,7 @@ impl ServiceRuntime {
             stop_serving,
             relay,
             adapter,
+            processing_log,
             db,
         })
     }
@@ -118,6 +150,11 @@ impl ServiceRuntime {
             Err(error) => tracing::error!(message = "gRPC server task failed.", %error),
         }
         self.adapter.shutdown().await;
+        // After the server and consumers: nothing is processed any more, so nothing more is
+        // recorded; what is queued is appended.
+        if let Some(processing_log) = self.processing_log {
+            processing_log.shutdown().await;
+        }
         self.relay.shutdown().await;
         self.db.close().await;
     }

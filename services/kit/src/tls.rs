@@ -46,6 +46,9 @@ pub struct ServiceTls {
     ca: Certificate,
     identity: Identity,
     name: String,
+    /// Kept to sign the processing log with the same key (see [`ServiceTls::block_signer`]).
+    certificate_pem: Arc<[u8]>,
+    key_pem: Arc<[u8]>,
 }
 
 /// Where a certificate set lives: `<dir>/ca.pem`, `<dir>/<name>.pem`, `<dir>/<name>-key.pem`.
@@ -79,10 +82,14 @@ impl ServiceTls {
                 source,
             })
         };
+        let certificate_pem = read(&paths.certificate)?;
+        let key_pem = read(&paths.key)?;
         Ok(Self {
             ca: Certificate::from_pem(read(&paths.ca)?),
-            identity: Identity::from_pem(read(&paths.certificate)?, read(&paths.key)?),
+            identity: Identity::from_pem(&certificate_pem, &key_pem),
             name: name.to_owned(),
+            certificate_pem: certificate_pem.into(),
+            key_pem: key_pem.into(),
         })
     }
 
@@ -99,6 +106,16 @@ impl ServiceTls {
     /// The service name this identity belongs to.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The CA certificates this service trusts (PEM).
+    pub fn ca_pem(&self) -> &[u8] {
+        self.ca.as_ref()
+    }
+
+    /// Signs this service's processing-log blocks with its certificate's key.
+    pub fn block_signer(&self) -> Result<crate::audit::BlockSigner, crate::audit::AuditError> {
+        crate::audit::BlockSigner::from_pem(&self.name, &self.certificate_pem, &self.key_pem)
     }
 
     /// Server side: present this identity, require a client certificate from the CA.

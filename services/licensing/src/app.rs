@@ -1,12 +1,14 @@
 //! Building and running the licensing service.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
 use govbus_identity::client::IdentityClient;
+use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
-use govbus_kit::runtime::bind;
+use govbus_kit::runtime::{bind, open_processing_log};
 use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::CitizenDeceased;
@@ -23,6 +25,10 @@ use crate::store::MIGRATIONS;
 
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "licensing";
+
+/// Why licensing processes identity's events about people, as the processing log records it.
+const IDENTITY_CONSUMER_PURPOSE: &str =
+    "Stop open licence applications of applicants who have died";
 
 /// Everything the licensing service needs to start.
 #[derive(Debug, Clone)]
@@ -43,6 +49,9 @@ pub struct LicensingConfig {
     /// Who may call which method (enforced with `tls` only: callers are known by their
     /// certificates).
     pub access: Option<govbus_kit::access::AccessPolicy>,
+    /// The deployment's key for hashing people in the processing log. With `tls` (whose key
+    /// signs the log), every call and event delivery touching a person is recorded.
+    pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
     /// Service-level deadlines.
     pub deadlines: Deadlines,
     /// How often passed deadlines are looked for.
@@ -78,14 +87,25 @@ impl Application {
     pub async fn build(config: LicensingConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
+        let (processing_log, log_writer) = open_processing_log(
+            &bus,
+            SERVICE,
+            config.tls.as_ref(),
+            config.audit_subject_key.as_ref(),
+        )
+        .await?
+        .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
             .map_err(StartError::Dependency)?;
-        let declaration = ServiceAdapter::new(SERVICE)
+        let mut declaration = ServiceAdapter::new(SERVICE)
             .publishes::<ApplicationSubmitted>()
             .publishes::<NibIssued>()
             .publishes::<LicenceDecided>()
             .publishes::<LicenceDeemedApproved>()
             .publishes::<LicenceFlaggedForReview>();
+        if let Some(log) = &processing_log {
+            declaration = declaration.observe_deliveries(Arc::new(log.clone()));
+        }
         let publisher = declaration.publisher(&bus)?;
         let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
         let office = Office::new(
@@ -97,12 +117,14 @@ impl Application {
         );
         let on_death = office.clone();
         let adapter = declaration
-            .consumer(Consumer::new("licensing-identity").on(
-                move |event: CitizenDeceased, meta| {
-                    let office = on_death.clone();
-                    async move { office.on_citizen_deceased(event, meta).await }
-                },
-            ))
+            .consumer(
+                Consumer::new("licensing-identity")
+                    .purpose(IDENTITY_CONSUMER_PURPOSE)
+                    .on(move |event: CitizenDeceased, meta| {
+                        let office = on_death.clone();
+                        async move { office.on_citizen_deceased(event, meta).await }
+                    }),
+            )
             .start(&bus)
             .await?;
         let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
@@ -115,10 +137,10 @@ impl Application {
         )
         .await?
         .add_service(
-            LicensingServiceServer::new(LicensingApi::new(office))
+            LicensingServiceServer::new(LicensingApi::new(office, CallAudit::new(processing_log)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
         Ok(Self { runtime, watcher })
     }
 

@@ -1,6 +1,7 @@
 //! The `govbus.licensing.v1.LicensingService` gRPC API.
 
 use govbus_civil::{Kelurahan, Nik, text_line};
+use govbus_kit::audit::{CallAudit, CallContext, DataSubject};
 use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::licensing::v1 as pb;
 use govbus_proto::licensing::v1::licensing_service_server::LicensingService;
@@ -14,12 +15,13 @@ use crate::office::{LicensingError, NewApplication, Office};
 #[derive(Debug, Clone)]
 pub struct LicensingApi {
     office: Office,
+    audit: CallAudit,
 }
 
 impl LicensingApi {
-    /// Serves `office`.
-    pub fn new(office: Office) -> Self {
-        Self { office }
+    /// Serves `office`, recording each application in the processing log under its applicant.
+    pub fn new(office: Office, audit: CallAudit) -> Self {
+        Self { office, audit }
     }
 }
 
@@ -30,6 +32,7 @@ impl LicensingService for LicensingApi {
         request: Request<pb::ApplyForLicenceRequest>,
     ) -> Result<Response<pb::Application>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         async {
             let mut problems = FieldProblems::default();
@@ -63,6 +66,8 @@ impl LicensingService for LicensingApi {
             else {
                 return Err(problems.into_status());
             };
+            self.audit
+                .record(&call, DataSubject::Nik(applicant.as_str()));
             let application = NewApplication {
                 applicant,
                 business_name,

@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("licensing")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
+        audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,
         deadlines: Deadlines {
             verification: days("GOVBUS_LICENSING_VERIFICATION_DAYS", 5)?,
             approval: days("GOVBUS_LICENSING_APPROVAL_DAYS", 10)?,

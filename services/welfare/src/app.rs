@@ -1,10 +1,12 @@
 //! Building and running the welfare service.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
-use govbus_kit::runtime::bind;
+use govbus_kit::runtime::{bind, open_processing_log};
 use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::{CitizenDeceased, CitizenRelocated};
@@ -23,6 +25,10 @@ pub const SERVICE: &str = "welfare";
 
 /// The durable consumer of identity's events.
 pub const IDENTITY_CONSUMER: &str = "welfare-identity";
+
+/// Why welfare processes identity's events about people, as the processing log records it.
+const IDENTITY_CONSUMER_PURPOSE: &str =
+    "Keep social-assistance recipients' status current: suspend benefits on death, follow moves";
 
 /// Everything the welfare service needs to start.
 #[derive(Debug, Clone)]
@@ -43,6 +49,9 @@ pub struct WelfareConfig {
     /// Who may call which method (enforced with `tls` only: callers are known by their
     /// certificates).
     pub access: Option<govbus_kit::access::AccessPolicy>,
+    /// The deployment's key for hashing people in the processing log. With `tls` (whose key
+    /// signs the log), every call and event delivery touching a person is recorded.
+    pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
 }
 
 /// A running welfare service.
@@ -74,14 +83,25 @@ impl Application {
     pub async fn build(config: WelfareConfig) -> Result<Self, StartError> {
         let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
         let bus = Bus::connect(config.bus).await?;
+        let (processing_log, log_writer) = open_processing_log(
+            &bus,
+            SERVICE,
+            config.tls.as_ref(),
+            config.audit_subject_key.as_ref(),
+        )
+        .await?
+        .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
             .map_err(StartError::Dependency)?;
-        let declaration = ServiceAdapter::new(SERVICE)
+        let mut declaration = ServiceAdapter::new(SERVICE)
             .publishes::<HouseholdRegistered>()
             .publishes::<HouseholdAssessed>()
             .publishes::<BenefitGranted>()
             .publishes::<BenefitRefused>()
             .publishes::<BenefitSuspended>();
+        if let Some(log) = &processing_log {
+            declaration = declaration.observe_deliveries(Arc::new(log.clone()));
+        }
         let publisher = declaration.publisher(&bus)?;
         let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
         let office = Office::new(db.clone(), publisher, relay.waker(), identity);
@@ -89,6 +109,7 @@ impl Application {
         let adapter = declaration
             .consumer(
                 Consumer::new(IDENTITY_CONSUMER)
+                    .purpose(IDENTITY_CONSUMER_PURPOSE)
                     .on(move |event: CitizenDeceased, meta| {
                         let office = on_death.clone();
                         async move { office.on_citizen_deceased(event, meta).await }
@@ -109,10 +130,10 @@ impl Application {
         )
         .await?
         .add_service(
-            WelfareServiceServer::new(WelfareApi::new(office))
+            WelfareServiceServer::new(WelfareApi::new(office, CallAudit::new(processing_log)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, db)?;
+        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
         Ok(Self { runtime })
     }
 

@@ -1,6 +1,7 @@
 //! The `govbus.welfare.v1.WelfareService` gRPC API.
 
 use govbus_civil::{Kelurahan, KkNumber, Nik};
+use govbus_kit::audit::{CallAudit, CallContext, DataSubject};
 use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::welfare::v1 as pb;
 use govbus_proto::welfare::v1::welfare_service_server::WelfareService;
@@ -17,12 +18,13 @@ const MAX_MEMBERS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct WelfareApi {
     office: Office,
+    audit: CallAudit,
 }
 
 impl WelfareApi {
-    /// Serves `office`.
-    pub fn new(office: Office) -> Self {
-        Self { office }
+    /// Serves `office`, recording each call about a person in the processing log.
+    pub fn new(office: Office, audit: CallAudit) -> Self {
+        Self { office, audit }
     }
 }
 
@@ -33,6 +35,7 @@ impl WelfareService for WelfareApi {
         request: Request<pb::RegisterHouseholdRequest>,
     ) -> Result<Response<pb::RegisterHouseholdResponse>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         async {
             let mut problems = FieldProblems::default();
@@ -61,6 +64,9 @@ impl WelfareService for WelfareApi {
             else {
                 return Err(problems.into_status());
             };
+            for member in &members {
+                self.audit.record(&call, DataSubject::Nik(member.as_str()));
+            }
             let idempotency = idempotent(
                 "welfare.RegisterHousehold",
                 &request.idempotency_key,
@@ -117,6 +123,7 @@ impl WelfareService for WelfareApi {
         request: Request<pb::ApplyForProgrammeRequest>,
     ) -> Result<Response<pb::ApplyForProgrammeResponse>, Status> {
         let causality = causality(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         async {
             let mut problems = FieldProblems::default();
@@ -130,6 +137,7 @@ impl WelfareService for WelfareApi {
             let (Some(nik), Some(programme), true) = (nik, programme, problems.is_empty()) else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(nik.as_str()));
             let idempotency = idempotent(
                 "welfare.ApplyForProgramme",
                 &request.idempotency_key,
@@ -152,12 +160,14 @@ impl WelfareService for WelfareApi {
         &self,
         request: Request<pb::ListBenefitsRequest>,
     ) -> Result<Response<pb::ListBenefitsResponse>, Status> {
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         async {
             let mut problems = FieldProblems::default();
             let Some(nik) = problems.check("nik", Nik::parse(&request.nik)) else {
                 return Err(problems.into_status());
             };
+            self.audit.record(&call, DataSubject::Nik(nik.as_str()));
             let benefits = self.office.benefits(&nik).await.map_err(status)?;
             Ok(Response::new(pb::ListBenefitsResponse {
                 benefits: benefits

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("welfare")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
+        audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,
     };
     let app = Application::build(config)
         .await

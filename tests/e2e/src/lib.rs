@@ -96,6 +96,7 @@ impl Stack {
             relay: relay(),
             tls: None,
             access: None,
+            audit_subject_key: None,
             call_report_interval: std::time::Duration::from_millis(200),
         })
         .await
@@ -109,6 +110,7 @@ impl Stack {
             relay: relay(),
             tls: None,
             access: None,
+            audit_subject_key: None,
         })
         .await
         .expect("welfare starts");
@@ -120,6 +122,7 @@ impl Stack {
             relay: relay(),
             tls: None,
             access: None,
+            audit_subject_key: None,
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
         };

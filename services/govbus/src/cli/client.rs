@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use http_body_util::{BodyExt as _, BodyStream, Empty};
+use http_body_util::{BodyExt as _, BodyStream, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 /// A client of a running stack's console API.
 #[derive(Debug, Clone)]
 pub struct ConsoleClient {
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: Client<HttpConnector, Full<Bytes>>,
     base: String,
 }
 
@@ -75,6 +75,17 @@ impl ConsoleClient {
             .await
     }
 
+    /// POSTs `body` as JSON to `path` and decodes the JSON answer.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let body = Bytes::from(serde_json::to_vec(body)?);
+        self.call_with(http::Method::POST, path, body, Duration::from_secs(120))
+            .await
+    }
+
     /// GETs `path` and returns its body as it arrives (for server-sent events).
     pub async fn stream(
         &self,
@@ -102,8 +113,18 @@ impl ConsoleClient {
         path: &str,
         timeout: Duration,
     ) -> anyhow::Result<T> {
+        self.call_with(method, path, Bytes::new(), timeout).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
         let exchange = async {
-            let response = self.send(method, path).await?;
+            let response = self.send_with(method, path, body).await?;
             let status = response.status().as_u16();
             let body = response
                 .into_body()
@@ -127,11 +148,24 @@ impl ConsoleClient {
         method: http::Method,
         path: &str,
     ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
-        let request = http::Request::builder()
+        self.send_with(method, path, Bytes::new()).await
+    }
+
+    async fn send_with(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .body(Empty::new())
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if !body.is_empty() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body))
             .context("building the request")?;
         self.http.request(request).await.with_context(|| {
             format!(

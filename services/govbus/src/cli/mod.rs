@@ -23,6 +23,8 @@ pub mod exit {
     pub const UNHEALTHY: u8 = 3;
     /// What was asked for does not exist.
     pub const NOT_FOUND: u8 = 4;
+    /// The processing log failed verification: entries were altered, removed or reordered.
+    pub const TAMPERED: u8 = 5;
 }
 
 /// Output format.
@@ -248,4 +250,69 @@ pub async fn trace(
 
 fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `govbus audit verify`: checks every chain of the processing log. With `heads` (the JSON a
+/// previous `--save-heads` wrote), also that no chain lost its end since. Exit 5 if the log is
+/// not intact.
+pub async fn audit_verify(
+    client: &ConsoleClient,
+    output: Output,
+    heads: Option<&std::path::Path>,
+    save_heads: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let earlier: Value = match heads {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a heads file", path.display()))?
+        }
+        None => Value::Array(Vec::new()),
+    };
+    let report: Value = client
+        .post_json(
+            "/api/audit/verify",
+            &serde_json::json!({ "heads": earlier }),
+        )
+        .await?;
+    let intact = report["intact"] == true;
+    if let Some(path) = save_heads {
+        let heads: Vec<Value> = report["writers"]
+            .as_array()
+            .map(|writers| {
+                writers
+                    .iter()
+                    .map(|writer| writer["head"].clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        std::fs::write(path, serde_json::to_vec_pretty(&heads)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    match output {
+        Output::Json => print_json(&report)?,
+        Output::Human => say(&render::audit_report(&report))?,
+    }
+    Ok(ExitCode::from(if intact {
+        exit::OK
+    } else {
+        exit::TAMPERED
+    }))
+}
+
+/// `govbus audit subject <NIK>`: every recorded processing of one person's data.
+pub async fn audit_subject(
+    client: &ConsoleClient,
+    output: Output,
+    nik: &str,
+) -> anyhow::Result<ExitCode> {
+    let history: Value = client
+        .post_json("/api/audit/subject", &serde_json::json!({ "nik": nik }))
+        .await?;
+    match output {
+        Output::Json => print_json(&history)?,
+        Output::Human => say(&render::audit_history(&history))?,
+    }
+    Ok(ExitCode::from(exit::OK))
 }

@@ -266,6 +266,95 @@ pub(super) fn trace_tree(spans: &Value) -> String {
     table(&["SPAN", "SERVICE", "START", "DURATION", ""], &rows)
 }
 
+pub(super) fn audit_report(report: &Value) -> String {
+    let rows: Vec<Vec<String>> = report["writers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|writer| {
+            vec![
+                text(&writer["writer"]),
+                text(&writer["entries"]),
+                text(&writer["blocks"]),
+                text(&writer["head"]["seq"]),
+                text(&writer["head"]["hash"]).chars().take(16).collect(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["WRITER", "ENTRIES", "BLOCKS", "LAST", "LAST HASH"], &rows);
+    let problems = report["problems"].as_array().cloned().unwrap_or_default();
+    if problems.is_empty() {
+        let _ = write!(
+            out,
+            "\n\nIntact: {} entries in {} blocks; every chain is complete, in order and signed.",
+            text(&report["entries"]),
+            text(&report["blocks"]),
+        );
+    } else {
+        let rows: Vec<Vec<String>> = problems
+            .iter()
+            .map(|problem| {
+                vec![
+                    text(&problem["kind"]).to_uppercase(),
+                    text(&problem["writer"]),
+                    text(&problem["entry"]),
+                    text(&problem["stream_sequence"]),
+                    text(&problem["detail"]),
+                ]
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "\n\nNOT INTACT: {} problems\n{}",
+            problems.len(),
+            table(
+                &["PROBLEM", "WRITER", "ENTRY", "STREAM SEQ", "DETAIL"],
+                &rows
+            )
+        );
+    }
+    out
+}
+
+pub(super) fn audit_history(history: &Value) -> String {
+    let rows: Vec<Vec<String>> = history["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            vec![
+                text(&entry["at"]),
+                text(&entry["writer"]),
+                text(&entry["requester"]),
+                text(&entry["kind"]),
+                text(&entry["action"]),
+                text(&entry["purpose"]),
+                text(&entry["trace_id"]),
+            ]
+        })
+        .collect();
+    let count = rows.len();
+    let mut out = table(
+        &["WHEN", "BY", "FOR", "KIND", "WHAT", "PURPOSE", "TRACE"],
+        &rows,
+    );
+    let _ = write!(
+        out,
+        "\n\n{count} processings recorded{}{}",
+        if history["registered"] == true {
+            ""
+        } else {
+            " (the NIK is not in the population register)"
+        },
+        if history["log_intact"] == true {
+            "; the processing log verified intact."
+        } else {
+            "; WARNING: the processing log failed verification (run `govbus audit verify`)."
+        },
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,8 @@ pub(super) fn router(state: ConsoleState) -> Router {
         .route("/api/traces", get(traces))
         .route("/api/traces/{trace_id}", get(trace))
         .route("/api/spbe", get(spbe))
+        .route("/api/audit/verify", post(super::audit::verify))
+        .route("/api/audit/subject", post(super::audit::subject))
         .with_state(state)
 }
 
@@ -50,7 +52,11 @@ pub(super) fn router(state: ConsoleState) -> Router {
 pub(super) struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn unavailable(message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+
+    pub(super) fn unavailable(message: impl Into<String>) -> Self {
         Self(StatusCode::SERVICE_UNAVAILABLE, message.into())
     }
 
@@ -65,7 +71,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn page() -> impl IntoResponse {
     asset(

@@ -5,7 +5,10 @@
 //! Prometheus text; `/healthz` answers when the console runs.
 
 mod api;
+mod audit;
 pub mod inspect;
+
+pub use audit::AuditAccess;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +53,8 @@ struct StateInner {
     rates: inspect::Rates,
     /// The console's identity for its gRPC calls, when the services speak mutual TLS.
     tls: Option<govbus_kit::tls::ServiceTls>,
+    /// Reading the processing log, when the stack keeps one.
+    audit: Option<AuditAccess>,
     /// Cancelled when the console stops, ending open event streams.
     closing: CancellationToken,
 }
@@ -61,6 +66,7 @@ impl ConsoleState {
         endpoints: Endpoints,
         observability: Observability,
         tls: Option<govbus_kit::tls::ServiceTls>,
+        audit: Option<AuditAccess>,
     ) -> Self {
         Self {
             inner: Arc::new(StateInner {
@@ -69,6 +75,7 @@ impl ConsoleState {
                 observability,
                 rates: inspect::Rates::default(),
                 tls,
+                audit,
                 closing: CancellationToken::new(),
             }),
         }

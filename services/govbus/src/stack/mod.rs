@@ -19,9 +19,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::StackConfig;
-use crate::console::{Console, ConsoleState, ServiceEndpoint};
+use crate::console::{AuditAccess, Console, ConsoleState, ServiceEndpoint};
 use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix};
 use govbus_kit::access::AccessPolicy;
+use govbus_kit::audit::{SubjectKey, TrustAnchors};
 use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
 /// Why the stack could not start.
@@ -59,6 +60,9 @@ pub enum StackError {
         #[source]
         source: govbus_kit::tls::TlsError,
     },
+    /// The processing log's subject key or CA cannot be used.
+    #[error("processing log: {0}")]
+    Audit(#[from] govbus_kit::audit::AuditError),
     /// The access policy cannot be used.
     #[error(transparent)]
     Policy(#[from] govbus_kit::access::PolicyError),
@@ -163,6 +167,13 @@ impl Stack {
             Some(_) => Some(open_policy(&config)?),
             None => None,
         };
+        // The processing log is signed with the services' certificates, so it is kept with TLS.
+        let subject_key = match &certificates {
+            Some(_) => Some(SubjectKey::load_or_create(
+                &config.data_dir.join("audit").join("subject.key"),
+            )?),
+            None => None,
+        };
         let stop_watching_policy = CancellationToken::new();
         if let Some(access) = &access {
             access.watch(Duration::from_secs(2), stop_watching_policy.clone());
@@ -188,6 +199,7 @@ impl Stack {
             &users,
             certificates.as_ref(),
             access.as_ref(),
+            subject_key.as_ref(),
         ))
         .await;
         let (identity, welfare, licensing, evaluation) = match started {
@@ -239,7 +251,15 @@ impl Stack {
                     Some(certificates) => Some(certificates.identity(CONSOLE)?),
                     None => None,
                 };
-                let state = ConsoleState::new(bus, stack.endpoints.clone(), observability, tls);
+                let audit = match (&tls, &subject_key) {
+                    (Some(tls), Some(subject_key)) => Some(AuditAccess {
+                        subject_key: subject_key.clone(),
+                        trust: TrustAnchors::from_pem(tls.ca_pem())?,
+                    }),
+                    _ => None,
+                };
+                let state =
+                    ConsoleState::new(bus, stack.endpoints.clone(), observability, tls, audit);
                 Console::start(config.console.listen, state)
                     .await
                     .map_err(StackError::Console)
@@ -475,6 +495,7 @@ async fn start_services(
     users: &NatsUsers,
     certificates: Option<&Certificates>,
     access: Option<&AccessPolicy>,
+    audit_subject_key: Option<&SubjectKey>,
 ) -> Result<Services, StackError> {
     let tls = |service: &str| match certificates {
         Some(certificates) => certificates.identity(service).map(Some),
@@ -494,6 +515,7 @@ async fn start_services(
         relay: RelaySettings::default(),
         tls: tls("identity")?,
         access: access.cloned(),
+        audit_subject_key: audit_subject_key.cloned(),
         call_report_interval: Duration::from_secs(60),
     })
     .await
@@ -508,6 +530,7 @@ async fn start_services(
             relay: RelaySettings::default(),
             tls: tls("welfare")?,
             access: access.cloned(),
+            audit_subject_key: audit_subject_key.cloned(),
         })
         .await
         .map_err(failed("welfare"))?;
@@ -520,6 +543,7 @@ async fn start_services(
                 relay: RelaySettings::default(),
                 tls: tls("licensing")?,
                 access: access.cloned(),
+                audit_subject_key: audit_subject_key.cloned(),
                 deadlines: govbus_licensing::Deadlines {
                     verification: config.licensing.verification_deadline,
                     approval: config.licensing.approval_deadline,
