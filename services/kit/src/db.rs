@@ -6,10 +6,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use time::OffsetDateTime;
 
 /// Which database engine is behind a [`Database`].
@@ -107,6 +108,44 @@ pub struct Migration {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite lets one writer in at a time and makes the others sleep and retry (its busy
+    /// handler backs off up to 100 ms), which collapses throughput under concurrent handlers.
+    /// Writers of this process queue here instead, in order, and enter SQLite one at a time.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction: commit it, or drop it to roll back. On SQLite it holds the process's
+/// write turn until it ends.
+#[derive(Debug)]
+pub struct WriteTransaction {
+    inner: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTransaction {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    /// Rolls back (dropping the transaction does too, without waiting).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
 }
 
 impl Database {
@@ -117,7 +156,11 @@ impl Database {
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         install_default_drivers();
         let backend: Backend = url.parse()?;
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // No ping before each use: it cost a round trip per transaction (on SQLite, a hop to the
+        // connection's worker thread), and a broken connection fails the statement instead.
+        let mut options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false);
         let url = match backend {
             Backend::Sqlite => {
                 options = options.max_connections(8).after_connect(|connection, _| {
@@ -142,7 +185,13 @@ impl Database {
             .connect(&url)
             .await
             .map_err(DbError::sql("connecting to the database"))?;
-        Ok(Self { pool, backend })
+        let write_turn =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self {
+            pool,
+            backend,
+            write_turn,
+        })
     }
 
     /// The engine behind this database.
@@ -159,12 +208,20 @@ impl Database {
     ///
     /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a transaction that reads
     /// and then writes could otherwise fail when another writer committed in between.
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
+    /// The other writers of this process wait their turn in order (see [`Database`]).
+    pub async fn begin(&self) -> Result<WriteTransaction, DbError> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(Arc::clone(turn).lock_owned().await),
+            None => None,
+        };
         let transaction = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
         };
-        transaction.map_err(DbError::sql("starting a transaction"))
+        Ok(WriteTransaction {
+            inner: transaction.map_err(DbError::sql("starting a transaction"))?,
+            _turn: turn,
+        })
     }
 
     /// Applies the `migrations` of `component` that are not applied yet, each in its own

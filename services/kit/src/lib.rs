@@ -37,7 +37,7 @@ pub mod schema;
 pub mod telemetry;
 pub mod tls;
 
-pub use db::{Backend, Database, DbError, Migration};
+pub use db::{Backend, Database, DbError, Migration, WriteTransaction};
 pub use idempotency::{IdempotencyError, IdempotentRequest};
 pub use outbox::{OutboxRelay, RelayHandle, RelaySettings, RelayWaker};
 pub use runtime::{ServiceRuntime, StartError};

@@ -301,19 +301,15 @@ impl OutboxRelay {
         let results = self.publisher.send_batch(&events).await;
         let now = now_micros();
         let mut round = Round::default();
+        let mut acknowledged = Vec::with_capacity(rows.len());
         let mut transaction = self.db.begin().await?;
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(receipt) => {
-                    sqlx::query(
-                        "UPDATE outbox SET sent_at = $1, stream_sequence = $2 WHERE position = $3",
-                    )
-                    .bind(now)
-                    .bind(i64::try_from(receipt.sequence).unwrap_or(i64::MAX))
-                    .bind(row.position)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(DbError::sql("marking an outbox row sent"))?;
+                    acknowledged.push((
+                        row.position,
+                        i64::try_from(receipt.sequence).unwrap_or(i64::MAX),
+                    ));
                     round.sent += 1;
                 }
                 Err(error)
@@ -353,6 +349,11 @@ impl OutboxRelay {
                 }
             }
         }
+        // One statement per chunk of rows: a statement per row made marking cost more than
+        // sending.
+        for chunk in acknowledged.chunks(MARK_CHUNK) {
+            mark_sent(&mut transaction, now, chunk).await?;
+        }
         transaction
             .commit()
             .await
@@ -370,6 +371,37 @@ impl OutboxRelay {
             .map_err(DbError::sql("deleting old outbox rows"))?;
         Ok(())
     }
+}
+
+/// Rows marked sent by one statement (two parameters each, well inside every backend's limit).
+const MARK_CHUNK: usize = 200;
+
+/// Marks `rows` (position, stream sequence) sent at `now`.
+async fn mark_sent(
+    connection: &mut AnyConnection,
+    now: i64,
+    rows: &[(i64, i64)],
+) -> Result<(), DbError> {
+    let mut sql = String::from("UPDATE outbox SET sent_at = $1, stream_sequence = CASE position");
+    for index in 0..rows.len() {
+        let _ = write!(sql, " WHEN ${} THEN ${}", 2 + 2 * index, 3 + 2 * index);
+    }
+    sql.push_str(" END WHERE position IN (");
+    for index in 0..rows.len() {
+        let separator = if index == 0 { "" } else { ", " };
+        let _ = write!(sql, "{separator}${}", 2 + 2 * index);
+    }
+    sql.push(')');
+    // Only placeholders are generated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (position, sequence) in rows {
+        query = query.bind(*position).bind(*sequence);
+    }
+    query
+        .execute(connection)
+        .await
+        .map_err(DbError::sql("marking outbox rows sent"))?;
+    Ok(())
 }
 
 #[derive(Debug, Default)]

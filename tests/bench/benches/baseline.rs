@@ -1,0 +1,138 @@
+//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls] [--json FILE]`:
+//! every govbus path beside its raw baseline, in one run, with the ratios.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::Parser;
+use govbus_bench::calls::{CallBench, CallSettings};
+use govbus_bench::consume::{self, ConsumeSettings};
+use govbus_bench::publish::{self, PublishSettings};
+use govbus_bench::{Comparison, Run};
+use govbus_harness::NatsServer;
+use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Smaller runs (a minute or two), for a quick look.
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios: publish, consume, calls.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Test runners list a bench target's tests (`--list --format terse [--ignored]`): it has
+    /// none, so `cargo nextest run --all-targets` runs nothing here.
+    #[arg(long, hide = true)]
+    list: bool,
+    #[arg(long, hide = true)]
+    format: Option<String>,
+    #[arg(long, hide = true)]
+    ignored: bool,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.list {
+        return Ok(());
+    }
+    // Spans are recorded as in a running service (into the in-memory trace store).
+    let _telemetry = Telemetry::install(&TelemetrySettings {
+        log_filter: "warn".to_owned(),
+        ..TelemetrySettings::default()
+    })?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
+    let scale = if args.quick { 10 } else { 1 };
+    let mut results = Vec::new();
+
+    if wanted("publish") {
+        let server = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let settings = PublishSettings {
+            events: 200_000 / scale,
+            payload: 256,
+            in_flight: 256,
+        };
+        results.push(publish::compare(&server.client_url(), dir.path(), settings).await?);
+        print(results.last());
+    }
+    if wanted("consume") {
+        let server = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let settings = ConsumeSettings {
+            events: 200_000 / scale,
+            payload: 256,
+        };
+        results.push(consume::compare(&server.client_url(), dir.path(), settings).await?);
+        print(results.last());
+    }
+    if wanted("calls") {
+        let server = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let mut bench = CallBench::new(dir.path())?;
+        let settings = CallSettings {
+            calls: 64_000 / scale,
+            in_flight: 64,
+        };
+        for citizens in [10_000, 1_000_000 / scale] {
+            bench.grow_to(citizens).await?;
+            results.push(bench.compare(&server.client_url(), settings).await?);
+            print(results.last());
+        }
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "\n{}", table(&results))?;
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+fn print(comparison: Option<&Comparison>) {
+    if let Some(comparison) = comparison {
+        eprintln!(
+            "{}: govbus {:.0}/s, baseline {:.0}/s, ratio {:.2} (goal {:.2})",
+            comparison.name,
+            comparison.govbus.rate(),
+            comparison.baseline.rate(),
+            comparison.ratio,
+            comparison.goal
+        );
+    }
+}
+
+fn latency(run: &Run) -> String {
+    run.latency.map_or_else(String::new, |latency| {
+        format!("p50 {:.2} ms, p99 {:.2} ms", latency.p50_ms, latency.p99_ms)
+    })
+}
+
+fn table(results: &[Comparison]) -> String {
+    let mut out =
+        String::from("| scenario | govbus | baseline | ratio | goal |\n|---|---|---|---|---|\n");
+    for comparison in results {
+        out.push_str(&format!(
+            "| {} | {:.0}/s {} | {:.0}/s {} | {:.2} | {:.2} {} |\n",
+            comparison.name,
+            comparison.govbus.rate(),
+            latency(&comparison.govbus),
+            comparison.baseline.rate(),
+            latency(&comparison.baseline),
+            comparison.ratio,
+            comparison.goal,
+            if comparison.meets_goal() {
+                "met"
+            } else {
+                "missed"
+            },
+        ));
+    }
+    out
+}

@@ -1,0 +1,158 @@
+//! Consuming: a govbus consumer (decode, trace context, idempotent inbox write in its database,
+//! ack) against a raw async-nats pull consumer that only acks, over the same stored events.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures_util::StreamExt as _;
+use govbus_bus::{Bus, BusOptions, Causality, Consumer, EventMeta, ServiceAdapter};
+use govbus_kit::command::handle_once;
+use govbus_kit::outbox::{OutboxRelay, RelaySettings};
+use tokio::sync::Notify;
+
+use crate::measure::{Comparison, Run};
+use crate::sample::{SERVICE, SampleRecorded, sample};
+
+/// What to consume.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumeSettings {
+    /// Events stored before either consumer starts.
+    pub events: u64,
+    /// Payload bytes.
+    pub payload: usize,
+}
+
+/// The goal: govbus handles 60 % of what a bare acking consumer does.
+pub const GOAL: f64 = 0.6;
+
+/// Unacknowledged messages either consumer may hold (govbus's default).
+const MAX_ACK_PENDING: i64 = 4096;
+
+/// Stores the events, then runs both consumers over them; the govbus consumer's inbox lives in a
+/// SQLite file in `dir`.
+pub async fn compare(
+    nats_url: &str,
+    dir: &Path,
+    settings: ConsumeSettings,
+) -> anyhow::Result<Comparison> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("bench-consume")).await?;
+    fill(&bus, settings).await?;
+    let baseline = raw(
+        nats_url,
+        &bus.topology().service_stream(SERVICE),
+        settings.events,
+    )
+    .await?;
+    let govbus = govbus_consumer(&bus, dir, settings.events).await?;
+    Ok(Comparison::new(
+        "consume (events/s)",
+        govbus,
+        baseline,
+        GOAL,
+    ))
+}
+
+/// Publishes `settings.events` samples on the bench service's stream.
+pub async fn fill(bus: &Bus, settings: ConsumeSettings) -> anyhow::Result<()> {
+    let adapter = ServiceAdapter::new(SERVICE)
+        .publishes::<SampleRecorded>()
+        .start(bus)
+        .await?;
+    let event = sample(settings.payload);
+    let mut sent = 0;
+    while sent < settings.events {
+        let batch: Vec<_> = (0..1000.min(settings.events - sent))
+            .map(|_| adapter.publisher().encode(&event, &Causality::root()))
+            .collect::<Result<_, _>>()?;
+        for result in adapter.publisher().send_batch(&batch).await {
+            result?;
+        }
+        sent += batch.len() as u64;
+    }
+    adapter.shutdown().await;
+    Ok(())
+}
+
+/// A durable pull consumer that acks each message and does nothing else.
+pub async fn raw(nats_url: &str, stream_name: &str, events: u64) -> anyhow::Result<Run> {
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let consumer = js
+        .get_stream(stream_name)
+        .await?
+        .create_consumer(pull::Config {
+            durable_name: Some("raw-ack".to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .messages()
+        .await?;
+    let mut acked = 0;
+    while acked < events {
+        let message = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the raw consumer's stream ended"))?
+            .map_err(|error| anyhow::anyhow!("raw consumer: {error}"))?;
+        message
+            .ack()
+            .await
+            .map_err(|error| anyhow::anyhow!("ack: {error}"))?;
+        acked += 1;
+    }
+    Ok(Run::new(
+        "async-nats pull, ack only",
+        acked,
+        started.elapsed(),
+    ))
+}
+
+/// A govbus service consuming the samples with the kit's `handle_once` (inbox row per event, one
+/// transaction each) and the default consumer settings.
+pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Result<Run> {
+    let url = format!("sqlite://{}", dir.join("consume.db").display());
+    let db = govbus_kit::open_database(&url, "bench-consume", &[]).await?;
+    let sink = ServiceAdapter::new("sink");
+    let relay =
+        OutboxRelay::new(db.clone(), sink.publisher(bus)?, RelaySettings::default()).spawn();
+    let waker = relay.waker();
+    let handled = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    let (counter, finished) = (handled.clone(), done.clone());
+    let started = Instant::now();
+    let consumer = sink
+        .consumer(
+            Consumer::new("sink-bench").on(move |_event: SampleRecorded, meta: EventMeta| {
+                let (db, waker, counter, finished) =
+                    (db.clone(), waker.clone(), counter.clone(), finished.clone());
+                async move {
+                    handle_once(&db, &waker, &meta, async |_transaction| Ok(())).await?;
+                    if counter.fetch_add(1, Ordering::Relaxed) + 1 >= events {
+                        finished.notify_one();
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .start(bus)
+        .await?;
+    if handled.load(Ordering::Relaxed) < events {
+        done.notified().await;
+    }
+    let elapsed = started.elapsed();
+    consumer.shutdown().await;
+    relay.shutdown().await;
+    Ok(Run::new(
+        "govbus consumer, inbox in SQLite",
+        handled.load(Ordering::Relaxed),
+        elapsed,
+    ))
+}

@@ -1,0 +1,23 @@
+//! govbus measured against the floor it is built on, in the same run, on the same machine.
+//!
+//! Each scenario runs the govbus path and its raw baseline one after the other against one
+//! private `nats-server` (JetStream on, file storage, a temp folder, a dynamic port) and returns
+//! both figures and their ratio. `cargo bench -p govbus-bench` runs them all and prints the
+//! table `docs/benchmarks.md` reports; the smoke test runs each one tiny, checking counts only
+//! (never a time).
+//!
+//! # Layout
+//!
+//! - [`measure`]: runs, latency percentiles, comparisons.
+//! - [`sample`]: the 256-byte event both paths carry.
+//! - [`publish`]: the outbox relay into JetStream vs pipelined raw JetStream publishes.
+//! - [`consume`]: a govbus consumer with its idempotent inbox vs a raw pull consumer that acks.
+//! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
+
+pub mod calls;
+pub mod consume;
+pub mod measure;
+pub mod publish;
+pub mod sample;
+
+pub use measure::{Comparison, Latency, Run};

@@ -1,0 +1,134 @@
+//! Publishing: events through the transactional outbox and its relay into JetStream, against
+//! raw async-nats JetStream publishes of the same payload with the same number of acks in flight.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, stream};
+use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
+use govbus_kit::outbox::{self, OutboxRelay, RelaySettings};
+
+use crate::measure::{Comparison, Run};
+use crate::sample::{SERVICE, SampleRecorded, raw_payload, sample};
+
+/// What to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishSettings {
+    /// Events per path.
+    pub events: u64,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Acknowledgements the raw path keeps in flight.
+    pub in_flight: usize,
+}
+
+/// The goal: the relay reaches 80 % of raw pipelined publishing.
+pub const GOAL: f64 = 0.8;
+
+/// Both paths against the server at `nats_url`; the outbox lives in a SQLite file in `dir`.
+pub async fn compare(
+    nats_url: &str,
+    dir: &Path,
+    settings: PublishSettings,
+) -> anyhow::Result<Comparison> {
+    let baseline = raw(nats_url, settings).await?;
+    let govbus = through_outbox(nats_url, dir, settings).await?;
+    Ok(Comparison::new(
+        "publish (events/s)",
+        govbus,
+        baseline,
+        GOAL,
+    ))
+}
+
+/// Raw async-nats: publish, keep `in_flight` acknowledgements outstanding, await the oldest.
+pub async fn raw(nats_url: &str, settings: PublishSettings) -> anyhow::Result<Run> {
+    let client = async_nats::connect(nats_url).await?;
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: "RAW_PUBLISH".to_owned(),
+        subjects: vec!["raw.publish".to_owned()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let payload = raw_payload(settings.payload);
+    let mut window = VecDeque::with_capacity(settings.in_flight);
+    let started = Instant::now();
+    for _ in 0..settings.events {
+        if window.len() >= settings.in_flight
+            && let Some(ack) = window.pop_front()
+        {
+            let _: jetstream::publish::PublishAck = ack.await?;
+        }
+        window.push_back(js.publish("raw.publish", payload.clone()).await?);
+    }
+    for ack in window {
+        ack.await?;
+    }
+    let elapsed = started.elapsed();
+    expect_stored(&js, "RAW_PUBLISH", settings.events).await?;
+    Ok(Run::new("async-nats, pipelined", settings.events, elapsed))
+}
+
+/// govbus: the events are committed to the outbox first (not timed), then the relay sends them
+/// (timed: read in order, send pipelined, mark each sent after its ack).
+pub async fn through_outbox(
+    nats_url: &str,
+    dir: &Path,
+    settings: PublishSettings,
+) -> anyhow::Result<Run> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("bench-publish")).await?;
+    let adapter = ServiceAdapter::new(SERVICE)
+        .publishes::<SampleRecorded>()
+        .start(&bus)
+        .await?;
+    let publisher = adapter.publisher().clone();
+    let url = format!("sqlite://{}", dir.join("publish.db").display());
+    let db = govbus_kit::open_database(&url, "bench-publish", &[]).await?;
+    let event = sample(settings.payload);
+    let mut written = 0;
+    while written < settings.events {
+        let mut transaction = db.begin().await?;
+        for _ in 0..1000.min(settings.events - written) {
+            let outgoing = publisher.encode(&event, &Causality::root())?;
+            outbox::enqueue(&mut transaction, &outgoing).await?;
+            written += 1;
+        }
+        transaction
+            .commit()
+            .await
+            .context("committing the outbox")?;
+    }
+    let relay = OutboxRelay::new(db.clone(), publisher, RelaySettings::default());
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < settings.events as usize {
+        let round = relay.relay_pending().await?;
+        anyhow::ensure!(round > 0, "the relay stalled after {sent} events");
+        sent += round;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        outbox::pending_count(&db).await? == 0,
+        "rows left in the outbox"
+    );
+    expect_stored(
+        bus.jetstream(),
+        &bus.topology().service_stream(SERVICE),
+        settings.events,
+    )
+    .await?;
+    adapter.shutdown().await;
+    db.close().await;
+    Ok(Run::new("outbox relay", settings.events, elapsed))
+}
+
+/// Checks the stream holds every event published.
+async fn expect_stored(js: &jetstream::Context, stream: &str, events: u64) -> anyhow::Result<()> {
+    let stored = js.get_stream(stream).await?.info().await?.state.messages;
+    anyhow::ensure!(stored == events, "{stream}: {stored} of {events} stored");
+    Ok(())
+}
