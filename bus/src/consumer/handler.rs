@@ -22,6 +22,130 @@ pub(crate) enum HandlerFailure {
 
 pub(crate) trait ErasedHandler: Send + Sync {
     fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture;
+
+    /// The most messages [`handle_batch`](Self::handle_batch) takes at once; 1 for handlers of
+    /// single events.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// Handles several messages at once (only called when `batch_limit` is above 1).
+    fn handle_batch(&self, items: Vec<(Bytes, EventMeta)>) -> BatchFuture {
+        let futures: Vec<HandlerFuture> = items
+            .into_iter()
+            .map(|(payload, meta)| self.handle(payload, meta))
+            .collect();
+        Box::pin(async move {
+            let mut result = BatchResult::default();
+            for (index, future) in futures.into_iter().enumerate() {
+                match future.await {
+                    Ok(subject) => result.handled.push((index, subject)),
+                    Err(HandlerFailure::Undecodable(reason)) => {
+                        result.undecodable.push((index, reason));
+                    }
+                    Err(HandlerFailure::Handler(error)) => {
+                        result.outcome = Err(error);
+                        return result;
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// What a batch handler did with the messages it was given, by their index in the batch.
+#[derive(Debug)]
+pub(crate) struct BatchResult {
+    /// Messages whose payload did not decode (not given to the handler).
+    pub(crate) undecodable: Vec<(usize, String)>,
+    /// Messages given to the handler, with their data subjects.
+    pub(crate) handled: Vec<(usize, Option<String>)>,
+    /// The handler's verdict on all of `handled` together.
+    pub(crate) outcome: Result<(), HandleError>,
+}
+
+impl Default for BatchResult {
+    fn default() -> Self {
+        Self {
+            undecodable: Vec::new(),
+            handled: Vec::new(),
+            outcome: Ok(()),
+        }
+    }
+}
+
+pub(crate) type BatchFuture = Pin<Box<dyn Future<Output = BatchResult> + Send>>;
+
+/// A handler of batches of one event type.
+pub(crate) struct TypedBatchHandler<E, F> {
+    handler: F,
+    limit: usize,
+    event: PhantomData<fn(E)>,
+}
+
+impl<E, F> TypedBatchHandler<E, F> {
+    pub(crate) fn new(limit: usize, handler: F) -> Self {
+        Self {
+            handler,
+            limit: limit.max(1),
+            event: PhantomData,
+        }
+    }
+}
+
+impl<E, F, Fut> ErasedHandler for TypedBatchHandler<E, F>
+where
+    E: Event,
+    F: Fn(Vec<(E, EventMeta)>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
+        let batch = self.handle_batch(vec![(payload, meta)]);
+        Box::pin(async move {
+            let result = batch.await;
+            if let Some((_, reason)) = result.undecodable.into_iter().next() {
+                return Err(HandlerFailure::Undecodable(reason));
+            }
+            result.outcome.map_err(HandlerFailure::Handler)?;
+            Ok(result
+                .handled
+                .into_iter()
+                .next()
+                .and_then(|(_, subject)| subject))
+        })
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.limit
+    }
+
+    fn handle_batch(&self, items: Vec<(Bytes, EventMeta)>) -> BatchFuture {
+        let mut result = BatchResult::default();
+        let mut events = Vec::with_capacity(items.len());
+        for (index, (payload, meta)) in items.into_iter().enumerate() {
+            match E::decode(payload) {
+                Ok(event) => {
+                    result
+                        .handled
+                        .push((index, event.data_subject().map(String::from)));
+                    events.push((event, meta));
+                }
+                Err(error) => result.undecodable.push((
+                    index,
+                    format!("payload is not a valid {}: {error}", E::full_name()),
+                )),
+            }
+        }
+        if events.is_empty() {
+            return Box::pin(async move { result });
+        }
+        let future = (self.handler)(events);
+        Box::pin(async move {
+            result.outcome = future.await;
+            result
+        })
+    }
 }
 
 pub(crate) struct TypedHandler<E, F> {

@@ -231,6 +231,27 @@ impl Consumer {
         self
     }
 
+    /// Handles events of type `E` in batches: `handler` receives up to `max` events that have
+    /// arrived (it never waits for more), in order, and its result applies to all of them.
+    ///
+    /// For handlers whose cost is per transaction rather than per event: one transaction (one
+    /// inbox insert, one commit) for the whole batch instead of one per event. If the handler
+    /// fails permanently, the events are handled again one by one, so only the one that
+    /// cannot be handled is dead-lettered. Batches form within a worker, so a consumer that
+    /// wants large batches runs with a low [`concurrency`](Self::concurrency).
+    pub fn on_batch<E, F, Fut>(mut self, max: usize, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Vec<(E, EventMeta)>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+    {
+        self.handlers.insert(
+            E::TYPE,
+            Arc::new(handler::TypedBatchHandler::<E, F>::new(max, handler)),
+        );
+        self
+    }
+
     /// Handles events of type `E` with `handler`.
     pub fn on<E, F, Fut>(mut self, handler: F) -> Self
     where

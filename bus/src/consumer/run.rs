@@ -19,7 +19,7 @@ use tracing::{Instrument, Span, field};
 use super::handler::{ErasedHandler, HandlerFailure};
 use super::{
     ConsumeError, ConsumeErrorKind, Consumer, ConsumerSettings, Delivery, DeliveryObserver,
-    EventMeta, HandleErrorKind, HandledDelivery,
+    EventMeta, HandleError, HandleErrorKind, HandledDelivery,
 };
 use crate::Bus;
 use crate::backoff::Backoff;
@@ -253,9 +253,47 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 async fn worker(context: Arc<ConsumerContext>, mut receiver: mpsc::Receiver<jetstream::Message>) {
-    while let Some(message) = receiver.recv().await {
-        process(&context, message).await;
+    let mut next = None;
+    loop {
+        let message = match next.take() {
+            Some(message) => message,
+            None => match receiver.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let limit = handler_for(&context, &message).map_or(1, |handler| handler.batch_limit());
+        if limit <= 1 {
+            process(&context, message).await;
+            continue;
+        }
+        // Whatever of the same type has already arrived joins the batch, in order; the first
+        // message of another type waits for the next round.
+        let event_type = event_type_of(&message).to_owned();
+        let mut batch = vec![message];
+        while batch.len() < limit {
+            match receiver.try_recv() {
+                Ok(message) if event_type_of(&message) == event_type => batch.push(message),
+                Ok(message) => {
+                    next = Some(message);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        process_batch(&context, batch).await;
     }
+}
+
+/// The handler for a message's event type, if the consumer has one.
+fn handler_for<'a>(
+    context: &'a ConsumerContext,
+    message: &jetstream::Message,
+) -> Option<&'a Arc<dyn ErasedHandler>> {
+    context
+        .handlers
+        .get(event_type_of(message))
+        .or(context.every_event.as_ref())
 }
 
 /// What to do with a delivered message.
@@ -265,7 +303,128 @@ enum Outcome {
     DeadLetter(String),
 }
 
+/// A message that passed the checks before its handler: readable, not given up on, handled by
+/// this consumer.
+struct Ready {
+    message: jetstream::Message,
+    span: Span,
+    meta: EventMeta,
+    handler: Arc<dyn ErasedHandler>,
+}
+
 async fn process(context: &ConsumerContext, message: jetstream::Message) {
+    if let Some(ready) = prepare(context, message).await {
+        handle_one(context, ready).await;
+    }
+}
+
+/// Handles one message on its own.
+async fn handle_one(context: &ConsumerContext, ready: Ready) {
+    let Ready {
+        message,
+        span,
+        meta,
+        handler,
+    } = ready;
+    async {
+        let (stream_sequence, attempt) = (meta.delivery.stream_sequence, meta.delivery.attempt);
+        let event_type = meta.envelope.event_type.clone();
+        let handled = AssertUnwindSafe(handler.handle(message.payload.clone(), meta))
+            .catch_unwind()
+            .await;
+        let outcome = match handled {
+            Ok(Ok(data_subject)) => {
+                observe(context, &message, &event_type, data_subject.as_deref());
+                Outcome::Ack
+            }
+            Ok(Err(HandlerFailure::Undecodable(reason))) => Outcome::DeadLetter(reason),
+            Ok(Err(HandlerFailure::Handler(error))) => after_failure(context, attempt, &error),
+            Err(panic) => Outcome::DeadLetter(format!("handler panicked: {}", panic_text(&*panic))),
+        };
+        finish(context, &message, outcome, stream_sequence, attempt).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Handles messages of one type together; a permanent failure or a panic is retried one
+/// message at a time, so that only the message at fault is dead-lettered.
+async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Message>) {
+    let mut ready = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(prepared) = prepare(context, message).await {
+            ready.push(prepared);
+        }
+    }
+    if ready.len() <= 1 {
+        for one in ready {
+            handle_one(context, one).await;
+        }
+        return;
+    }
+    let handler = Arc::clone(&ready[0].handler);
+    let items = ready
+        .iter()
+        .map(|one| (one.message.payload.clone(), one.meta.clone()))
+        .collect();
+    let span = tracing::info_span!(
+        "process batch",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = %context.name,
+        messaging.batch.message_count = ready.len(),
+        govbus.service = %context.service,
+    );
+    let handled = AssertUnwindSafe(handler.handle_batch(items))
+        .catch_unwind()
+        .instrument(span)
+        .await;
+    let result = match handled {
+        Ok(result) if !matches!(&result.outcome, Err(error) if error.kind() == HandleErrorKind::Permanent) => {
+            result
+        }
+        _ => {
+            for one in ready {
+                handle_one(context, one).await;
+            }
+            return;
+        }
+    };
+    let mut outcomes: Vec<Option<Outcome>> = ready.iter().map(|_| None).collect();
+    for (index, reason) in result.undecodable {
+        outcomes[index] = Some(Outcome::DeadLetter(reason));
+    }
+    for (index, data_subject) in result.handled {
+        let one = &ready[index];
+        outcomes[index] = Some(match &result.outcome {
+            Ok(()) => {
+                observe(
+                    context,
+                    &one.message,
+                    &one.meta.envelope.event_type,
+                    data_subject.as_deref(),
+                );
+                Outcome::Ack
+            }
+            Err(error) => after_failure(context, one.meta.delivery.attempt, error),
+        });
+    }
+    for (one, outcome) in ready.into_iter().zip(outcomes) {
+        let (stream_sequence, attempt) =
+            (one.meta.delivery.stream_sequence, one.meta.delivery.attempt);
+        // Every message given to the handler has an outcome; this is only a guard.
+        let outcome = outcome.unwrap_or(Outcome::Retry(context.settings.backoff.delay(0)));
+        finish(context, &one.message, outcome, stream_sequence, attempt)
+            .instrument(one.span)
+            .await;
+    }
+}
+
+/// Reads the delivery and its envelope and decides whether a handler should see it. Messages
+/// that need no handler (a replay meant for another consumer) or cannot have one (unreadable,
+/// unknown type, delivered too often) are settled here.
+async fn prepare(context: &ConsumerContext, message: jetstream::Message) -> Option<Ready> {
     let (stream_sequence, attempt, published) = match message.info() {
         Ok(info) => (
             info.stream_sequence,
@@ -274,7 +433,7 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
         ),
         Err(error) => {
             tracing::warn!(message = "Ignoring a message that is not a JetStream delivery.", %error);
-            return;
+            return None;
         }
     };
     let headers = message.headers.as_ref();
@@ -282,7 +441,7 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
     if replay_for.is_some_and(|target| target != context.name) {
         // A replay meant for another consumer of the same subject.
         settle(context, &message, Outcome::Ack, stream_sequence, attempt).await;
-        return;
+        return None;
     }
     let span = tracing::info_span!(
         "process",
@@ -312,116 +471,138 @@ async fn process(context: &ConsumerContext, message: jetstream::Message) {
         published,
         replayed: replay_for.is_some(),
     };
-    async {
-        let outcome = decide(context, &message, delivery).await;
-        let recorded = match &outcome {
-            Outcome::Ack => "ack",
-            Outcome::Retry(_) => "retry",
-            Outcome::DeadLetter(_) => "dead_letter",
-        };
-        Span::current().record("govbus.outcome", recorded);
-        metrics::counter!(
-            "govbus_events_consumed_total",
-            "service" => context.service.clone(),
-            "consumer" => context.name.clone(),
-            "type" => event_type_of(&message).to_owned(),
-            "outcome" => recorded,
-        )
-        .increment(1);
-        settle(context, &message, outcome, stream_sequence, attempt).await;
+    match span.in_scope(|| check(context, &message, delivery)) {
+        Ok((meta, handler)) => Some(Ready {
+            message,
+            span,
+            meta,
+            handler,
+        }),
+        Err(outcome) => {
+            finish(context, &message, outcome, stream_sequence, attempt)
+                .instrument(span)
+                .await;
+            None
+        }
     }
-    .instrument(span)
-    .await;
 }
 
-async fn decide(
+/// The envelope, the delivery count and the handler (in the message's span).
+fn check(
     context: &ConsumerContext,
     message: &jetstream::Message,
     delivery: Delivery,
-) -> Outcome {
-    let envelope = match Envelope::from_headers(message.headers.as_ref()) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            return Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}"));
-        }
-    };
+) -> Result<(EventMeta, Arc<dyn ErasedHandler>), Outcome> {
+    let envelope = Envelope::from_headers(message.headers.as_ref()).map_err(|error| {
+        Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}"))
+    })?;
     let span = Span::current();
     span.record("messaging.message.id", envelope.id.as_str());
     span.record("cloudevents.event_type", envelope.event_type.as_str());
     let max = context.settings.max_deliveries;
     if delivery.attempt > max {
-        return Outcome::DeadLetter(format!(
+        return Err(Outcome::DeadLetter(format!(
             "delivered {} times without an outcome (limit {max}); the handler may have crashed or timed out",
             delivery.attempt
-        ));
+        )));
     }
-    let Some(handler) = context
+    let handler = context
         .handlers
         .get(envelope.event_type.as_str())
         .or(context.every_event.as_ref())
-    else {
-        return Outcome::DeadLetter(format!(
-            "unknown event type {:?} for consumer {}",
-            envelope.event_type, context.name
-        ));
-    };
-    let attempt = delivery.attempt;
-    let event_type = envelope.event_type.clone();
+        .ok_or_else(|| {
+            Outcome::DeadLetter(format!(
+                "unknown event type {:?} for consumer {}",
+                envelope.event_type, context.name
+            ))
+        })?;
     let meta = EventMeta {
         traceparent: header(message.headers.as_ref(), headers::TRACEPARENT).map(str::to_owned),
         envelope,
         delivery,
     };
-    let handled = AssertUnwindSafe(handler.handle(message.payload.clone(), meta))
-        .catch_unwind()
-        .await;
-    match handled {
-        Ok(Ok(data_subject)) => {
-            if let (Some(observer), Some(data_subject)) = (&context.observer, data_subject) {
-                let traceparent = header(message.headers.as_ref(), headers::TRACEPARENT);
-                observer.handled(&HandledDelivery {
-                    service: &context.service,
-                    consumer: &context.name,
-                    publisher: event_type.split('.').next().unwrap_or_default(),
-                    event_type: &event_type,
-                    data_subject: &data_subject,
-                    purpose: &context.purpose,
-                    trace_id: traceparent.and_then(|value| value.split('-').nth(1)),
-                });
-            }
-            Outcome::Ack
+    Ok((meta, Arc::clone(handler)))
+}
+
+/// Tells the observer (the processing log) of a handled event about a person.
+fn observe(
+    context: &ConsumerContext,
+    message: &jetstream::Message,
+    event_type: &str,
+    data_subject: Option<&str>,
+) {
+    if let (Some(observer), Some(data_subject)) = (&context.observer, data_subject) {
+        let traceparent = header(message.headers.as_ref(), headers::TRACEPARENT);
+        observer.handled(&HandledDelivery {
+            service: &context.service,
+            consumer: &context.name,
+            publisher: event_type.split('.').next().unwrap_or_default(),
+            event_type,
+            data_subject,
+            purpose: &context.purpose,
+            trace_id: traceparent.and_then(|value| value.split('-').nth(1)),
+        });
+    }
+}
+
+/// After a handler failed: dead-letter it if the failure is permanent or deliveries are used
+/// up, else redeliver it after a back-off.
+fn after_failure(context: &ConsumerContext, attempt: u64, error: &HandleError) -> Outcome {
+    let max = context.settings.max_deliveries;
+    match error.kind() {
+        HandleErrorKind::Permanent => {
+            Outcome::DeadLetter(format!("handler failed permanently: {error}"))
         }
-        Ok(Err(HandlerFailure::Undecodable(reason))) => Outcome::DeadLetter(reason),
-        Ok(Err(HandlerFailure::Handler(error))) => match error.kind() {
-            HandleErrorKind::Permanent => {
-                Outcome::DeadLetter(format!("handler failed permanently: {error}"))
-            }
-            _ if attempt >= max => Outcome::DeadLetter(format!(
-                "handler failed on all {attempt} deliveries; last error: {error}"
-            )),
-            _ => {
-                let delay = context
-                    .settings
-                    .backoff
-                    .delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
-                tracing::warn!(
-                    message = "Handler failed; message will be redelivered.",
-                    %error,
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                );
-                Outcome::Retry(delay)
-            }
-        },
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string panic".to_owned());
-            Outcome::DeadLetter(format!("handler panicked: {what}"))
+        _ if attempt >= max => Outcome::DeadLetter(format!(
+            "handler failed on all {attempt} deliveries; last error: {error}"
+        )),
+        _ => {
+            let delay = context
+                .settings
+                .backoff
+                .delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+            tracing::warn!(
+                message = "Handler failed; message will be redelivered.",
+                %error,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+            );
+            Outcome::Retry(delay)
         }
     }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
+
+/// Records the outcome on the current span and in the metrics, then settles the message.
+async fn finish(
+    context: &ConsumerContext,
+    message: &jetstream::Message,
+    outcome: Outcome,
+    stream_sequence: u64,
+    attempt: u64,
+) {
+    let recorded = match &outcome {
+        Outcome::Ack => "ack",
+        Outcome::Retry(_) => "retry",
+        Outcome::DeadLetter(_) => "dead_letter",
+    };
+    Span::current().record("govbus.outcome", recorded);
+    metrics::counter!(
+        "govbus_events_consumed_total",
+        "service" => context.service.clone(),
+        "consumer" => context.name.clone(),
+        "type" => event_type_of(message).to_owned(),
+        "outcome" => recorded,
+    )
+    .increment(1);
+    settle(context, message, outcome, stream_sequence, attempt).await;
 }
 
 async fn settle(

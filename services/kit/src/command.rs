@@ -102,3 +102,35 @@ pub async fn handle_once(
     relay.wake();
     Ok(())
 }
+
+/// Handles a batch of consumed events (from [`govbus_bus::Consumer::on_batch`]) in one
+/// transaction: their ids are recorded in the inbox together, and `work` receives, for each
+/// event, whether it is new (false for events this consumer already processed, which it must
+/// not apply again). One commit for the whole batch, instead of one per event.
+pub async fn handle_batch_once(
+    db: &Database,
+    relay: &RelayWaker,
+    metas: &[&EventMeta],
+    work: impl AsyncFnOnce(&mut AnyConnection, &[bool]) -> Result<(), HandleError>,
+) -> Result<(), HandleError> {
+    let Some(first) = metas.first() else {
+        return Ok(());
+    };
+    let mut transaction = db.begin().await.map_err(inbox::handle_error)?;
+    let ids: Vec<&str> = metas.iter().map(|meta| meta.envelope.id.as_str()).collect();
+    let fresh = inbox::claim_all(&mut transaction, &first.delivery.consumer, &ids)
+        .await
+        .map_err(inbox::handle_error)?;
+    if !fresh.contains(&true) {
+        return Ok(());
+    }
+    work(&mut transaction, &fresh).await?;
+    transaction.commit().await.map_err(|error| {
+        inbox::handle_error(DbError::Sql {
+            context: "committing a batch's effects",
+            source: error,
+        })
+    })?;
+    relay.wake();
+    Ok(())
+}

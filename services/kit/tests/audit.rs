@@ -138,7 +138,14 @@ async fn rewrite(server: &NatsServer, blocks: &[(String, Block)]) -> Vec<StoredB
         .config
         .clone();
     js.delete_stream(&name).await.expect("stream deleted");
-    js.create_stream(config).await.expect("stream recreated");
+    // The server removes the old store in the background; creating the stream again can fail
+    // until it has.
+    let mut attempts = 0;
+    while let Err(error) = js.create_stream(config.clone()).await {
+        attempts += 1;
+        assert!(attempts < 100, "stream not recreated: {error}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (subject, block) in blocks {
         let payload = serde_json::to_vec(block).expect("json");
         js.publish(subject.clone(), payload.into())

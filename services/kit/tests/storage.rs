@@ -15,6 +15,7 @@ govbus_harness::on_both_backends!(
     a_rolled_back_command_publishes_nothing,
     events_wait_while_nats_is_down_and_flow_when_it_returns,
     the_inbox_claims_each_event_once,
+    a_batch_claims_each_event_once_in_one_statement,
     idempotency_keys_return_the_first_response,
 );
 
@@ -260,4 +261,41 @@ async fn idempotency_keys_return_the_first_response(backend: TestBackend) {
             .expect("read"),
         None
     );
+}
+
+async fn a_batch_claims_each_event_once_in_one_statement(backend: TestBackend) {
+    let (_test_db, db) = database(backend).await;
+    let mut transaction = db.begin().await.expect("begin");
+    assert!(
+        inbox::claim(&mut transaction, "welfare-identity", "event-2")
+            .await
+            .expect("claim")
+    );
+    transaction.commit().await.expect("commit");
+
+    // Already processed, new, repeated within the batch, and beyond one statement's chunk.
+    let mut ids: Vec<String> = ["event-1", "event-2", "event-3", "event-1"]
+        .map(str::to_owned)
+        .to_vec();
+    ids.extend((0..600).map(|n| format!("bulk-{n}")));
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut transaction = db.begin().await.expect("begin");
+    let fresh = inbox::claim_all(&mut transaction, "welfare-identity", &refs)
+        .await
+        .expect("claimed");
+    assert_eq!(&fresh[..4], [true, false, true, false]);
+    assert!(fresh[4..].iter().all(|fresh| *fresh));
+    // Rolled back: nothing was recorded.
+    transaction.rollback().await.expect("rollback");
+    let mut transaction = db.begin().await.expect("begin");
+    let again = inbox::claim_all(&mut transaction, "welfare-identity", &refs)
+        .await
+        .expect("claimed");
+    assert_eq!(again, fresh);
+    transaction.commit().await.expect("commit");
+    let mut transaction = db.begin().await.expect("begin");
+    let third = inbox::claim_all(&mut transaction, "welfare-identity", &refs[..5])
+        .await
+        .expect("claimed");
+    assert_eq!(third, [false; 5]);
 }

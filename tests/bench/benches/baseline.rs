@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
+use govbus_bench::e2e::{self, EndToEndSettings};
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_bench::{Comparison, Run};
 use govbus_harness::NatsServer;
@@ -17,9 +18,12 @@ struct Args {
     /// Smaller runs (a minute or two), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios: publish, consume, calls.
+    /// Only these scenarios: publish, consume, calls, e2e.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run the end-to-end scenario's databases on the local PostgreSQL (`test` database).
+    #[arg(long)]
+    postgres: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -87,10 +91,45 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let mut end_to_end = None;
+    if wanted("e2e") {
+        let server = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let calls = CallBench::new(dir.path())?;
+        let settings = EndToEndSettings {
+            peak_commands: 60_000 / scale,
+            paced_commands: 30_000 / scale,
+            in_flight: 64,
+            postgres: args.postgres,
+        };
+        let run = e2e::run(&server.client_url(), dir.path(), &calls, settings).await?;
+        eprintln!(
+            "end to end: peak {:.0} events/s; paced {}: {}; peak RSS {:.0} MiB",
+            run.peak.rate(),
+            run.paced.label,
+            latency(&run.paced),
+            run.peak_rss_mib.unwrap_or(0.0)
+        );
+        end_to_end = Some(run);
+    }
+
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "\n{}", table(&results))?;
+    if let Some(run) = &end_to_end {
+        writeln!(
+            stdout,
+            "| end to end | peak {:.0} events/s; at {}: {} | goal ≥ {:.0}/s, p99 ≤ {:.0} ms: {} |",
+            run.peak.rate(),
+            run.paced.label,
+            latency(&run.paced),
+            e2e::GOAL_RATE,
+            e2e::GOAL_P99_MS,
+            if run.meets_goals() { "met" } else { "missed" },
+        )?;
+    }
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;
+        let document = serde_json::json!({ "comparisons": results, "end_to_end": end_to_end });
+        std::fs::write(&path, serde_json::to_vec_pretty(&document)?)?;
     }
     Ok(())
 }

@@ -16,8 +16,9 @@ use govbus_kit::audit::SubjectKey;
 use govbus_kit::grpc::FieldProblems;
 use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
 use govbus_kit::{RelaySettings, open_database};
-use govbus_proto::identity::v1::VerifyCitizenRequest;
+use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govbus_proto::identity::v1::{RegisterCitizenRequest, VerifyCitizenRequest};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -86,11 +87,36 @@ impl CallBench {
         Ok(())
     }
 
-    fn tls(&self, name: &str) -> anyhow::Result<ServiceTls> {
+    pub(crate) fn tls(&self, name: &str) -> anyhow::Result<ServiceTls> {
         Ok(ServiceTls::from_files(
             name,
             &CertificatePaths::in_dir(&self.certificates, name),
         )?)
+    }
+
+    /// identity as `govbus up` runs it (mutual TLS, the access policy, the processing log),
+    /// letting `bench` call `method`.
+    pub(crate) async fn identity(
+        &self,
+        nats_url: &str,
+        database_url: &str,
+        method: &str,
+    ) -> anyhow::Result<Application> {
+        let grants = Grants::parse(&format!(
+            "[[grant]]\ncallers = [\"bench\"]\nmethods = [\"govbus.identity.v1.IdentityService/{method}\"]\npurpose = \"Benchmark\"\n"
+        ))
+        .map_err(anyhow::Error::msg)?;
+        Ok(Application::build(IdentityConfig {
+            database_url: database_url.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bus: BusOptions::new(nats_url).client_name("identity"),
+            relay: RelaySettings::default(),
+            tls: Some(self.tls("identity")?),
+            access: Some(AccessPolicy::new(grants)),
+            audit_subject_key: Some(SubjectKey::new([7; 32])),
+            call_report_interval: Duration::from_secs(3600),
+        })
+        .await?)
     }
 
     /// Runs both paths.
@@ -116,21 +142,9 @@ impl CallBench {
         nats_url: &str,
         settings: CallSettings,
     ) -> anyhow::Result<Run> {
-        let grants = Grants::parse(
-            "[[grant]]\ncallers = [\"bench\"]\nmethods = [\"govbus.identity.v1.IdentityService/VerifyCitizen\"]\npurpose = \"Benchmark\"\n",
-        )
-        .map_err(anyhow::Error::msg)?;
-        let identity = Application::build(IdentityConfig {
-            database_url: self.database_url.clone(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            bus: BusOptions::new(nats_url).client_name("identity"),
-            relay: RelaySettings::default(),
-            tls: Some(self.tls("identity")?),
-            access: Some(AccessPolicy::new(grants)),
-            audit_subject_key: Some(SubjectKey::new([7; 32])),
-            call_report_interval: Duration::from_secs(3600),
-        })
-        .await?;
+        let identity = self
+            .identity(nats_url, &self.database_url, "VerifyCitizen")
+            .await?;
         let channel = channel(identity.address(), "identity", &self.tls("bench")?).await?;
         let citizens = self.citizens;
         let run = drive(settings, move |task, call| {
@@ -193,7 +207,7 @@ impl CallBench {
     }
 }
 
-async fn channel(
+pub(crate) async fn channel(
     address: SocketAddr,
     server: &str,
     tls: &ServiceTls,
@@ -272,11 +286,41 @@ fn reference(index: u64) -> String {
     format!("00000000-0000-7000-8000-{index:012}")
 }
 
-fn citizen(index: u64) -> anyhow::Result<NewCitizen> {
+/// The registration request of citizen `index`, as the front office would send it.
+pub fn registration(index: u64) -> anyhow::Result<RegisterCitizenRequest> {
+    let (nik, kk, birth_date) = identifiers(index);
+    Ok(RegisterCitizenRequest {
+        idempotency_key: format!("bench-{index}"),
+        nik,
+        kk_number: kk,
+        full_name: "Warga Kota Malang".to_owned(),
+        birth_place: "Malang".to_owned(),
+        birth_date,
+        sex: if index.is_multiple_of(2) {
+            identity::Sex::Female
+        } else {
+            identity::Sex::Male
+        }
+        .into(),
+        address: Some(identity::Address {
+            street: "Jl. Ijen 1".to_owned(),
+            kelurahan_code: "35.73.02.1001".to_owned(),
+        }),
+    })
+}
+
+/// NIK, KK number and birth date of citizen `index`.
+fn identifiers(index: u64) -> (String, String, String) {
     let (kecamatan, day, month, year, serial) = parts(index);
-    let nik = nik(index);
-    let kk = format!("{}0101{:02}{serial:04}", KECAMATAN[kecamatan], year % 100);
-    let birth_date = format!("{year}-{month:02}-{day:02}");
+    (
+        nik(index),
+        format!("{}0101{:02}{serial:04}", KECAMATAN[kecamatan], year % 100),
+        format!("{year}-{month:02}-{day:02}"),
+    )
+}
+
+fn citizen(index: u64) -> anyhow::Result<NewCitizen> {
+    let (nik, kk, birth_date) = identifiers(index);
     let mut problems = FieldProblems::default();
     let parsed = NewCitizen::parse(
         RegistrationInput {

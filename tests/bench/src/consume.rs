@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt as _;
 use govbus_bus::{Bus, BusOptions, Causality, Consumer, EventMeta, ServiceAdapter};
-use govbus_kit::command::handle_once;
+use govbus_kit::command::handle_batch_once;
 use govbus_kit::outbox::{OutboxRelay, RelaySettings};
 use tokio::sync::Notify;
 
@@ -27,6 +27,13 @@ pub struct ConsumeSettings {
 
 /// The goal: govbus handles 60 % of what a bare acking consumer does.
 pub const GOAL: f64 = 0.6;
+
+/// Events one handler call takes at most.
+const BATCH: usize = 256;
+
+/// Workers of the govbus consumer: batches form within a worker, and SQLite takes one writer at
+/// a time anyway.
+const CONCURRENCY: usize = 2;
 
 /// Unacknowledged messages either consumer may hold (govbus's default).
 const MAX_ACK_PENDING: i64 = 4096;
@@ -115,8 +122,8 @@ pub async fn raw(nats_url: &str, stream_name: &str, events: u64) -> anyhow::Resu
     ))
 }
 
-/// A govbus service consuming the samples with the kit's `handle_once` (inbox row per event, one
-/// transaction each) and the default consumer settings.
+/// A govbus service consuming the samples in batches with the kit's `handle_batch_once`: one
+/// transaction per batch, the batch's event ids recorded in the inbox by one statement.
 pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Result<Run> {
     let url = format!("sqlite://{}", dir.join("consume.db").display());
     let db = govbus_kit::open_database(&url, "bench-consume", &[]).await?;
@@ -128,19 +135,28 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
     let done = Arc::new(Notify::new());
     let (counter, finished) = (handled.clone(), done.clone());
     let started = Instant::now();
+    let concurrency = std::env::var("BENCH_CONSUMER_CONCURRENCY")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(CONCURRENCY);
     let consumer = sink
         .consumer(
-            Consumer::new("sink-bench").on(move |_event: SampleRecorded, meta: EventMeta| {
-                let (db, waker, counter, finished) =
-                    (db.clone(), waker.clone(), counter.clone(), finished.clone());
-                async move {
-                    handle_once(&db, &waker, &meta, async |_transaction| Ok(())).await?;
-                    if counter.fetch_add(1, Ordering::Relaxed) + 1 >= events {
-                        finished.notify_one();
+            Consumer::new("sink-bench")
+                .concurrency(concurrency)
+                .on_batch(BATCH, move |batch: Vec<(SampleRecorded, EventMeta)>| {
+                    let (db, waker, counter, finished) =
+                        (db.clone(), waker.clone(), counter.clone(), finished.clone());
+                    async move {
+                        let metas: Vec<&EventMeta> = batch.iter().map(|(_, meta)| meta).collect();
+                        handle_batch_once(&db, &waker, &metas, async |_transaction, _fresh| Ok(()))
+                            .await?;
+                        let total = counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if total + batch.len() as u64 >= events {
+                            finished.notify_one();
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            }),
+                }),
         )
         .start(bus)
         .await?;
@@ -151,7 +167,7 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
     consumer.shutdown().await;
     relay.shutdown().await;
     Ok(Run::new(
-        "govbus consumer, inbox in SQLite",
+        "govbus consumer, batches, inbox in SQLite",
         handled.load(Ordering::Relaxed),
         elapsed,
     ))

@@ -13,9 +13,12 @@
 //! - [`publish`]: the outbox relay into JetStream vs pipelined raw JetStream publishes.
 //! - [`consume`]: a govbus consumer with its idempotent inbox vs a raw pull consumer that acks.
 //! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
+//! - [`e2e`]: a gRPC command through the outbox, JetStream and a consumer into a projection:
+//!   peak rate, latency at half of it, peak memory.
 
 pub mod calls;
 pub mod consume;
+pub mod e2e;
 pub mod measure;
 pub mod publish;
 pub mod sample;

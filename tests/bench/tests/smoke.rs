@@ -3,6 +3,7 @@
 
 use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
+use govbus_bench::e2e;
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_harness::NatsServer;
 
@@ -58,4 +59,24 @@ async fn calls_run_both_paths_over_a_growing_register() {
         assert_eq!(comparison.baseline.operations, 640);
         assert!(comparison.govbus.latency.is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_applies_every_command_in_the_projection() {
+    let server = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calls = CallBench::new(dir.path()).expect("certificates");
+    let settings = e2e::EndToEndSettings {
+        peak_commands: 300,
+        paced_commands: 100,
+        in_flight: 16,
+        postgres: false,
+    };
+    let run = e2e::run(&server.client_url(), dir.path(), &calls, settings)
+        .await
+        .expect("runs");
+    assert_eq!(run.peak.operations, 300);
+    assert_eq!(run.paced.operations, 100);
+    let latency = run.paced.latency.expect("every event timed");
+    assert!(latency.p50_ms <= latency.p99_ms);
 }

@@ -1,0 +1,307 @@
+//! End to end: a gRPC command (identity's `RegisterCitizen`: validation, database and outbox in
+//! one transaction) → the relay → JetStream → a consumer in another service → its projection,
+//! timed per event from sending the command to the projection's commit. First at the peak a
+//! closed loop reaches, then at half of that rate, paced, for the latency.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, ServiceAdapter};
+use govbus_harness::{TestBackend, TestDatabase};
+use govbus_kit::command::handle_batch_once;
+use govbus_kit::outbox::{OutboxRelay, RelaySettings};
+use govbus_kit::{Migration, open_database};
+use govbus_proto::identity::v1::CitizenRegistered;
+use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::calls::{CallBench, registration};
+use crate::measure::Run;
+
+/// The goals: 10,000 events/s at peak, p99 ≤ 25 ms at half of it.
+pub const GOAL_RATE: f64 = 10_000.0;
+/// p99 goal in milliseconds.
+pub const GOAL_P99_MS: f64 = 25.0;
+
+/// What to send.
+#[derive(Debug, Clone, Copy)]
+pub struct EndToEndSettings {
+    /// Commands in the peak run.
+    pub peak_commands: u64,
+    /// Commands in the paced run.
+    pub paced_commands: u64,
+    /// Commands in flight in the peak run.
+    pub in_flight: usize,
+    /// Both services' databases in PostgreSQL (schemas of the local `test` database) instead
+    /// of SQLite files.
+    pub postgres: bool,
+}
+
+/// Both runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    /// As fast as 64 clients go.
+    pub peak: Run,
+    /// Paced at half the peak.
+    pub paced: Run,
+    /// Peak resident memory of the benchmark process (every service and the clients), MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl EndToEnd {
+    /// Whether both goals are met.
+    pub fn meets_goals(&self) -> bool {
+        self.peak.rate() >= GOAL_RATE
+            && self
+                .paced
+                .latency
+                .is_some_and(|latency| latency.p99_ms <= GOAL_P99_MS)
+    }
+}
+
+const MIRROR: &[Migration] = &[Migration {
+    version: 1,
+    description: "registry mirror",
+    sqlite: "CREATE TABLE mirror (citizen_ref TEXT PRIMARY KEY, kelurahan_code TEXT NOT NULL,
+             birth_year BIGINT NOT NULL)",
+    postgres: "CREATE TABLE mirror (citizen_ref TEXT PRIMARY KEY, kelurahan_code TEXT NOT NULL,
+               birth_year BIGINT NOT NULL)",
+}];
+
+/// When each command was sent, by request id (the events' correlation id), and the latencies of
+/// those whose event reached the projection.
+#[derive(Debug, Default)]
+struct Clock {
+    sent: Mutex<HashMap<String, Instant>>,
+    latencies: Mutex<Vec<u64>>,
+    applied: std::sync::atomic::AtomicU64,
+    target: std::sync::atomic::AtomicU64,
+    done: Notify,
+}
+
+/// Runs identity and a mirror service on `nats_url`, databases in `dir`.
+pub async fn run(
+    nats_url: &str,
+    dir: &Path,
+    calls: &CallBench,
+    settings: EndToEndSettings,
+) -> anyhow::Result<EndToEnd> {
+    // Kept until the run ends: dropping a PostgreSQL test database removes its schema.
+    let (_identity_db, identity_url) =
+        database(settings.postgres, &dir.join("e2e-identity.db")).await?;
+    let (_mirror_db, mirror_url) = database(settings.postgres, &dir.join("e2e-mirror.db")).await?;
+    let identity = calls
+        .identity(nats_url, &identity_url, "RegisterCitizen")
+        .await?;
+    let clock = Arc::new(Clock::default());
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("mirror")).await?;
+    let db = open_database(&mirror_url, "mirror", MIRROR).await?;
+    let mirror = ServiceAdapter::new("mirror");
+    let relay = OutboxRelay::new(
+        db.clone(),
+        mirror.publisher(&bus)?,
+        RelaySettings::default(),
+    )
+    .spawn();
+    let waker = relay.waker();
+    let projection_clock = Arc::clone(&clock);
+    let consumer = mirror
+        .consumer(Consumer::new("mirror-identity").concurrency(2).on_batch(
+            256,
+            move |batch: Vec<(CitizenRegistered, EventMeta)>| {
+                let (db, waker, clock) = (db.clone(), waker.clone(), Arc::clone(&projection_clock));
+                async move {
+                    let metas: Vec<&EventMeta> = batch.iter().map(|(_, meta)| meta).collect();
+                    handle_batch_once(&db, &waker, &metas, async |transaction, fresh| {
+                        for ((event, _), fresh) in batch.iter().zip(fresh) {
+                            if *fresh {
+                                sqlx::query(
+                                    "INSERT INTO mirror (citizen_ref, kelurahan_code, birth_year)
+                                     VALUES ($1, $2, $3)",
+                                )
+                                .bind(&event.citizen_ref)
+                                .bind(&event.kelurahan_code)
+                                .bind(i64::from(event.birth_year))
+                                .execute(&mut *transaction)
+                                .await
+                                .map_err(|error| {
+                                    govbus_kit::inbox::handle_error(govbus_kit::DbError::Sql {
+                                        context: "mirroring",
+                                        source: error,
+                                    })
+                                })?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    clock.applied_now(batch.iter().map(|(_, meta)| meta));
+                    Ok(())
+                }
+            },
+        ))
+        .start(&bus)
+        .await?;
+    let channel =
+        crate::calls::channel(identity.address(), "identity", &calls.tls("bench")?).await?;
+
+    let peak = drive(
+        &channel,
+        &clock,
+        0,
+        settings.peak_commands,
+        Pace::ClosedLoop(settings.in_flight),
+    )
+    .await?;
+    let rate = (peak.rate() / 2.0).max(1.0);
+    let paced = drive(
+        &channel,
+        &clock,
+        settings.peak_commands,
+        settings.paced_commands,
+        Pace::PerSecond(rate),
+    )
+    .await?;
+    consumer.shutdown().await;
+    relay.shutdown().await;
+    identity.stop().await;
+    Ok(EndToEnd {
+        peak: Run {
+            label: format!("{} in flight", settings.in_flight),
+            ..peak
+        },
+        paced: Run {
+            label: format!("paced at {rate:.0}/s"),
+            ..paced
+        },
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+impl Clock {
+    fn applied_now<'a>(&self, metas: impl Iterator<Item = &'a EventMeta>) {
+        let now = Instant::now();
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut count = 0;
+        for meta in metas {
+            if let Some(at) = sent.remove(&meta.envelope.correlation_id) {
+                latencies.push(now.duration_since(at).as_micros() as u64);
+                count += 1;
+            }
+        }
+        let applied = self
+            .applied
+            .fetch_add(count, std::sync::atomic::Ordering::SeqCst)
+            + count;
+        if applied >= self.target.load(std::sync::atomic::Ordering::SeqCst) {
+            self.done.notify_one();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    ClosedLoop(usize),
+    PerSecond(f64),
+}
+
+/// Sends commands `first..first + count` and waits until the projection applied every one.
+async fn drive(
+    channel: &tonic::transport::Channel,
+    clock: &Arc<Clock>,
+    first: u64,
+    count: u64,
+    pace: Pace,
+) -> anyhow::Result<Run> {
+    clock.applied.store(0, std::sync::atomic::Ordering::SeqCst);
+    clock
+        .target
+        .store(count, std::sync::atomic::Ordering::SeqCst);
+    clock
+        .latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+    let limit = Arc::new(Semaphore::new(match pace {
+        Pace::ClosedLoop(in_flight) => in_flight,
+        Pace::PerSecond(_) => 1024,
+    }));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in first..first + count {
+        if let Pace::PerSecond(rate) = pace {
+            let due = started + Duration::from_secs_f64((index - first) as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = Arc::clone(&limit).acquire_owned().await?;
+        let (mut client, clock) = (
+            IdentityServiceClient::new(channel.clone()),
+            Arc::clone(clock),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            let request_id = format!("e2e-{index}");
+            let mut request = tonic::Request::new(registration(index)?);
+            request
+                .metadata_mut()
+                .insert("x-request-id", request_id.parse()?);
+            clock
+                .sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(request_id, Instant::now());
+            client.register_citizen(request).await?;
+            anyhow::Ok(())
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while clock.applied.load(std::sync::atomic::Ordering::SeqCst) < count {
+        // A wake-up left from the previous run only makes this loop look again.
+        tokio::time::timeout_at(deadline, clock.done.notified())
+            .await
+            .map_err(|_| anyhow::anyhow!("the projection did not apply every event"))?;
+    }
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(
+        &mut *clock
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Ok(Run::new("", count, elapsed).with_latencies(latencies))
+}
+
+/// A database for one service: a SQLite file at `file`, or a fresh PostgreSQL schema.
+async fn database(postgres: bool, file: &Path) -> anyhow::Result<(Option<TestDatabase>, String)> {
+    if postgres {
+        let database = TestDatabase::new(TestBackend::Postgres).await?;
+        let url = database.url().to_owned();
+        Ok((Some(database), url))
+    } else {
+        Ok((None, format!("sqlite://{}", file.display())))
+    }
+}
+
+/// `VmHWM` of this process, in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
