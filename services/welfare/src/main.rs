@@ -5,6 +5,10 @@
 //!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_TLS_DIR`: a folder of certificates (`ca.pem`, `<service>.pem`, `<service>-key.pem`,
 //!   as `govbus certs init` writes them) for mutual TLS; unset serves plain HTTP/2;
+//! - `GOVBUS_AUDIT_SUBJECT_KEY`: the file of the deployment's subject key (64 hex digits); with
+//!   `GOVBUS_TLS_DIR`, every call and event delivery touching a person is entered in the
+//!   processing log (see `docs/security.md`);
+//! - `GOVBUS_ACCESS_POLICY`: the access-policy file (with `GOVBUS_TLS_DIR`);
 //! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_WELFARE_DATABASE_URL`: default `sqlite://.govbus/welfare.db`;

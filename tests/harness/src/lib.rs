@@ -12,6 +12,7 @@
 //! - [`server`]: starting, stopping, killing and restarting one server process.
 //! - [`browser`]: a headless Chromium through chromedriver, for the console's tests.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
+//! - [`service`]: govbus service binaries as processes to crash and restart.
 //!
 //! ```
 //! let server = govbus_harness::NatsServer::start()?;
@@ -22,11 +23,13 @@
 pub mod browser;
 pub mod database;
 pub mod server;
+pub mod service;
 
 pub use browser::ChromeDriver;
 pub use database::{TestBackend, TestDatabase};
 pub use govbus_natsd::{MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server};
 pub use server::NatsServer;
+pub use service::ServiceProcess;
 
 /// What can go wrong while running a test server.
 #[derive(Debug, thiserror::Error)]
