@@ -72,6 +72,11 @@ pub async fn ensure_stream(
     description: &str,
 ) -> Result<(), ProvisionError> {
     let config = settings.config(name, subjects, description);
+    if jetstream.create_or_update_stream(config.clone()).await.is_ok() {
+        return Ok(());
+    }
+    // A consumer of this stream may have created it between our update (not found) and our
+    // create (services start concurrently); now it exists, the update applies our settings.
     jetstream
         .create_or_update_stream(config)
         .await
@@ -92,10 +97,12 @@ pub async fn existing_or_new_stream(
     description: &str,
 ) -> Result<stream::Stream, ProvisionError> {
     let config = settings.config(name, subjects, description);
-    jetstream
-        .get_or_create_stream(config)
-        .await
-        .map_err(|error| {
+    match jetstream.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        // Its owner may have created it, with its own settings, between our look and our
+        // create (services start concurrently): use the owner's.
+        Err(error) => jetstream.get_stream(name).await.map_err(|_| {
             ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
-        })
+        }),
+    }
 }
