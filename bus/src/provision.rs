@@ -72,7 +72,11 @@ pub async fn ensure_stream(
     description: &str,
 ) -> Result<(), ProvisionError> {
     let config = settings.config(name, subjects, description);
-    if jetstream.create_or_update_stream(config.clone()).await.is_ok() {
+    if jetstream
+        .create_or_update_stream(config.clone())
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
     // A consumer of this stream may have created it between our update (not found) and our
