@@ -20,9 +20,15 @@ async fn poison_is_dead_lettered_and_blocks_nothing() -> anyhow::Result<()> {
         deployment.plant_poison(&format!("poison-{number}")).await?;
     }
     let caught_up = deployment.settle(&niks, POISON, started).await?;
+    // Each service's peak memory over the run (setup and burst), as its own process.
+    let rss =
+        |kib: Option<u64>| kib.map_or_else(|| "?".to_owned(), |kib| format!("{} MiB", kib / 1024));
     eprintln!(
         "poison: {PEOPLE} deaths and {POISON} poison messages; all suspensions applied \
-         {caught_up:?} after the burst began; {POISON} dead letters, lost 0, duplicated 0"
+         {caught_up:?} after the burst began; {POISON} dead letters, lost 0, duplicated 0; \
+         peak RSS identity {}, welfare {}",
+        rss(deployment.identity.peak_rss_kib()),
+        rss(deployment.welfare.peak_rss_kib()),
     );
     Ok(())
 }
