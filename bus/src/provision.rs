@@ -100,12 +100,21 @@ pub async fn existing_or_new_stream(
     subjects: Vec<String>,
     description: &str,
 ) -> Result<stream::Stream, ProvisionError> {
-    let config = settings.config(name, subjects, description);
+    existing_or_created(jetstream, settings.config(name, subjects, description)).await
+}
+
+/// Returns the stream named in `config`, creating it with `config` only if it does not exist.
+/// Needs only the rights to read and create the stream, not to update it.
+pub async fn existing_or_created(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, ProvisionError> {
+    let name = config.name.clone();
     match jetstream.get_or_create_stream(config).await {
         Ok(stream) => Ok(stream),
-        // Its owner may have created it, with its own settings, between our look and our
-        // create (services start concurrently): use the owner's.
-        Err(error) => jetstream.get_stream(name).await.map_err(|_| {
+        // Another process may have created it between our look and our create (services start
+        // concurrently): use theirs.
+        Err(error) => jetstream.get_stream(&name).await.map_err(|_| {
             ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
         }),
     }

@@ -23,35 +23,19 @@ pub(crate) enum HandlerFailure {
 pub(crate) trait ErasedHandler: Send + Sync {
     fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture;
 
-    /// The most messages [`handle_batch`](Self::handle_batch) takes at once; 1 for handlers of
-    /// single events.
-    fn batch_limit(&self) -> usize {
-        1
+    /// The same handler taking several messages at once, if it does.
+    fn as_batch(&self) -> Option<&dyn ErasedBatchHandler> {
+        None
     }
+}
 
-    /// Handles several messages at once (only called when `batch_limit` is above 1).
-    fn handle_batch(&self, items: Vec<(Bytes, EventMeta)>) -> BatchFuture {
-        let futures: Vec<HandlerFuture> = items
-            .into_iter()
-            .map(|(payload, meta)| self.handle(payload, meta))
-            .collect();
-        Box::pin(async move {
-            let mut result = BatchResult::default();
-            for (index, future) in futures.into_iter().enumerate() {
-                match future.await {
-                    Ok(subject) => result.handled.push((index, subject)),
-                    Err(HandlerFailure::Undecodable(reason)) => {
-                        result.undecodable.push((index, reason));
-                    }
-                    Err(HandlerFailure::Handler(error)) => {
-                        result.outcome = Err(error);
-                        return result;
-                    }
-                }
-            }
-            result
-        })
-    }
+/// A handler that takes several messages of one type at once ([`crate::Consumer::on_batch`]).
+pub(crate) trait ErasedBatchHandler: Send + Sync {
+    /// The most messages one call takes.
+    fn limit(&self) -> usize;
+
+    /// Handles `items` together.
+    fn handle_batch(&self, items: Vec<(Bytes, EventMeta)>) -> BatchFuture;
 }
 
 /// What a batch handler did with the messages it was given, by their index in the batch.
@@ -101,7 +85,7 @@ where
     Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
     fn handle(&self, payload: Bytes, meta: EventMeta) -> HandlerFuture {
-        let batch = self.handle_batch(vec![(payload, meta)]);
+        let batch = ErasedBatchHandler::handle_batch(self, vec![(payload, meta)]);
         Box::pin(async move {
             let result = batch.await;
             if let Some((_, reason)) = result.undecodable.into_iter().next() {
@@ -116,7 +100,18 @@ where
         })
     }
 
-    fn batch_limit(&self) -> usize {
+    fn as_batch(&self) -> Option<&dyn ErasedBatchHandler> {
+        Some(self)
+    }
+}
+
+impl<E, F, Fut> ErasedBatchHandler for TypedBatchHandler<E, F>
+where
+    E: Event,
+    F: Fn(Vec<(E, EventMeta)>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    fn limit(&self) -> usize {
         self.limit
     }
 

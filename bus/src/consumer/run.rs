@@ -262,7 +262,9 @@ async fn worker(context: Arc<ConsumerContext>, mut receiver: mpsc::Receiver<jets
                 None => return,
             },
         };
-        let limit = handler_for(&context, &message).map_or(1, |handler| handler.batch_limit());
+        let limit = handler_for(&context, event_type_of(&message))
+            .and_then(|handler| handler.as_batch())
+            .map_or(1, |batch| batch.limit());
         if limit <= 1 {
             process(&context, message).await;
             continue;
@@ -285,14 +287,14 @@ async fn worker(context: Arc<ConsumerContext>, mut receiver: mpsc::Receiver<jets
     }
 }
 
-/// The handler for a message's event type, if the consumer has one.
+/// The consumer's handler for `event_type`, if it has one.
 fn handler_for<'a>(
     context: &'a ConsumerContext,
-    message: &jetstream::Message,
+    event_type: &str,
 ) -> Option<&'a Arc<dyn ErasedHandler>> {
     context
         .handlers
-        .get(event_type_of(message))
+        .get(event_type)
         .or(context.every_event.as_ref())
 }
 
@@ -363,6 +365,12 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
         return;
     }
     let handler = Arc::clone(&ready[0].handler);
+    let Some(batch_handler) = handler.as_batch() else {
+        for one in ready {
+            handle_one(context, one).await;
+        }
+        return;
+    };
     let items = ready
         .iter()
         .map(|one| (one.message.payload.clone(), one.meta.clone()))
@@ -376,7 +384,7 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
         messaging.batch.message_count = ready.len(),
         govbus.service = %context.service,
     );
-    let handled = AssertUnwindSafe(handler.handle_batch(items))
+    let handled = AssertUnwindSafe(batch_handler.handle_batch(items))
         .catch_unwind()
         .instrument(span)
         .await;
@@ -506,16 +514,12 @@ fn check(
             delivery.attempt
         )));
     }
-    let handler = context
-        .handlers
-        .get(envelope.event_type.as_str())
-        .or(context.every_event.as_ref())
-        .ok_or_else(|| {
-            Outcome::DeadLetter(format!(
-                "unknown event type {:?} for consumer {}",
-                envelope.event_type, context.name
-            ))
-        })?;
+    let handler = handler_for(context, &envelope.event_type).ok_or_else(|| {
+        Outcome::DeadLetter(format!(
+            "unknown event type {:?} for consumer {}",
+            envelope.event_type, context.name
+        ))
+    })?;
     let meta = EventMeta {
         traceparent: header(message.headers.as_ref(), headers::TRACEPARENT).map(str::to_owned),
         envelope,
@@ -540,7 +544,7 @@ fn observe(
             event_type,
             data_subject,
             purpose: &context.purpose,
-            trace_id: traceparent.and_then(|value| value.split('-').nth(1)),
+            trace_id: traceparent.and_then(trace_context::trace_id_of),
         });
     }
 }

@@ -37,7 +37,7 @@ impl IdentityApi {
 /// The calling service, when it names itself (a short lowercase name).
 fn caller<T>(request: &Request<T>) -> Option<String> {
     // Over mutual TLS the caller is who its certificate says, whatever it claims.
-    if let Some(certified) = govbus_kit::tls::caller_of(request.peer_certs().as_ref()) {
+    if let Some(certified) = govbus_kit::tls::caller_of_request(request) {
         return Some(certified);
     }
     let name = request

@@ -301,19 +301,25 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // For the processing log: the handler sees the message, not the route it came by.
-        let method =
-            crate::audit::CalledMethod(Arc::from(request.uri().path().trim_start_matches('/')));
-        request.extensions_mut().insert(method);
+        let method: Arc<str> = Arc::from(request.uri().path().trim_start_matches('/'));
+        request
+            .extensions_mut()
+            .insert(crate::audit::CalledMethod(Arc::clone(&method)));
+        // The certificate is parsed once per call, here; handlers read the name from the
+        // request (`tls::caller_of_request`).
+        let caller = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| crate::tls::caller_of(info.peer_certs().as_ref()));
+        if let Some(caller) = &caller {
+            request
+                .extensions_mut()
+                .insert(crate::tls::CertifiedCaller(Arc::from(caller.as_str())));
+        }
         if let Some(policy) = &self.policy {
-            let caller = request
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|info| crate::tls::caller_of(info.peer_certs().as_ref()));
-            let path = request.uri().path().to_owned();
-            let path = path.as_str();
             let grant = caller
                 .as_deref()
-                .and_then(|caller| policy.grant(caller, path));
+                .and_then(|caller| policy.grant(caller, &method));
             if let Some(Some(purpose)) = &grant {
                 request
                     .extensions_mut()
@@ -325,7 +331,7 @@ where
                     message = "Call refused by the access policy.",
                     service = self.service,
                     %caller,
-                    method = path,
+                    %method,
                 );
                 metrics::counter!(
                     "govbus_grpc_server_denied_total",
@@ -333,10 +339,8 @@ where
                     "caller" => caller.clone(),
                 )
                 .increment(1);
-                let status = tonic::Status::permission_denied(format!(
-                    "{caller} may not call {}",
-                    path.trim_start_matches('/')
-                ));
+                let status =
+                    tonic::Status::permission_denied(format!("{caller} may not call {method}"));
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }

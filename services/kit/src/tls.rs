@@ -185,6 +185,19 @@ pub fn caller_of(peer_certificates: Option<&Arc<Vec<CertificateDer<'static>>>>) 
         .and_then(|leaf| service_of_certificate(leaf.as_ref()))
 }
 
+/// The calling service as its certificate names it; put in the request's extensions by
+/// [`crate::access::AccessLayer`], so the certificate is parsed once per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedCaller(pub Arc<str>);
+
+/// The calling service named by the client certificate of `request`, if it presented one.
+pub fn caller_of_request<T>(request: &tonic::Request<T>) -> Option<String> {
+    match request.extensions().get::<CertifiedCaller>() {
+        Some(caller) => Some(caller.0.to_string()),
+        None => caller_of(request.peer_certs().as_ref()),
+    }
+}
+
 /// Makes a CA and a certificate for each of `names` in `dir` (`ca.pem`, `ca-key.pem`,
 /// `<name>.pem`, `<name>-key.pem`; keys readable by the owner only). Each certificate names
 /// its service as `spiffe://govbus/<name>`, as common name and as DNS name, plus `localhost`

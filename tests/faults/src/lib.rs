@@ -37,7 +37,7 @@ pub struct Deployment {
     pub welfare: ServiceProcess,
     identity_address: String,
     welfare_address: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Deployment {
@@ -80,7 +80,7 @@ impl Deployment {
             welfare,
             identity_address,
             welfare_address,
-            _dir: dir,
+            dir,
         };
         deployment.wait_healthy("identity").await?;
         deployment.wait_healthy("welfare").await?;
@@ -338,7 +338,7 @@ impl Deployment {
 
     /// The path of `service`'s SQLite file.
     pub fn database_file(&self, service: &str) -> std::path::PathBuf {
-        self._dir.path().join(format!("{service}.db"))
+        self.dir.path().join(format!("{service}.db"))
     }
 
     /// Messages stored on `subject` in `stream`.

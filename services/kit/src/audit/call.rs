@@ -33,8 +33,8 @@ impl CallContext {
     /// The context of `request`: the caller named by its certificate, the method tonic routed
     /// it to, the purpose of the grant that let it through, the current trace.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
-        let caller = crate::tls::caller_of(request.peer_certs().as_ref())
-            .unwrap_or_else(|| "(no certificate)".to_owned());
+        let caller =
+            crate::tls::caller_of_request(request).unwrap_or_else(|| "(no certificate)".to_owned());
         let method = request.extensions().get::<CalledMethod>().map_or_else(
             || "(unknown method)".to_owned(),
             |method| method.0.to_string(),

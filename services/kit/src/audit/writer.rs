@@ -125,11 +125,6 @@ impl ProcessingLog {
         &self.inner.writer
     }
 
-    /// The key subjects are hashed with.
-    pub fn subject_key(&self) -> &SubjectKey {
-        &self.inner.key
-    }
-
     /// Entries recorded but not yet stored on the stream.
     pub fn pending(&self) -> u64 {
         self.inner.queued.load(Ordering::Relaxed)
@@ -156,8 +151,6 @@ impl ProcessingLog {
                 action = processing.action,
             );
         }
-        metrics::gauge!("govbus_audit_pending", "service" => self.inner.writer.clone())
-            .set(self.inner.queued.load(Ordering::Relaxed) as f64);
     }
 }
 
@@ -197,9 +190,6 @@ async fn ensure_stream(
     subjects: String,
     replicas: usize,
 ) -> Result<(), AuditError> {
-    if jetstream.get_stream(name).await.is_ok() {
-        return Ok(());
-    }
     let config = stream::Config {
         name: name.to_owned(),
         description: Some(
@@ -215,14 +205,10 @@ async fn ensure_stream(
         allow_direct: true,
         ..Default::default()
     };
-    match jetstream.create_stream(config).await {
-        Ok(_) => Ok(()),
-        // Another service may have created it meanwhile.
-        Err(error) => match jetstream.get_stream(name).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(AuditError::Stream(format!("creating {name}: {error}"))),
-        },
-    }
+    govbus_bus::provision::existing_or_created(jetstream, config)
+        .await
+        .map(drop)
+        .map_err(|error| AuditError::Stream(error.to_string()))
 }
 
 /// Where a chain stands on the stream.
@@ -331,6 +317,10 @@ impl Chain {
         let mut delay = Duration::from_millis(100);
         let mut deadline = None;
         loop {
+            // Set here rather than on every record, which is on the callers' hot path; a
+            // backlog (JetStream unreachable) shows on every retry.
+            metrics::gauge!("govbus_audit_pending", "service" => self.signer.writer().to_owned())
+                .set(self.queued.load(Ordering::Relaxed) as f64);
             match self.append(&block).await {
                 Append::Stored(stream_seq) => {
                     self.stored(&block, stream_seq);
