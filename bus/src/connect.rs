@@ -230,6 +230,11 @@ impl BusOptions {
         self
     }
 
+    /// The stream settings these options carry.
+    pub fn configured_stream_settings(&self) -> &StreamSettings {
+        &self.stream_settings
+    }
+
     /// Keep trying to reach the server at start-up instead of failing at once.
     pub fn wait_for_server(mut self, wait: bool) -> Self {
         self.wait_for_server = wait;

@@ -56,7 +56,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            // A cluster electing a new stream leader answers "no responders" for a second or
+            // two; retrying at least once a second resumes soon after, at the cost of a few
+            // more one-message attempts during a longer outage.
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
             give_up_after: Some(Duration::from_secs(120)),
         }
     }

@@ -5,7 +5,9 @@
 //!   trace export (see `docs/operating.md`);
 //! - `GOVBUS_TLS_DIR`: a folder of certificates (`ca.pem`, `<service>.pem`, `<service>-key.pem`,
 //!   as `govbus certs init` writes them) for mutual TLS; unset serves plain HTTP/2;
-//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated; `GOVBUS_NATS_CREDENTIALS`,
+//!   `GOVBUS_NATS_USER`/`GOVBUS_NATS_PASSWORD`, `GOVBUS_NATS_CA`, `GOVBUS_STREAM_REPLICAS` and the
+//!   rest of the bus settings in `govbus_kit::bus_env` (see `docs/operating.md`);
 //! - `GOVBUS_EVALUATION_DATABASE_URL`: default `sqlite://.govbus/evaluation.db`;
 //! - `GOVBUS_EVALUATION_LISTEN`: the gRPC address (default `127.0.0.1:50054`);
 //! - `GOVBUS_EVALUATION_SERVICES`: services whose events are evidence (default
@@ -13,7 +15,6 @@
 //! - `GOVBUS_EVALUATION_INSTRUMENTS_DIR`: a folder of further instrument files.
 
 use anyhow::Context as _;
-use govbus_bus::BusOptions;
 use govbus_evaluation::{Application, EvaluationConfig};
 use govbus_kit::RelaySettings;
 
@@ -22,7 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = govbus_kit::telemetry::Telemetry::install(
         &govbus_kit::telemetry::TelemetrySettings::from_env("evaluation"),
     )?;
-    let nats_url = std::env::var("GOVBUS_NATS_URL").context("GOVBUS_NATS_URL is not set")?;
     let listen =
         std::env::var("GOVBUS_EVALUATION_LISTEN").unwrap_or_else(|_| "127.0.0.1:50054".to_owned());
     let config = EvaluationConfig {
@@ -31,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
         listen: listen.parse().with_context(|| {
             format!("GOVBUS_EVALUATION_LISTEN={listen:?} is not an address like 127.0.0.1:50054")
         })?,
-        bus: BusOptions::new(nats_url)
-            .client_name("evaluation")
-            .wait_for_server(true),
+        bus: govbus_kit::bus_env::bus_options_from_env("evaluation")?,
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("evaluation")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,

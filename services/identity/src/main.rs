@@ -9,13 +9,14 @@
 //!   `GOVBUS_TLS_DIR`, every call and event delivery touching a person is entered in the
 //!   processing log (see `docs/security.md`);
 //! - `GOVBUS_ACCESS_POLICY`: the access-policy file (with `GOVBUS_TLS_DIR`);
-//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated; `GOVBUS_NATS_CREDENTIALS`,
+//!   `GOVBUS_NATS_USER`/`GOVBUS_NATS_PASSWORD`, `GOVBUS_NATS_CA`, `GOVBUS_STREAM_REPLICAS` and the
+//!   rest of the bus settings in `govbus_kit::bus_env` (see `docs/operating.md`);
 //! - `GOVBUS_IDENTITY_DATABASE_URL`: `sqlite://…` (default `sqlite://.govbus/identity.db`) or
 //!   `postgres://…`;
 //! - `GOVBUS_IDENTITY_LISTEN`: the gRPC address (default `127.0.0.1:50051`).
 
 use anyhow::Context as _;
-use govbus_bus::BusOptions;
 use govbus_identity::{Application, IdentityConfig};
 use govbus_kit::RelaySettings;
 
@@ -23,9 +24,6 @@ use govbus_kit::RelaySettings;
 async fn main() -> anyhow::Result<()> {
     let telemetry = govbus_kit::telemetry::Telemetry::install(
         &govbus_kit::telemetry::TelemetrySettings::from_env("identity"),
-    )?;
-    let nats_url = std::env::var("GOVBUS_NATS_URL").context(
-        "GOVBUS_NATS_URL is not set: give the NATS server URL (JetStream, 2.10 or later)",
     )?;
     let listen =
         std::env::var("GOVBUS_IDENTITY_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".to_owned());
@@ -35,9 +33,7 @@ async fn main() -> anyhow::Result<()> {
         listen: listen.parse().with_context(|| {
             format!("GOVBUS_IDENTITY_LISTEN={listen:?} is not an address like 127.0.0.1:50051")
         })?,
-        bus: BusOptions::new(nats_url)
-            .client_name("identity")
-            .wait_for_server(true),
+        bus: govbus_kit::bus_env::bus_options_from_env("identity")?,
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("identity")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,

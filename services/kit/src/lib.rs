@@ -13,6 +13,7 @@
 //!
 //! - [`access`]: which caller may call which gRPC method, enforced on every call.
 //! - [`audit`]: the processing log, a signed hash chain of every processing of a person's data.
+//! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`command`]: a command (with its idempotency key) or an event handler (with the inbox) as one transaction.
 //! - [`db`]: the database (SQLite file or PostgreSQL), migrations, timestamps.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
@@ -26,6 +27,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod bus_env;
 pub mod command;
 pub mod db;
 pub mod grpc;

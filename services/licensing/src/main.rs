@@ -9,7 +9,9 @@
 //!   `GOVBUS_TLS_DIR`, every call and event delivery touching a person is entered in the
 //!   processing log (see `docs/security.md`);
 //! - `GOVBUS_ACCESS_POLICY`: the access-policy file (with `GOVBUS_TLS_DIR`);
-//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated; `GOVBUS_NATS_CREDENTIALS`,
+//!   `GOVBUS_NATS_USER`/`GOVBUS_NATS_PASSWORD`, `GOVBUS_NATS_CA`, `GOVBUS_STREAM_REPLICAS` and the
+//!   rest of the bus settings in `govbus_kit::bus_env` (see `docs/operating.md`);
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
 //! - `GOVBUS_LICENSING_LISTEN`: the gRPC address (default `127.0.0.1:50053`);
@@ -19,7 +21,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use govbus_bus::BusOptions;
 use govbus_kit::RelaySettings;
 use govbus_licensing::{Application, Deadlines, LicensingConfig};
 
@@ -47,9 +48,7 @@ async fn main() -> anyhow::Result<()> {
             format!("GOVBUS_LICENSING_LISTEN={listen:?} is not an address like 127.0.0.1:50053")
         })?,
         identity_url: required("GOVBUS_IDENTITY_URL")?,
-        bus: BusOptions::new(required("GOVBUS_NATS_URL")?)
-            .client_name("licensing")
-            .wait_for_server(true),
+        bus: govbus_kit::bus_env::bus_options_from_env("licensing")?,
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("licensing")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,

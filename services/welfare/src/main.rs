@@ -9,13 +9,14 @@
 //!   `GOVBUS_TLS_DIR`, every call and event delivery touching a person is entered in the
 //!   processing log (see `docs/security.md`);
 //! - `GOVBUS_ACCESS_POLICY`: the access-policy file (with `GOVBUS_TLS_DIR`);
-//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated;
+//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated; `GOVBUS_NATS_CREDENTIALS`,
+//!   `GOVBUS_NATS_USER`/`GOVBUS_NATS_PASSWORD`, `GOVBUS_NATS_CA`, `GOVBUS_STREAM_REPLICAS` and the
+//!   rest of the bus settings in `govbus_kit::bus_env` (see `docs/operating.md`);
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_WELFARE_DATABASE_URL`: default `sqlite://.govbus/welfare.db`;
 //! - `GOVBUS_WELFARE_LISTEN`: the gRPC address (default `127.0.0.1:50052`).
 
 use anyhow::Context as _;
-use govbus_bus::BusOptions;
 use govbus_kit::RelaySettings;
 use govbus_welfare::{Application, WelfareConfig};
 
@@ -34,9 +35,7 @@ async fn main() -> anyhow::Result<()> {
             format!("GOVBUS_WELFARE_LISTEN={listen:?} is not an address like 127.0.0.1:50052")
         })?,
         identity_url: required("GOVBUS_IDENTITY_URL")?,
-        bus: BusOptions::new(required("GOVBUS_NATS_URL")?)
-            .client_name("welfare")
-            .wait_for_server(true),
+        bus: govbus_kit::bus_env::bus_options_from_env("welfare")?,
         relay: RelaySettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("welfare")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,

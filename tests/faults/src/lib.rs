@@ -1,7 +1,7 @@
 //! Fault injection against govbus services running as real processes.
 //!
-//! A [`Deployment`] runs a private `nats-server` and the identity and welfare binaries, each with
-//! its own SQLite file, on ports picked at start. Scenarios drive commands with known ids,
+//! A [`Deployment`] runs a private `nats-server` (or a cluster of them) and the identity and
+//! welfare binaries, each with its own SQLite file, on ports picked at start. Scenarios drive commands with known ids,
 //! crash or restart a part mid-burst, and then check every projection: events sent = events
 //! applied, none applied twice, none lost, dead letters only for planted poison. No time is
 //! asserted; waits are bounded only so that a hung run fails.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
-use govbus_harness::NatsServer;
+use govbus_harness::NatsCluster;
 use govbus_harness::service::{ServiceProcess, free_port, workspace_binary};
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_proto::welfare::v1::welfare_service_client::WelfareServiceClient;
@@ -29,8 +29,8 @@ pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// NATS, identity and welfare as processes.
 #[derive(Debug)]
 pub struct Deployment {
-    /// The NATS server.
-    pub nats: NatsServer,
+    /// The NATS server, or the members of the cluster.
+    pub nats: NatsCluster,
     /// The identity service.
     pub identity: ServiceProcess,
     /// The welfare service.
@@ -41,13 +41,24 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Starts everything and waits until both services answer their health checks.
+    /// Starts one NATS server and both services, and waits until they answer their health
+    /// checks.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(NatsCluster::start(1)?, 1).await
+    }
+
+    /// Like [`start`](Self::start) on a cluster of `size` NATS servers, the services connected
+    /// to all of them and their streams replicated on each.
+    pub async fn start_clustered(size: usize) -> anyhow::Result<Self> {
+        Self::start_on(NatsCluster::start(size)?, size).await
+    }
+
+    async fn start_on(nats: NatsCluster, replicas: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let nats = NatsServer::start()?;
         let identity_address = format!("127.0.0.1:{}", free_port()?);
         let welfare_address = format!("127.0.0.1:{}", free_port()?);
-        let nats_url = nats.client_url();
+        let nats_url = nats.client_urls();
+        let replicas = replicas.to_string();
         let identity_db = format!("sqlite://{}", dir.path().join("identity.db").display());
         let welfare_db = format!("sqlite://{}", dir.path().join("welfare.db").display());
         let identity_url = format!("http://{identity_address}");
@@ -56,6 +67,7 @@ impl Deployment {
             "identity",
             &[
                 ("GOVBUS_NATS_URL", &nats_url),
+                ("GOVBUS_STREAM_REPLICAS", &replicas),
                 ("GOVBUS_IDENTITY_DATABASE_URL", &identity_db),
                 ("GOVBUS_IDENTITY_LISTEN", &identity_address),
                 ("GOVBUS_LOG", "warn"),
@@ -67,6 +79,7 @@ impl Deployment {
             "welfare",
             &[
                 ("GOVBUS_NATS_URL", &nats_url),
+                ("GOVBUS_STREAM_REPLICAS", &replicas),
                 ("GOVBUS_IDENTITY_URL", &identity_url),
                 ("GOVBUS_WELFARE_DATABASE_URL", &welfare_db),
                 ("GOVBUS_WELFARE_LISTEN", &welfare_address),
@@ -180,12 +193,16 @@ impl Deployment {
         Ok(niks)
     }
 
-    /// Waits until `count` messages are stored on `subject` in `stream`; returns when.
+    /// Waits until `count` messages are stored on `subject` in `stream`; returns when. A failed
+    /// look (NATS or its stream leader still recovering) is retried until `RECOVERY_LIMIT`.
     pub async fn wait_stored(&self, stream: &str, subject: &str, count: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            let stored = self.stored(stream, subject).await?;
-            if stored >= count {
+            let stored = match self.stored(stream, subject).await {
+                Ok(stored) => stored.to_string(),
+                Err(error) => format!("(not readable: {error:#})"),
+            };
+            if stored.parse::<u64>().is_ok_and(|stored| stored >= count) {
                 return Ok(());
             }
             anyhow::ensure!(
@@ -312,7 +329,7 @@ impl Deployment {
     /// Publishes on identity's stream a death event whose payload is not protobuf, as a faulty
     /// identity would: every consumer of it must dead-letter it and carry on.
     pub async fn plant_poison(&self, id: &str) -> anyhow::Result<()> {
-        let js = async_nats::jetstream::new(async_nats::connect(self.nats.client_url()).await?);
+        let js = self.jetstream().await?;
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in [
             ("ce-specversion", "1.0"),
@@ -336,6 +353,70 @@ impl Deployment {
         Ok(())
     }
 
+    /// A JetStream client of the deployment's NATS (any member of a cluster that is up).
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let servers = self
+            .nats
+            .members()
+            .iter()
+            .filter(|member| member.is_running())
+            .map(|member| member.client_url().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(servers)
+            .await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    /// The server leading `stream`'s replicas (`None` outside a cluster).
+    pub async fn stream_leader(&self, stream: &str) -> anyhow::Result<Option<String>> {
+        let mut stream = self.jetstream().await?.get_stream(stream).await?;
+        let info = stream.info().await?;
+        Ok(info
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader.clone()))
+    }
+
+    /// Waits until each of `streams` has a leader and every other member of the cluster holds
+    /// a current replica of it; returns how long that took.
+    pub async fn wait_fully_replicated(&self, streams: &[&str]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let followers = self.nats.members().len() - 1;
+        'poll: loop {
+            anyhow::ensure!(
+                started.elapsed() < RECOVERY_LIMIT,
+                "streams not fully replicated after {RECOVERY_LIMIT:?}:\n{}",
+                self.nats.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok(js) = self.jetstream().await else {
+                continue;
+            };
+            for name in streams {
+                let Ok(mut stream) = js.get_stream(*name).await else {
+                    continue 'poll;
+                };
+                let Ok(info) = stream.info().await else {
+                    continue 'poll;
+                };
+                let Some(cluster) = &info.cluster else {
+                    anyhow::bail!("{name} is not replicated: the deployment is not clustered");
+                };
+                let current = cluster
+                    .replicas
+                    .iter()
+                    .filter(|peer| peer.current && !peer.offline)
+                    .count();
+                if cluster.leader.is_none() || current < followers {
+                    continue 'poll;
+                }
+            }
+            return Ok(started.elapsed());
+        }
+    }
+
     /// The path of `service`'s SQLite file.
     pub fn database_file(&self, service: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("{service}.db"))
@@ -343,7 +424,7 @@ impl Deployment {
 
     /// Messages stored on `subject` in `stream`.
     pub async fn stored(&self, stream: &str, subject: &str) -> anyhow::Result<u64> {
-        let js = async_nats::jetstream::new(async_nats::connect(self.nats.client_url()).await?);
+        let js = self.jetstream().await?;
         let stream = js.get_stream(stream).await.context("stream")?;
         let mut subjects = stream.info_with_subjects(subject).await?;
         let mut total = 0;
@@ -355,7 +436,7 @@ impl Deployment {
 
     /// Messages in the dead-letter stream (none if it does not exist).
     pub async fn dead_letters(&self) -> anyhow::Result<u64> {
-        let js = async_nats::jetstream::new(async_nats::connect(self.nats.client_url()).await?);
+        let js = self.jetstream().await?;
         match js.get_stream("GOVBUS_DEADLETTER").await {
             Ok(mut stream) => Ok(stream.info().await?.state.messages),
             Err(_) => Ok(0),

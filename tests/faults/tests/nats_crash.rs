@@ -16,10 +16,10 @@ async fn nats_killed_and_restarted_mid_burst_loses_and_repeats_nothing() -> anyh
     let retried = deployment
         .record_deaths(&niks, 8, |index, deployment| {
             if index as u64 == PEOPLE / 3 {
-                deployment.nats.kill()?;
+                deployment.nats.member_mut(0).kill()?;
             }
             if index as u64 == 2 * PEOPLE / 3 {
-                deployment.nats.restart()?;
+                deployment.nats.member_mut(0).restart()?;
             }
             Ok(())
         })

@@ -10,6 +10,7 @@
 //! # Layout
 //!
 //! - [`server`]: starting, stopping, killing and restarting one server process.
+//! - [`cluster`]: several servers routed into one JetStream cluster.
 //! - [`browser`]: a headless Chromium through chromedriver, for the console's tests.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //! - [`service`]: govbus service binaries as processes to crash and restart.
@@ -21,11 +22,13 @@
 //! ```
 
 pub mod browser;
+pub mod cluster;
 pub mod database;
 pub mod server;
 pub mod service;
 
 pub use browser::ChromeDriver;
+pub use cluster::NatsCluster;
 pub use database::{TestBackend, TestDatabase};
 pub use govbus_natsd::{MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server};
 pub use server::NatsServer;

@@ -30,6 +30,16 @@ pub struct NatsServer {
     monitor_port: u16,
     child: Option<Child>,
     starts: u32,
+    cluster: Option<ClusterMembership>,
+}
+
+/// A server's place in a cluster: its name, its route port and its peers' route ports.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterMembership {
+    pub(crate) cluster_name: String,
+    pub(crate) server_name: String,
+    pub(crate) route_port: u16,
+    pub(crate) peer_route_ports: Vec<u16>,
 }
 
 impl NatsServer {
@@ -41,6 +51,17 @@ impl NatsServer {
     /// Like [`start`](Self::start), with `extra` appended to the shared settings (users,
     /// permissions, TLS).
     pub fn start_with_config(extra: &str) -> Result<Self, HarnessError> {
+        let mut server = Self::prepare(extra, None)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// A server with its folder and configuration written, not started yet: a cluster starts
+    /// all its members before waiting for any (JetStream is ready only once a quorum runs).
+    pub(crate) fn prepare(
+        extra: &str,
+        cluster: Option<ClusterMembership>,
+    ) -> Result<Self, HarnessError> {
         let binary = find_nats_server()?.path;
         let work_dir = tempfile::Builder::new()
             .prefix("govbus-nats-")
@@ -53,16 +74,22 @@ impl NatsServer {
             format!("{NATS_SERVER_CONFIG}\n{extra}"),
         )
         .map_err(HarnessError::io("writing nats-server.conf"))?;
-        let mut server = Self {
+        Ok(Self {
             binary,
             work_dir,
             client_port: 0,
             monitor_port: 0,
             child: None,
             starts: 0,
-        };
-        server.spawn()?;
-        Ok(server)
+            cluster,
+        })
+    }
+
+    /// The server's name in its cluster (`None` for a standalone server).
+    pub fn server_name(&self) -> Option<&str> {
+        self.cluster
+            .as_ref()
+            .map(|member| member.server_name.as_str())
     }
 
     /// The URL clients connect to, e.g. `nats://127.0.0.1:41234`.
@@ -143,6 +170,12 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
+        self.launch()?;
+        self.await_ready()
+    }
+
+    /// Starts the process without waiting for it.
+    pub(crate) fn launch(&mut self) -> Result<(), HarnessError> {
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let log = File::create(&log_path).map_err(HarnessError::io("creating the server log"))?;
@@ -161,7 +194,24 @@ impl NatsServer {
                 port.to_string()
             }
         };
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(member) = &self.cluster {
+            let routes = member
+                .peer_route_ports
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            command
+                .args(["--name", &member.server_name])
+                .args(["--cluster_name", &member.cluster_name])
+                .args([
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", member.route_port),
+                ])
+                .args(["--routes", &routes]);
+        }
+        let child = command
             .arg("--config")
             .arg(self.work_dir.path().join("nats-server.conf"))
             .args(["--addr", "127.0.0.1", "--port", &port(self.client_port)])
@@ -176,11 +226,20 @@ impl NatsServer {
             .stderr(log_err)
             .spawn()
             .map_err(HarnessError::io("spawning nats-server"))?;
-        let mut child = child;
-        let ready = wait_until_ready(&mut child, &ports_dir, READY_TIMEOUT);
         self.child = Some(child);
+        Ok(())
+    }
 
-        match ready {
+    /// Waits until the launched process is healthy and records its ports.
+    pub(crate) fn await_ready(&mut self) -> Result<(), HarnessError> {
+        let ports_dir = self.ports_dir();
+        let Some(child) = self.child.as_mut() else {
+            return Err(HarnessError::StartFailed {
+                reason: "the process was not launched".to_owned(),
+                log: self.log(),
+            });
+        };
+        match wait_until_ready(child, &ports_dir, READY_TIMEOUT) {
             Ok((client_port, monitor_port)) => {
                 self.client_port = client_port;
                 self.monitor_port = monitor_port;

@@ -22,6 +22,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("nats.url", Kind::Text),
     ("nats.listen", Kind::Text),
     ("nats.server_binary", Kind::Text),
+    ("nats.stream_replicas", Kind::Integer),
     ("identity.listen", Kind::Text),
     ("identity.database_url", Kind::Text),
     ("welfare.listen", Kind::Text),
@@ -274,6 +275,17 @@ impl Layers {
                     .map_err(|problem| self.problem("nats.url", problem))?;
             }
         }
+        match (config.nats.stream_replicas, &config.nats.url) {
+            (1, _) | (3 | 5, Some(_)) => {}
+            (3 | 5, None) => {
+                return Err(self.problem(
+                    "nats.stream_replicas",
+                    "needs a cluster: set nats.url to its members (the embedded server is one \
+                     server)",
+                ));
+            }
+            _ => return Err(self.problem("nats.stream_replicas", "must be 1, 3 or 5")),
+        }
         for (key, deadline) in [
             (
                 "licensing.verification_deadline",
@@ -498,6 +510,35 @@ mod tests {
             .build()
             .expect("valid");
         assert_eq!(both.telemetry.log, "warn");
+    }
+
+    #[test]
+    fn stream_replicas_need_a_cluster() {
+        let replicated = |replicas: &str, url: Option<&str>| {
+            let mut env = vec![(
+                "GOVBUS_NATS_STREAM_REPLICAS".to_owned(),
+                replicas.to_owned(),
+            )];
+            if let Some(url) = url {
+                env.push(("GOVBUS_NATS_URL".to_owned(), url.to_owned()));
+            }
+            Layers::defaults().env(env).expect("env").build()
+        };
+        let cluster = "nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3:4222";
+        let config = replicated("3", Some(cluster)).expect("a cluster takes R3");
+        assert_eq!(config.nats.stream_replicas, 3);
+        let error = replicated("3", None).expect_err("the embedded server is one server");
+        assert_eq!(error.key(), Some("nats.stream_replicas"));
+        let error = replicated("2", Some(cluster)).expect_err("even replica counts");
+        assert!(error.to_string().contains("1, 3 or 5"), "{error}");
+        assert_eq!(
+            Layers::defaults()
+                .build()
+                .expect("defaults")
+                .nats
+                .stream_replicas,
+            1
+        );
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub struct NatsConfig {
     /// govbus tools folder (`scripts/install-nats-server`), then `PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_binary: Option<PathBuf>,
+    /// Copies of each stream the services create: 1, or 3 or 5 on an existing cluster (`url`
+    /// listing its members). The embedded server is a single server, so 1.
+    #[serde(default = "one_replica")]
+    pub stream_replicas: usize,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 /// A service's address and database.
@@ -142,6 +150,7 @@ impl Default for StackConfig {
                 url: None,
                 listen: loopback(0),
                 server_binary: None,
+                stream_replicas: 1,
             },
             identity: ServiceConfig {
                 listen: loopback(50051),

@@ -179,7 +179,11 @@ impl Stack {
             access.watch(Duration::from_secs(2), stop_watching_policy.clone());
         }
         let (nats, nats_url, users) = match &config.nats.url {
-            Some(url) => (None, url.clone(), NatsUsers::default()),
+            Some(url) => (
+                None,
+                url.clone(),
+                NatsUsers::default().with_stream_replicas(config.nats.stream_replicas),
+            ),
             None => {
                 let users = NatsUsers::generate()?;
                 let settings = EmbeddedNatsSettings {
@@ -706,6 +710,7 @@ impl Certificates {
 pub(crate) struct NatsUsers {
     passwords: std::collections::HashMap<String, String>,
     authorization: String,
+    stream_replicas: usize,
 }
 
 impl NatsUsers {
@@ -749,12 +754,24 @@ impl NatsUsers {
                 .map(|user| (user.name.clone(), user.password.clone()))
                 .collect(),
             authorization: authorization(&users),
+            stream_replicas: 1,
         })
+    }
+
+    /// The same users; the streams the services create get `replicas` copies.
+    fn with_stream_replicas(mut self, replicas: usize) -> Self {
+        self.stream_replicas = replicas;
+        self
     }
 
     /// Connection options for `name`: its user and reply prefix when users were generated.
     fn options(&self, nats_url: &str, name: &str) -> BusOptions {
-        let options = BusOptions::new(nats_url).client_name(name);
+        let options = BusOptions::new(nats_url).client_name(name).stream_settings(
+            govbus_bus::StreamSettings {
+                replicas: self.stream_replicas.max(1),
+                ..govbus_bus::StreamSettings::default()
+            },
+        );
         match self.passwords.get(name) {
             Some(password) => options
                 .user_password(name, password.clone())
