@@ -45,6 +45,10 @@ struct ConsumerContext {
     dead_letters: DeadLetters,
     observer: Option<Arc<dyn DeliveryObserver>>,
     purpose: String,
+    /// `govbus_events_consumed_total` by event type and outcome: finding the counter in the
+    /// metrics registry for every message cost more than handling it.
+    consumed_counters:
+        std::sync::RwLock<std::collections::HashMap<(String, &'static str), metrics::Counter>>,
 }
 
 /// Consumer metadata key naming the service that consumes.
@@ -115,6 +119,7 @@ pub(crate) async fn prepare_consumer(
         purpose: consumer
             .purpose
             .unwrap_or_else(|| format!("not declared by consumer {}", consumer.name)),
+        consumed_counters: std::sync::RwLock::default(),
     });
     let nats_consumer = provision_consumer(&context).await?;
     Ok(PreparedConsumer {
@@ -305,6 +310,23 @@ enum Outcome {
     DeadLetter(String),
 }
 
+impl Outcome {
+    /// The outcomes' names in metrics and spans, by [`index`](Self::index).
+    const NAMES: [&'static str; 3] = ["ack", "retry", "dead_letter"];
+
+    fn index(&self) -> usize {
+        match self {
+            Self::Ack => 0,
+            Self::Retry(_) => 1,
+            Self::DeadLetter(_) => 2,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
 /// A message that passed the checks before its handler: readable, not given up on, handled by
 /// this consumer.
 struct Ready {
@@ -418,14 +440,25 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
             Err(error) => after_failure(context, one.meta.delivery.attempt, error),
         });
     }
+    // One metric update per outcome for the whole batch (all of one event type).
+    let mut counted: [u64; 3] = [0; 3];
+    let event_type = event_type_of(&ready[0].message).to_owned();
     for (one, outcome) in ready.into_iter().zip(outcomes) {
         let (stream_sequence, attempt) =
             (one.meta.delivery.stream_sequence, one.meta.delivery.attempt);
         // Every message given to the handler has an outcome; this is only a guard.
         let outcome = outcome.unwrap_or(Outcome::Retry(context.settings.backoff.delay(0)));
-        finish(context, &one.message, outcome, stream_sequence, attempt)
+        let recorded = outcome.name();
+        counted[outcome.index()] += 1;
+        one.span.record("govbus.outcome", recorded);
+        settle(context, &one.message, outcome, stream_sequence, attempt)
             .instrument(one.span)
             .await;
+    }
+    for (index, count) in counted.into_iter().enumerate() {
+        if count > 0 {
+            count_consumed(context, &event_type, Outcome::NAMES[index], count);
+        }
     }
 }
 
@@ -458,12 +491,12 @@ async fn prepare(context: &ConsumerContext, message: jetstream::Message) -> Opti
         messaging.system = "nats",
         messaging.operation.type = "process",
         messaging.operation.name = "process",
-        messaging.destination.name = %message.subject,
-        messaging.consumer.group.name = %context.name,
-        govbus.service = %context.service,
+        messaging.destination.name = message.subject.as_str(),
+        messaging.consumer.group.name = context.name.as_str(),
+        govbus.service = context.service.as_str(),
         messaging.message.id = field::Empty,
         messaging.message.body.size = message.payload.len(),
-        messaging.nats.stream = %context.stream,
+        messaging.nats.stream = context.stream.as_str(),
         messaging.nats.stream_sequence = stream_sequence,
         messaging.nats.delivery_count = attempt,
         cloudevents.event_type = field::Empty,
@@ -592,21 +625,37 @@ async fn finish(
     stream_sequence: u64,
     attempt: u64,
 ) {
-    let recorded = match &outcome {
-        Outcome::Ack => "ack",
-        Outcome::Retry(_) => "retry",
-        Outcome::DeadLetter(_) => "dead_letter",
-    };
+    let recorded = outcome.name();
     Span::current().record("govbus.outcome", recorded);
-    metrics::counter!(
-        "govbus_events_consumed_total",
-        "service" => context.service.clone(),
-        "consumer" => context.name.clone(),
-        "type" => event_type_of(message).to_owned(),
-        "outcome" => recorded,
-    )
-    .increment(1);
+    count_consumed(context, event_type_of(message), recorded, 1);
     settle(context, message, outcome, stream_sequence, attempt).await;
+}
+
+/// Counts `count` messages of `event_type` settled with `outcome`.
+fn count_consumed(context: &ConsumerContext, event_type: &str, outcome: &'static str, count: u64) {
+    let key = (event_type.to_owned(), outcome);
+    let known = context
+        .consumed_counters
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    let counter = known.unwrap_or_else(|| {
+        let counter = metrics::counter!(
+            "govbus_events_consumed_total",
+            "service" => context.service.clone(),
+            "consumer" => context.name.clone(),
+            "type" => event_type.to_owned(),
+            "outcome" => outcome,
+        );
+        context
+            .consumed_counters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, counter.clone());
+        counter
+    });
+    counter.increment(count);
 }
 
 async fn settle(

@@ -2,9 +2,9 @@
 //!
 //! A command stores the events it produces in the `outbox` table in the same transaction as its
 //! state change ([`enqueue`]): both commit or neither does. The [`OutboxRelay`] then sends pending
-//! rows to JetStream in order, pipelined, and marks each sent only after JetStream acknowledged
-//! it. If NATS is down, commands still succeed and events wait in the table; they flow when NATS
-//! returns. A row sent twice (a crash between the ack and the mark) is stored once by JetStream,
+//! rows to JetStream in order, pipelined (reading, sending and marking overlap), and marks each
+//! sent only after JetStream acknowledged it. If NATS is down, commands still succeed and events
+//! wait in the table; they flow when NATS returns. A row sent twice (a crash between the ack and the mark) is stored once by JetStream,
 //! because the event id is its `Nats-Msg-Id`.
 //!
 //! A row JetStream refuses for good (too large, not this service's event) is marked failed with
@@ -14,11 +14,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use govbus_bus::{Backoff, OutgoingEvent, PublishErrorKind, Publisher};
+use govbus_bus::{Backoff, OutgoingEvent, PendingPublish, PublishErrorKind, Publisher};
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::db::{Database, DbError, now_micros};
 
@@ -161,6 +162,18 @@ struct PendingRow {
     event: OutgoingEvent,
 }
 
+/// A row whose event was handed to the connection, its acknowledgement still to come.
+struct InFlight {
+    position: i64,
+    publish: PendingPublish,
+}
+
+/// What the marker decided about an acknowledged or refused row.
+enum Settled {
+    Sent { position: i64, sequence: i64 },
+    Failed { position: i64, reason: String },
+}
+
 impl OutboxRelay {
     /// A relay sending `db`'s outbox with `publisher`.
     pub fn new(db: Database, publisher: Publisher, settings: RelaySettings) -> Self {
@@ -186,18 +199,7 @@ impl OutboxRelay {
     /// Sends everything pending now; returns how many rows were marked sent. Used by the
     /// background loop, and by tools that want to drain the outbox once.
     pub async fn relay_pending(&self) -> Result<usize, DbError> {
-        let mut sent = 0;
-        loop {
-            let rows = self.pending_rows().await?;
-            if rows.is_empty() {
-                return Ok(sent);
-            }
-            let round = self.send_round(&rows).await?;
-            sent += round.sent;
-            if round.unacknowledged > 0 {
-                return Ok(sent);
-            }
-        }
+        Ok(self.drain().await?.sent)
     }
 
     async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -209,27 +211,15 @@ impl OutboxRelay {
         );
         let mut depth_measured = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            let round = async {
-                let rows = self.pending_rows().await?;
-                if rows.is_empty() {
-                    return Ok::<_, DbError>(Idle::Wait);
-                }
-                let round = self.send_round(&rows).await?;
-                Ok(if round.unacknowledged > 0 {
-                    Idle::Backoff
-                } else {
-                    Idle::Continue
-                })
-            };
-            // A round stuck on an unreachable NATS is abandoned at shutdown; rows it sent but
+            // A drain stuck on an unreachable NATS is abandoned at shutdown; rows it sent but
             // did not mark are sent again later and de-duplicated by JetStream.
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => break,
-                outcome = round => outcome,
+                outcome = self.drain() => outcome,
             };
             // An empty outbox is known to be empty; otherwise the depth is counted at most once
             // a second, so a busy relay does not spend its time counting.
-            if matches!(outcome, Ok(Idle::Wait)) {
+            if matches!(&outcome, Ok(round) if round.unacknowledged == 0) {
                 depth.set(0.0);
             } else if depth_measured.elapsed() >= Duration::from_secs(1) {
                 depth_measured = tokio::time::Instant::now();
@@ -238,15 +228,12 @@ impl OutboxRelay {
                 }
             }
             let pause = match outcome {
-                Ok(Idle::Continue) => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(Idle::Wait) => {
+                // Drained: every row read was acknowledged and the last read found none.
+                Ok(round) if round.unacknowledged == 0 => {
                     failures = 0;
                     self.settings.poll_interval
                 }
-                Ok(Idle::Backoff) => {
+                Ok(_) => {
                     failures += 1;
                     self.settings.backoff.delay(failures - 1)
                 }
@@ -270,12 +257,123 @@ impl OutboxRelay {
         }
     }
 
-    async fn pending_rows(&self) -> Result<Vec<PendingRow>, DbError> {
+    /// Sends pending rows until a read finds none, or until JetStream stops acknowledging.
+    ///
+    /// Reading, sending and marking overlap: the reader reads rows in order (after the last
+    /// one it read) and hands each event to the connection, while the marker awaits the
+    /// acknowledgements in the same order and marks acknowledged rows sent, a chunk per
+    /// statement. When an event is not acknowledged even after the publisher's retries, the
+    /// reader stops, the rows already sent are only awaited once more, and everything not
+    /// acknowledged stays pending for the next drain, which reads again from the oldest.
+    async fn drain(&self) -> Result<Round, DbError> {
+        let batch = usize::try_from(self.settings.batch_size.max(1)).unwrap_or(512);
+        let (to_marker, mut from_reader) = tokio::sync::mpsc::channel::<InFlight>(2 * batch);
+        let stop_reading = CancellationToken::new();
+
+        let reader = async {
+            let mut after = i64::MIN;
+            while !stop_reading.is_cancelled() {
+                let rows = self.pending_rows(after).await?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                after = last.position;
+                let span = self
+                    .publisher
+                    .batch_span(rows[0].event.subject(), rows.len());
+                let sending = async {
+                    for row in rows {
+                        let publish = self.publisher.start(row.event).await;
+                        let in_flight = InFlight {
+                            position: row.position,
+                            publish,
+                        };
+                        if to_marker.send(in_flight).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                };
+                if !sending.instrument(span).await {
+                    break;
+                }
+            }
+            drop(to_marker);
+            Ok::<(), DbError>(())
+        };
+
+        let marker = async {
+            let mut round = Round::default();
+            let mut settled = Vec::with_capacity(batch);
+            while let Some(in_flight) = from_reader.recv().await {
+                let event_id = in_flight.publish.event().id().to_owned();
+                let subject = in_flight.publish.event().subject().to_owned();
+                let result = if stop_reading.is_cancelled() {
+                    in_flight.publish.acknowledged_once().await
+                } else {
+                    in_flight.publish.acknowledged().await
+                };
+                match result {
+                    Ok(receipt) => settled.push(Settled::Sent {
+                        position: in_flight.position,
+                        sequence: i64::try_from(receipt.sequence).unwrap_or(i64::MAX),
+                    }),
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            PublishErrorKind::TooLarge
+                                | PublishErrorKind::Rejected
+                                | PublishErrorKind::InvalidEvent
+                        ) =>
+                    {
+                        tracing::error!(
+                            message = "Event refused by JetStream; kept in the outbox as failed.",
+                            event_id = %event_id,
+                            subject = %subject,
+                            %error,
+                        );
+                        settled.push(Settled::Failed {
+                            position: in_flight.position,
+                            reason: error.to_string(),
+                        });
+                    }
+                    Err(error) => {
+                        // Not acknowledged (NATS down); the row stays pending and is retried.
+                        if round.unacknowledged == 0 {
+                            tracing::warn!(
+                                message = "Outbox event not acknowledged; will retry.",
+                                event_id = %event_id,
+                                %error,
+                            );
+                        }
+                        round.unacknowledged += 1;
+                        stop_reading.cancel();
+                    }
+                }
+                // Marking is bookkeeping (the event is already stored), so it waits for a
+                // full chunk unless the reader has nothing more in flight.
+                if settled.len() >= batch || (from_reader.is_empty() && !settled.is_empty()) {
+                    round.sent += self.mark(&mut settled).await?;
+                }
+            }
+            round.sent += self.mark(&mut settled).await?;
+            Ok::<Round, DbError>(round)
+        };
+
+        let (read, marked) = tokio::join!(reader, marker);
+        let round = marked?;
+        read?;
+        Ok(round)
+    }
+
+    /// Up to a batch of pending rows after position `after`, in order.
+    async fn pending_rows(&self, after: i64) -> Result<Vec<PendingRow>, DbError> {
         let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
             "SELECT position, subject, headers, payload FROM outbox
-             WHERE sent_at IS NULL AND failed_at IS NULL
-             ORDER BY position LIMIT $1",
+             WHERE sent_at IS NULL AND failed_at IS NULL AND position > $1
+             ORDER BY position LIMIT $2",
         )
+        .bind(after)
         .bind(self.settings.batch_size)
         .fetch_all(self.db.pool())
         .await
@@ -286,79 +384,43 @@ impl OutboxRelay {
                 position,
                 event: OutgoingEvent::from_parts(
                     subject,
-                    headers.lines().filter_map(|line| {
-                        line.split_once(':')
-                            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                    }),
+                    headers.lines().filter_map(|line| line.split_once(':')),
                     payload,
                 ),
             })
             .collect())
     }
 
-    async fn send_round(&self, rows: &[PendingRow]) -> Result<Round, DbError> {
-        let events: Vec<OutgoingEvent> = rows.iter().map(|row| row.event.clone()).collect();
-        let results = self.publisher.send_batch(&events).await;
+    /// Records `settled` rows in one transaction and empties it; returns the rows marked sent.
+    async fn mark(&self, settled: &mut Vec<Settled>) -> Result<usize, DbError> {
+        if settled.is_empty() {
+            return Ok(0);
+        }
         let now = now_micros();
-        let mut round = Round::default();
-        let mut acknowledged = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(settled.len());
         let mut transaction = self.db.begin().await?;
-        for (row, result) in rows.iter().zip(results) {
-            match result {
-                Ok(receipt) => {
-                    acknowledged.push((
-                        row.position,
-                        i64::try_from(receipt.sequence).unwrap_or(i64::MAX),
-                    ));
-                    round.sent += 1;
-                }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        PublishErrorKind::TooLarge
-                            | PublishErrorKind::Rejected
-                            | PublishErrorKind::InvalidEvent
-                    ) =>
-                {
-                    tracing::error!(
-                        message = "Event refused by JetStream; kept in the outbox as failed.",
-                        event_id = %row.event.id(),
-                        subject = %row.event.subject(),
-                        %error,
-                    );
+        for row in settled.drain(..) {
+            match row {
+                Settled::Sent { position, sequence } => sent.push((position, sequence)),
+                Settled::Failed { position, reason } => {
                     sqlx::query(
                         "UPDATE outbox SET failed_at = $1, last_error = $2 WHERE position = $3",
                     )
                     .bind(now)
-                    .bind(error.to_string())
-                    .bind(row.position)
+                    .bind(reason)
+                    .bind(position)
                     .execute(&mut *transaction)
                     .await
                     .map_err(DbError::sql("marking an outbox row failed"))?;
                 }
-                Err(error) => {
-                    // Not acknowledged (NATS down); the row stays pending and is retried.
-                    if round.unacknowledged == 0 {
-                        tracing::warn!(
-                            message = "Outbox event not acknowledged; will retry.",
-                            event_id = %row.event.id(),
-                            %error,
-                        );
-                    }
-                    round.unacknowledged += 1;
-                }
             }
         }
-        // One statement per chunk of rows: a statement per row made marking cost more than
-        // sending.
-        for chunk in acknowledged.chunks(MARK_CHUNK) {
-            mark_sent(&mut transaction, now, chunk).await?;
-        }
+        mark_sent(&mut transaction, now, &sent).await?;
         transaction
             .commit()
             .await
             .map_err(DbError::sql("committing outbox marks"))?;
-        Ok(round)
+        Ok(sent.len())
     }
 
     async fn delete_old_sent_rows(&self) -> Result<(), DbError> {
@@ -373,34 +435,41 @@ impl OutboxRelay {
     }
 }
 
-/// Rows marked sent by one statement (two parameters each, well inside every backend's limit).
-const MARK_CHUNK: usize = 200;
-
-/// Marks `rows` (position, stream sequence) sent at `now`.
+/// Marks `rows` (position, stream sequence, in the order sent) sent at `now`.
+///
+/// Events sent one after another from consecutive rows are usually stored under consecutive
+/// stream sequences, so a run of such rows is marked by one statement over its range of
+/// positions: a statement per row cost more than sending, and one statement binding every row
+/// cost nearly as much. A run ends where positions skip (a row not read by this relay: only
+/// rows it read are marked) or sequences do (another publisher's event, a duplicate).
 async fn mark_sent(
     connection: &mut AnyConnection,
     now: i64,
     rows: &[(i64, i64)],
 ) -> Result<(), DbError> {
-    let mut sql = String::from("UPDATE outbox SET sent_at = $1, stream_sequence = CASE position");
-    for index in 0..rows.len() {
-        let _ = write!(sql, " WHEN ${} THEN ${}", 2 + 2 * index, 3 + 2 * index);
-    }
-    sql.push_str(" END WHERE position IN (");
-    for index in 0..rows.len() {
-        let separator = if index == 0 { "" } else { ", " };
-        let _ = write!(sql, "{separator}${}", 2 + 2 * index);
-    }
-    sql.push(')');
-    // Only placeholders are generated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-    for (position, sequence) in rows {
-        query = query.bind(*position).bind(*sequence);
-    }
-    query
-        .execute(connection)
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len()
+            && rows[end].0 == rows[end - 1].0 + 1
+            && rows[end].1 == rows[end - 1].1 + 1
+        {
+            end += 1;
+        }
+        let ((first_position, first_sequence), (last_position, _)) = (rows[start], rows[end - 1]);
+        sqlx::query(
+            "UPDATE outbox SET sent_at = $1, stream_sequence = $2 + (position - $3)
+             WHERE position BETWEEN $3 AND $4",
+        )
+        .bind(now)
+        .bind(first_sequence)
+        .bind(first_position)
+        .bind(last_position)
+        .execute(&mut *connection)
         .await
         .map_err(DbError::sql("marking outbox rows sent"))?;
+        start = end;
+    }
     Ok(())
 }
 
@@ -408,10 +477,4 @@ async fn mark_sent(
 struct Round {
     sent: usize,
     unacknowledged: usize,
-}
-
-enum Idle {
-    Continue,
-    Wait,
-    Backoff,
 }

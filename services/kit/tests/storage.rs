@@ -14,6 +14,7 @@ govbus_harness::on_both_backends!(
     the_relay_sends_committed_events_once,
     a_rolled_back_command_publishes_nothing,
     events_wait_while_nats_is_down_and_flow_when_it_returns,
+    a_refused_event_is_kept_as_failed_and_blocks_nothing,
     the_inbox_claims_each_event_once,
     a_batch_claims_each_event_once_in_one_statement,
     idempotency_keys_return_the_first_response,
@@ -122,9 +123,24 @@ async fn the_relay_sends_committed_events_once(backend: TestBackend) {
             Some(id.as_str())
         );
     }
+    // Each row records the stream sequence its event was stored under.
+    assert_eq!(
+        stream_sequences(&db).await,
+        (1..=300).map(Some).collect::<Vec<_>>()
+    );
     // A relay that runs again finds nothing to send.
     assert_eq!(relay.relay_pending().await.expect("relayed"), 0);
     assert_eq!(stream_messages(&bus).await, 300);
+}
+
+/// The stream sequence recorded in each outbox row, in outbox order.
+async fn stream_sequences(db: &Database) -> Vec<Option<i64>> {
+    let rows: Vec<(Option<i64>,)> =
+        sqlx::query_as("SELECT stream_sequence FROM outbox ORDER BY position")
+            .fetch_all(db.pool())
+            .await
+            .expect("outbox rows");
+    rows.into_iter().map(|(sequence,)| sequence).collect()
 }
 
 async fn a_rolled_back_command_publishes_nothing(backend: TestBackend) {
@@ -298,4 +314,50 @@ async fn a_batch_claims_each_event_once_in_one_statement(backend: TestBackend) {
         .await
         .expect("claimed");
     assert_eq!(third, [false; 5]);
+}
+
+async fn a_refused_event_is_kept_as_failed_and_blocks_nothing(backend: TestBackend) {
+    let (_test_db, db) = database(backend).await;
+    let server = NatsServer::start().expect("nats");
+    let (bus, publisher) = bus(&server).await;
+    let mut ids = enqueue(&db, &publisher, 0..10).await;
+    // Larger than the server's 1 MB max_payload: JetStream can never take it.
+    let encoded = publisher
+        .encode(&registered(10), &Causality::root())
+        .expect("encodes");
+    let oversized = govbus_bus::OutgoingEvent::from_parts(
+        encoded.subject(),
+        encoded.header_pairs(),
+        vec![7_u8; 2 * 1024 * 1024],
+    );
+    let mut transaction = db.begin().await.expect("begin");
+    outbox::enqueue(&mut transaction, &oversized)
+        .await
+        .expect("enqueued");
+    transaction.commit().await.expect("commit");
+    ids.extend(enqueue(&db, &publisher, 11..20).await);
+
+    let relay = OutboxRelay::new(db.clone(), publisher, RelaySettings::default());
+    assert_eq!(relay.relay_pending().await.expect("relayed"), 19);
+    assert_eq!(outbox::pending_count(&db).await.expect("count"), 0);
+    let failed = outbox::failed_events(&db).await.expect("failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].event_id, oversized.id());
+    assert!(failed[0].reason.contains("payload"), "{}", failed[0].reason);
+    // The events behind it were sent, in order.
+    assert_eq!(stream_messages(&bus).await, 19);
+    let stream = bus
+        .jetstream()
+        .get_stream("GOVBUS_IDENTITY")
+        .await
+        .expect("stream");
+    let eleventh = stream.get_raw_message(11).await.expect("message");
+    assert_eq!(
+        eleventh.headers.get("ce-id").map(|v| v.as_str()),
+        Some(ids[10].as_str())
+    );
+    let mut expected: Vec<Option<i64>> = (1..=10).map(Some).collect();
+    expected.push(None);
+    expected.extend((11..=19).map(Some));
+    assert_eq!(stream_sequences(&db).await, expected);
 }

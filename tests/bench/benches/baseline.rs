@@ -1,4 +1,4 @@
-//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls] [--json FILE]`:
+//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,e2e,memory] [--json FILE]`:
 //! every govbus path beside its raw baseline, in one run, with the ratios.
 
 use std::io::Write as _;
@@ -8,6 +8,7 @@ use clap::Parser;
 use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e::{self, EndToEndSettings};
+use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_bench::{Comparison, Run};
 use govbus_harness::NatsServer;
@@ -18,12 +19,15 @@ struct Args {
     /// Smaller runs (a minute or two), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios: publish, consume, calls, e2e.
+    /// Only these scenarios: publish, consume, calls, e2e, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run the end-to-end scenario's databases on the local PostgreSQL (`test` database).
     #[arg(long)]
     postgres: bool,
+    /// Install no telemetry (no spans, logs or metrics), to measure what telemetry costs.
+    #[arg(long)]
+    without_telemetry: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -46,11 +50,16 @@ async fn main() -> anyhow::Result<()> {
     if args.list {
         return Ok(());
     }
-    // Spans are recorded as in a running service (into the in-memory trace store).
-    let _telemetry = Telemetry::install(&TelemetrySettings {
-        log_filter: "warn".to_owned(),
-        ..TelemetrySettings::default()
-    })?;
+    // Spans and metrics are recorded as in a running service (spans into the in-memory trace
+    // store), unless the run is to show what they cost.
+    let _telemetry = if args.without_telemetry {
+        None
+    } else {
+        Some(Telemetry::install(&TelemetrySettings {
+            log_filter: "warn".to_owned(),
+            ..TelemetrySettings::default()
+        })?)
+    };
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
     let scale = if args.quick { 10 } else { 1 };
     let mut results = Vec::new();
@@ -104,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let run = e2e::run(&server.client_url(), dir.path(), &calls, settings).await?;
         eprintln!(
-            "end to end: peak {:.0} events/s; paced {}: {}; peak RSS {:.0} MiB",
+            "end to end: peak {:.0} events/s; {}: {}; peak RSS {:.0} MiB",
             run.peak.rate(),
             run.paced.label,
             latency(&run.paced),
@@ -113,12 +122,31 @@ async fn main() -> anyhow::Result<()> {
         end_to_end = Some(run);
     }
 
+    let mut memory_under_load = None;
+    if wanted("memory") {
+        let server = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let settings = MemorySettings {
+            registrations: 40_000 / scale,
+            in_flight: 64,
+        };
+        let run = memory::run(&server.client_url(), dir.path(), settings).await?;
+        eprintln!(
+            "memory: {} commands at {:.0}/s, {} events; peak RSS {}",
+            run.commands.operations,
+            run.commands.rate(),
+            run.events,
+            memory_table(&run)
+        );
+        memory_under_load = Some(run);
+    }
+
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "\n{}", table(&results))?;
     if let Some(run) = &end_to_end {
         writeln!(
             stdout,
-            "| end to end | peak {:.0} events/s; at {}: {} | goal ≥ {:.0}/s, p99 ≤ {:.0} ms: {} |",
+            "| end to end | peak {:.0} events/s; {}: {} | goal ≥ {:.0}/s, p99 ≤ {:.0} ms: {} |",
             run.peak.rate(),
             run.paced.label,
             latency(&run.paced),
@@ -127,8 +155,19 @@ async fn main() -> anyhow::Result<()> {
             if run.meets_goals() { "met" } else { "missed" },
         )?;
     }
+    if let Some(run) = &memory_under_load {
+        writeln!(
+            stdout,
+            "| memory, each service its own process | {} |",
+            memory_table(run)
+        )?;
+    }
     if let Some(path) = args.json {
-        let document = serde_json::json!({ "comparisons": results, "end_to_end": end_to_end });
+        let document = serde_json::json!({
+            "comparisons": results,
+            "end_to_end": end_to_end,
+            "memory": memory_under_load,
+        });
         std::fs::write(&path, serde_json::to_vec_pretty(&document)?)?;
     }
     Ok(())
@@ -144,7 +183,23 @@ fn print(comparison: Option<&Comparison>) {
             comparison.ratio,
             comparison.goal
         );
+        for step in &comparison.steps {
+            eprintln!(
+                "  reference, {}: {:.0}/s ({:.2} of the baseline)",
+                step.label,
+                step.rate(),
+                step.rate() / comparison.baseline.rate().max(f64::MIN_POSITIVE)
+            );
+        }
     }
+}
+
+fn memory_table(run: &memory::MemoryUnderLoad) -> String {
+    run.services
+        .iter()
+        .map(|service| format!("{} {:.0} MiB", service.service, service.peak_rss_mib))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn latency(run: &Run) -> String {

@@ -135,14 +135,10 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
     let done = Arc::new(Notify::new());
     let (counter, finished) = (handled.clone(), done.clone());
     let started = Instant::now();
-    let concurrency = std::env::var("BENCH_CONSUMER_CONCURRENCY")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(CONCURRENCY);
     let consumer = sink
         .consumer(
             Consumer::new("sink-bench")
-                .concurrency(concurrency)
+                .concurrency(CONCURRENCY)
                 .on_batch(BATCH, move |batch: Vec<(SampleRecorded, EventMeta)>| {
                     let (db, waker, counter, finished) =
                         (db.clone(), waker.clone(), counter.clone(), finished.clone());

@@ -15,11 +15,13 @@
 //! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
 //! - [`e2e`]: a gRPC command through the outbox, JetStream and a consumer into a projection:
 //!   peak rate, latency at half of it, peak memory.
+//! - [`memory`]: each service as its own process under the end-to-end load, its peak memory.
 
 pub mod calls;
 pub mod consume;
 pub mod e2e;
 pub mod measure;
+pub mod memory;
 pub mod publish;
 pub mod sample;
 

@@ -90,6 +90,9 @@ pub struct Comparison {
     pub ratio: f64,
     /// The ratio govbus aims for.
     pub goal: f64,
+    /// Reference runs between the two, each doing part of what govbus adds to the baseline,
+    /// to show where the difference goes.
+    pub steps: Vec<Run>,
 }
 
 impl Comparison {
@@ -106,7 +109,14 @@ impl Comparison {
             baseline,
             ratio,
             goal,
+            steps: Vec::new(),
         }
+    }
+
+    /// With `step` as a reference run between the baseline and govbus.
+    pub fn with_step(mut self, step: Run) -> Self {
+        self.steps.push(step);
+        self
     }
 
     /// Whether the ratio reaches the goal.

@@ -1,5 +1,8 @@
 //! Publishing: events through the transactional outbox and its relay into JetStream, against
 //! raw async-nats JetStream publishes of the same payload with the same number of acks in flight.
+//! A third run publishes raw again, but each message with govbus's envelope (the CloudEvents
+//! headers, the trace context and `Nats-Msg-Id` de-duplication), to separate what the envelope
+//! costs (mostly in the server) from what the outbox costs.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -34,13 +37,9 @@ pub async fn compare(
     settings: PublishSettings,
 ) -> anyhow::Result<Comparison> {
     let baseline = raw(nats_url, settings).await?;
+    let enveloped = raw_with_envelope(nats_url, settings).await?;
     let govbus = through_outbox(nats_url, dir, settings).await?;
-    Ok(Comparison::new(
-        "publish (events/s)",
-        govbus,
-        baseline,
-        GOAL,
-    ))
+    Ok(Comparison::new("publish (events/s)", govbus, baseline, GOAL).with_step(enveloped))
 }
 
 /// Raw async-nats: publish, keep `in_flight` acknowledgements outstanding, await the oldest.
@@ -71,6 +70,60 @@ pub async fn raw(nats_url: &str, settings: PublishSettings) -> anyhow::Result<Ru
     let elapsed = started.elapsed();
     expect_stored(&js, "RAW_PUBLISH", settings.events).await?;
     Ok(Run::new("async-nats, pipelined", settings.events, elapsed))
+}
+
+/// Raw async-nats as in [`raw`], each message carrying the headers govbus gives the same event:
+/// one encoded event's headers, with a fresh event id (`ce-id`, `Nats-Msg-Id`) per message.
+pub async fn raw_with_envelope(nats_url: &str, settings: PublishSettings) -> anyhow::Result<Run> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("bench-envelope")).await?;
+    let publisher = ServiceAdapter::new(SERVICE)
+        .publishes::<SampleRecorded>()
+        .start(&bus)
+        .await?
+        .publisher()
+        .clone();
+    let template = publisher.encode(&sample(settings.payload), &Causality::root())?;
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    js.create_stream(stream::Config {
+        name: "RAW_ENVELOPE".to_owned(),
+        subjects: vec!["raw.envelope".to_owned()],
+        storage: stream::StorageType::File,
+        duplicate_window: std::time::Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
+    let mut window = VecDeque::with_capacity(settings.in_flight);
+    let started = Instant::now();
+    for _ in 0..settings.events {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut headers = template.headers().clone();
+        headers.insert("ce-id", id.as_str());
+        headers.insert("Nats-Msg-Id", id.as_str());
+        if window.len() >= settings.in_flight
+            && let Some(ack) = window.pop_front()
+        {
+            let _: jetstream::publish::PublishAck = ack.await?;
+        }
+        window.push_back(
+            js.send_publish(
+                "raw.envelope",
+                jetstream::message::PublishMessage::build()
+                    .headers(headers)
+                    .payload(template.payload().clone()),
+            )
+            .await?,
+        );
+    }
+    for ack in window {
+        ack.await?;
+    }
+    let elapsed = started.elapsed();
+    expect_stored(&js, "RAW_ENVELOPE", settings.events).await?;
+    Ok(Run::new(
+        "async-nats, pipelined, with govbus's envelope",
+        settings.events,
+        elapsed,
+    ))
 }
 
 /// govbus: the events are committed to the outbox first (not timed), then the relay sends them

@@ -4,6 +4,7 @@
 use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e;
+use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_harness::NatsServer;
 
@@ -79,4 +80,29 @@ async fn end_to_end_applies_every_command_in_the_projection() {
     assert_eq!(run.paced.operations, 100);
     let latency = run.paced.latency.expect("every event timed");
     assert!(latency.p50_ms <= latency.p99_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_read_from_every_service_process_under_load() {
+    let server = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = MemorySettings {
+        registrations: 200,
+        in_flight: 16,
+    };
+    let run = memory::run(&server.client_url(), dir.path(), settings)
+        .await
+        .expect("runs");
+    assert_eq!(
+        run.commands.operations, 300,
+        "200 registrations and 100 deaths"
+    );
+    assert_eq!(run.events, 300, "one event per command");
+    let services: Vec<&str> = run.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(services, ["identity", "evaluation", "welfare", "licensing"]);
+    assert!(
+        run.services
+            .iter()
+            .all(|service| service.peak_rss_mib > 1.0)
+    );
 }

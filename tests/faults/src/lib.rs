@@ -417,6 +417,23 @@ impl Deployment {
         }
     }
 
+    /// Events in `service`'s outbox not yet acknowledged by JetStream (read from its SQLite
+    /// file while it runs).
+    pub async fn pending_outbox_rows(&self, service: &str) -> anyhow::Result<u64> {
+        use sqlx::ConnectOptions as _;
+        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.database_file(service))
+            .read_only(true)
+            .connect()
+            .await?;
+        let (pending,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&mut connection)
+        .await?;
+        Ok(u64::try_from(pending)?)
+    }
+
     /// The path of `service`'s SQLite file.
     pub fn database_file(&self, service: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("{service}.db"))

@@ -134,6 +134,33 @@ impl NatsServer {
         self.terminate(Signal::SIGKILL)
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and the kernel keeps accepting
+    /// what clients send, but nothing is read, stored or acknowledged until
+    /// [`resume`](Self::resume).
+    pub fn pause(&mut self) -> Result<(), HarnessError> {
+        self.signal_running(Signal::SIGSTOP)
+    }
+
+    /// Lets a [`pause`](Self::pause)d server carry on (SIGCONT).
+    pub fn resume(&mut self) -> Result<(), HarnessError> {
+        self.signal_running(Signal::SIGCONT)
+    }
+
+    fn signal_running(&mut self, signal: Signal) -> Result<(), HarnessError> {
+        let child = self.child.as_ref().ok_or_else(|| HarnessError::Io {
+            context: "signalling nats-server",
+            source: std::io::Error::other("the server is not running"),
+        })?;
+        let pid = i32::try_from(child.id()).map_err(|_| HarnessError::Io {
+            context: "signalling nats-server",
+            source: std::io::Error::other("process id out of range"),
+        })?;
+        signal::kill(Pid::from_raw(pid), signal).map_err(|errno| HarnessError::Io {
+            context: "signalling nats-server",
+            source: std::io::Error::from(errno),
+        })
+    }
+
     /// Starts the server again on the same port and store after [`stop`](Self::stop) or
     /// [`kill`](Self::kill), and waits until it is healthy.
     pub fn restart(&mut self) -> Result<(), HarnessError> {

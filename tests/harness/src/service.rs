@@ -23,7 +23,8 @@ use nix::unistd::Pid;
 use crate::HarnessError;
 
 /// A service binary of this workspace, built into the same target folder as the running test
-/// (built now with `cargo build` if it is not there yet).
+/// (built now with `cargo build`, `--release` from the release folder, if it is not there yet;
+/// `scripts/bench` builds them first so that a benchmark never runs an old one).
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     let exe = std::env::current_exe().map_err(HarnessError::io("locating the test binary"))?;
     // <target>/<profile>/deps/<test> → <target>/<profile>
@@ -40,8 +41,18 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf, HarnessErro
         return Ok(binary);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Benchmarks run from the release folder and measure release binaries.
+    let profile: &[&str] = if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        &["--release"]
+    } else {
+        &[]
+    };
     let status = Command::new(cargo)
         .args(["build", "--quiet", "--package", package, "--bin", bin])
+        .args(profile)
         .status()
         .map_err(HarnessError::io("running cargo build for a service binary"))?;
     if status.success() && binary.is_file() {

@@ -2,7 +2,9 @@
 //!
 //! The store is an OpenTelemetry span processor: every finished span lands here, grouped by
 //! trace. It keeps the most recent traces up to a bound and drops the oldest whole trace first,
-//! so memory stays flat however long the stack runs.
+//! so memory stays flat however long the stack runs. Spans are kept as the SDK hands them over
+//! and turned into text only when someone reads them: every event a service handles ends a
+//! span, and converting each one up front cost a consumer a fifth of its throughput.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -74,7 +76,7 @@ pub struct TraceStore {
 #[derive(Debug)]
 struct Inner {
     capacity: usize,
-    traces: HashMap<TraceId, Vec<RecordedSpan>>,
+    traces: HashMap<TraceId, Vec<SpanData>>,
     /// Trace ids from oldest to newest first span seen.
     order: VecDeque<TraceId>,
 }
@@ -105,14 +107,15 @@ impl TraceStore {
             .rev()
             .take(limit)
             .filter_map(|id| inner.traces.get(id))
-            .filter_map(|spans| summarise(spans))
+            .filter_map(|spans| summarise(&spans.iter().map(record_of).collect::<Vec<_>>()))
             .collect()
     }
 
     /// The spans of one trace, in start order; `None` when it is not (or no longer) kept.
     pub fn get(&self, trace_id: &str) -> Option<Vec<RecordedSpan>> {
         let id = TraceId::from_hex(trace_id).ok()?;
-        let mut spans = self.lock().traces.get(&id)?.clone();
+        let mut spans: Vec<RecordedSpan> =
+            self.lock().traces.get(&id)?.iter().map(record_of).collect();
         spans.sort_by_key(|span| span.start_unix_micros);
         // A span without a service ran inside its parent's (a handler's span inside the call's).
         let mut services: HashMap<String, String> = HashMap::new();
@@ -147,7 +150,7 @@ impl TraceStore {
 
     fn record(&self, span: SpanData) {
         let trace_id = span.span_context.trace_id();
-        let recorded = record_of(span);
+        let recorded = span;
         let mut inner = self.lock();
         if let Some(spans) = inner.traces.get_mut(&trace_id) {
             if spans.len() < MAX_SPANS_PER_TRACE {
@@ -188,7 +191,7 @@ impl SpanProcessor for TraceStoreProcessor {
     }
 }
 
-fn record_of(span: SpanData) -> RecordedSpan {
+fn record_of(span: &SpanData) -> RecordedSpan {
     let start = micros_since_epoch(span.start_time);
     let end = micros_since_epoch(span.end_time);
     let mut service = None;
@@ -208,7 +211,7 @@ fn record_of(span: SpanData) -> RecordedSpan {
         trace_id: span.span_context.trace_id().to_string(),
         span_id: span.span_context.span_id().to_string(),
         parent_span_id: parent,
-        name: span.name.into_owned(),
+        name: span.name.to_string(),
         service,
         kind: match span.span_kind {
             SpanKind::Server => "server",
@@ -219,8 +222,8 @@ fn record_of(span: SpanData) -> RecordedSpan {
         },
         start_unix_micros: start,
         duration_micros: end.saturating_sub(start),
-        error: match span.status {
-            Status::Error { description } => Some(description.into_owned()),
+        error: match &span.status {
+            Status::Error { description } => Some(description.to_string()),
             Status::Ok | Status::Unset => None,
         },
         attributes,
