@@ -4,7 +4,7 @@
 //! trace. It keeps the most recent traces up to a bound and drops the oldest whole trace first,
 //! so memory stays flat however long the stack runs. Spans are kept as the SDK hands them over
 //! and turned into text only when someone reads them: every event a service handles ends a
-//! span, and converting each one up front cost a consumer a fifth of its throughput.
+//! span, and converting each one up front cost a consumer an eighth of its throughput.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
