@@ -313,6 +313,7 @@ pub struct Bus {
     topology: Arc<Topology>,
     publish_retry: RetryPolicy,
     stream_settings: StreamSettings,
+    max_ack_inflight: usize,
 }
 
 impl Bus {
@@ -350,6 +351,7 @@ impl Bus {
             topology: Arc::new(topology),
             publish_retry: options.publish_retry,
             stream_settings: options.stream_settings,
+            max_ack_inflight: options.max_ack_inflight,
         })
     }
 
@@ -361,6 +363,7 @@ impl Bus {
             Arc::clone(&self.topology),
             service,
             self.publish_retry.clone(),
+            self.max_ack_inflight,
         ))
     }
 

@@ -55,8 +55,8 @@ pub use error::Error;
 pub use event::{Event, EventType, EventTypeError, EventTypeErrorKind};
 pub use provision::{ProvisionError, ProvisionErrorKind, StreamSettings};
 pub use publish::{
-    Causality, OutgoingEvent, PendingPublish, PublishError, PublishErrorKind, PublishReceipt,
-    Publisher, RetryPolicy,
+    Causality, FailedPublish, OutgoingEvent, PendingPublish, PublishError, PublishErrorKind,
+    PublishReceipt, Publisher, RetryPolicy,
 };
 pub use topology::{NameError, NameErrorKind, Topology};
 

@@ -226,6 +226,8 @@ struct PublisherInner {
     /// `govbus_events_published_total` by event type: finding the counter in the metrics
     /// registry for every event cost a relay a tenth of its throughput.
     published_counters: Arc<std::sync::RwLock<std::collections::HashMap<String, metrics::Counter>>>,
+    /// Publishes that may await their acknowledgement at once on this connection.
+    max_in_flight: usize,
 }
 
 impl Publisher {
@@ -234,6 +236,7 @@ impl Publisher {
         topology: Arc<Topology>,
         service: &str,
         retry: RetryPolicy,
+        max_in_flight: usize,
     ) -> Self {
         Self {
             inner: Arc::new(PublisherInner {
@@ -244,6 +247,7 @@ impl Publisher {
                 retry,
                 declared: None,
                 published_counters: Arc::default(),
+                max_in_flight,
             }),
         }
     }
@@ -260,6 +264,14 @@ impl Publisher {
     /// The service whose events this publisher sends.
     pub fn service(&self) -> &str {
         &self.inner.service
+    }
+
+    /// How many publishes may await their acknowledgement at once
+    /// ([`BusOptions::max_ack_inflight`](crate::BusOptions::max_ack_inflight)); a caller of
+    /// [`start`](Self::start) that also retries must keep fewer than this pending, or a retry
+    /// can wait for a slot that only its own pending publishes would free.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight
     }
 
     /// Publishes `event` as the start of a new transaction and waits for JetStream's
@@ -361,8 +373,10 @@ impl Publisher {
 
     /// Sends `event` now and returns without waiting for JetStream's acknowledgement, for
     /// callers that keep many publishes in flight (the outbox relay). Await
-    /// [`PendingPublish::acknowledged`] in the order of sending. Waits only while
-    /// [`max_ack_inflight`](crate::BusOptions::max_ack_inflight) publishes already await theirs.
+    /// [`PendingPublish::first_attempt`] (or [`acknowledged`](PendingPublish::acknowledged)) in
+    /// the order of sending. Waits while [`max_in_flight`](Self::max_in_flight) publishes
+    /// already await theirs, or while the connection's command queue is full (a disconnected
+    /// client, up to the request timeout; the acknowledgement then reports the failure).
     pub async fn start(&self, event: OutgoingEvent) -> PendingPublish {
         let ack = self.start_send(&event).await;
         PendingPublish {
@@ -539,36 +553,79 @@ impl PendingPublish {
         &self.event
     }
 
-    /// Waits for the acknowledgement; if this attempt was not acknowledged, sends again per the
-    /// publisher's [`RetryPolicy`].
-    pub async fn acknowledged(self) -> Result<PublishReceipt, PublishError> {
-        if let Ok(ack) = self.ack
-            && let Ok(ack) = ack.await
-        {
-            return Ok(self.publisher.published(&self.event, receipt(ack)));
-        }
-        self.publisher.send_with_retry(&self.event).await
-    }
-
-    /// Waits for this attempt's acknowledgement only, without retrying: for a caller that
-    /// already knows JetStream is unreachable and will send the event again later.
-    pub async fn acknowledged_once(self) -> Result<PublishReceipt, PublishError> {
+    /// Waits for this attempt's acknowledgement (at most the request timeout from the first
+    /// poll); on failure hands the publish back, to [`retry`](FailedPublish::retry) or to leave.
+    /// Poll many of these together (the acknowledgements of a pipeline): their timeouts then
+    /// run at once rather than one after another.
+    pub async fn first_attempt(self) -> Result<PublishReceipt, FailedPublish> {
         let outcome = match self.ack {
             Ok(ack) => ack.await.map_err(|error| (error.kind(), error.to_string())),
             Err(kind) => Err((kind, kind.to_string())),
         };
         match outcome {
             Ok(ack) => Ok(self.publisher.published(&self.event, receipt(ack))),
-            Err((kind, message)) => Err(PublishError::with_detail(
-                match kind {
-                    NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::TooLarge,
-                    NatsPublishErrorKind::WrongLastMessageId
-                    | NatsPublishErrorKind::WrongLastSequence => PublishErrorKind::Rejected,
-                    _ => PublishErrorKind::GaveUp,
-                },
-                format!("not acknowledged: {message}"),
-            )),
+            Err((kind, message)) => Err(FailedPublish {
+                error: PublishError::with_detail(
+                    match kind {
+                        NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::TooLarge,
+                        NatsPublishErrorKind::WrongLastMessageId
+                        | NatsPublishErrorKind::WrongLastSequence => PublishErrorKind::Rejected,
+                        _ => PublishErrorKind::GaveUp,
+                    },
+                    format!("not acknowledged: {message}"),
+                ),
+                publisher: self.publisher,
+                event: self.event,
+            }),
         }
+    }
+
+    /// Waits for the acknowledgement; if this attempt was not acknowledged, sends again per the
+    /// publisher's [`RetryPolicy`].
+    pub async fn acknowledged(self) -> Result<PublishReceipt, PublishError> {
+        match self.first_attempt().await {
+            Ok(receipt) => Ok(receipt),
+            Err(failed) => failed.retry().await,
+        }
+    }
+}
+
+/// A publish whose first attempt was not acknowledged (see [`PendingPublish::first_attempt`]).
+#[derive(Debug)]
+pub struct FailedPublish {
+    publisher: Publisher,
+    event: OutgoingEvent,
+    error: PublishError,
+}
+
+impl FailedPublish {
+    /// Why the attempt failed: [`TooLarge`](PublishErrorKind::TooLarge) and
+    /// [`Rejected`](PublishErrorKind::Rejected) are final; anything else
+    /// ([`GaveUp`](PublishErrorKind::GaveUp)) may succeed when sent again.
+    pub fn error(&self) -> &PublishError {
+        &self.error
+    }
+
+    /// The event.
+    pub fn event(&self) -> &OutgoingEvent {
+        &self.event
+    }
+
+    /// Gives up on the event: why its attempt failed.
+    pub fn into_error(self) -> PublishError {
+        self.error
+    }
+
+    /// Sends the event again per the publisher's [`RetryPolicy`]; a final refusal is returned
+    /// as it is, without sending.
+    pub async fn retry(self) -> Result<PublishReceipt, PublishError> {
+        if matches!(
+            self.error.kind(),
+            PublishErrorKind::TooLarge | PublishErrorKind::Rejected
+        ) {
+            return Err(self.error);
+        }
+        self.publisher.send_with_retry(&self.event).await
     }
 }
 

@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use govbus_bus::{Backoff, OutgoingEvent, PendingPublish, PublishErrorKind, Publisher};
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
@@ -88,7 +90,8 @@ pub async fn failed_events(db: &Database) -> Result<Vec<FailedEvent>, DbError> {
 /// Tuning of the relay.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
-    /// Rows sent per round (pipelined).
+    /// Rows read at a time; also the most events awaiting their acknowledgement in the relay's
+    /// pipeline beyond the batch being read (fewer if the connection allows fewer).
     pub batch_size: i64,
     /// How often to look for rows when nobody called [`RelayHandle::wake`] (other instances,
     /// rows left by a crash).
@@ -137,7 +140,8 @@ impl RelayHandle {
         RelayWaker(Arc::clone(&self.wake))
     }
 
-    /// Finishes the round in progress and stops. Rows not yet sent stay in the outbox.
+    /// Stops reading the outbox, marks what JetStream already acknowledged (waiting up to 5 s
+    /// for that), and stops. Rows not yet sent stay in the outbox.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         if let Err(error) = self.task.await {
@@ -199,7 +203,15 @@ impl OutboxRelay {
     /// Sends everything pending now; returns how many rows were marked sent. Used by the
     /// background loop, and by tools that want to drain the outbox once.
     pub async fn relay_pending(&self) -> Result<usize, DbError> {
-        Ok(self.drain().await?.sent)
+        let never = CancellationToken::new();
+        let mut sent = 0;
+        loop {
+            let pass = self.pass(&never).await?;
+            sent += pass.sent;
+            if pass.drained || pass.unacknowledged > 0 {
+                return Ok(sent);
+            }
+        }
     }
 
     async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -211,15 +223,27 @@ impl OutboxRelay {
         );
         let mut depth_measured = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            // A drain stuck on an unreachable NATS is abandoned at shutdown; rows it sent but
-            // did not mark are sent again later and de-duplicated by JetStream.
-            let outcome = tokio::select! {
-                () = shutdown.cancelled() => break,
-                outcome = self.drain() => outcome,
+            let outcome = {
+                let pass = self.pass(&shutdown);
+                tokio::pin!(pass);
+                tokio::select! {
+                    outcome = &mut pass => outcome,
+                    () = shutdown.cancelled() => {
+                        // The pass stops reading at once; what JetStream already acknowledged
+                        // is marked, unless NATS is unreachable. Rows sent but not marked are
+                        // sent again at the next start (JetStream drops them within the
+                        // streams' two-minute duplicate window; consumers' inboxes after it).
+                        if tokio::time::timeout(SHUTDOWN_GRACE, pass).await.is_err() {
+                            tracing::warn!(message = "Outbox relay stopped before marking every acknowledged event; they will be sent again.");
+                        }
+                        break;
+                    }
+                }
             };
             // An empty outbox is known to be empty; otherwise the depth is counted at most once
-            // a second, so a busy relay does not spend its time counting.
-            if matches!(&outcome, Ok(round) if round.unacknowledged == 0) {
+            // a second (a pass lasts at most about a second), so a busy relay does not spend
+            // its time counting.
+            if matches!(&outcome, Ok(pass) if pass.drained) {
                 depth.set(0.0);
             } else if depth_measured.elapsed() >= Duration::from_secs(1) {
                 depth_measured = tokio::time::Instant::now();
@@ -228,14 +252,18 @@ impl OutboxRelay {
                 }
             }
             let pause = match outcome {
-                // Drained: every row read was acknowledged and the last read found none.
-                Ok(round) if round.unacknowledged == 0 => {
+                Ok(pass) if pass.unacknowledged > 0 => {
+                    failures += 1;
+                    self.settings.backoff.delay(failures - 1)
+                }
+                Ok(pass) if pass.drained => {
                     failures = 0;
                     self.settings.poll_interval
                 }
+                // A pass ends after a second or PASS_BATCHES reads even with more to send.
                 Ok(_) => {
-                    failures += 1;
-                    self.settings.backoff.delay(failures - 1)
+                    failures = 0;
+                    continue;
                 }
                 Err(error) => {
                     failures += 1;
@@ -257,24 +285,41 @@ impl OutboxRelay {
         }
     }
 
-    /// Sends pending rows until a read finds none, or until JetStream stops acknowledging.
+    /// One pass: sends pending rows in order until a read finds none, JetStream stops
+    /// acknowledging, `stop` is cancelled, or the pass has read for a second or
+    /// [`PASS_BATCHES`] batches.
     ///
-    /// Reading, sending and marking overlap: the reader reads rows in order (after the last
-    /// one it read) and hands each event to the connection, while the marker awaits the
-    /// acknowledgements in the same order and marks acknowledged rows sent, a chunk per
-    /// statement. When an event is not acknowledged even after the publisher's retries, the
-    /// reader stops, the rows already sent are only awaited once more, and everything not
-    /// acknowledged stays pending for the next drain, which reads again from the oldest.
-    async fn drain(&self) -> Result<Round, DbError> {
+    /// Reading, sending and marking overlap: the reader reads rows after the last one it read
+    /// and hands each event to the connection, while the marker awaits the acknowledgements
+    /// (all of those pending at once, so their timeouts run together) and takes the results in
+    /// order, marking acknowledged rows sent in chunks. An event whose first attempt was not
+    /// acknowledged is sent again per the publisher's retry policy; if that fails too, reading
+    /// stops, the events already sent are only awaited, and everything not acknowledged stays
+    /// pending. Passes are bounded because each starts again from the oldest pending row: a row
+    /// that committed after rows behind it were read (PostgreSQL assigns positions before
+    /// commit) is picked up by the next pass rather than after the load stops.
+    async fn pass(&self, stop: &CancellationToken) -> Result<Pass, DbError> {
         let batch = usize::try_from(self.settings.batch_size.max(1)).unwrap_or(512);
-        let (to_marker, mut from_reader) = tokio::sync::mpsc::channel::<InFlight>(2 * batch);
-        let stop_reading = CancellationToken::new();
+        // Pending acknowledgements hold the connection's in-flight slots: the channel, the
+        // marker's window and the one being sent stay below its limit, so a retry always finds
+        // a free slot.
+        let window = batch
+            .min(self.publisher.max_in_flight().saturating_sub(2) / 2)
+            .max(1);
+        let (to_marker, mut from_reader) = tokio::sync::mpsc::channel::<InFlight>(window);
+        let stop_reading = stop.child_token();
+        let started = tokio::time::Instant::now();
 
         let reader = async {
             let mut after = i64::MIN;
-            while !stop_reading.is_cancelled() {
+            let mut drained = false;
+            for _ in 0..PASS_BATCHES {
+                if stop_reading.is_cancelled() || started.elapsed() >= PASS_DURATION {
+                    break;
+                }
                 let rows = self.pending_rows(after).await?;
                 let Some(last) = rows.last() else {
+                    drained = true;
                     break;
                 };
                 after = last.position;
@@ -283,6 +328,9 @@ impl OutboxRelay {
                     .batch_span(rows[0].event.subject(), rows.len());
                 let sending = async {
                     for row in rows {
+                        if stop_reading.is_cancelled() {
+                            return false;
+                        }
                         let publish = self.publisher.start(row.event).await;
                         let in_flight = InFlight {
                             position: row.position,
@@ -299,23 +347,38 @@ impl OutboxRelay {
                 }
             }
             drop(to_marker);
-            Ok::<(), DbError>(())
+            Ok::<bool, DbError>(drained)
         };
 
         let marker = async {
-            let mut round = Round::default();
+            let mut pass = Pass::default();
             let mut settled = Vec::with_capacity(batch);
-            while let Some(in_flight) = from_reader.recv().await {
-                let event_id = in_flight.publish.event().id().to_owned();
-                let subject = in_flight.publish.event().subject().to_owned();
-                let result = if stop_reading.is_cancelled() {
-                    in_flight.publish.acknowledged_once().await
-                } else {
-                    in_flight.publish.acknowledged().await
+            let mut acknowledgements = FuturesOrdered::new();
+            let mut reading = true;
+            loop {
+                let result = tokio::select! {
+                    biased;
+                    Some(result) = acknowledgements.next(), if !acknowledgements.is_empty() => result,
+                    in_flight = from_reader.recv(), if reading && acknowledgements.len() < window => {
+                        match in_flight {
+                            Some(InFlight { position, publish }) => acknowledgements
+                                .push_back(async move { (position, publish.first_attempt().await) }),
+                            None => reading = false,
+                        }
+                        continue;
+                    }
+                    else => break,
                 };
-                match result {
+                let (position, first_attempt) = result;
+                let outcome = match first_attempt {
+                    Ok(receipt) => Ok(receipt),
+                    // Once JetStream is known to be unreachable, the rest are only awaited.
+                    Err(failed) if stop_reading.is_cancelled() => Err(failed.into_error()),
+                    Err(failed) => failed.retry().await,
+                };
+                match outcome {
                     Ok(receipt) => settled.push(Settled::Sent {
-                        position: in_flight.position,
+                        position,
                         sequence: i64::try_from(receipt.sequence).unwrap_or(i64::MAX),
                     }),
                     Err(error)
@@ -328,42 +391,45 @@ impl OutboxRelay {
                     {
                         tracing::error!(
                             message = "Event refused by JetStream; kept in the outbox as failed.",
-                            event_id = %event_id,
-                            subject = %subject,
+                            outbox_position = position,
                             %error,
                         );
                         settled.push(Settled::Failed {
-                            position: in_flight.position,
+                            position,
                             reason: error.to_string(),
                         });
                     }
                     Err(error) => {
                         // Not acknowledged (NATS down); the row stays pending and is retried.
-                        if round.unacknowledged == 0 {
+                        if pass.unacknowledged == 0 {
                             tracing::warn!(
                                 message = "Outbox event not acknowledged; will retry.",
-                                event_id = %event_id,
+                                outbox_position = position,
                                 %error,
                             );
                         }
-                        round.unacknowledged += 1;
+                        pass.unacknowledged += 1;
                         stop_reading.cancel();
                     }
                 }
                 // Marking is bookkeeping (the event is already stored), so it waits for a
-                // full chunk unless the reader has nothing more in flight.
-                if settled.len() >= batch || (from_reader.is_empty() && !settled.is_empty()) {
-                    round.sent += self.mark(&mut settled).await?;
+                // full chunk unless nothing more is in flight.
+                if settled.len() >= batch
+                    || (acknowledgements.is_empty()
+                        && from_reader.is_empty()
+                        && !settled.is_empty())
+                {
+                    pass.sent += self.mark(&mut settled).await?;
                 }
             }
-            round.sent += self.mark(&mut settled).await?;
-            Ok::<Round, DbError>(round)
+            pass.sent += self.mark(&mut settled).await?;
+            Ok::<Pass, DbError>(pass)
         };
 
         let (read, marked) = tokio::join!(reader, marker);
-        let round = marked?;
-        read?;
-        Ok(round)
+        let mut pass = marked?;
+        pass.drained = read? && pass.unacknowledged == 0;
+        Ok(pass)
     }
 
     /// Up to a batch of pending rows after position `after`, in order.
@@ -473,8 +539,20 @@ async fn mark_sent(
     Ok(())
 }
 
+/// What one pass of the relay did.
 #[derive(Debug, Default)]
-struct Round {
+struct Pass {
+    /// Rows marked sent.
     sent: usize,
+    /// Events not acknowledged even after retrying (their rows stay pending).
     unacknowledged: usize,
+    /// The last read found no pending row and everything read was acknowledged.
+    drained: bool,
 }
+
+/// Batches one pass reads at most before starting again from the oldest pending row.
+const PASS_BATCHES: usize = 16;
+/// How long one pass reads at most.
+const PASS_DURATION: Duration = Duration::from_secs(1);
+/// How long a stopping relay waits to mark what JetStream already acknowledged.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -180,6 +180,8 @@ impl NatsServer {
         })?;
         // ESRCH means it already exited; wait() below reaps it either way.
         let _ = signal::kill(Pid::from_raw(pid), signal);
+        // A paused server acts on nothing but SIGKILL until it is continued.
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGCONT);
         child
             .wait()
             .map_err(HarnessError::io("waiting for nats-server to exit"))?;

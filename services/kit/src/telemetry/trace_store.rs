@@ -107,15 +107,16 @@ impl TraceStore {
             .rev()
             .take(limit)
             .filter_map(|id| inner.traces.get(id))
-            .filter_map(|spans| summarise(&spans.iter().map(record_of).collect::<Vec<_>>()))
+            .filter_map(|spans| summarise(spans))
             .collect()
     }
 
     /// The spans of one trace, in start order; `None` when it is not (or no longer) kept.
     pub fn get(&self, trace_id: &str) -> Option<Vec<RecordedSpan>> {
         let id = TraceId::from_hex(trace_id).ok()?;
-        let mut spans: Vec<RecordedSpan> =
-            self.lock().traces.get(&id)?.iter().map(record_of).collect();
+        // Copied out first: spans end (and take the lock) on every service's hot path.
+        let kept = self.lock().traces.get(&id)?.clone();
+        let mut spans: Vec<RecordedSpan> = kept.iter().map(record_of).collect();
         spans.sort_by_key(|span| span.start_unix_micros);
         // A span without a service ran inside its parent's (a handler's span inside the call's).
         let mut services: HashMap<String, String> = HashMap::new();
@@ -243,41 +244,51 @@ fn micros_since_epoch(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn summarise(spans: &[RecordedSpan]) -> Option<TraceSummary> {
-    let ids: std::collections::HashSet<&str> =
-        spans.iter().map(|span| span.span_id.as_str()).collect();
-    let earliest = spans.iter().min_by_key(|span| span.start_unix_micros)?;
+/// The service a span ran in, from its attributes.
+fn service_of(span: &SpanData) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|attribute| attribute.key.as_str() == SERVICE_ATTRIBUTE)
+        .map(|attribute| text_of(&attribute.value))
+}
+
+/// A trace's summary, read straight from its spans (under the store's lock, so it renders only
+/// what the summary shows).
+fn summarise(spans: &[SpanData]) -> Option<TraceSummary> {
+    let ids: std::collections::HashSet<SpanId> = spans
+        .iter()
+        .map(|span| span.span_context.span_id())
+        .collect();
+    let earliest = spans.iter().min_by_key(|span| span.start_time)?;
     // The root is the span whose parent is not in this trace (a remote or absent parent).
     let root = spans
         .iter()
         .filter(|span| {
-            span.parent_span_id
-                .as_deref()
-                .is_none_or(|parent| !ids.contains(parent))
+            span.parent_span_id == SpanId::INVALID || !ids.contains(&span.parent_span_id)
         })
-        .min_by_key(|span| span.start_unix_micros)
+        .min_by_key(|span| span.start_time)
         .unwrap_or(earliest);
-    let start = earliest.start_unix_micros;
+    let start = micros_since_epoch(earliest.start_time);
     let end = spans
         .iter()
-        .map(|span| span.start_unix_micros + span.duration_micros)
+        .map(|span| micros_since_epoch(span.end_time))
         .max()
         .unwrap_or(start);
-    let mut services: Vec<String> = spans
-        .iter()
-        .filter_map(|span| span.service.clone())
-        .collect();
+    let mut services: Vec<String> = spans.iter().filter_map(service_of).collect();
     services.sort();
     services.dedup();
     Some(TraceSummary {
-        trace_id: root.trace_id.clone(),
-        root: root.name.clone(),
-        root_service: root.service.clone(),
+        trace_id: root.span_context.trace_id().to_string(),
+        root: root.name.to_string(),
+        root_service: service_of(root),
         services,
         start_unix_micros: start,
         duration_micros: end.saturating_sub(start),
         spans: spans.len(),
-        errors: spans.iter().filter(|span| span.error.is_some()).count(),
+        errors: spans
+            .iter()
+            .filter(|span| matches!(span.status, Status::Error { .. }))
+            .count(),
     })
 }
 
