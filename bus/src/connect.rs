@@ -230,6 +230,19 @@ impl BusOptions {
         self
     }
 
+    /// Copies of each stream this service creates (1, or 3 or 5 in a cluster); the other
+    /// stream settings stay as they are.
+    ///
+    /// ```
+    /// let options = govbus_bus::BusOptions::new("nats://10.0.0.1:4222,nats://10.0.0.2:4222")
+    ///     .stream_replicas(3);
+    /// assert_eq!(options.configured_stream_settings().replicas, 3);
+    /// ```
+    pub fn stream_replicas(mut self, replicas: usize) -> Self {
+        self.stream_settings.replicas = replicas.max(1);
+        self
+    }
+
     /// The stream settings these options carry.
     pub fn configured_stream_settings(&self) -> &StreamSettings {
         &self.stream_settings

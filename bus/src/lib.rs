@@ -28,6 +28,7 @@ pub mod adapter;
 pub mod backoff;
 pub mod connect;
 pub mod consumer;
+mod counters;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::consumer::EventMeta;
+use crate::counters::CountersByType;
 use crate::envelope::{Envelope, PROTOBUF_CONTENT_TYPE};
 use crate::error::{Error, error_kind};
 use crate::event::{Event, EventType};
@@ -223,9 +224,8 @@ struct PublisherInner {
     retry: RetryPolicy,
     /// When set, only these event types may be published (the adapter's declaration).
     declared: Option<BTreeSet<&'static str>>,
-    /// `govbus_events_published_total` by event type: finding the counter in the metrics
-    /// registry for every event cost a relay a tenth of its throughput.
-    published_counters: Arc<std::sync::RwLock<std::collections::HashMap<String, metrics::Counter>>>,
+    /// `govbus_events_published_total` by event type.
+    published_counters: Arc<CountersByType<metrics::Counter>>,
     /// Publishes that may await their acknowledgement at once on this connection.
     max_in_flight: usize,
 }
@@ -373,8 +373,7 @@ impl Publisher {
 
     /// Sends `event` now and returns without waiting for JetStream's acknowledgement, for
     /// callers that keep many publishes in flight (the outbox relay). Await
-    /// [`PendingPublish::first_attempt`] (or [`acknowledged`](PendingPublish::acknowledged)) in
-    /// the order of sending. Waits while [`max_in_flight`](Self::max_in_flight) publishes
+    /// [`PendingPublish::first_attempt`] in the order of sending. Waits while [`max_in_flight`](Self::max_in_flight) publishes
     /// already await theirs, or while the connection's command queue is full (a disconnected
     /// client, up to the request timeout; the acknowledgement then reports the failure).
     pub async fn start(&self, event: OutgoingEvent) -> PendingPublish {
@@ -409,21 +408,15 @@ impl Publisher {
         async {
             let mut pending = Vec::with_capacity(events.len());
             for event in events {
-                pending.push(self.start_send(event).await);
+                pending.push(self.start(event.clone()).await);
             }
-            let acks = join_all(pending.into_iter().map(|started| async move {
-                match started {
-                    Ok(ack) => ack.await.map_err(|error| error.kind()),
-                    Err(kind) => Err(kind),
-                }
-            }))
-            .await;
+            let first_attempts =
+                join_all(pending.into_iter().map(PendingPublish::first_attempt)).await;
             let mut results = Vec::with_capacity(events.len());
-            for (event, ack) in events.iter().zip(acks) {
-                results.push(match ack {
-                    Ok(ack) => Ok(self.published(event, receipt(ack))),
-                    // The first attempt failed in flight: fall back to the retrying path.
-                    Err(_) => self.send_with_retry(event).await,
+            for first_attempt in first_attempts {
+                results.push(match first_attempt {
+                    Ok(receipt) => Ok(receipt),
+                    Err(failed) => failed.retry().await,
                 });
             }
             results
@@ -440,25 +433,16 @@ impl Publisher {
                 .headers
                 .get(crate::envelope::headers::TYPE)
                 .map_or("unknown", |value| value.as_str());
-            let counters = &self.inner.published_counters;
-            let known = counters
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(event_type)
-                .cloned();
-            let counter = known.unwrap_or_else(|| {
-                let counter = metrics::counter!(
-                    "govbus_events_published_total",
-                    "service" => self.inner.service.clone(),
-                    "type" => event_type.to_owned(),
-                );
-                counters
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(event_type.to_owned(), counter.clone());
-                counter
-            });
-            counter.increment(1);
+            self.inner
+                .published_counters
+                .of(event_type, || {
+                    metrics::counter!(
+                        "govbus_events_published_total",
+                        "service" => self.inner.service.clone(),
+                        "type" => event_type.to_owned(),
+                    )
+                })
+                .increment(1);
         }
         receipt
     }
@@ -548,11 +532,6 @@ impl std::fmt::Debug for PendingPublish {
 }
 
 impl PendingPublish {
-    /// The event being published.
-    pub fn event(&self) -> &OutgoingEvent {
-        &self.event
-    }
-
     /// Waits for this attempt's acknowledgement (at most the request timeout from the first
     /// poll); on failure hands the publish back, to [`retry`](FailedPublish::retry) or to leave.
     /// Poll many of these together (the acknowledgements of a pipeline): their timeouts then
@@ -579,15 +558,6 @@ impl PendingPublish {
             }),
         }
     }
-
-    /// Waits for the acknowledgement; if this attempt was not acknowledged, sends again per the
-    /// publisher's [`RetryPolicy`].
-    pub async fn acknowledged(self) -> Result<PublishReceipt, PublishError> {
-        match self.first_attempt().await {
-            Ok(receipt) => Ok(receipt),
-            Err(failed) => failed.retry().await,
-        }
-    }
 }
 
 /// A publish whose first attempt was not acknowledged (see [`PendingPublish::first_attempt`]).
@@ -599,19 +569,9 @@ pub struct FailedPublish {
 }
 
 impl FailedPublish {
-    /// Why the attempt failed: [`TooLarge`](PublishErrorKind::TooLarge) and
-    /// [`Rejected`](PublishErrorKind::Rejected) are final; anything else
+    /// Gives up on the event: why its attempt failed. [`TooLarge`](PublishErrorKind::TooLarge)
+    /// and [`Rejected`](PublishErrorKind::Rejected) are final; anything else
     /// ([`GaveUp`](PublishErrorKind::GaveUp)) may succeed when sent again.
-    pub fn error(&self) -> &PublishError {
-        &self.error
-    }
-
-    /// The event.
-    pub fn event(&self) -> &OutgoingEvent {
-        &self.event
-    }
-
-    /// Gives up on the event: why its attempt failed.
     pub fn into_error(self) -> PublishError {
         self.error
     }

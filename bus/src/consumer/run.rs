@@ -23,6 +23,7 @@ use super::{
 };
 use crate::Bus;
 use crate::backoff::Backoff;
+use crate::counters::CountersByType;
 use crate::dead_letter::{self, DeadLetters, Failure};
 use crate::envelope::{Envelope, headers};
 use crate::provision;
@@ -45,10 +46,12 @@ struct ConsumerContext {
     dead_letters: DeadLetters,
     observer: Option<Arc<dyn DeliveryObserver>>,
     purpose: String,
-    /// `govbus_events_consumed_total` by event type and outcome, so that a message does not
-    /// build and hash four labels to find its counter in the metrics registry.
-    consumed_counters:
-        std::sync::RwLock<std::collections::HashMap<(String, &'static str), metrics::Counter>>,
+    /// Whether any handler takes batches (most consumers take events one at a time and skip
+    /// forming batches).
+    takes_batches: bool,
+    /// `govbus_events_consumed_total` by event type, one counter per outcome
+    /// ([`Outcome::NAMES`]), each registered when first counted.
+    consumed_counters: CountersByType<Arc<[std::sync::OnceLock<metrics::Counter>; 3]>>,
 }
 
 /// Consumer metadata key naming the service that consumes.
@@ -104,6 +107,11 @@ pub(crate) async fn prepare_consumer(
         ]),
         ..Default::default()
     };
+    let takes_batches = consumer
+        .handlers
+        .values()
+        .chain(consumer.every_event_of.as_ref().map(|(_, handler)| handler))
+        .any(|handler| handler.as_batch().is_some());
     let context = Arc::new(ConsumerContext {
         bus: bus.clone(),
         service: service.to_owned(),
@@ -119,7 +127,8 @@ pub(crate) async fn prepare_consumer(
         purpose: consumer
             .purpose
             .unwrap_or_else(|| format!("not declared by consumer {}", consumer.name)),
-        consumed_counters: std::sync::RwLock::default(),
+        takes_batches,
+        consumed_counters: CountersByType::default(),
     });
     let nats_consumer = provision_consumer(&context).await?;
     Ok(PreparedConsumer {
@@ -267,9 +276,13 @@ async fn worker(context: Arc<ConsumerContext>, mut receiver: mpsc::Receiver<jets
                 None => return,
             },
         };
-        let limit = handler_for(&context, event_type_of(&message))
-            .and_then(|handler| handler.as_batch())
-            .map_or(1, |batch| batch.limit());
+        let limit = if context.takes_batches {
+            handler_for(&context, event_type_of(&message))
+                .and_then(|handler| handler.as_batch())
+                .map_or(1, |batch| batch.limit())
+        } else {
+            1
+        };
         if limit <= 1 {
             process(&context, message).await;
             continue;
@@ -440,25 +453,14 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
             Err(error) => after_failure(context, one.meta.delivery.attempt, error),
         });
     }
-    // One metric update per outcome for the whole batch (all of one event type).
-    let mut counted: [u64; 3] = [0; 3];
-    let event_type = event_type_of(&ready[0].message).to_owned();
     for (one, outcome) in ready.into_iter().zip(outcomes) {
         let (stream_sequence, attempt) =
             (one.meta.delivery.stream_sequence, one.meta.delivery.attempt);
         // Every message given to the handler has an outcome; this is only a guard.
         let outcome = outcome.unwrap_or(Outcome::Retry(context.settings.backoff.delay(0)));
-        let recorded = outcome.name();
-        counted[outcome.index()] += 1;
-        one.span.record("govbus.outcome", recorded);
-        settle(context, &one.message, outcome, stream_sequence, attempt)
+        finish(context, &one.message, outcome, stream_sequence, attempt)
             .instrument(one.span)
             .await;
-    }
-    for (index, count) in counted.into_iter().enumerate() {
-        if count > 0 {
-            count_consumed(context, &event_type, Outcome::NAMES[index], count);
-        }
     }
 }
 
@@ -627,35 +629,27 @@ async fn finish(
 ) {
     let recorded = outcome.name();
     Span::current().record("govbus.outcome", recorded);
-    count_consumed(context, event_type_of(message), recorded, 1);
+    count_consumed(context, event_type_of(message), outcome.index(), 1);
     settle(context, message, outcome, stream_sequence, attempt).await;
 }
 
-/// Counts `count` messages of `event_type` settled with `outcome`.
-fn count_consumed(context: &ConsumerContext, event_type: &str, outcome: &'static str, count: u64) {
-    let key = (event_type.to_owned(), outcome);
-    let known = context
+/// Counts `count` messages of `event_type` settled with the outcome at `outcome` (an
+/// [`Outcome::index`]).
+fn count_consumed(context: &ConsumerContext, event_type: &str, outcome: usize, count: u64) {
+    let counters = context
         .consumed_counters
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&key)
-        .cloned();
-    let counter = known.unwrap_or_else(|| {
-        let counter = metrics::counter!(
-            "govbus_events_consumed_total",
-            "service" => context.service.clone(),
-            "consumer" => context.name.clone(),
-            "type" => event_type.to_owned(),
-            "outcome" => outcome,
-        );
-        context
-            .consumed_counters
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, counter.clone());
-        counter
-    });
-    counter.increment(count);
+        .of(event_type, || Arc::new(Default::default()));
+    counters[outcome]
+        .get_or_init(|| {
+            metrics::counter!(
+                "govbus_events_consumed_total",
+                "service" => context.service.clone(),
+                "consumer" => context.name.clone(),
+                "type" => event_type.to_owned(),
+                "outcome" => Outcome::NAMES[outcome],
+            )
+        })
+        .increment(count);
 }
 
 async fn settle(

@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use govbus_bus::{BusOptions, StreamSettings, permissions};
+use govbus_bus::{BusOptions, permissions};
 
 /// A setting in the environment that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -144,10 +144,7 @@ pub fn bus_options_from(
                 });
             }
         };
-        options = options.stream_settings(StreamSettings {
-            replicas,
-            ..StreamSettings::default()
-        });
+        options = options.stream_replicas(replicas);
     }
     Ok(options)
 }

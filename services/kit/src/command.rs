@@ -84,23 +84,10 @@ pub async fn handle_once(
     meta: &EventMeta,
     work: impl AsyncFnOnce(&mut AnyConnection) -> Result<(), HandleError>,
 ) -> Result<(), HandleError> {
-    let mut transaction = db.begin().await.map_err(inbox::handle_error)?;
-    let first_time = inbox::claim(&mut transaction, &meta.delivery.consumer, &meta.envelope.id)
-        .await
-        .map_err(inbox::handle_error)?;
-    if !first_time {
-        tracing::debug!(message = "Event already processed; skipped.", event_id = %meta.envelope.id);
-        return Ok(());
-    }
-    work(&mut transaction).await?;
-    transaction.commit().await.map_err(|error| {
-        inbox::handle_error(DbError::Sql {
-            context: "committing an event's effects",
-            source: error,
-        })
-    })?;
-    relay.wake();
-    Ok(())
+    handle_batch_once(db, relay, &[meta], async move |transaction, _fresh| {
+        work(transaction).await
+    })
+    .await
 }
 
 /// Handles a batch of consumed events (from [`govbus_bus::Consumer::on_batch`]) in one
@@ -122,6 +109,10 @@ pub async fn handle_batch_once(
         .await
         .map_err(inbox::handle_error)?;
     if !fresh.contains(&true) {
+        tracing::debug!(
+            message = "Events already processed; skipped.",
+            events = metas.len()
+        );
         return Ok(());
     }
     work(&mut transaction, &fresh).await?;

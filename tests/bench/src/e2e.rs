@@ -300,8 +300,5 @@ async fn database(postgres: bool, file: &Path) -> anyhow::Result<(Option<TestDat
 
 /// `VmHWM` of this process, in MiB.
 fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    govbus_harness::service::peak_rss_kib("self").map(|kib| kib as f64 / 1024.0)
 }

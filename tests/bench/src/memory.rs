@@ -229,13 +229,15 @@ async fn wait_healthy(
     process: &ServiceProcess,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // One channel, connecting lazily: it reconnects by itself until the service listens.
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+            .tls_config(tls.client_config(service))?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy(),
+    );
     loop {
-        if let Ok(channel) = channel(address, service, tls).await
-            && HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await
-                .is_ok()
-        {
+        if health.check(HealthCheckRequest::default()).await.is_ok() {
             return Ok(());
         }
         anyhow::ensure!(

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
 use govbus_kit::outbox::{self, OutboxRelay, RelaySettings};
@@ -44,31 +45,11 @@ pub async fn compare(
 
 /// Raw async-nats: publish, keep `in_flight` acknowledgements outstanding, await the oldest.
 pub async fn raw(nats_url: &str, settings: PublishSettings) -> anyhow::Result<Run> {
-    let client = async_nats::connect(nats_url).await?;
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: "RAW_PUBLISH".to_owned(),
-        subjects: vec!["raw.publish".to_owned()],
-        storage: stream::StorageType::File,
-        ..Default::default()
+    let payload = raw_payload(settings.payload);
+    let elapsed = pipelined(nats_url, "RAW_PUBLISH", "raw.publish", settings, || {
+        PublishMessage::build().payload(payload.clone())
     })
     .await?;
-    let payload = raw_payload(settings.payload);
-    let mut window = VecDeque::with_capacity(settings.in_flight);
-    let started = Instant::now();
-    for _ in 0..settings.events {
-        if window.len() >= settings.in_flight
-            && let Some(ack) = window.pop_front()
-        {
-            let _: jetstream::publish::PublishAck = ack.await?;
-        }
-        window.push_back(js.publish("raw.publish", payload.clone()).await?);
-    }
-    for ack in window {
-        ack.await?;
-    }
-    let elapsed = started.elapsed();
-    expect_stored(&js, "RAW_PUBLISH", settings.events).await?;
     Ok(Run::new("async-nats, pipelined", settings.events, elapsed))
 }
 
@@ -83,47 +64,58 @@ pub async fn raw_with_envelope(nats_url: &str, settings: PublishSettings) -> any
         .publisher()
         .clone();
     let template = publisher.encode(&sample(settings.payload), &Causality::root())?;
+    let elapsed = pipelined(nats_url, "RAW_ENVELOPE", "raw.envelope", settings, || {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut headers = template.headers().clone();
+        headers.insert("ce-id", id.as_str());
+        headers.insert("Nats-Msg-Id", id.as_str());
+        PublishMessage::build()
+            .headers(headers)
+            .payload(template.payload().clone())
+    })
+    .await?;
+    Ok(Run::new(
+        "async-nats, pipelined, with govbus's envelope",
+        settings.events,
+        elapsed,
+    ))
+}
+
+/// Creates `stream_name` over `subject` and publishes `settings.events` messages made by
+/// `message`, keeping `settings.in_flight` acknowledgements outstanding; returns the time from
+/// the first publish to the last acknowledgement, after checking every message was stored.
+async fn pipelined(
+    nats_url: &str,
+    stream_name: &str,
+    subject: &'static str,
+    settings: PublishSettings,
+    mut message: impl FnMut() -> PublishMessage,
+) -> anyhow::Result<std::time::Duration> {
     let js = jetstream::new(async_nats::connect(nats_url).await?);
     js.create_stream(stream::Config {
-        name: "RAW_ENVELOPE".to_owned(),
-        subjects: vec!["raw.envelope".to_owned()],
+        name: stream_name.to_owned(),
+        subjects: vec![subject.to_owned()],
         storage: stream::StorageType::File,
-        duplicate_window: std::time::Duration::from_secs(120),
         ..Default::default()
     })
     .await?;
     let mut window = VecDeque::with_capacity(settings.in_flight);
     let started = Instant::now();
     for _ in 0..settings.events {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut headers = template.headers().clone();
-        headers.insert("ce-id", id.as_str());
-        headers.insert("Nats-Msg-Id", id.as_str());
+        let next = message();
         if window.len() >= settings.in_flight
             && let Some(ack) = window.pop_front()
         {
             let _: jetstream::publish::PublishAck = ack.await?;
         }
-        window.push_back(
-            js.send_publish(
-                "raw.envelope",
-                jetstream::message::PublishMessage::build()
-                    .headers(headers)
-                    .payload(template.payload().clone()),
-            )
-            .await?,
-        );
+        window.push_back(js.send_publish(subject, next).await?);
     }
     for ack in window {
         ack.await?;
     }
     let elapsed = started.elapsed();
-    expect_stored(&js, "RAW_ENVELOPE", settings.events).await?;
-    Ok(Run::new(
-        "async-nats, pipelined, with govbus's envelope",
-        settings.events,
-        elapsed,
-    ))
+    expect_stored(&js, stream_name, settings.events).await?;
+    Ok(elapsed)
 }
 
 /// govbus: the events are committed to the outbox first (not timed), then the relay sends them

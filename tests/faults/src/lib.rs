@@ -38,6 +38,8 @@ pub struct Deployment {
     identity_address: String,
     welfare_address: String,
     dir: tempfile::TempDir,
+    /// The scenarios' own client, connected to every member (it reconnects after a restart).
+    observer: tokio::sync::OnceCell<async_nats::jetstream::Context>,
 }
 
 impl Deployment {
@@ -94,6 +96,7 @@ impl Deployment {
             identity_address,
             welfare_address,
             dir,
+            observer: tokio::sync::OnceCell::new(),
         };
         deployment.wait_healthy("identity").await?;
         deployment.wait_healthy("welfare").await?;
@@ -353,20 +356,27 @@ impl Deployment {
         Ok(())
     }
 
-    /// A JetStream client of the deployment's NATS (any member of a cluster that is up).
+    /// A JetStream client of the deployment's NATS, connected once to every member and
+    /// reconnecting by itself when one is killed or restarted.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let servers = self
-            .nats
-            .members()
-            .iter()
-            .filter(|member| member.is_running())
-            .map(|member| member.client_url().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(servers)
+        let context = self
+            .observer
+            .get_or_try_init(|| async {
+                let servers = self
+                    .nats
+                    .members()
+                    .iter()
+                    .map(|member| member.client_url().parse::<async_nats::ServerAddr>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(2))
+                    .retry_on_initial_connect()
+                    .connect(servers)
+                    .await?;
+                anyhow::Ok(async_nats::jetstream::new(client))
+            })
             .await?;
-        Ok(async_nats::jetstream::new(client))
+        Ok(context.clone())
     }
 
     /// The server leading `stream`'s replicas (`None` outside a cluster).
@@ -454,7 +464,10 @@ impl Deployment {
     /// Messages in the dead-letter stream (none if it does not exist).
     pub async fn dead_letters(&self) -> anyhow::Result<u64> {
         let js = self.jetstream().await?;
-        match js.get_stream("GOVBUS_DEADLETTER").await {
+        match js
+            .get_stream(govbus_bus::Topology::default().dead_letter_stream())
+            .await
+        {
             Ok(mut stream) => Ok(stream.info().await?.state.messages),
             Err(_) => Ok(0),
         }

@@ -65,6 +65,30 @@ pub enum HarnessError {
     },
 }
 
+/// Sends `signal` to `child`; an error for a process that already exited (ESRCH) too.
+pub(crate) fn send_signal(
+    child: &std::process::Child,
+    signal: nix::sys::signal::Signal,
+) -> std::io::Result<()> {
+    let pid =
+        i32::try_from(child.id()).map_err(|_| std::io::Error::other("process id out of range"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(std::io::Error::from)
+}
+
+/// Signals `child` (ignoring that it may have exited already) and reaps it.
+pub(crate) fn end_process(
+    mut child: std::process::Child,
+    signals: &[nix::sys::signal::Signal],
+    context: &'static str,
+) -> Result<(), HarnessError> {
+    for signal in signals {
+        // ESRCH means it already exited; wait() reaps it either way.
+        let _ = send_signal(&child, *signal);
+    }
+    child.wait().map_err(HarnessError::io(context))?;
+    Ok(())
+}
+
 impl HarnessError {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Self {
         move |source| Self::Io { context, source }

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use govbus_natsd::readiness::wait_until_ready;
 
-use crate::{HarnessError, NATS_SERVER_CONFIG, find_nats_server};
+use crate::{HarnessError, NATS_SERVER_CONFIG, end_process, find_nats_server, send_signal};
 
 /// How long a server may take to become healthy (a restart replays its JetStream store).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,14 +150,7 @@ impl NatsServer {
             context: "signalling nats-server",
             source: std::io::Error::other("the server is not running"),
         })?;
-        let pid = i32::try_from(child.id()).map_err(|_| HarnessError::Io {
-            context: "signalling nats-server",
-            source: std::io::Error::other("process id out of range"),
-        })?;
-        signal::kill(Pid::from_raw(pid), signal).map_err(|errno| HarnessError::Io {
-            context: "signalling nats-server",
-            source: std::io::Error::from(errno),
-        })
+        send_signal(child, signal).map_err(HarnessError::io("signalling nats-server"))
     }
 
     /// Starts the server again on the same port and store after [`stop`](Self::stop) or
@@ -171,21 +163,15 @@ impl NatsServer {
     }
 
     fn terminate(&mut self, signal: Signal) -> Result<(), HarnessError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        let pid = i32::try_from(child.id()).map_err(|_| HarnessError::Io {
-            context: "signalling nats-server",
-            source: std::io::Error::other("process id out of range"),
-        })?;
-        // ESRCH means it already exited; wait() below reaps it either way.
-        let _ = signal::kill(Pid::from_raw(pid), signal);
         // A paused server acts on nothing but SIGKILL until it is continued.
-        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGCONT);
-        child
-            .wait()
-            .map_err(HarnessError::io("waiting for nats-server to exit"))?;
-        Ok(())
+        end_process(
+            child,
+            &[signal, Signal::SIGCONT],
+            "waiting for nats-server to exit",
+        )
     }
 
     fn log_path(&self, start: u32) -> PathBuf {

@@ -17,10 +17,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::HarnessError;
+use crate::{HarnessError, end_process};
 
 /// A service binary of this workspace, built into the same target folder as the running test
 /// (built now with `cargo build`, `--release` from the release folder, if it is not there yet;
@@ -77,6 +76,18 @@ pub fn free_port() -> Result<u16, HarnessError> {
         .local_addr()
         .map_err(HarnessError::io("finding a free port"))?
         .port())
+}
+
+/// The peak resident memory (`VmHWM`), in KiB, of the process `pid` (or `"self"`).
+pub fn peak_rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// One service process; killed when dropped.
@@ -168,14 +179,7 @@ impl ServiceProcess {
 
     /// Its peak resident memory so far (`VmHWM`), in KiB, while it runs.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find(|line| line.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        peak_rss_kib(&self.pid()?.to_string())
     }
 
     /// Everything it wrote, every start in order.
@@ -187,17 +191,10 @@ impl ServiceProcess {
     }
 
     fn signal(&mut self, signal: Signal) -> Result<(), HarnessError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // ESRCH means it already exited; wait() reaps it either way.
-            let _ = signal::kill(Pid::from_raw(pid), signal);
-        }
-        child
-            .wait()
-            .map_err(HarnessError::io("waiting for a service process to exit"))?;
-        Ok(())
+        end_process(child, &[signal], "waiting for a service process to exit")
     }
 }
 

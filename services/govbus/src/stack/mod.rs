@@ -766,12 +766,9 @@ impl NatsUsers {
 
     /// Connection options for `name`: its user and reply prefix when users were generated.
     fn options(&self, nats_url: &str, name: &str) -> BusOptions {
-        let options = BusOptions::new(nats_url).client_name(name).stream_settings(
-            govbus_bus::StreamSettings {
-                replicas: self.stream_replicas.max(1),
-                ..govbus_bus::StreamSettings::default()
-            },
-        );
+        let options = BusOptions::new(nats_url)
+            .client_name(name)
+            .stream_replicas(self.stream_replicas);
         match self.passwords.get(name) {
             Some(password) => options
                 .user_password(name, password.clone())
