@@ -45,6 +45,8 @@ impl Permissions {
                 publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
             }
         }
+        // The outbox relay, taking over, reads what its own stream already holds.
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{own_stream}"));
         // The processing log: append to its own chain, read its own head, create the stream
         // (with deletes and purges denied) if no service has yet; never update or delete it.
         let audit = topology.audit_stream();

@@ -425,6 +425,77 @@ impl Publisher {
         .await
     }
 
+    /// The message ids (`Nats-Msg-Id`) stored in this service's stream after stream sequence
+    /// `sequence`, of at most the last `limit` messages: what a relay taking over must not
+    /// send again (JetStream drops a repeated id only inside its duplicate window). Empty when
+    /// the stream does not exist yet.
+    pub async fn stored_ids_after(
+        &self,
+        sequence: u64,
+        limit: usize,
+    ) -> Result<std::collections::HashSet<String>, PublishError> {
+        use futures_util::StreamExt as _;
+        let name = self.inner.topology.service_stream(&self.inner.service);
+        let mut stream = match self.inner.jetstream.get_stream(&name).await {
+            Ok(stream) => stream,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref source)
+                        if source.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                return Ok(std::collections::HashSet::new());
+            }
+            Err(error) => {
+                return Err(PublishError::with_detail(
+                    PublishErrorKind::GaveUp,
+                    format!("reading stream {name}: {error}"),
+                ));
+            }
+        };
+        let last = stream
+            .info()
+            .await
+            .map_err(|error| {
+                PublishError::with_detail(
+                    PublishErrorKind::GaveUp,
+                    format!("reading stream {name}: {error}"),
+                )
+            })?
+            .state
+            .last_sequence;
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        let first = sequence
+            .saturating_add(1)
+            .max(last.saturating_sub(limit) + 1);
+        let stream = &stream;
+        let mut ids = std::collections::HashSet::new();
+        let mut messages = futures_util::stream::iter(first..=last)
+            .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
+            .buffer_unordered(32);
+        while let Some((sequence, message)) = messages.next().await {
+            match message {
+                Ok(message) => {
+                    if let Some(id) = message.headers.get(async_nats::header::NATS_MESSAGE_ID) {
+                        ids.insert(id.as_str().to_owned());
+                    }
+                }
+                // Removed since (limits, deletes): nothing there to skip.
+                Err(error)
+                    if error.kind()
+                        == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(error) => {
+                    return Err(PublishError::with_detail(
+                        PublishErrorKind::GaveUp,
+                        format!("reading message {sequence} of stream {name}: {error}"),
+                    ));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     /// Counts an acknowledged event in `govbus_events_published_total` (a duplicate the
     /// server recognised was counted when first stored).
     fn published(&self, event: &OutgoingEvent, receipt: PublishReceipt) -> PublishReceipt {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::bind;
-use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_kit::{ServiceRuntime, StartError};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::evaluation::v1::AssessmentRecorded;
 use govbus_proto::evaluation::v1::evaluation_service_server::EvaluationServiceServer;
+use govbus_storage::{Storage, StorageSettings};
 
 use crate::evaluator::Evaluator;
 use crate::evidence::Evidence;
@@ -30,8 +31,8 @@ pub struct EvaluationConfig {
     pub listen: SocketAddr,
     /// The bus connection.
     pub bus: BusOptions,
-    /// Outbox relay tuning.
-    pub relay: RelaySettings,
+    /// The database, the outbox relay and retention.
+    pub storage: StorageSettings,
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
@@ -80,7 +81,7 @@ impl Application {
     pub async fn build(config: EvaluationConfig) -> Result<Self, StartError> {
         let instruments = Instruments::load(config.instruments_dir.as_deref())
             .map_err(|error| StartError::Dependency(format!("evaluation instruments: {error}")))?;
-        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
         let bus = Bus::connect(config.bus).await?;
         let evidence = Evidence::new(db.clone());
         let streams: Vec<String> = config
@@ -104,14 +105,8 @@ impl Application {
             );
         }
         let publisher = declaration.publisher(&bus)?;
-        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
-        let evaluator = Evaluator::new(
-            db.clone(),
-            publisher,
-            relay.waker(),
-            Arc::new(instruments),
-            evidence,
-        );
+        let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
+        let evaluator = Evaluator::new(db.clone(), publisher, Arc::new(instruments), evidence);
         let adapter = declaration.start(&bus).await?;
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(
@@ -128,7 +123,7 @@ impl Application {
         // Evaluation reads no one's personal data: its evidence consumers count events by type
         // and time without decoding them, and its API serves indicators. It keeps no chain in
         // the processing log.
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, None, db)?;
+        let runtime = ServiceRuntime::start(router, listener, storage, adapter, None)?;
         Ok(Self { runtime })
     }
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use govbus_bus::{Causality, PublishError, Publisher};
-use govbus_kit::command::run_command;
-use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker, outbox};
 use govbus_proto::evaluation::v1 as pb;
+use govbus_storage::command::run_command;
+use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest};
 
 use crate::evidence::{Evidence, EvidenceSnapshot, suggest};
 use crate::instrument::{IndexReport, Instrument, Instruments};
@@ -50,7 +50,6 @@ impl From<IdempotencyError> for EvaluationError {
 pub struct Evaluator {
     db: Database,
     publisher: Publisher,
-    relay: RelayWaker,
     instruments: Arc<Instruments>,
     evidence: Evidence,
 }
@@ -107,14 +106,12 @@ impl Evaluator {
     pub fn new(
         db: Database,
         publisher: Publisher,
-        relay: RelayWaker,
         instruments: Arc<Instruments>,
         evidence: Evidence,
     ) -> Self {
         Self {
             db,
             publisher,
-            relay,
             instruments,
             evidence,
         }
@@ -140,13 +137,13 @@ impl Evaluator {
     #[allow(clippy::too_many_arguments)]
     pub async fn record(
         &self,
-        instance_code: &str,
-        instance_name: &str,
+        instance_code: String,
+        instance_name: String,
         year: i32,
         kind: Kind,
         scores: &[SubmittedScore],
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::RecordAssessmentResponse, EvaluationError> {
         let instrument = self.instrument(year)?;
         let mut checked = Vec::with_capacity(scores.len());
@@ -172,26 +169,22 @@ impl Evaluator {
                 notes: score.notes.clone(),
             });
         }
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            store::upsert_instance(transaction, instance_code, instance_name).await?;
+        let (publisher, instruments) = (self.publisher.clone(), Arc::clone(&self.instruments));
+        run_command(&self.db, idempotency, async move |tx| {
+            let instrument = instruments
+                .for_year(year)
+                .ok_or(EvaluationError::NoInstrument(year))?;
+            store::upsert_instance(tx, &instance_code, &instance_name).await?;
             for score in &checked {
-                store::upsert_score(
-                    transaction,
-                    instance_code,
-                    year,
-                    kind,
-                    &instrument.id,
-                    score,
-                )
-                .await?;
+                store::upsert_score(tx, &instance_code, year, kind, &instrument.id, score).await?;
             }
-            let all = store::scores(transaction, instance_code, year, kind).await?;
+            let all = store::scores(tx, &instance_code, year, kind).await?;
             let report = instrument.index(&levels(&all));
             let total = u32::try_from(instrument.indicators.len()).unwrap_or(u32::MAX);
             let scored = u32::try_from(all.len()).unwrap_or(u32::MAX);
             let event = pb::AssessmentRecorded {
                 assessment_ref: format!("{instance_code}/{year}"),
-                instance_code: instance_code.to_owned(),
+                instance_code: instance_code.clone(),
                 year,
                 kind: kind.as_str().to_owned(),
                 scored,
@@ -205,7 +198,7 @@ impl Evaluator {
                     .map(|r| r.predicate.clone())
                     .unwrap_or_default(),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             Ok(pb::RecordAssessmentResponse {
                 instrument_id: instrument.id.clone(),
                 scored,
@@ -275,20 +268,17 @@ impl Evaluator {
     /// Records a target.
     pub async fn set_target(
         &self,
-        instance_code: &str,
+        instance_code: String,
         year: i32,
         target: Hundredths,
-        source: &str,
-        idempotency: Option<IdempotentRequest<'_>>,
+        source: String,
+        idempotency: Option<IdempotentRequest>,
     ) -> Result<pb::SetTargetResponse, EvaluationError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            if store::instance_name(transaction, instance_code)
-                .await?
-                .is_none()
-            {
+        run_command(&self.db, idempotency, async move |tx| {
+            if store::instance_name(tx, &instance_code).await?.is_none() {
                 return Err(EvaluationError::NotFound);
             }
-            store::upsert_target(transaction, instance_code, year, target.0, source).await?;
+            store::upsert_target(tx, &instance_code, year, target.0, &source).await?;
             Ok(pb::SetTargetResponse {})
         })
         .await
@@ -465,12 +455,8 @@ impl Evaluator {
         })
     }
 
-    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, DbError> {
-        self.db
-            .pool()
-            .acquire()
-            .await
-            .map_err(DbError::sql("acquiring a connection"))
+    async fn connection(&self) -> Result<govbus_storage::Sql<'static>, DbError> {
+        self.db.read().await
     }
 }
 

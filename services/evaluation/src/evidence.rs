@@ -16,13 +16,12 @@ use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures_util::StreamExt;
 use govbus_bus::dead_letter::headers::REPLAY_FOR;
 use govbus_bus::{Bus, Envelope, EventMeta, HandleError};
-use govbus_kit::db::{from_micros, to_micros};
-use govbus_kit::inbox::handle_error;
-use govbus_kit::{Backend, Database, DbError};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as licensing;
+use govbus_storage::inbox::handle_error;
+use govbus_storage::time::{from_micros, to_micros};
+use govbus_storage::{Database, DbError, Sql};
 use prost::Message;
-use sqlx::{AnyConnection, AssertSqlSafe};
 use time::format_description::well_known::Rfc3339;
 
 use crate::instrument::{EvidenceRule, Instrument};
@@ -140,167 +139,50 @@ impl Evidence {
         payload: bytes::Bytes,
         meta: EventMeta,
     ) -> Result<(), HandleError> {
-        let mut transaction = self.db.begin().await.map_err(handle_error)?;
-        let event = ObservedEvent {
-            stream: &meta.delivery.stream,
-            sequence: meta.delivery.stream_sequence,
-            envelope: &meta.envelope,
-            payload: &payload,
-        };
-        self.apply(&mut transaction, &event)
-            .await
-            .map_err(handle_error)?;
-        transaction.commit().await.map_err(|source| {
-            handle_error(DbError::Sql {
-                context: "committing evidence",
-                source,
+        self.db
+            .write(async move |tx| {
+                let event = ObservedEvent {
+                    stream: &meta.delivery.stream,
+                    sequence: meta.delivery.stream_sequence,
+                    envelope: &meta.envelope,
+                    payload: &payload,
+                };
+                apply(tx, &event).await.map(|_| ())
             })
-        })
-    }
-
-    /// Applies one event if its sequence is past the stream's position. Returns whether it was
-    /// applied.
-    pub async fn apply(
-        &self,
-        connection: &mut AnyConnection,
-        event: &ObservedEvent<'_>,
-    ) -> Result<bool, DbError> {
-        let lock = match self.db.backend() {
-            // Waits for a rebuild holding the row, then reads the position it left.
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let position: Option<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT last_sequence FROM evidence_positions WHERE stream = $1{lock}"
-        )))
-        .bind(event.stream)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(DbError::sql("reading the evidence position"))?;
-        let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-        if position.is_some_and(|(last,)| sequence <= last) {
-            return Ok(false);
-        }
-        let envelope = event.envelope;
-        let service = service_of(&envelope.event_type);
-        let seen = to_micros(envelope.time);
-        sqlx::query(
-            "INSERT INTO evidence_events (service, event_type, data_schema, events, first_seen, last_seen)
-             VALUES ($1, $2, $3, 1, $4, $4)
-             ON CONFLICT (service, event_type) DO UPDATE SET events = evidence_events.events + 1,
-                 data_schema = excluded.data_schema,
-                 first_seen = CASE WHEN excluded.first_seen < evidence_events.first_seen
-                                   THEN excluded.first_seen ELSE evidence_events.first_seen END,
-                 last_seen = CASE WHEN excluded.last_seen > evidence_events.last_seen
-                                  THEN excluded.last_seen ELSE evidence_events.last_seen END",
-        )
-        .bind(service)
-        .bind(&envelope.event_type)
-        .bind(envelope.data_schema.as_deref().unwrap_or(""))
-        .bind(seen)
-        .execute(&mut *connection)
-        .await
-        .map_err(DbError::sql("counting an event"))?;
-        if let Some(cause) = &envelope.causation_type {
-            let from = service_of(cause);
-            if from != service {
-                sqlx::query(
-                    "INSERT INTO evidence_flows (from_service, to_service, reactions) VALUES ($1, $2, 1)
-                     ON CONFLICT (from_service, to_service) DO UPDATE
-                         SET reactions = evidence_flows.reactions + 1",
-                )
-                .bind(from)
-                .bind(service)
-                .execute(&mut *connection)
-                .await
-                .map_err(DbError::sql("counting a flow"))?;
-            }
-        }
-        if envelope.event_type.ends_with(".calls.counted.v1")
-            && let Ok(counted) = identity::CallsCounted::decode(event.payload)
-        {
-            sqlx::query(
-                "INSERT INTO evidence_calls (caller, callee, method, calls) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (caller, callee, method) DO UPDATE SET calls = evidence_calls.calls + $4",
-            )
-            .bind(&counted.caller)
-            .bind(service)
-            .bind(&counted.method)
-            .bind(i64::try_from(counted.calls).unwrap_or(i64::MAX))
-            .execute(&mut *connection)
             .await
-            .map_err(DbError::sql("counting calls"))?;
-        }
-        let (decisions, within, deemed) = match envelope.event_type.as_str() {
-            "licensing.licence.decided.v1" => {
-                match licensing::LicenceDecided::decode(event.payload) {
-                    Ok(decided) => (1, i64::from(decided.within_deadline), 0),
-                    Err(_) => (0, 0, 0),
-                }
-            }
-            "licensing.licence.deemed-approved.v1" => (0, 0, 1),
-            _ => (0, 0, 0),
-        };
-        if decisions + deemed > 0 {
-            sqlx::query(
-                "INSERT INTO evidence_licensing (id, decisions, within_deadline, deemed_approved)
-                 VALUES (1, $1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET decisions = evidence_licensing.decisions + $1,
-                     within_deadline = evidence_licensing.within_deadline + $2,
-                     deemed_approved = evidence_licensing.deemed_approved + $3",
-            )
-            .bind(decisions)
-            .bind(within)
-            .bind(deemed)
-            .execute(&mut *connection)
-            .await
-            .map_err(DbError::sql("counting a licensing decision"))?;
-        }
-        sqlx::query(
-            "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, $2)
-             ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence",
-        )
-        .bind(event.stream)
-        .bind(sequence)
-        .execute(&mut *connection)
-        .await
-        .map_err(DbError::sql("recording the evidence position"))?;
-        Ok(true)
+            .map_err(handle_error)
     }
 
     /// The evidence as projected now.
     pub async fn snapshot(&self) -> Result<EvidenceSnapshot, DbError> {
-        let mut connection = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(DbError::sql("acquiring a connection"))?;
-        let events: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT service, event_type, data_schema, events, first_seen, last_seen
-             FROM evidence_events ORDER BY service, event_type",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(DbError::sql("reading event counts"))?;
-        let flows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT from_service, to_service, reactions FROM evidence_flows ORDER BY from_service, to_service",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(DbError::sql("reading flows"))?;
-        let calls: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT caller, callee, method, calls FROM evidence_calls ORDER BY caller, callee, method",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(DbError::sql("reading calls"))?;
-        let licensing: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT decisions, within_deadline, deemed_approved FROM evidence_licensing WHERE id = 1",
-        )
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(DbError::sql("reading licensing deadlines"))?;
+        let mut sql = self.db.read().await?;
+        let events: Vec<(String, String, String, i64, i64, i64)> = sql
+            .query_all(
+                "SELECT service, event_type, data_schema, events, first_seen, last_seen
+                 FROM evidence_events ORDER BY service, event_type",
+                &[],
+            )
+            .await?;
+        let flows: Vec<(String, String, i64)> = sql
+            .query_all(
+                "SELECT from_service, to_service, reactions FROM evidence_flows
+                 ORDER BY from_service, to_service",
+                &[],
+            )
+            .await?;
+        let calls: Vec<(String, String, String, i64)> = sql
+            .query_all(
+                "SELECT caller, callee, method, calls FROM evidence_calls
+                 ORDER BY caller, callee, method",
+                &[],
+            )
+            .await?;
+        let licensing: Option<(i64, i64, i64)> = sql
+            .query_opt(
+                "SELECT decisions, within_deadline, deemed_approved FROM evidence_licensing WHERE id = 1",
+                &[],
+            )
+            .await?;
         Ok(EvidenceSnapshot {
             events: events
                 .into_iter()
@@ -344,115 +226,214 @@ impl Evidence {
 
     /// Empties the projection and replays `streams` from their first event, in one transaction;
     /// returns how many events each stream replayed. Live consumers skip what the rebuild applied.
+    ///
+    /// The rebuild holds the writer while it reads the streams: the service's other writes wait
+    /// for it (a rebuild is an operator's occasional action).
     pub async fn rebuild(
         &self,
         bus: &Bus,
         streams: &[String],
     ) -> Result<BTreeMap<String, u64>, RebuildError> {
-        let mut transaction = self.db.begin().await?;
-        for table in [
-            "evidence_events",
-            "evidence_flows",
-            "evidence_calls",
-            "evidence_licensing",
-        ] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *transaction)
-                .await
-                .map_err(DbError::sql("emptying the evidence"))?;
-        }
-        // Positions are updated, not deleted, so a live consumer waiting on a position row reads
-        // the rebuilt one.
-        sqlx::query("UPDATE evidence_positions SET last_sequence = 0")
-            .execute(&mut *transaction)
-            .await
-            .map_err(DbError::sql("resetting evidence positions"))?;
-        let mut replayed = BTreeMap::new();
-        for name in streams {
-            let Ok(mut stream) = bus.jetstream().get_stream(name).await else {
-                replayed.insert(name.clone(), 0);
-                continue;
-            };
-            let last = stream
-                .info()
-                .await
-                .map_err(|e| RebuildError::Bus(e.to_string()))?
-                .state
-                .last_sequence;
-            let mut applied = 0;
-            if last > 0 {
-                let consumer = stream
-                    .create_consumer(OrderedConfig {
-                        deliver_policy: DeliverPolicy::All,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| RebuildError::Bus(e.to_string()))?;
-                let mut messages = consumer
-                    .messages()
-                    .await
-                    .map_err(|e| RebuildError::Bus(e.to_string()))?;
-                while let Some(message) = messages.next().await {
-                    let message = message.map_err(|e| RebuildError::Bus(e.to_string()))?;
-                    let sequence = message
-                        .info()
-                        .map_err(|e| RebuildError::Bus(e.to_string()))?
-                        .stream_sequence;
-                    let replay_copy = message
-                        .headers
-                        .as_ref()
-                        .is_some_and(|h| h.get(REPLAY_FOR).is_some());
-                    if !replay_copy
-                        && let Ok(envelope) = Envelope::from_headers(message.headers.as_ref())
-                    {
-                        let event = ObservedEvent {
-                            stream: name,
-                            sequence,
-                            envelope: &envelope,
-                            payload: &message.payload,
-                        };
-                        if self.apply(&mut transaction, &event).await? {
-                            applied += 1;
-                        }
-                    }
-                    if sequence >= last {
-                        break;
-                    }
-                }
-            }
-            sqlx::query(
-                "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, $2)
-                 ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence",
-            )
-            .bind(name)
-            .bind(i64::try_from(last).unwrap_or(i64::MAX))
-            .execute(&mut *transaction)
-            .await
-            .map_err(DbError::sql("recording the evidence position"))?;
-            replayed.insert(name.clone(), applied);
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(DbError::sql("committing the rebuilt evidence"))?;
+        let bus = bus.clone();
+        let streams = streams.to_vec();
+        let replayed = self
+            .db
+            .write(async move |tx| replay(tx, &bus, &streams).await)
+            .await?;
         tracing::info!(message = "Evidence rebuilt from the streams.", ?replayed);
         Ok(replayed)
     }
 
     /// Makes sure every stream has a position row (see [`rebuild`](Self::rebuild)).
     pub async fn ensure_positions(&self, streams: &[String]) -> Result<(), DbError> {
-        for stream in streams {
-            sqlx::query(
-                "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, 0)
-                 ON CONFLICT (stream) DO NOTHING",
-            )
-            .bind(stream)
-            .execute(self.db.pool())
+        let streams = streams.to_vec();
+        self.db
+            .write(async move |tx| {
+                for stream in &streams {
+                    tx.execute(
+                        "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, 0)
+                         ON CONFLICT (stream) DO NOTHING",
+                        &[stream.as_str().into()],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
             .await
-            .map_err(DbError::sql("creating an evidence position"))?;
-        }
-        Ok(())
     }
+}
+
+/// Applies one event if its sequence is past the stream's position. Returns whether it was
+/// applied.
+pub async fn apply(sql: &mut Sql<'_>, event: &ObservedEvent<'_>) -> Result<bool, DbError> {
+    // Locked: waits for a rebuild holding the row, then reads the position it left.
+    let position: Option<(i64,)> = sql
+        .query_opt_for_update(
+            "SELECT last_sequence FROM evidence_positions WHERE stream = $1",
+            &[event.stream.into()],
+        )
+        .await?;
+    let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+    if position.is_some_and(|(last,)| sequence <= last) {
+        return Ok(false);
+    }
+    let envelope = event.envelope;
+    let service = service_of(&envelope.event_type);
+    let seen = to_micros(envelope.time);
+    sql.execute(
+        "INSERT INTO evidence_events (service, event_type, data_schema, events, first_seen, last_seen)
+         VALUES ($1, $2, $3, 1, $4, $4)
+         ON CONFLICT (service, event_type) DO UPDATE SET events = evidence_events.events + 1,
+             data_schema = excluded.data_schema,
+             first_seen = CASE WHEN excluded.first_seen < evidence_events.first_seen
+                               THEN excluded.first_seen ELSE evidence_events.first_seen END,
+             last_seen = CASE WHEN excluded.last_seen > evidence_events.last_seen
+                              THEN excluded.last_seen ELSE evidence_events.last_seen END",
+        &[
+            service.into(),
+            envelope.event_type.as_str().into(),
+            envelope.data_schema.as_deref().unwrap_or("").into(),
+            seen.into(),
+        ],
+    )
+    .await?;
+    if let Some(cause) = &envelope.causation_type {
+        let from = service_of(cause);
+        if from != service {
+            sql.execute(
+                "INSERT INTO evidence_flows (from_service, to_service, reactions) VALUES ($1, $2, 1)
+                 ON CONFLICT (from_service, to_service) DO UPDATE
+                     SET reactions = evidence_flows.reactions + 1",
+                &[from.into(), service.into()],
+            )
+            .await?;
+        }
+    }
+    if envelope.event_type.ends_with(".calls.counted.v1")
+        && let Ok(counted) = identity::CallsCounted::decode(event.payload)
+    {
+        sql.execute(
+            "INSERT INTO evidence_calls (caller, callee, method, calls) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (caller, callee, method) DO UPDATE SET calls = evidence_calls.calls + $4",
+            &[
+                counted.caller.as_str().into(),
+                service.into(),
+                counted.method.as_str().into(),
+                i64::try_from(counted.calls).unwrap_or(i64::MAX).into(),
+            ],
+        )
+        .await?;
+    }
+    let (decisions, within, deemed): (i64, i64, i64) = match envelope.event_type.as_str() {
+        "licensing.licence.decided.v1" => match licensing::LicenceDecided::decode(event.payload) {
+            Ok(decided) => (1, i64::from(decided.within_deadline), 0),
+            Err(_) => (0, 0, 0),
+        },
+        "licensing.licence.deemed-approved.v1" => (0, 0, 1),
+        _ => (0, 0, 0),
+    };
+    if decisions + deemed > 0 {
+        sql.execute(
+            "INSERT INTO evidence_licensing (id, decisions, within_deadline, deemed_approved)
+             VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET decisions = evidence_licensing.decisions + $1,
+                 within_deadline = evidence_licensing.within_deadline + $2,
+                 deemed_approved = evidence_licensing.deemed_approved + $3",
+            &[decisions.into(), within.into(), deemed.into()],
+        )
+        .await?;
+    }
+    sql.execute(
+        "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, $2)
+         ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence",
+        &[event.stream.into(), sequence.into()],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Empties the projection and replays `streams` into it (see [`Evidence::rebuild`]).
+async fn replay(
+    sql: &mut Sql<'_>,
+    bus: &Bus,
+    streams: &[String],
+) -> Result<BTreeMap<String, u64>, RebuildError> {
+    for statement in [
+        "DELETE FROM evidence_events",
+        "DELETE FROM evidence_flows",
+        "DELETE FROM evidence_calls",
+        "DELETE FROM evidence_licensing",
+        // Positions are updated, not deleted, so a live consumer waiting on a position row
+        // reads the rebuilt one.
+        "UPDATE evidence_positions SET last_sequence = 0",
+    ] {
+        sql.execute(statement, &[]).await?;
+    }
+    let mut replayed = BTreeMap::new();
+    for name in streams {
+        let Ok(mut stream) = bus.jetstream().get_stream(name).await else {
+            replayed.insert(name.clone(), 0);
+            continue;
+        };
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| RebuildError::Bus(e.to_string()))?
+            .state
+            .last_sequence;
+        let mut applied = 0;
+        if last > 0 {
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| RebuildError::Bus(e.to_string()))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| RebuildError::Bus(e.to_string()))?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| RebuildError::Bus(e.to_string()))?;
+                let sequence = message
+                    .info()
+                    .map_err(|e| RebuildError::Bus(e.to_string()))?
+                    .stream_sequence;
+                let replay_copy = message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(REPLAY_FOR).is_some());
+                if !replay_copy
+                    && let Ok(envelope) = Envelope::from_headers(message.headers.as_ref())
+                {
+                    let event = ObservedEvent {
+                        stream: name,
+                        sequence,
+                        envelope: &envelope,
+                        payload: &message.payload,
+                    };
+                    if apply(sql, &event).await? {
+                        applied += 1;
+                    }
+                }
+                if sequence >= last {
+                    break;
+                }
+            }
+        }
+        sql.execute(
+            "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, $2)
+             ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence",
+            &[
+                name.as_str().into(),
+                i64::try_from(last).unwrap_or(i64::MAX).into(),
+            ],
+        )
+        .await?;
+        replayed.insert(name.clone(), applied);
+    }
+    Ok(replayed)
 }
 
 /// Why a rebuild failed.

@@ -143,7 +143,15 @@ impl EvaluationService for EvaluationApi {
             &request,
         );
         self.evaluator
-            .record(&code, &name, year, kind, &scores, idempotency, &causality)
+            .record(
+                code.to_owned(),
+                name.to_owned(),
+                year,
+                kind,
+                &scores,
+                idempotency,
+                causality,
+            )
             .await
             .map(Response::new)
             .map_err(status)
@@ -203,7 +211,13 @@ impl EvaluationService for EvaluationApi {
         };
         let idempotency = idempotent("evaluation.SetTarget", &request.idempotency_key, &request);
         self.evaluator
-            .set_target(&code, year, target, source, idempotency)
+            .set_target(
+                code.to_owned(),
+                year,
+                target,
+                source.to_owned(),
+                idempotency,
+            )
             .await
             .map(Response::new)
             .map_err(status)

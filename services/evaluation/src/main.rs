@@ -16,7 +16,6 @@
 
 use anyhow::Context as _;
 use govbus_evaluation::{Application, EvaluationConfig};
-use govbus_kit::RelaySettings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
             format!("GOVBUS_EVALUATION_LISTEN={listen:?} is not an address like 127.0.0.1:50054")
         })?,
         bus: govbus_kit::bus_env::bus_options_from_env("evaluation")?,
-        relay: RelaySettings::default(),
+        storage: govbus_storage::StorageSettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("evaluation")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
         evidence_services: match std::env::var("GOVBUS_EVALUATION_SERVICES") {

@@ -1,8 +1,7 @@
 //! The evaluation tables: instances, scores, targets.
 
-use govbus_kit::db::now_micros;
-use govbus_kit::{DbError, Migration};
-use sqlx::AnyConnection;
+use govbus_storage::time::now_micros;
+use govbus_storage::{DbError, Migration, Sql};
 
 /// The evaluation service's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -104,86 +103,87 @@ pub struct Score {
 
 /// Records or updates an instance.
 pub async fn upsert_instance(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
     instance_name: &str,
 ) -> Result<(), DbError> {
-    sqlx::query(
+    sql.execute(
         "INSERT INTO instances (instance_code, instance_name, province_code, updated_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (instance_code) DO UPDATE SET instance_name = excluded.instance_name,
              updated_at = excluded.updated_at",
+        &[
+            instance_code.into(),
+            instance_name.into(),
+            instance_code.get(..2).unwrap_or_default().into(),
+            now_micros().into(),
+        ],
     )
-    .bind(instance_code)
-    .bind(instance_name)
-    .bind(&instance_code[..2])
-    .bind(now_micros())
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("recording an instance"))?;
+    .await?;
     Ok(())
 }
 
 /// An instance's name.
 pub async fn instance_name(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
 ) -> Result<Option<String>, DbError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT instance_name FROM instances WHERE instance_code = $1")
-            .bind(instance_code)
-            .fetch_optional(connection)
-            .await
-            .map_err(DbError::sql("reading an instance"))?;
+    let row: Option<(String,)> = sql
+        .query_opt(
+            "SELECT instance_name FROM instances WHERE instance_code = $1",
+            &[instance_code.into()],
+        )
+        .await?;
     Ok(row.map(|(name,)| name))
 }
 
 /// Records or replaces one score.
 pub async fn upsert_score(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
     year: i32,
     kind: Kind,
     instrument_id: &str,
     score: &Score,
 ) -> Result<(), DbError> {
-    sqlx::query(
+    sql.execute(
         "INSERT INTO scores (instance_code, year, kind, indicator, level, notes, instrument_id, recorded_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (instance_code, year, kind, indicator) DO UPDATE SET level = excluded.level,
              notes = excluded.notes, instrument_id = excluded.instrument_id, recorded_at = excluded.recorded_at",
+        &[
+            instance_code.into(),
+            i64::from(year).into(),
+            kind.as_str().into(),
+            i64::from(score.indicator).into(),
+            i64::from(score.level).into(),
+            score.notes.as_str().into(),
+            instrument_id.into(),
+            now_micros().into(),
+        ],
     )
-    .bind(instance_code)
-    .bind(i64::from(year))
-    .bind(kind.as_str())
-    .bind(i64::from(score.indicator))
-    .bind(i64::from(score.level))
-    .bind(&score.notes)
-    .bind(instrument_id)
-    .bind(now_micros())
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("recording a score"))?;
+    .await?;
     Ok(())
 }
 
 /// An instance's scores of one kind for a year.
 pub async fn scores(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
     year: i32,
     kind: Kind,
 ) -> Result<Vec<Score>, DbError> {
-    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT indicator, level, notes FROM scores
-         WHERE instance_code = $1 AND year = $2 AND kind = $3 ORDER BY indicator",
-    )
-    .bind(instance_code)
-    .bind(i64::from(year))
-    .bind(kind.as_str())
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading scores"))?;
+    let rows: Vec<(i64, i64, String)> = sql
+        .query_all(
+            "SELECT indicator, level, notes FROM scores
+             WHERE instance_code = $1 AND year = $2 AND kind = $3 ORDER BY indicator",
+            &[
+                instance_code.into(),
+                i64::from(year).into(),
+                kind.as_str().into(),
+            ],
+        )
+        .await?;
     Ok(rows.into_iter().map(score).collect())
 }
 
@@ -196,17 +196,13 @@ fn score((indicator, level, notes): (i64, i64, String)) -> Score {
 }
 
 /// The years for which an instance has evaluator scores.
-pub async fn evaluated_years(
-    connection: &mut AnyConnection,
-    instance_code: &str,
-) -> Result<Vec<i32>, DbError> {
-    let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT DISTINCT year FROM scores WHERE instance_code = $1 AND kind = 'evaluator' ORDER BY year",
-    )
-    .bind(instance_code)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading evaluated years"))?;
+pub async fn evaluated_years(sql: &mut Sql<'_>, instance_code: &str) -> Result<Vec<i32>, DbError> {
+    let rows: Vec<(i64,)> = sql
+        .query_all(
+            "SELECT DISTINCT year FROM scores WHERE instance_code = $1 AND kind = 'evaluator' ORDER BY year",
+            &[instance_code.into()],
+        )
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(year,)| i32::try_from(year).ok())
@@ -216,21 +212,19 @@ pub async fn evaluated_years(
 /// Every instance's evaluator scores for a year, optionally within a province:
 /// (instance code, instance name, scores).
 pub async fn evaluator_scores_of_year(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     year: i32,
     province_code: Option<&str>,
 ) -> Result<Vec<(String, String, Vec<Score>)>, DbError> {
-    let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
-        "SELECT s.instance_code, i.instance_name, s.indicator, s.level, s.notes
-         FROM scores s JOIN instances i ON i.instance_code = s.instance_code
-         WHERE s.year = $1 AND s.kind = 'evaluator' AND ($2 = '' OR i.province_code = $2)
-         ORDER BY s.instance_code, s.indicator",
-    )
-    .bind(i64::from(year))
-    .bind(province_code.unwrap_or(""))
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading a year's scores"))?;
+    let rows: Vec<(String, String, i64, i64, String)> = sql
+        .query_all(
+            "SELECT s.instance_code, i.instance_name, s.indicator, s.level, s.notes
+             FROM scores s JOIN instances i ON i.instance_code = s.instance_code
+             WHERE s.year = $1 AND s.kind = 'evaluator' AND ($2 = '' OR i.province_code = $2)
+             ORDER BY s.instance_code, s.indicator",
+            &[i64::from(year).into(), province_code.unwrap_or("").into()],
+        )
+        .await?;
     let mut grouped: Vec<(String, String, Vec<Score>)> = Vec::new();
     for (code, name, indicator, level, notes) in rows {
         match grouped.last_mut() {
@@ -245,38 +239,37 @@ pub async fn evaluator_scores_of_year(
 
 /// Records or replaces a target.
 pub async fn upsert_target(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
     year: i32,
     target: i64,
     source: &str,
 ) -> Result<(), DbError> {
-    sqlx::query(
+    sql.execute(
         "INSERT INTO targets (instance_code, year, target, source) VALUES ($1, $2, $3, $4)
          ON CONFLICT (instance_code, year) DO UPDATE SET target = excluded.target, source = excluded.source",
+        &[
+            instance_code.into(),
+            i64::from(year).into(),
+            target.into(),
+            source.into(),
+        ],
     )
-    .bind(instance_code)
-    .bind(i64::from(year))
-    .bind(target)
-    .bind(source)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("recording a target"))?;
+    .await?;
     Ok(())
 }
 
 /// An instance's targets: (year, target in hundredths, source).
 pub async fn targets(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     instance_code: &str,
 ) -> Result<Vec<(i32, i64, String)>, DbError> {
-    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT year, target, source FROM targets WHERE instance_code = $1 ORDER BY year",
-    )
-    .bind(instance_code)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading targets"))?;
+    let rows: Vec<(i64, i64, String)> = sql
+        .query_all(
+            "SELECT year, target, source FROM targets WHERE instance_code = $1 ORDER BY year",
+            &[instance_code.into()],
+        )
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(year, target, source)| Some((i32::try_from(year).ok()?, target, source)))

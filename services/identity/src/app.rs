@@ -7,12 +7,13 @@ use govbus_bus::{Bus, BusOptions, ServiceAdapter};
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
-use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_kit::{ServiceRuntime, StartError};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use govbus_proto::identity::v1::{
     CallsCounted, CitizenDeceased, CitizenRegistered, CitizenRelocated,
 };
+use govbus_storage::{Storage, StorageSettings};
 
 use crate::calls::{CallCounter, CallReporter};
 
@@ -32,8 +33,8 @@ pub struct IdentityConfig {
     pub listen: SocketAddr,
     /// The bus connection.
     pub bus: BusOptions,
-    /// Outbox relay tuning.
-    pub relay: RelaySettings,
+    /// The database, the outbox relay and retention.
+    pub storage: StorageSettings,
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
@@ -72,7 +73,7 @@ impl Application {
     /// Opens the database (migrating it), connects to the bus, provisions the identity stream,
     /// starts the outbox relay and the gRPC server.
     pub async fn build(config: IdentityConfig) -> Result<Self, StartError> {
-        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
         let bus = Bus::connect(config.bus).await?;
         let (processing_log, log_writer) = open_processing_log(
             &bus,
@@ -83,14 +84,13 @@ impl Application {
         .await?
         .unzip();
         let adapter = declaration().start(&bus).await?;
-        let relay = OutboxRelay::new(db.clone(), adapter.publisher().clone(), config.relay).spawn();
-        let registry = Registry::new(db.clone(), adapter.publisher().clone(), relay.waker());
+        let storage = Storage::start(db.clone(), adapter.publisher().clone(), config.storage);
+        let registry = Registry::new(db.clone(), adapter.publisher().clone());
         let calls = CallCounter::default();
         let reporter = CallReporter::spawn(
             calls.clone(),
             db.clone(),
             adapter.publisher().clone(),
-            relay.waker(),
             config.call_report_interval,
         );
         let listener = bind(config.listen).await?;
@@ -109,13 +109,18 @@ impl Application {
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
+        let runtime = ServiceRuntime::start(router, listener, storage, adapter, log_writer)?;
         Ok(Self { runtime, reporter })
     }
 
     /// The gRPC port (useful when the configured port was 0).
     pub fn port(&self) -> u16 {
         self.runtime.address().port()
+    }
+
+    /// Whether this replica publishes identity's outbox now (holds its lease).
+    pub fn relays(&self) -> bool {
+        self.runtime.relays()
     }
 
     /// What it publishes and consumes on the bus.

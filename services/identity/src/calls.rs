@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use govbus_bus::{Causality, Publisher};
-use govbus_kit::{Database, DbError, RelayWaker, outbox};
 use govbus_proto::identity::v1::CallsCounted;
+use govbus_storage::{Database, DbError, DbErrorKind};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
@@ -57,7 +57,6 @@ struct Reporting {
     counter: CallCounter,
     db: Database,
     publisher: Publisher,
-    relay: RelayWaker,
 }
 
 impl Reporting {
@@ -84,7 +83,7 @@ impl Reporting {
         end: OffsetDateTime,
     ) -> Result<(), DbError> {
         let format = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
-        let mut transaction = self.db.begin().await?;
+        let mut events = Vec::with_capacity(counts.len());
         for ((caller, method), calls) in counts {
             let event = CallsCounted {
                 caller: caller.clone(),
@@ -93,21 +92,26 @@ impl Reporting {
                 period_start: format(start),
                 period_end: format(end),
             };
-            let encoded = self
-                .publisher
-                .encode(&event, &Causality::root())
-                .map_err(|error| DbError::Sql {
-                    context: "encoding call counts",
-                    source: sqlx::Error::Protocol(error.to_string()),
-                })?;
-            outbox::enqueue(&mut transaction, &encoded).await?;
+            events.push(
+                self.publisher
+                    .encode(&event, &Causality::root())
+                    .map_err(|error| {
+                        DbError::new(
+                            DbErrorKind::Query,
+                            "encoding call counts",
+                            error.to_string(),
+                        )
+                    })?,
+            );
         }
-        transaction
-            .commit()
+        self.db
+            .write(async move |tx| {
+                for event in &events {
+                    tx.enqueue(event.clone());
+                }
+                Ok(())
+            })
             .await
-            .map_err(DbError::sql("committing call counts"))?;
-        self.relay.wake();
-        Ok(())
     }
 }
 
@@ -117,7 +121,6 @@ impl CallReporter {
         counter: CallCounter,
         db: Database,
         publisher: Publisher,
-        relay: RelayWaker,
         interval: Duration,
     ) -> Self {
         let stop = CancellationToken::new();
@@ -126,7 +129,6 @@ impl CallReporter {
             counter,
             db,
             publisher,
-            relay,
         };
         let task = tokio::spawn(async move {
             let mut period_start = OffsetDateTime::now_utc();

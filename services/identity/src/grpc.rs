@@ -97,7 +97,7 @@ impl IdentityService for IdentityApi {
             );
             let warnings = warnings.iter().map(|w| w.message().to_owned()).collect();
             self.registry
-                .register(&citizen, warnings, idempotency, &causality)
+                .register(citizen, warnings, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)
@@ -184,7 +184,7 @@ impl IdentityService for IdentityApi {
                 &request,
             );
             self.registry
-                .relocate(&nik, &street, &kelurahan, idempotency, &causality)
+                .relocate(nik, street.to_owned(), kelurahan, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)
@@ -213,7 +213,7 @@ impl IdentityService for IdentityApi {
             let idempotency =
                 idempotent("identity.RecordDeath", &request.idempotency_key, &request);
             self.registry
-                .record_death(&nik, date, idempotency, &causality)
+                .record_death(nik, date, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)

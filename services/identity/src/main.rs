@@ -18,7 +18,6 @@
 
 use anyhow::Context as _;
 use govbus_identity::{Application, IdentityConfig};
-use govbus_kit::RelaySettings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -34,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
             format!("GOVBUS_IDENTITY_LISTEN={listen:?} is not an address like 127.0.0.1:50051")
         })?,
         bus: govbus_kit::bus_env::bus_options_from_env("identity")?,
-        relay: RelaySettings::default(),
+        storage: govbus_storage::StorageSettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("identity")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
         audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,

@@ -2,10 +2,9 @@
 //! the outbox and (when the client sent one) its idempotency key, in one transaction.
 
 use govbus_bus::{Causality, PublishError, Publisher};
-use govbus_kit::command::run_command;
-use govbus_kit::outbox;
-use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker};
 use govbus_proto::identity::v1 as pb;
+use govbus_storage::command::run_command;
+use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest};
 use time::Date;
 use uuid::Uuid;
 
@@ -73,46 +72,38 @@ pub enum Verification {
 pub struct Registry {
     db: Database,
     publisher: Publisher,
-    relay: RelayWaker,
 }
 
 impl Registry {
-    /// A register over `db`, publishing through `publisher` via the outbox relay `relay` wakes.
-    pub fn new(db: Database, publisher: Publisher, relay: RelayWaker) -> Self {
-        Self {
-            db,
-            publisher,
-            relay,
-        }
+    /// A register over `db`, publishing through `publisher` via the outbox.
+    pub fn new(db: Database, publisher: Publisher) -> Self {
+        Self { db, publisher }
     }
 
     /// Registers a citizen and publishes `CitizenRegistered`.
     pub async fn register(
         &self,
-        citizen: &NewCitizen,
+        citizen: NewCitizen,
         warnings: Vec<String>,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::RegisterCitizenResponse, RegistryError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            if store::find_by_nik(transaction, &citizen.nik)
-                .await?
-                .is_some()
-            {
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            let citizen_ref = Uuid::now_v7().to_string();
+            if !store::insert(tx, &citizen_ref, &citizen).await? {
                 return Err(RegistryError::AlreadyRegistered);
             }
-            let citizen_ref = Uuid::now_v7().to_string();
-            store::insert(transaction, &citizen_ref, citizen).await?;
             let event = pb::CitizenRegistered {
                 citizen_ref: citizen_ref.clone(),
                 kelurahan_code: citizen.kelurahan.code().to_owned(),
                 birth_year: u32::try_from(citizen.birth_date.year()).unwrap_or(0),
                 sex: proto_sex(citizen.sex).into(),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             Ok(pb::RegisterCitizenResponse {
                 citizen_ref,
-                warnings,
+                warnings: warnings.clone(),
             })
         })
         .await
@@ -125,13 +116,8 @@ impl Registry {
         full_name: Option<&PersonName>,
         birth_date: Option<Date>,
     ) -> Result<Verification, RegistryError> {
-        let mut connection = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(DbError::sql("acquiring a connection"))?;
-        let Some(citizen) = store::find_by_nik(&mut connection, nik).await? else {
+        let mut sql = self.db.read().await?;
+        let Some(citizen) = store::find_by_nik(&mut sql, nik).await? else {
             return Ok(Verification::NoMatch);
         };
         let name_agrees = full_name.is_none_or(|name| citizen.full_name.matches(name.as_str()));
@@ -150,14 +136,15 @@ impl Registry {
     /// Moves a living citizen to another kelurahan and publishes `CitizenRelocated`.
     pub async fn relocate(
         &self,
-        nik: &Nik,
-        street: &str,
-        kelurahan: &Kelurahan,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        nik: Nik,
+        street: String,
+        kelurahan: Kelurahan,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::RecordRelocationResponse, RegistryError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            let citizen = store::find_by_nik(transaction, nik)
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            let citizen = store::find_by_nik_for_update(tx, &nik)
                 .await?
                 .ok_or(RegistryError::NotFound)?;
             if citizen.deceased {
@@ -166,14 +153,13 @@ impl Registry {
             if citizen.kelurahan_code == kelurahan.code() {
                 return Err(RegistryError::SameKelurahan(citizen.kelurahan_code));
             }
-            store::update_address(transaction, &citizen.citizen_ref, street, kelurahan.code())
-                .await?;
+            store::update_address(tx, &citizen.citizen_ref, &street, kelurahan.code()).await?;
             let event = pb::CitizenRelocated {
                 citizen_ref: citizen.citizen_ref.clone(),
                 from_kelurahan_code: citizen.kelurahan_code.clone(),
                 to_kelurahan_code: kelurahan.code().to_owned(),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             Ok(pb::RecordRelocationResponse {
                 citizen_ref: citizen.citizen_ref,
                 from_kelurahan_code: citizen.kelurahan_code,
@@ -186,13 +172,14 @@ impl Registry {
     /// Records a death and publishes `CitizenDeceased`.
     pub async fn record_death(
         &self,
-        nik: &Nik,
+        nik: Nik,
         date_of_death: Date,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::RecordDeathResponse, RegistryError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            let citizen = store::find_by_nik(transaction, nik)
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            let citizen = store::find_by_nik_for_update(tx, &nik)
                 .await?
                 .ok_or(RegistryError::NotFound)?;
             if citizen.deceased {
@@ -201,12 +188,12 @@ impl Registry {
             if date_of_death < citizen.birth_date {
                 return Err(RegistryError::DeathBeforeBirth);
             }
-            store::mark_deceased(transaction, &citizen.citizen_ref, date_of_death).await?;
+            store::mark_deceased(tx, &citizen.citizen_ref, date_of_death).await?;
             let event = pb::CitizenDeceased {
                 citizen_ref: citizen.citizen_ref.clone(),
                 date_of_death: format_date(date_of_death),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             Ok(pb::RecordDeathResponse {
                 citizen_ref: citizen.citizen_ref,
             })

@@ -1,8 +1,7 @@
 //! The `citizens` table.
 
-use govbus_kit::db::now_micros;
-use govbus_kit::{DbError, Migration};
-use sqlx::AnyConnection;
+use govbus_storage::time::now_micros;
+use govbus_storage::{DbError, Migration, Sql};
 use time::Date;
 
 use crate::domain::{NewCitizen, Nik, PersonName};
@@ -49,96 +48,113 @@ pub struct StoredCitizen {
     pub deceased: bool,
 }
 
+type CitizenRow = (String, String, String, String, Option<String>);
+
+const CITIZEN_BY_NIK: &str =
+    "SELECT citizen_ref, full_name, birth_date, kelurahan_code, date_of_death
+     FROM citizens WHERE nik = $1";
+
 /// The citizen with this NIK, if registered.
-pub async fn find_by_nik(
-    connection: &mut AnyConnection,
+pub async fn find_by_nik(sql: &mut Sql<'_>, nik: &Nik) -> Result<Option<StoredCitizen>, DbError> {
+    let row: Option<CitizenRow> = sql
+        .query_opt(CITIZEN_BY_NIK, &[nik.as_str().into()])
+        .await?;
+    row.map(citizen).transpose()
+}
+
+/// The citizen with this NIK, locked until the command commits: a command that changes the
+/// citizen reads it this way, so that concurrent commands about one person (in other processes
+/// too) act one after the other, each on what the previous one left.
+pub async fn find_by_nik_for_update(
+    sql: &mut Sql<'_>,
     nik: &Nik,
 ) -> Result<Option<StoredCitizen>, DbError> {
-    let row: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT citizen_ref, full_name, birth_date, kelurahan_code, date_of_death
-         FROM citizens WHERE nik = $1",
-    )
-    .bind(nik.as_str())
-    .fetch_optional(connection)
-    .await
-    .map_err(DbError::sql("reading a citizen"))?;
-    let Some((citizen_ref, full_name, birth_date, kelurahan_code, date_of_death)) = row else {
-        return Ok(None);
-    };
-    let corrupt = |what: &str| DbError::Sql {
-        context: "reading a citizen",
-        source: sqlx::Error::Decode(format!("stored {what} is invalid").into()),
-    };
-    Ok(Some(StoredCitizen {
+    let row: Option<CitizenRow> = sql
+        .query_opt_for_update(CITIZEN_BY_NIK, &[nik.as_str().into()])
+        .await?;
+    row.map(citizen).transpose()
+}
+
+fn citizen(row: CitizenRow) -> Result<StoredCitizen, DbError> {
+    let (citizen_ref, full_name, birth_date, kelurahan_code, date_of_death) = row;
+    let corrupt = |what| DbError::corrupt("reading a citizen", what);
+    Ok(StoredCitizen {
         citizen_ref,
         full_name: PersonName::parse(&full_name).map_err(|_| corrupt("full_name"))?,
         birth_date: past_date(&birth_date).map_err(|_| corrupt("birth_date"))?,
         kelurahan_code,
         deceased: date_of_death.is_some(),
-    }))
+    })
 }
 
-/// Inserts a new citizen; a concurrent registration of the same NIK fails the unique index.
+/// Inserts a new citizen; false when the NIK is registered already (also by a concurrent
+/// command, whose commit this one then waits for).
 pub async fn insert(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
     citizen: &NewCitizen,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let now = now_micros();
-    sqlx::query(
-        "INSERT INTO citizens (citizen_ref, nik, kk_number, full_name, birth_place, birth_date,
-                               sex, street, kelurahan_code, registered_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(citizen_ref)
-    .bind(citizen.nik.as_str())
-    .bind(citizen.kk_number.as_str())
-    .bind(citizen.full_name.as_str())
-    .bind(&citizen.birth_place)
-    .bind(format_date(citizen.birth_date))
-    .bind(citizen.sex.as_str())
-    .bind(&citizen.street)
-    .bind(citizen.kelurahan.code())
-    .bind(now)
-    .bind(now)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("registering a citizen"))?;
-    Ok(())
+    let birth_date = format_date(citizen.birth_date);
+    let inserted = sql
+        .execute(
+            "INSERT INTO citizens (citizen_ref, nik, kk_number, full_name, birth_place, birth_date,
+                                   sex, street, kelurahan_code, registered_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (nik) DO NOTHING",
+            &[
+                citizen_ref.into(),
+                citizen.nik.as_str().into(),
+                citizen.kk_number.as_str().into(),
+                citizen.full_name.as_str().into(),
+                citizen.birth_place.as_str().into(),
+                birth_date.as_str().into(),
+                citizen.sex.as_str().into(),
+                citizen.street.as_str().into(),
+                citizen.kelurahan.code().into(),
+                now.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Changes a citizen's address.
 pub async fn update_address(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
     street: &str,
     kelurahan_code: &str,
 ) -> Result<(), DbError> {
-    sqlx::query(
+    sql.execute(
         "UPDATE citizens SET street = $1, kelurahan_code = $2, updated_at = $3 WHERE citizen_ref = $4",
+        &[
+            street.into(),
+            kelurahan_code.into(),
+            now_micros().into(),
+            citizen_ref.into(),
+        ],
     )
-    .bind(street)
-    .bind(kelurahan_code)
-    .bind(now_micros())
-    .bind(citizen_ref)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("updating an address"))?;
+    .await?;
     Ok(())
 }
 
 /// Records a death.
 pub async fn mark_deceased(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
     date_of_death: Date,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE citizens SET date_of_death = $1, updated_at = $2 WHERE citizen_ref = $3")
-        .bind(format_date(date_of_death))
-        .bind(now_micros())
-        .bind(citizen_ref)
-        .execute(connection)
-        .await
-        .map_err(DbError::sql("recording a death"))?;
+    let date = format_date(date_of_death);
+    sql.execute(
+        "UPDATE citizens SET date_of_death = $1, updated_at = $2 WHERE citizen_ref = $3",
+        &[
+            date.as_str().into(),
+            now_micros().into(),
+            citizen_ref.into(),
+        ],
+    )
+    .await?;
     Ok(())
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use govbus_bus::{Bus, BusOptions};
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
 use govbus_identity::{Application, IdentityConfig};
-use govbus_kit::RelaySettings;
 use govbus_kit::grpc::violations_of;
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govbus_storage::{RelaySettings, StorageSettings};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -42,9 +42,12 @@ impl TestApp {
             bus: BusOptions::new(nats.client_url())
                 .client_name("identity")
                 .request_timeout(Duration::from_millis(500)),
-            relay: RelaySettings {
-                poll_interval: Duration::from_millis(100),
-                ..RelaySettings::default()
+            storage: StorageSettings {
+                relay: RelaySettings {
+                    poll_interval: Duration::from_millis(100),
+                    ..RelaySettings::default()
+                },
+                ..StorageSettings::default()
             },
             call_report_interval: Duration::from_millis(200),
             tls: None,

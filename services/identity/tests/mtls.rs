@@ -8,10 +8,10 @@ use govbus_civil::Nik;
 use govbus_harness::{NatsServer, TestDatabase};
 use govbus_identity::client::{IdentityClient, Verified};
 use govbus_identity::{Application, IdentityConfig};
-use govbus_kit::RelaySettings;
 use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govbus_storage::StorageSettings;
 use prost::Message as _;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
@@ -39,7 +39,7 @@ impl Secured {
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".parse().expect("address"),
             bus: BusOptions::new(nats.client_url()).client_name("identity"),
-            relay: RelaySettings::default(),
+            storage: StorageSettings::default(),
             call_report_interval: Duration::from_millis(200),
             tls: Some(tls(certificates.path(), "identity")),
             access: None,

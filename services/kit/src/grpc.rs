@@ -99,12 +99,13 @@ impl FieldProblems {
 }
 
 /// The idempotency key of a request, if the client sent one.
-pub fn idempotent<'a>(
-    scope: &'a str,
-    key: &'a str,
+pub fn idempotent(
+    scope: &'static str,
+    key: &str,
     request: &impl prost::Message,
-) -> Option<crate::IdempotentRequest<'a>> {
-    (!key.is_empty()).then(|| crate::IdempotentRequest::new(scope, key, &request.encode_to_vec()))
+) -> Option<govbus_storage::IdempotentRequest> {
+    (!key.is_empty())
+        .then(|| govbus_storage::IdempotentRequest::new(scope, key, &request.encode_to_vec()))
 }
 
 /// The request id a client sent (`x-request-id`), or a new one: it names the transaction the
@@ -143,7 +144,7 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
 /// A database failure as a status: a concurrent duplicate is `ABORTED` and a busy or unreachable
 /// database `UNAVAILABLE` (both worth a retry); anything else is `INTERNAL`, with the details in
 /// the log only.
-pub fn database_status(error: &crate::DbError) -> Status {
+pub fn database_status(error: &govbus_storage::DbError) -> Status {
     if error.is_unique_violation() {
         Status::aborted(
             "a concurrent request changed the same data or used the same idempotency key; retry",

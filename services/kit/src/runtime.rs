@@ -8,9 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{ProcessingLog, ProcessingLogWriter, SubjectKey};
-use crate::db::{Database, DbError};
+use govbus_storage::{DbError, Storage};
+
 use crate::grpc::{ServiceRouter, serve};
-use crate::outbox::RelayHandle;
 
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,21 +87,20 @@ pub struct ServiceRuntime {
     address: SocketAddr,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_serving: CancellationToken,
-    relay: RelayHandle,
+    storage: Storage,
     adapter: RunningAdapter,
     processing_log: Option<ProcessingLogWriter>,
-    db: Database,
 }
 
 impl ServiceRuntime {
-    /// Serves `router` on `listener`; the relay, adapter and processing log are already running.
+    /// Serves `router` on `listener`; the storage (its relay), adapter and processing log are
+    /// already running.
     pub fn start(
         router: ServiceRouter,
         listener: TcpListener,
-        relay: RelayHandle,
+        storage: Storage,
         adapter: RunningAdapter,
         processing_log: Option<ProcessingLogWriter>,
-        db: Database,
     ) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(|source| StartError::Listen {
             address: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -122,10 +121,9 @@ impl ServiceRuntime {
             address,
             server,
             stop_serving,
-            relay,
+            storage,
             adapter,
             processing_log,
-            db,
         })
     }
 
@@ -137,6 +135,11 @@ impl ServiceRuntime {
     /// The gRPC address (its port is the real one when port 0 was asked for).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Whether this replica publishes the service's outbox now (holds its lease).
+    pub fn relays(&self) -> bool {
+        self.storage.relays()
     }
 
     /// Stops accepting calls and lets running ones finish, stops consuming (in-flight handlers
@@ -155,7 +158,6 @@ impl ServiceRuntime {
         if let Some(processing_log) = self.processing_log {
             processing_log.shutdown().await;
         }
-        self.relay.shutdown().await;
-        self.db.close().await;
+        self.storage.stop().await;
     }
 }

@@ -9,13 +9,14 @@ use govbus_identity::client::IdentityClient;
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
-use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_kit::{ServiceRuntime, StartError};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::CitizenDeceased;
 use govbus_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
 use govbus_proto::licensing::v1::{
     ApplicationSubmitted, LicenceDecided, LicenceDeemedApproved, LicenceFlaggedForReview, NibIssued,
 };
+use govbus_storage::{Storage, StorageSettings};
 
 use crate::deadlines::DeadlineWatcher;
 use crate::domain::Deadlines;
@@ -41,8 +42,8 @@ pub struct LicensingConfig {
     pub identity_url: String,
     /// The bus connection.
     pub bus: BusOptions,
-    /// Outbox relay tuning.
-    pub relay: RelaySettings,
+    /// The database, the outbox relay and retention.
+    pub storage: StorageSettings,
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
@@ -85,7 +86,7 @@ impl Application {
     /// Opens the database, connects to the bus, starts consuming identity's events, the deadline
     /// watcher, the outbox relay and the gRPC server.
     pub async fn build(config: LicensingConfig) -> Result<Self, StartError> {
-        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
         let bus = Bus::connect(config.bus).await?;
         let (processing_log, log_writer) = open_processing_log(
             &bus,
@@ -107,14 +108,8 @@ impl Application {
             declaration = declaration.observe_deliveries(Arc::new(log.clone()));
         }
         let publisher = declaration.publisher(&bus)?;
-        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
-        let office = Office::new(
-            db.clone(),
-            publisher,
-            relay.waker(),
-            identity,
-            config.deadlines,
-        );
+        let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
+        let office = Office::new(db.clone(), publisher, identity, config.deadlines);
         let on_death = office.clone();
         let adapter = declaration
             .consumer(
@@ -140,7 +135,7 @@ impl Application {
             LicensingServiceServer::new(LicensingApi::new(office, CallAudit::new(processing_log)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
+        let runtime = ServiceRuntime::start(router, listener, storage, adapter, log_writer)?;
         Ok(Self { runtime, watcher })
     }
 

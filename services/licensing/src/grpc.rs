@@ -81,7 +81,7 @@ impl LicensingService for LicensingApi {
                 &request,
             );
             self.office
-                .apply(&application, idempotency, &causality)
+                .apply(application, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)
@@ -124,11 +124,11 @@ impl LicensingService for LicensingApi {
             );
             self.office
                 .decide(
-                    &application_ref,
+                    application_ref.to_owned(),
                     request.approve,
-                    reason,
+                    reason.to_owned(),
                     idempotency,
-                    &causality,
+                    causality,
                 )
                 .await
                 .map(Response::new)

@@ -21,7 +21,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use govbus_kit::RelaySettings;
 use govbus_licensing::{Application, Deadlines, LicensingConfig};
 
 #[tokio::main]
@@ -49,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         })?,
         identity_url: required("GOVBUS_IDENTITY_URL")?,
         bus: govbus_kit::bus_env::bus_options_from_env("licensing")?,
-        relay: RelaySettings::default(),
+        storage: govbus_storage::StorageSettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("licensing")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
         audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,

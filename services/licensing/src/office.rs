@@ -5,13 +5,12 @@ use std::time::Duration;
 use govbus_bus::{Causality, EventMeta, HandleError, PublishError, Publisher};
 use govbus_civil::{Kelurahan, Nik};
 use govbus_identity::client::{IdentityClient, IdentityUnavailable, Verified};
-use govbus_kit::command::{handle_once, run_command, stored_response};
-use govbus_kit::db::{from_micros, now_micros};
-use govbus_kit::inbox::handle_error;
-use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker, outbox};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as pb;
-use sqlx::AnyConnection;
+use govbus_storage::command::{handle_once, run_command, stored_response};
+use govbus_storage::inbox::handle_error;
+use govbus_storage::time::{from_micros, now_micros};
+use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
@@ -81,7 +80,6 @@ pub struct NewApplication {
 pub struct Office {
     db: Database,
     publisher: Publisher,
-    relay: RelayWaker,
     identity: IdentityClient,
     deadlines: Deadlines,
 }
@@ -91,14 +89,12 @@ impl Office {
     pub fn new(
         db: Database,
         publisher: Publisher,
-        relay: RelayWaker,
         identity: IdentityClient,
         deadlines: Deadlines,
     ) -> Self {
         Self {
             db,
             publisher,
-            relay,
             identity,
             deadlines,
         }
@@ -108,9 +104,9 @@ impl Office {
     /// document at once or opens the stage that waits for a decision.
     pub async fn apply(
         &self,
-        application: &NewApplication,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        application: NewApplication,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::Application, LicensingError> {
         if let Some(stored) =
             stored_response::<_, LicensingError>(&self.db, idempotency.as_ref()).await?
@@ -122,24 +118,25 @@ impl Office {
             Verified::Deceased => return Err(LicensingError::Deceased),
             Verified::Unknown => return Err(LicensingError::NotInRegister),
         };
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
+        let publisher = self.publisher.clone();
+        let deadlines = self.deadlines.clone();
+        run_command(&self.db, idempotency, async move |tx| {
             let application_ref = Uuid::now_v7().to_string();
-            let nib = new_nib(transaction).await?;
             let risk = application.risk_level;
             let (document, status, stage, due_at) = match risk.pathway() {
                 Pathway::Immediate { document, .. } => (document, Status::Issued, None, None),
                 Pathway::Pending { document, stage } => {
-                    let due = now_micros().saturating_add(micros(self.deadlines.of(stage)));
+                    let due = now_micros().saturating_add(micros(deadlines.of(stage)));
                     (document, Status::Pending, Some(stage), Some(due))
                 }
             };
-            let stored = StoredApplication {
+            let mut stored = StoredApplication {
                 application_ref: application_ref.clone(),
                 applicant_ref: applicant_ref.clone(),
                 kbli_code: application.kbli_code.clone(),
                 kelurahan_code: application.kelurahan.code().to_owned(),
                 risk_level: risk,
-                nib: nib.clone(),
+                nib: new_nib(),
                 document: document.to_owned(),
                 status,
                 stage,
@@ -148,9 +145,13 @@ impl Office {
                 flagged_for_review: false,
                 flag_reason: String::new(),
             };
-            store::insert(transaction, &stored, &application.business_name).await?;
-            self.enqueue(
-                transaction,
+            // A drawn NIB that is taken (one in nine trillion) is drawn again.
+            while !store::insert(tx, &stored, &application.business_name).await? {
+                stored.nib = new_nib();
+            }
+            enqueue(
+                tx,
+                &publisher,
                 &pb::ApplicationSubmitted {
                     application_ref: application_ref.clone(),
                     applicant_ref: applicant_ref.clone(),
@@ -158,26 +159,26 @@ impl Office {
                     kelurahan_code: stored.kelurahan_code.clone(),
                     risk_level: risk.as_str().to_owned(),
                 },
-                causality,
-            )
-            .await?;
-            self.enqueue(
-                transaction,
+                &causality,
+            )?;
+            enqueue(
+                tx,
+                &publisher,
                 &pb::NibIssued {
                     application_ref: application_ref.clone(),
-                    nib,
+                    nib: stored.nib.clone(),
                     risk_level: risk.as_str().to_owned(),
                 },
-                causality,
-            )
-            .await?;
+                &causality,
+            )?;
             if let Pathway::Immediate {
                 document,
                 decided_by,
             } = risk.pathway()
             {
-                self.enqueue(
-                    transaction,
+                enqueue(
+                    tx,
+                    &publisher,
                     &pb::LicenceDecided {
                         application_ref: application_ref.clone(),
                         document: document.to_owned(),
@@ -187,9 +188,8 @@ impl Office {
                         within_deadline: true,
                         risk_level: risk.as_str().to_owned(),
                     },
-                    causality,
-                )
-                .await?;
+                    &causality,
+                )?;
             }
             Ok(to_proto(&stored))
         })
@@ -199,14 +199,15 @@ impl Office {
     /// Records a verifier's or approver's decision, if it comes before the deadline.
     pub async fn decide(
         &self,
-        application_ref: &str,
+        application_ref: String,
         approve: bool,
-        reason: &str,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        reason: String,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::Application, LicensingError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            let mut application = store::find(transaction, application_ref)
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            let mut application = store::find_for_update(tx, &application_ref)
                 .await?
                 .ok_or(LicensingError::NotFound)?;
             if application.status != Status::Pending {
@@ -222,13 +223,14 @@ impl Office {
             } else {
                 Status::Rejected
             };
-            if !store::decide(transaction, application_ref, status, reason).await? {
+            if !store::decide(tx, &application_ref, status, &reason).await? {
                 return Err(LicensingError::NotPending("no longer pending"));
             }
-            self.enqueue(
-                transaction,
+            enqueue(
+                tx,
+                &publisher,
                 &pb::LicenceDecided {
-                    application_ref: application_ref.to_owned(),
+                    application_ref: application_ref.clone(),
                     document: application.document.clone(),
                     approved: approve,
                     decided_by: application
@@ -236,15 +238,14 @@ impl Office {
                         .map(|stage| stage.as_str())
                         .unwrap_or_default()
                         .to_owned(),
-                    reason: reason.to_owned(),
+                    reason: reason.clone(),
                     within_deadline: true,
                     risk_level: application.risk_level.as_str().to_owned(),
                 },
-                causality,
-            )
-            .await?;
+                &causality,
+            )?;
             application.status = status;
-            application.decision_reason = reason.to_owned();
+            application.decision_reason = reason.clone();
             application.due_at = None;
             Ok(to_proto(&application))
         })
@@ -256,13 +257,8 @@ impl Office {
         &self,
         application_ref: &str,
     ) -> Result<pb::Application, LicensingError> {
-        let mut connection = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(DbError::sql("acquiring a connection"))?;
-        store::find(&mut connection, application_ref)
+        let mut sql = self.db.read().await?;
+        store::find(&mut sql, application_ref)
             .await?
             .map(|application| to_proto(&application))
             .ok_or(LicensingError::NotFound)
@@ -272,59 +268,59 @@ impl Office {
     pub async fn deem_overdue_approved(&self) -> Result<usize, LicensingError> {
         let mut deemed = 0;
         loop {
-            // Look first without the write lock: most rounds find nothing.
-            let mut connection = self
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(DbError::sql("acquiring a connection"))?;
-            let overdue = store::overdue(&mut connection, now_micros(), 100).await?;
-            drop(connection);
+            // Look first beside the writer: most rounds find nothing.
+            let overdue = {
+                let mut sql = self.db.read().await?;
+                store::overdue(&mut sql, now_micros(), 100).await?
+            };
             if overdue.is_empty() {
                 return Ok(deemed);
             }
-            let mut transaction = self.db.begin().await?;
-            for application in &overdue {
-                if !store::decide(
-                    &mut transaction,
-                    &application.application_ref,
-                    Status::DeemedApproved,
-                    "",
-                )
-                .await?
-                {
-                    continue;
-                }
-                let causality =
-                    Causality::request(format!("deadline:{}", application.application_ref));
-                self.enqueue(
-                    &mut transaction,
-                    &pb::LicenceDeemedApproved {
-                        application_ref: application.application_ref.clone(),
-                        document: application.document.clone(),
-                        stage: application
-                            .stage
-                            .map(|stage| stage.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        deadline: application.due_at.map(rfc3339).unwrap_or_default(),
-                        risk_level: application.risk_level.as_str().to_owned(),
-                    },
-                    &causality,
-                )
+            let publisher = self.publisher.clone();
+            deemed += self
+                .db
+                .write(async move |tx| {
+                    let mut deemed = 0;
+                    for application in &overdue {
+                        // Only if still pending: a decision, or another replica's watcher, may
+                        // have come first.
+                        if !store::decide(
+                            tx,
+                            &application.application_ref,
+                            Status::DeemedApproved,
+                            "",
+                        )
+                        .await?
+                        {
+                            continue;
+                        }
+                        let causality =
+                            Causality::request(format!("deadline:{}", application.application_ref));
+                        enqueue(
+                            tx,
+                            &publisher,
+                            &pb::LicenceDeemedApproved {
+                                application_ref: application.application_ref.clone(),
+                                document: application.document.clone(),
+                                stage: application
+                                    .stage
+                                    .map(|stage| stage.as_str())
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                                deadline: application.due_at.map(rfc3339).unwrap_or_default(),
+                                risk_level: application.risk_level.as_str().to_owned(),
+                            },
+                            &causality,
+                        )?;
+                        tracing::info!(
+                            message = "Application deemed approved (fiktif positif).",
+                            application_ref = %application.application_ref,
+                        );
+                        deemed += 1;
+                    }
+                    Ok::<usize, LicensingError>(deemed)
+                })
                 .await?;
-                tracing::info!(
-                    message = "Application deemed approved (fiktif positif).",
-                    application_ref = %application.application_ref,
-                );
-                deemed += 1;
-            }
-            transaction
-                .commit()
-                .await
-                .map_err(DbError::sql("committing deemed approvals"))?;
-            self.relay.wake();
         }
     }
 
@@ -335,55 +331,50 @@ impl Office {
         meta: EventMeta,
     ) -> Result<(), HandleError> {
         let causality = Causality::following(&meta);
-        handle_once(&self.db, &self.relay, &meta, async |transaction| {
-            let applications = store::of_applicant(transaction, &event.citizen_ref)
+        let publisher = self.publisher.clone();
+        handle_once(&self.db, &meta, async move |tx| {
+            let applications = store::of_applicant(tx, &event.citizen_ref)
                 .await
                 .map_err(handle_error)?;
             for application in applications.iter().filter(|a| !a.flagged_for_review) {
                 let reason = "holder deceased";
-                store::flag(transaction, &application.application_ref, reason)
+                if !store::flag(tx, &application.application_ref, reason)
                     .await
-                    .map_err(handle_error)?;
-                self.enqueue(
-                    transaction,
+                    .map_err(handle_error)?
+                {
+                    continue;
+                }
+                enqueue(
+                    tx,
+                    &publisher,
                     &pb::LicenceFlaggedForReview {
                         application_ref: application.application_ref.clone(),
                         reason: reason.to_owned(),
                     },
                     &causality,
                 )
-                .await
-                .map_err(|error| match error {
-                    LicensingError::Db(db) => handle_error(db),
-                    other => HandleError::permanent(other),
-                })?;
+                .map_err(HandleError::permanent)?;
             }
             Ok(())
         })
         .await
     }
-
-    async fn enqueue<E: govbus_bus::Event>(
-        &self,
-        transaction: &mut AnyConnection,
-        event: &E,
-        causality: &Causality,
-    ) -> Result<(), LicensingError> {
-        outbox::enqueue(transaction, &self.publisher.encode(event, causality)?).await?;
-        Ok(())
-    }
 }
 
-/// A new, unused 13-digit NIB.
-async fn new_nib(transaction: &mut AnyConnection) -> Result<String, LicensingError> {
-    loop {
-        let random = u128::from_be_bytes(*Uuid::new_v4().as_bytes());
-        // 13 digits, never starting with 0.
-        let nib = format!("{}", 1_000_000_000_000 + random % 9_000_000_000_000);
-        if !store::nib_taken(transaction, &nib).await? {
-            return Ok(nib);
-        }
-    }
+fn enqueue<E: govbus_bus::Event>(
+    tx: &mut Tx<'_>,
+    publisher: &Publisher,
+    event: &E,
+    causality: &Causality,
+) -> Result<(), LicensingError> {
+    tx.enqueue(publisher.encode(event, causality)?);
+    Ok(())
+}
+
+/// A 13-digit NIB, never starting with 0.
+fn new_nib() -> String {
+    let random = u128::from_be_bytes(*Uuid::new_v4().as_bytes());
+    format!("{}", 1_000_000_000_000 + random % 9_000_000_000_000)
 }
 
 fn micros(duration: Duration) -> i64 {

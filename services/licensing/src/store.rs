@@ -1,8 +1,7 @@
 //! The `applications` table.
 
-use govbus_kit::db::now_micros;
-use govbus_kit::{DbError, Migration};
-use sqlx::AnyConnection;
+use govbus_storage::time::now_micros;
+use govbus_storage::{DbError, Migration, Sql};
 
 use crate::domain::{RiskLevel, Stage, Status};
 
@@ -85,15 +84,16 @@ type Row = (
     String,
 );
 
-const COLUMNS: &str =
-    "application_ref, applicant_ref, kbli_code, kelurahan_code, risk_level, nib, document,
-                       status, stage, due_at, decision_reason, flagged_for_review, flag_reason";
+/// The columns of a [`Row`], in its order.
+macro_rules! columns {
+    () => {
+        "application_ref, applicant_ref, kbli_code, kelurahan_code, risk_level, nib, document, \
+         status, stage, due_at, decision_reason, flagged_for_review, flag_reason"
+    };
+}
 
 fn application(row: Row) -> Result<StoredApplication, DbError> {
-    let corrupt = |what: &str| DbError::Sql {
-        context: "reading an application",
-        source: sqlx::Error::Decode(format!("stored {what} is invalid").into()),
-    };
+    let corrupt = |what| DbError::corrupt("reading an application", what);
     let (
         application_ref,
         applicant_ref,
@@ -129,135 +129,141 @@ fn application(row: Row) -> Result<StoredApplication, DbError> {
     })
 }
 
-/// Inserts a new application.
+/// Inserts a new application; false when its NIB is taken (the caller draws another).
 pub async fn insert(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     application: &StoredApplication,
     business_name: &str,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let now = now_micros();
-    sqlx::query(
-        "INSERT INTO applications (application_ref, applicant_ref, business_name, kbli_code,
-             kelurahan_code, risk_level, nib, document, status, stage, due_at, decided_at,
-             submitted_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&application.application_ref)
-    .bind(&application.applicant_ref)
-    .bind(business_name)
-    .bind(&application.kbli_code)
-    .bind(&application.kelurahan_code)
-    .bind(application.risk_level.as_str())
-    .bind(&application.nib)
-    .bind(&application.document)
-    .bind(application.status.as_str())
-    .bind(application.stage.map(Stage::as_str))
-    .bind(application.due_at)
-    .bind((application.status != crate::domain::Status::Pending).then_some(now))
-    .bind(now)
-    .bind(now)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("storing an application"))?;
-    Ok(())
+    let decided_at = (application.status != crate::domain::Status::Pending).then_some(now);
+    let inserted = sql
+        .execute(
+            "INSERT INTO applications (application_ref, applicant_ref, business_name, kbli_code,
+                 kelurahan_code, risk_level, nib, document, status, stage, due_at, decided_at,
+                 submitted_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (nib) DO NOTHING",
+            &[
+                application.application_ref.as_str().into(),
+                application.applicant_ref.as_str().into(),
+                business_name.into(),
+                application.kbli_code.as_str().into(),
+                application.kelurahan_code.as_str().into(),
+                application.risk_level.as_str().into(),
+                application.nib.as_str().into(),
+                application.document.as_str().into(),
+                application.status.as_str().into(),
+                application.stage.map(Stage::as_str).into(),
+                application.due_at.into(),
+                decided_at.into(),
+                now.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
+
+const APPLICATION: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM applications WHERE application_ref = $1"
+);
 
 /// The application with this reference.
 pub async fn find(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     application_ref: &str,
 ) -> Result<Option<StoredApplication>, DbError> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM applications WHERE application_ref = $1"
-    )))
-    .bind(application_ref)
-    .fetch_optional(connection)
-    .await
-    .map_err(DbError::sql("reading an application"))?;
+    let row: Option<Row> = sql
+        .query_opt(APPLICATION, &[application_ref.into()])
+        .await?;
     row.map(application).transpose()
 }
 
-/// Whether a NIB is taken.
-pub async fn nib_taken(connection: &mut AnyConnection, nib: &str) -> Result<bool, DbError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT nib FROM applications WHERE nib = $1")
-        .bind(nib)
-        .fetch_optional(connection)
-        .await
-        .map_err(DbError::sql("checking a NIB"))?;
-    Ok(row.is_some())
+/// The application with this reference, locked until the command commits: decisions on one
+/// application follow each other, each seeing what the previous one decided.
+pub async fn find_for_update(
+    sql: &mut Sql<'_>,
+    application_ref: &str,
+) -> Result<Option<StoredApplication>, DbError> {
+    let row: Option<Row> = sql
+        .query_opt_for_update(APPLICATION, &[application_ref.into()])
+        .await?;
+    row.map(application).transpose()
 }
 
 /// Pending applications whose deadline passed, oldest deadline first.
 pub async fn overdue(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     now: i64,
     limit: i64,
 ) -> Result<Vec<StoredApplication>, DbError> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM applications WHERE status = 'pending' AND due_at <= $1
-         ORDER BY due_at LIMIT $2"
-    )))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading overdue applications"))?;
+    let rows: Vec<Row> = sql
+        .query_all(
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM applications WHERE status = 'pending' AND due_at <= $1
+                 ORDER BY due_at LIMIT $2"
+            ),
+            &[now.into(), limit.into()],
+        )
+        .await?;
     rows.into_iter().map(application).collect()
 }
 
 /// An applicant's applications.
 pub async fn of_applicant(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     applicant_ref: &str,
 ) -> Result<Vec<StoredApplication>, DbError> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM applications WHERE applicant_ref = $1 ORDER BY submitted_at"
-    )))
-    .bind(applicant_ref)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("reading an applicant's applications"))?;
+    let rows: Vec<Row> = sql
+        .query_all(
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM applications WHERE applicant_ref = $1 ORDER BY submitted_at"
+            ),
+            &[applicant_ref.into()],
+        )
+        .await?;
     rows.into_iter().map(application).collect()
 }
 
 /// Records a decision on a pending application; false if it was no longer pending.
 pub async fn decide(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     application_ref: &str,
     status: Status,
     reason: &str,
 ) -> Result<bool, DbError> {
     let now = now_micros();
-    let result = sqlx::query(
-        "UPDATE applications SET status = $1, decision_reason = $2, decided_at = $3, updated_at = $4
-         WHERE application_ref = $5 AND status = 'pending'",
-    )
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(now)
-    .bind(now)
-    .bind(application_ref)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("recording a decision"))?;
-    Ok(result.rows_affected() == 1)
+    let changed = sql
+        .execute(
+            "UPDATE applications SET status = $1, decision_reason = $2, decided_at = $3, updated_at = $4
+             WHERE application_ref = $5 AND status = 'pending'",
+            &[
+                status.as_str().into(),
+                reason.into(),
+                now.into(),
+                now.into(),
+                application_ref.into(),
+            ],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
-/// Flags an application for review.
-pub async fn flag(
-    connection: &mut AnyConnection,
-    application_ref: &str,
-    reason: &str,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE applications SET flagged_for_review = 1, flag_reason = $1, updated_at = $2
-         WHERE application_ref = $3",
-    )
-    .bind(reason)
-    .bind(now_micros())
-    .bind(application_ref)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("flagging an application"))?;
-    Ok(())
+/// Flags an application for review; false when it was flagged already.
+pub async fn flag(sql: &mut Sql<'_>, application_ref: &str, reason: &str) -> Result<bool, DbError> {
+    let changed = sql
+        .execute(
+            "UPDATE applications SET flagged_for_review = 1, flag_reason = $1, updated_at = $2
+             WHERE application_ref = $3 AND flagged_for_review = 0",
+            &[reason.into(), now_micros().into(), application_ref.into()],
+        )
+        .await?;
+    Ok(changed == 1)
 }

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::binary::probe;
 use crate::readiness::wait_until_ready;
-use crate::{NATS_SERVER_CONFIG, NatsdError, find_nats_server};
+use crate::{JetStreamSync, NatsdError, find_nats_server, nats_server_config};
 
 /// How long a starting server may take to report healthy (JetStream recovers its store first,
 /// which takes longer with more data).
@@ -30,6 +30,8 @@ pub struct EmbeddedNatsSettings {
     pub listen: SocketAddr,
     /// Extra configuration appended to the shared settings (accounts, users, TLS).
     pub extra_config: Option<String>,
+    /// How JetStream makes acknowledged messages durable.
+    pub sync: JetStreamSync,
 }
 
 /// A running embedded server; killed if dropped without [`stop`](Self::stop).
@@ -58,7 +60,7 @@ impl EmbeddedNats {
         };
         fs::create_dir_all(&settings.dir).map_err(io("creating the NATS folder"))?;
         let config_path = settings.dir.join("nats-server.conf");
-        let mut config = NATS_SERVER_CONFIG.to_owned();
+        let mut config = nats_server_config(settings.sync);
         if let Some(extra) = &settings.extra_config {
             config.push_str("\n# Added by govbus up.\n");
             config.push_str(extra);

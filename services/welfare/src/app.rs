@@ -7,13 +7,14 @@ use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
-use govbus_kit::{OutboxRelay, RelaySettings, ServiceRuntime, StartError, open_database};
+use govbus_kit::{ServiceRuntime, StartError};
 use govbus_proto::FILE_DESCRIPTOR_SET;
 use govbus_proto::identity::v1::{CitizenDeceased, CitizenRelocated};
 use govbus_proto::welfare::v1::welfare_service_server::WelfareServiceServer;
 use govbus_proto::welfare::v1::{
     BenefitGranted, BenefitRefused, BenefitSuspended, HouseholdAssessed, HouseholdRegistered,
 };
+use govbus_storage::{Storage, StorageSettings};
 
 use crate::grpc::WelfareApi;
 use crate::office::Office;
@@ -41,8 +42,8 @@ pub struct WelfareConfig {
     pub identity_url: String,
     /// The bus connection.
     pub bus: BusOptions,
-    /// Outbox relay tuning.
-    pub relay: RelaySettings,
+    /// The database, the outbox relay and retention.
+    pub storage: StorageSettings,
     /// Mutual TLS: this service's certificate and the CA it trusts; `None` serves plain
     /// HTTP/2 (development and tests only).
     pub tls: Option<govbus_kit::tls::ServiceTls>,
@@ -81,7 +82,7 @@ impl Application {
     /// Opens the database, connects to the bus, starts consuming identity's events, the outbox
     /// relay and the gRPC server.
     pub async fn build(config: WelfareConfig) -> Result<Self, StartError> {
-        let db = open_database(&config.database_url, SERVICE, MIGRATIONS).await?;
+        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
         let bus = Bus::connect(config.bus).await?;
         let (processing_log, log_writer) = open_processing_log(
             &bus,
@@ -103,8 +104,8 @@ impl Application {
             declaration = declaration.observe_deliveries(Arc::new(log.clone()));
         }
         let publisher = declaration.publisher(&bus)?;
-        let relay = OutboxRelay::new(db.clone(), publisher.clone(), config.relay).spawn();
-        let office = Office::new(db.clone(), publisher, relay.waker(), identity);
+        let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
+        let office = Office::new(db.clone(), publisher, identity);
         let (on_death, on_move) = (office.clone(), office.clone());
         let adapter = declaration
             .consumer(
@@ -133,7 +134,7 @@ impl Application {
             WelfareServiceServer::new(WelfareApi::new(office, CallAudit::new(processing_log)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, relay, adapter, log_writer, db)?;
+        let runtime = ServiceRuntime::start(router, listener, storage, adapter, log_writer)?;
         Ok(Self { runtime })
     }
 

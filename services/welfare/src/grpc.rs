@@ -73,7 +73,7 @@ impl WelfareService for WelfareApi {
                 &request,
             );
             self.office
-                .register_household(&kk_number, &kelurahan, &members, idempotency, &causality)
+                .register_household(kk_number, kelurahan, members, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)
@@ -106,7 +106,7 @@ impl WelfareService for WelfareApi {
                 &request,
             );
             self.office
-                .assess_household(&kk_number, desil, idempotency, &causality)
+                .assess_household(kk_number, desil, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)
@@ -144,7 +144,7 @@ impl WelfareService for WelfareApi {
                 &request,
             );
             self.office
-                .apply(&nik, programme, idempotency, &causality)
+                .apply(nik, programme, idempotency, causality)
                 .await
                 .map(Response::new)
                 .map_err(status)

@@ -17,7 +17,6 @@
 //! - `GOVBUS_WELFARE_LISTEN`: the gRPC address (default `127.0.0.1:50052`).
 
 use anyhow::Context as _;
-use govbus_kit::RelaySettings;
 use govbus_welfare::{Application, WelfareConfig};
 
 #[tokio::main]
@@ -36,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         })?,
         identity_url: required("GOVBUS_IDENTITY_URL")?,
         bus: govbus_kit::bus_env::bus_options_from_env("welfare")?,
-        relay: RelaySettings::default(),
+        storage: govbus_storage::StorageSettings::default(),
         tls: govbus_kit::tls::ServiceTls::from_env("welfare")?,
         access: govbus_kit::access::AccessPolicy::from_env()?,
         audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,

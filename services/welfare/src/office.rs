@@ -3,12 +3,11 @@
 
 use govbus_bus::{Causality, EventMeta, HandleError, PublishError, Publisher};
 use govbus_civil::{Kelurahan, KkNumber, Nik};
-use govbus_kit::command::{handle_once, run_command, stored_response};
-use govbus_kit::inbox::handle_error;
-use govbus_kit::{Database, DbError, IdempotencyError, IdempotentRequest, RelayWaker, outbox};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::welfare::v1 as pb;
-use sqlx::AnyConnection;
+use govbus_storage::command::{handle_once, run_command, stored_response};
+use govbus_storage::inbox::handle_error;
+use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Sql, Tx};
 use uuid::Uuid;
 
 use crate::domain::{BenefitStatus, Decision, Desil, Programme, decide, reassessment_suspends};
@@ -81,22 +80,15 @@ impl From<IdempotencyError> for WelfareError {
 pub struct Office {
     db: Database,
     publisher: Publisher,
-    relay: RelayWaker,
     identity: IdentityClient,
 }
 
 impl Office {
     /// An office over `db` that verifies people with `identity`.
-    pub fn new(
-        db: Database,
-        publisher: Publisher,
-        relay: RelayWaker,
-        identity: IdentityClient,
-    ) -> Self {
+    pub fn new(db: Database, publisher: Publisher, identity: IdentityClient) -> Self {
         Self {
             db,
             publisher,
-            relay,
             identity,
         }
     }
@@ -104,11 +96,11 @@ impl Office {
     /// Registers a household whose members identity knows as living citizens.
     pub async fn register_household(
         &self,
-        kk_number: &KkNumber,
-        kelurahan: &Kelurahan,
-        members: &[Nik],
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        kk_number: KkNumber,
+        kelurahan: Kelurahan,
+        members: Vec<Nik>,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::RegisterHouseholdResponse, WelfareError> {
         if let Some(stored) =
             stored_response::<_, WelfareError>(&self.db, idempotency.as_ref()).await?
@@ -124,42 +116,35 @@ impl Office {
                 Verified::Unknown => return Err(WelfareError::NotInRegister { who }),
             }
         }
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            if store::household_by_kk(transaction, kk_number.as_str())
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            let household_ref = Uuid::now_v7().to_string();
+            if !store::insert_household(tx, &household_ref, kk_number.as_str(), kelurahan.code())
                 .await?
-                .is_some()
             {
                 return Err(WelfareError::HouseholdExists);
             }
-            let household_ref = Uuid::now_v7().to_string();
-            store::insert_household(
-                transaction,
-                &household_ref,
-                kk_number.as_str(),
-                kelurahan.code(),
-            )
-            .await?;
             for (index, (nik, citizen_ref)) in members.iter().zip(&citizen_refs).enumerate() {
-                if store::member_exists(transaction, citizen_ref).await? {
-                    return Err(WelfareError::AlreadyMember {
-                        who: format!("member {}", index + 1),
-                    });
-                }
-                store::insert_member(
-                    transaction,
+                if !store::insert_member(
+                    tx,
                     citizen_ref,
                     nik.as_str(),
                     &household_ref,
                     kelurahan.code(),
                 )
-                .await?;
+                .await?
+                {
+                    return Err(WelfareError::AlreadyMember {
+                        who: format!("member {}", index + 1),
+                    });
+                }
             }
             let event = pb::HouseholdRegistered {
                 household_ref: household_ref.clone(),
                 kelurahan_code: kelurahan.code().to_owned(),
                 member_count: u32::try_from(members.len()).unwrap_or(u32::MAX),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             Ok(pb::RegisterHouseholdResponse { household_ref })
         })
         .await
@@ -169,16 +154,19 @@ impl Office {
     /// above are suspended pending verification.
     pub async fn assess_household(
         &self,
-        kk_number: &KkNumber,
+        kk_number: KkNumber,
         desil: Desil,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::AssessHouseholdResponse, WelfareError> {
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            let household = store::household_by_kk(transaction, kk_number.as_str())
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            // Locked: concurrent assessments of one household follow each other, each knowing
+            // the desil the previous one recorded.
+            let household = store::household_by_kk_for_update(tx, kk_number.as_str())
                 .await?
                 .ok_or(WelfareError::HouseholdNotFound)?;
-            store::set_desil(transaction, &household.household_ref, desil).await?;
+            store::set_desil(tx, &household.household_ref, desil).await?;
             let event = pb::HouseholdAssessed {
                 household_ref: household.household_ref.clone(),
                 desil: u32::from(desil.value()),
@@ -187,14 +175,13 @@ impl Office {
                     .map_or(0, |previous| u32::from(previous.value())),
                 kelurahan_code: household.kelurahan_code.clone(),
             };
-            outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
+            tx.enqueue(publisher.encode(&event, &causality)?);
             let mut suspended = Vec::new();
-            for benefit in
-                store::active_benefits_of_household(transaction, &household.household_ref).await?
+            for benefit in store::active_benefits_of_household(tx, &household.household_ref).await?
             {
-                if let Some(reason) = reassessment_suspends(benefit.programme, desil) {
-                    self.suspend(transaction, &benefit, &reason, causality)
-                        .await?;
+                if let Some(reason) = reassessment_suspends(benefit.programme, desil)
+                    && suspend(tx, &publisher, &benefit, &reason, &causality).await?
+                {
                     suspended.push(benefit.benefit_ref);
                 }
             }
@@ -209,10 +196,10 @@ impl Office {
     /// Decides an application after identity verified the applicant.
     pub async fn apply(
         &self,
-        nik: &Nik,
+        nik: Nik,
         programme: Programme,
-        idempotency: Option<IdempotentRequest<'_>>,
-        causality: &Causality,
+        idempotency: Option<IdempotentRequest>,
+        causality: Causality,
     ) -> Result<pb::ApplyForProgrammeResponse, WelfareError> {
         if let Some(stored) =
             stored_response::<_, WelfareError>(&self.db, idempotency.as_ref()).await?
@@ -220,20 +207,23 @@ impl Office {
             return Ok(stored);
         }
         let who = "the applicant".to_owned();
-        match self.identity.verify(nik).await? {
+        match self.identity.verify(&nik).await? {
             Verified::Living { .. } => {}
             Verified::Deceased => return Err(WelfareError::Deceased { who }),
             Verified::Unknown => return Err(WelfareError::NotInRegister { who }),
         }
-        run_command(&self.db, &self.relay, idempotency, async |transaction| {
-            let member = store::member_by_nik(transaction, nik.as_str())
+        let publisher = self.publisher.clone();
+        run_command(&self.db, idempotency, async move |tx| {
+            // Locked: one person's applications are decided one after the other, each seeing
+            // what the previous one granted.
+            let member = store::member_by_nik_for_update(tx, nik.as_str())
                 .await?
                 .ok_or(WelfareError::NotAMember)?;
-            let household = store::household_by_ref(transaction, &member.household_ref)
+            let household = store::household_by_ref(tx, &member.household_ref)
                 .await?
                 .ok_or(WelfareError::NotAMember)?;
             let desil = household.desil.ok_or(WelfareError::NotAssessed)?;
-            let current = store::benefits_of(transaction, &member.citizen_ref).await?;
+            let current = store::benefits_of(tx, &member.citizen_ref).await?;
             if current.iter().any(|benefit| {
                 benefit.programme == programme && benefit.status == BenefitStatus::Active
             }) {
@@ -251,9 +241,9 @@ impl Office {
                 status,
                 reason: reason.clone(),
             };
-            store::insert_benefit(transaction, &benefit, &household.household_ref).await?;
+            store::insert_benefit(tx, &benefit, &household.household_ref).await?;
             let event = match status {
-                BenefitStatus::Active => self.publisher.encode(
+                BenefitStatus::Active => publisher.encode(
                     &pb::BenefitGranted {
                         benefit_ref: benefit_ref.clone(),
                         citizen_ref: member.citizen_ref,
@@ -262,19 +252,19 @@ impl Office {
                         desil: u32::from(desil.value()),
                         kelurahan_code: member.kelurahan_code,
                     },
-                    causality,
+                    &causality,
                 )?,
-                _ => self.publisher.encode(
+                _ => publisher.encode(
                     &pb::BenefitRefused {
                         benefit_ref: benefit_ref.clone(),
                         citizen_ref: member.citizen_ref,
                         programme: programme.code().to_owned(),
                         reason: reason.clone(),
                     },
-                    causality,
+                    &causality,
                 )?,
             };
-            outbox::enqueue(transaction, &event).await?;
+            tx.enqueue(event);
             Ok(pb::ApplyForProgrammeResponse {
                 benefit_ref,
                 status: status.to_proto().into(),
@@ -286,15 +276,10 @@ impl Office {
 
     /// A person's benefits (none when welfare does not know the NIK).
     pub async fn benefits(&self, nik: &Nik) -> Result<Vec<StoredBenefit>, WelfareError> {
-        let mut connection = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(DbError::sql("acquiring a connection"))?;
-        match store::member_by_nik(&mut connection, nik.as_str()).await? {
+        let mut sql = self.db.read().await?;
+        match store::member_by_nik(&mut sql, nik.as_str()).await? {
             None => Ok(Vec::new()),
-            Some(member) => Ok(store::benefits_of(&mut connection, &member.citizen_ref).await?),
+            Some(member) => Ok(store::benefits_of(&mut sql, &member.citizen_ref).await?),
         }
     }
 
@@ -305,21 +290,22 @@ impl Office {
         meta: EventMeta,
     ) -> Result<(), HandleError> {
         let causality = Causality::following(&meta);
-        handle_once(&self.db, &self.relay, &meta, async |transaction| {
-            if !store::mark_member_deceased(transaction, &event.citizen_ref)
+        let publisher = self.publisher.clone();
+        handle_once(&self.db, &meta, async move |tx| {
+            if !store::mark_member_deceased(tx, &event.citizen_ref)
                 .await
                 .map_err(handle_error)?
             {
                 return Ok(());
             }
-            let benefits = store::benefits_of(transaction, &event.citizen_ref)
+            let benefits = store::benefits_of(tx, &event.citizen_ref)
                 .await
                 .map_err(handle_error)?;
             for benefit in benefits
                 .iter()
                 .filter(|b| b.status == BenefitStatus::Active)
             {
-                self.suspend(transaction, benefit, "recipient deceased", &causality)
+                suspend(tx, &publisher, benefit, "recipient deceased", &causality)
                     .await
                     .map_err(|error| match error {
                         WelfareError::Db(db) => handle_error(db),
@@ -337,36 +323,40 @@ impl Office {
         event: identity::CitizenRelocated,
         meta: EventMeta,
     ) -> Result<(), HandleError> {
-        handle_once(&self.db, &self.relay, &meta, async |transaction| {
-            store::move_member(transaction, &event.citizen_ref, &event.to_kelurahan_code)
+        handle_once(&self.db, &meta, async move |tx| {
+            store::move_member(tx, &event.citizen_ref, &event.to_kelurahan_code)
                 .await
                 .map_err(handle_error)?;
             Ok(())
         })
         .await
     }
+}
 
-    async fn suspend(
-        &self,
-        transaction: &mut AnyConnection,
-        benefit: &StoredBenefit,
-        reason: &str,
-        causality: &Causality,
-    ) -> Result<(), WelfareError> {
-        store::suspend(transaction, &benefit.benefit_ref, reason).await?;
-        let event = pb::BenefitSuspended {
-            benefit_ref: benefit.benefit_ref.clone(),
-            citizen_ref: benefit.citizen_ref.clone(),
-            programme: benefit.programme.code().to_owned(),
-            reason: reason.to_owned(),
-        };
-        outbox::enqueue(transaction, &self.publisher.encode(&event, causality)?).await?;
-        tracing::info!(
-            message = "Benefit suspended.",
-            benefit_ref = %benefit.benefit_ref,
-            programme = benefit.programme.code(),
-            %reason,
-        );
-        Ok(())
+/// Suspends `benefit` and publishes `BenefitSuspended`; false when it was no longer active.
+async fn suspend(
+    tx: &mut Tx<'_>,
+    publisher: &Publisher,
+    benefit: &StoredBenefit,
+    reason: &str,
+    causality: &Causality,
+) -> Result<bool, WelfareError> {
+    let sql: &mut Sql<'_> = tx;
+    if !store::suspend(sql, &benefit.benefit_ref, reason).await? {
+        return Ok(false);
     }
+    let event = pb::BenefitSuspended {
+        benefit_ref: benefit.benefit_ref.clone(),
+        citizen_ref: benefit.citizen_ref.clone(),
+        programme: benefit.programme.code().to_owned(),
+        reason: reason.to_owned(),
+    };
+    tx.enqueue(publisher.encode(&event, causality)?);
+    tracing::info!(
+        message = "Benefit suspended.",
+        benefit_ref = %benefit.benefit_ref,
+        programme = benefit.programme.code(),
+        %reason,
+    );
+    Ok(true)
 }

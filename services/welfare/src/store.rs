@@ -1,8 +1,7 @@
 //! The welfare tables: households, members, benefits.
 
-use govbus_kit::db::now_micros;
-use govbus_kit::{DbError, Migration};
-use sqlx::AnyConnection;
+use govbus_storage::time::now_micros;
+use govbus_storage::{DbError, Migration, Sql};
 
 use crate::domain::{BenefitStatus, Desil, Programme};
 
@@ -99,174 +98,181 @@ fn household(row: HouseholdRow) -> Household {
 
 /// The household with this KK number.
 pub async fn household_by_kk(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     kk_number: &str,
 ) -> Result<Option<Household>, DbError> {
-    let row: Option<HouseholdRow> = sqlx::query_as(
-        "SELECT household_ref, kelurahan_code, desil FROM households WHERE kk_number = $1",
-    )
-    .bind(kk_number)
-    .fetch_optional(connection)
-    .await
-    .map_err(DbError::sql("reading a household"))?;
+    let row: Option<HouseholdRow> = sql
+        .query_opt(
+            "SELECT household_ref, kelurahan_code, desil FROM households WHERE kk_number = $1",
+            &[kk_number.into()],
+        )
+        .await?;
+    Ok(row.map(household))
+}
+
+/// The household with this KK number, locked until the command commits (see
+/// [`Sql::query_opt_for_update`]).
+pub async fn household_by_kk_for_update(
+    sql: &mut Sql<'_>,
+    kk_number: &str,
+) -> Result<Option<Household>, DbError> {
+    let row: Option<HouseholdRow> = sql
+        .query_opt_for_update(
+            "SELECT household_ref, kelurahan_code, desil FROM households WHERE kk_number = $1",
+            &[kk_number.into()],
+        )
+        .await?;
     Ok(row.map(household))
 }
 
 /// The household with this reference.
 pub async fn household_by_ref(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     household_ref: &str,
 ) -> Result<Option<Household>, DbError> {
-    let row: Option<HouseholdRow> = sqlx::query_as(
-        "SELECT household_ref, kelurahan_code, desil FROM households WHERE household_ref = $1",
-    )
-    .bind(household_ref)
-    .fetch_optional(connection)
-    .await
-    .map_err(DbError::sql("reading a household"))?;
+    let row: Option<HouseholdRow> = sql
+        .query_opt(
+            "SELECT household_ref, kelurahan_code, desil FROM households WHERE household_ref = $1",
+            &[household_ref.into()],
+        )
+        .await?;
     Ok(row.map(household))
 }
 
-/// Inserts a household.
+/// Inserts a household; false when its KK number is registered already.
 pub async fn insert_household(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     household_ref: &str,
     kk_number: &str,
     kelurahan_code: &str,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let now = now_micros();
-    sqlx::query(
-        "INSERT INTO households (household_ref, kk_number, kelurahan_code, registered_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(household_ref)
-    .bind(kk_number)
-    .bind(kelurahan_code)
-    .bind(now)
-    .bind(now)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("registering a household"))?;
-    Ok(())
+    let inserted = sql
+        .execute(
+            "INSERT INTO households (household_ref, kk_number, kelurahan_code, registered_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (kk_number) DO NOTHING",
+            &[
+                household_ref.into(),
+                kk_number.into(),
+                kelurahan_code.into(),
+                now.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Records an assessment.
 pub async fn set_desil(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     household_ref: &str,
     desil: Desil,
 ) -> Result<(), DbError> {
     let now = now_micros();
-    sqlx::query("UPDATE households SET desil = $1, assessed_at = $2, updated_at = $3 WHERE household_ref = $4")
-        .bind(i64::from(desil.value()))
-        .bind(now)
-        .bind(now)
-        .bind(household_ref)
-        .execute(connection)
-        .await
-        .map_err(DbError::sql("recording an assessment"))?;
+    sql.execute(
+        "UPDATE households SET desil = $1, assessed_at = $2, updated_at = $3 WHERE household_ref = $4",
+        &[
+            i64::from(desil.value()).into(),
+            now.into(),
+            now.into(),
+            household_ref.into(),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
-/// Whether a NIK belongs to a member of any household.
-pub async fn member_by_nik(
-    connection: &mut AnyConnection,
+const MEMBER_BY_NIK: &str =
+    "SELECT citizen_ref, household_ref, kelurahan_code FROM members WHERE nik = $1";
+
+/// The member with this NIK, if any household has it.
+pub async fn member_by_nik(sql: &mut Sql<'_>, nik: &str) -> Result<Option<Member>, DbError> {
+    let row: Option<(String, String, String)> = sql.query_opt(MEMBER_BY_NIK, &[nik.into()]).await?;
+    Ok(row.map(member))
+}
+
+/// The member with this NIK, locked until the command commits: applications of one person
+/// are decided one after the other, each seeing the benefits the previous one granted.
+pub async fn member_by_nik_for_update(
+    sql: &mut Sql<'_>,
     nik: &str,
 ) -> Result<Option<Member>, DbError> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT citizen_ref, household_ref, kelurahan_code FROM members WHERE nik = $1",
-    )
-    .bind(nik)
-    .fetch_optional(connection)
-    .await
-    .map_err(DbError::sql("reading a member"))?;
-    Ok(
-        row.map(|(citizen_ref, household_ref, kelurahan_code)| Member {
-            citizen_ref,
-            household_ref,
-            kelurahan_code,
-        }),
-    )
+    let row: Option<(String, String, String)> = sql
+        .query_opt_for_update(MEMBER_BY_NIK, &[nik.into()])
+        .await?;
+    Ok(row.map(member))
 }
 
-/// Whether a citizen is a member of any household.
-pub async fn member_exists(
-    connection: &mut AnyConnection,
-    citizen_ref: &str,
-) -> Result<bool, DbError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT citizen_ref FROM members WHERE citizen_ref = $1")
-            .bind(citizen_ref)
-            .fetch_optional(connection)
-            .await
-            .map_err(DbError::sql("reading a member"))?;
-    Ok(row.is_some())
+fn member((citizen_ref, household_ref, kelurahan_code): (String, String, String)) -> Member {
+    Member {
+        citizen_ref,
+        household_ref,
+        kelurahan_code,
+    }
 }
 
-/// Inserts a member.
+/// Inserts a member; false when the citizen is a member of a household already.
 pub async fn insert_member(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
     nik: &str,
     household_ref: &str,
     kelurahan_code: &str,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO members (citizen_ref, nik, household_ref, kelurahan_code, updated_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(citizen_ref)
-    .bind(nik)
-    .bind(household_ref)
-    .bind(kelurahan_code)
-    .bind(now_micros())
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("registering a member"))?;
-    Ok(())
+) -> Result<bool, DbError> {
+    let inserted = sql
+        .execute(
+            "INSERT INTO members (citizen_ref, nik, household_ref, kelurahan_code, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[
+                citizen_ref.into(),
+                nik.into(),
+                household_ref.into(),
+                kelurahan_code.into(),
+                now_micros().into(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Marks a member deceased; false when welfare does not know the citizen.
-pub async fn mark_member_deceased(
-    connection: &mut AnyConnection,
-    citizen_ref: &str,
-) -> Result<bool, DbError> {
-    let result =
-        sqlx::query("UPDATE members SET deceased = 1, updated_at = $1 WHERE citizen_ref = $2")
-            .bind(now_micros())
-            .bind(citizen_ref)
-            .execute(connection)
-            .await
-            .map_err(DbError::sql("recording a member's death"))?;
-    Ok(result.rows_affected() > 0)
+pub async fn mark_member_deceased(sql: &mut Sql<'_>, citizen_ref: &str) -> Result<bool, DbError> {
+    let changed = sql
+        .execute(
+            "UPDATE members SET deceased = 1, updated_at = $1 WHERE citizen_ref = $2",
+            &[now_micros().into(), citizen_ref.into()],
+        )
+        .await?;
+    Ok(changed > 0)
 }
 
 /// Moves a member; false when welfare does not know the citizen.
 pub async fn move_member(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
     kelurahan_code: &str,
 ) -> Result<bool, DbError> {
-    let result = sqlx::query(
-        "UPDATE members SET kelurahan_code = $1, updated_at = $2 WHERE citizen_ref = $3",
-    )
-    .bind(kelurahan_code)
-    .bind(now_micros())
-    .bind(citizen_ref)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("updating a member's address"))?;
-    Ok(result.rows_affected() > 0)
+    let changed = sql
+        .execute(
+            "UPDATE members SET kelurahan_code = $1, updated_at = $2 WHERE citizen_ref = $3",
+            &[
+                kelurahan_code.into(),
+                now_micros().into(),
+                citizen_ref.into(),
+            ],
+        )
+        .await?;
+    Ok(changed > 0)
 }
 
 type BenefitRow = (String, String, String, String, String);
 
 fn benefit(row: BenefitRow) -> Result<StoredBenefit, DbError> {
     let (benefit_ref, citizen_ref, programme, status, reason) = row;
-    let corrupt = |what: &str| DbError::Sql {
-        context: "reading a benefit",
-        source: sqlx::Error::Decode(format!("stored {what} is invalid").into()),
-    };
+    let corrupt = |what| DbError::corrupt("reading a benefit", what);
     Ok(StoredBenefit {
         benefit_ref,
         citizen_ref,
@@ -278,74 +284,69 @@ fn benefit(row: BenefitRow) -> Result<StoredBenefit, DbError> {
 
 /// A citizen's benefits, oldest first.
 pub async fn benefits_of(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     citizen_ref: &str,
 ) -> Result<Vec<StoredBenefit>, DbError> {
-    let rows: Vec<BenefitRow> = sqlx::query_as(
-        "SELECT benefit_ref, citizen_ref, programme, status, reason FROM benefits
-         WHERE citizen_ref = $1 ORDER BY decided_at, benefit_ref",
-    )
-    .bind(citizen_ref)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("listing benefits"))?;
+    let rows: Vec<BenefitRow> = sql
+        .query_all(
+            "SELECT benefit_ref, citizen_ref, programme, status, reason FROM benefits
+             WHERE citizen_ref = $1 ORDER BY decided_at, benefit_ref",
+            &[citizen_ref.into()],
+        )
+        .await?;
     rows.into_iter().map(benefit).collect()
 }
 
 /// The active benefits of a household's members.
 pub async fn active_benefits_of_household(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     household_ref: &str,
 ) -> Result<Vec<StoredBenefit>, DbError> {
-    let rows: Vec<BenefitRow> = sqlx::query_as(
-        "SELECT benefit_ref, citizen_ref, programme, status, reason FROM benefits
-         WHERE household_ref = $1 AND status = 'active' ORDER BY decided_at, benefit_ref",
-    )
-    .bind(household_ref)
-    .fetch_all(connection)
-    .await
-    .map_err(DbError::sql("listing a household's benefits"))?;
+    let rows: Vec<BenefitRow> = sql
+        .query_all(
+            "SELECT benefit_ref, citizen_ref, programme, status, reason FROM benefits
+             WHERE household_ref = $1 AND status = 'active' ORDER BY decided_at, benefit_ref",
+            &[household_ref.into()],
+        )
+        .await?;
     rows.into_iter().map(benefit).collect()
 }
 
 /// Inserts a decided application.
 pub async fn insert_benefit(
-    connection: &mut AnyConnection,
+    sql: &mut Sql<'_>,
     benefit: &StoredBenefit,
     household_ref: &str,
 ) -> Result<(), DbError> {
     let now = now_micros();
-    sqlx::query(
+    sql.execute(
         "INSERT INTO benefits (benefit_ref, citizen_ref, household_ref, programme, status, reason,
                                decided_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            benefit.benefit_ref.as_str().into(),
+            benefit.citizen_ref.as_str().into(),
+            household_ref.into(),
+            benefit.programme.code().into(),
+            benefit.status.as_str().into(),
+            benefit.reason.as_str().into(),
+            now.into(),
+            now.into(),
+        ],
     )
-    .bind(&benefit.benefit_ref)
-    .bind(&benefit.citizen_ref)
-    .bind(household_ref)
-    .bind(benefit.programme.code())
-    .bind(benefit.status.as_str())
-    .bind(&benefit.reason)
-    .bind(now)
-    .bind(now)
-    .execute(connection)
-    .await
-    .map_err(DbError::sql("recording a decision"))?;
+    .await?;
     Ok(())
 }
 
-/// Suspends a benefit with its reason.
-pub async fn suspend(
-    connection: &mut AnyConnection,
-    benefit_ref: &str,
-    reason: &str,
-) -> Result<(), DbError> {
-    sqlx::query("UPDATE benefits SET status = 'suspended', reason = $1, updated_at = $2 WHERE benefit_ref = $3")
-        .bind(reason)
-        .bind(now_micros())
-        .bind(benefit_ref)
-        .execute(connection)
-        .await
-        .map_err(DbError::sql("suspending a benefit"))?;
-    Ok(())
+/// Suspends an active benefit with its reason; false when it was no longer active (a
+/// concurrent command suspended it first), so that it is suspended, and announced, once.
+pub async fn suspend(sql: &mut Sql<'_>, benefit_ref: &str, reason: &str) -> Result<bool, DbError> {
+    let changed = sql
+        .execute(
+            "UPDATE benefits SET status = 'suspended', reason = $1, updated_at = $2
+             WHERE benefit_ref = $3 AND status = 'active'",
+            &[reason.into(), now_micros().into(), benefit_ref.into()],
+        )
+        .await?;
+    Ok(changed == 1)
 }

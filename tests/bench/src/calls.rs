@@ -15,10 +15,10 @@ use govbus_kit::access::{AccessPolicy, Grants};
 use govbus_kit::audit::SubjectKey;
 use govbus_kit::grpc::FieldProblems;
 use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
-use govbus_kit::{RelaySettings, open_database};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_proto::identity::v1::{RegisterCitizenRequest, VerifyCitizenRequest};
+use govbus_storage::{DatabaseOptions, DbError, Synchronous};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -66,21 +66,29 @@ impl CallBench {
     /// Registers citizens until there are `total` (straight into the register's table, as an
     /// initial load from the civil registry would; no events).
     pub async fn grow_to(&mut self, total: u64) -> anyhow::Result<()> {
-        let db = open_database(
+        let db = govbus_storage::open(
             &self.database_url,
             "identity",
             govbus_identity::store::MIGRATIONS,
+            DatabaseOptions {
+                // A load, not commands: no client waits for its durability.
+                synchronous: Synchronous::Normal,
+                ..DatabaseOptions::default()
+            },
         )
         .await?;
         while self.citizens < total {
-            let mut transaction = db.begin().await?;
             let end = total.min(self.citizens + 10_000);
-            for index in self.citizens..end {
-                let citizen = citizen(index)?;
-                govbus_identity::store::insert(&mut transaction, &reference(index), &citizen)
-                    .await?;
-            }
-            transaction.commit().await?;
+            let citizens = (self.citizens..end)
+                .map(|index| Ok((reference(index), citizen(index)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            db.write(async move |tx| {
+                for (reference, citizen) in &citizens {
+                    govbus_identity::store::insert(tx, reference, citizen).await?;
+                }
+                Ok::<(), DbError>(())
+            })
+            .await?;
             self.citizens = end;
         }
         db.close().await;
@@ -110,7 +118,7 @@ impl CallBench {
             database_url: database_url.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             bus: BusOptions::new(nats_url).client_name("identity"),
-            relay: RelaySettings::default(),
+            storage: govbus_storage::StorageSettings::default(),
             tls: Some(self.tls("identity")?),
             access: Some(AccessPolicy::new(grants)),
             audit_subject_key: Some(SubjectKey::new([7; 32])),

@@ -9,8 +9,8 @@ use std::time::Instant;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt as _;
 use govbus_bus::{Bus, BusOptions, Causality, Consumer, EventMeta, ServiceAdapter};
-use govbus_kit::command::handle_batch_once;
-use govbus_kit::outbox::{OutboxRelay, RelaySettings};
+use govbus_storage::command::handle_batch_once;
+use govbus_storage::{DatabaseOptions, OutboxRelay, RelaySettings};
 use tokio::sync::Notify;
 
 use crate::measure::{Comparison, Run};
@@ -126,11 +126,10 @@ pub async fn raw(nats_url: &str, stream_name: &str, events: u64) -> anyhow::Resu
 /// transaction per batch, the batch's event ids recorded in the inbox by one statement.
 pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Result<Run> {
     let url = format!("sqlite://{}", dir.join("consume.db").display());
-    let db = govbus_kit::open_database(&url, "bench-consume", &[]).await?;
+    let db = govbus_storage::open(&url, "bench-consume", &[], DatabaseOptions::default()).await?;
     let sink = ServiceAdapter::new("sink");
     let relay =
         OutboxRelay::new(db.clone(), sink.publisher(bus)?, RelaySettings::default()).spawn();
-    let waker = relay.waker();
     let handled = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let (counter, finished) = (handled.clone(), done.clone());
@@ -140,12 +139,10 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
             Consumer::new("sink-bench")
                 .concurrency(CONCURRENCY)
                 .on_batch(BATCH, move |batch: Vec<(SampleRecorded, EventMeta)>| {
-                    let (db, waker, counter, finished) =
-                        (db.clone(), waker.clone(), counter.clone(), finished.clone());
+                    let (db, counter, finished) = (db.clone(), counter.clone(), finished.clone());
                     async move {
                         let metas: Vec<&EventMeta> = batch.iter().map(|(_, meta)| meta).collect();
-                        handle_batch_once(&db, &waker, &metas, async |_transaction, _fresh| Ok(()))
-                            .await?;
+                        handle_batch_once(&db, &metas, async |_tx, _fresh| Ok(())).await?;
                         let total = counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         if total + batch.len() as u64 >= events {
                             finished.notify_one();

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, ServiceAdapter};
 use govbus_harness::{TestBackend, TestDatabase};
-use govbus_kit::command::handle_batch_once;
-use govbus_kit::outbox::{OutboxRelay, RelaySettings};
-use govbus_kit::{Migration, open_database};
 use govbus_proto::identity::v1::CitizenRegistered;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govbus_storage::command::handle_batch_once;
+use govbus_storage::inbox::handle_error;
+use govbus_storage::{DatabaseOptions, Migration, OutboxRelay, RelaySettings};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 
@@ -98,7 +98,8 @@ pub async fn run(
         .await?;
     let clock = Arc::new(Clock::default());
     let bus = Bus::connect(BusOptions::new(nats_url).client_name("mirror")).await?;
-    let db = open_database(&mirror_url, "mirror", MIRROR).await?;
+    let db =
+        govbus_storage::open(&mirror_url, "mirror", MIRROR, DatabaseOptions::default()).await?;
     let mirror = ServiceAdapter::new("mirror");
     let relay = OutboxRelay::new(
         db.clone(),
@@ -106,33 +107,30 @@ pub async fn run(
         RelaySettings::default(),
     )
     .spawn();
-    let waker = relay.waker();
     let projection_clock = Arc::clone(&clock);
     let consumer = mirror
         .consumer(Consumer::new("mirror-identity").concurrency(2).on_batch(
             256,
             move |batch: Vec<(CitizenRegistered, EventMeta)>| {
-                let (db, waker, clock) = (db.clone(), waker.clone(), Arc::clone(&projection_clock));
+                let (db, clock) = (db.clone(), Arc::clone(&projection_clock));
                 async move {
                     let metas: Vec<&EventMeta> = batch.iter().map(|(_, meta)| meta).collect();
-                    handle_batch_once(&db, &waker, &metas, async |transaction, fresh| {
-                        for ((event, _), fresh) in batch.iter().zip(fresh) {
+                    let events: Vec<CitizenRegistered> =
+                        batch.iter().map(|(event, _)| event.clone()).collect();
+                    handle_batch_once(&db, &metas, async move |tx, fresh| {
+                        for (event, fresh) in events.iter().zip(fresh) {
                             if *fresh {
-                                sqlx::query(
+                                tx.execute(
                                     "INSERT INTO mirror (citizen_ref, kelurahan_code, birth_year)
                                      VALUES ($1, $2, $3)",
+                                    &[
+                                        event.citizen_ref.as_str().into(),
+                                        event.kelurahan_code.as_str().into(),
+                                        event.birth_year.into(),
+                                    ],
                                 )
-                                .bind(&event.citizen_ref)
-                                .bind(&event.kelurahan_code)
-                                .bind(i64::from(event.birth_year))
-                                .execute(&mut *transaction)
                                 .await
-                                .map_err(|error| {
-                                    govbus_kit::inbox::handle_error(govbus_kit::DbError::Sql {
-                                        context: "mirroring",
-                                        source: error,
-                                    })
-                                })?;
+                                .map_err(handle_error)?;
                             }
                         }
                         Ok(())

@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
-use govbus_kit::outbox::{self, OutboxRelay, RelaySettings};
+use govbus_storage::outbox;
+use govbus_storage::{DatabaseOptions, DbError, OutboxRelay, RelaySettings};
 
 use crate::measure::{Comparison, Run};
 use crate::sample::{SERVICE, SampleRecorded, raw_payload, sample};
@@ -132,20 +133,22 @@ pub async fn through_outbox(
         .await?;
     let publisher = adapter.publisher().clone();
     let url = format!("sqlite://{}", dir.join("publish.db").display());
-    let db = govbus_kit::open_database(&url, "bench-publish", &[]).await?;
+    let db = govbus_storage::open(&url, "bench-publish", &[], DatabaseOptions::default()).await?;
     let event = sample(settings.payload);
     let mut written = 0;
     while written < settings.events {
-        let mut transaction = db.begin().await?;
-        for _ in 0..1000.min(settings.events - written) {
-            let outgoing = publisher.encode(&event, &Causality::root())?;
-            outbox::enqueue(&mut transaction, &outgoing).await?;
-            written += 1;
-        }
-        transaction
-            .commit()
-            .await
-            .context("committing the outbox")?;
+        let events = (0..1000.min(settings.events - written))
+            .map(|_| publisher.encode(&event, &Causality::root()))
+            .collect::<Result<Vec<_>, _>>()?;
+        written += events.len() as u64;
+        db.write(async move |tx| {
+            for outgoing in &events {
+                tx.enqueue(outgoing.clone());
+            }
+            Ok::<(), DbError>(())
+        })
+        .await
+        .context("committing the outbox")?;
     }
     let relay = OutboxRelay::new(db.clone(), publisher, RelaySettings::default());
     let started = Instant::now();

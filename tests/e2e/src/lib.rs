@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions};
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
-use govbus_kit::RelaySettings;
 use govbus_licensing::Deadlines;
 use govbus_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_proto::licensing::v1::licensing_service_client::LicensingServiceClient;
 use govbus_proto::welfare::v1::welfare_service_client::WelfareServiceClient;
+use govbus_storage::{RelaySettings, StorageSettings};
 use tonic::transport::Channel;
 
 /// How the stack is configured.
@@ -60,10 +60,13 @@ pub struct Stack {
     pub bus: Bus,
 }
 
-fn relay() -> RelaySettings {
-    RelaySettings {
-        poll_interval: Duration::from_millis(100),
-        ..RelaySettings::default()
+fn storage() -> StorageSettings {
+    StorageSettings {
+        relay: RelaySettings {
+            poll_interval: Duration::from_millis(100),
+            ..RelaySettings::default()
+        },
+        ..StorageSettings::default()
     }
 }
 
@@ -93,7 +96,7 @@ impl Stack {
             database_url: databases[0].url().to_owned(),
             listen: any_port(),
             bus: bus_options("identity"),
-            relay: relay(),
+            storage: storage(),
             tls: None,
             access: None,
             audit_subject_key: None,
@@ -107,7 +110,7 @@ impl Stack {
             listen: any_port(),
             identity_url: identity_url.clone(),
             bus: bus_options("welfare"),
-            relay: relay(),
+            storage: storage(),
             tls: None,
             access: None,
             audit_subject_key: None,
@@ -119,7 +122,7 @@ impl Stack {
             listen: any_port(),
             identity_url: identity_url.clone(),
             bus: bus_options("licensing"),
-            relay: relay(),
+            storage: storage(),
             tls: None,
             access: None,
             audit_subject_key: None,
@@ -134,7 +137,7 @@ impl Stack {
                 database_url: databases[3].url().to_owned(),
                 listen: any_port(),
                 bus: bus_options("evaluation"),
-                relay: relay(),
+                storage: storage(),
                 tls: None,
                 access: None,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),

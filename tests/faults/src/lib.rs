@@ -430,17 +430,21 @@ impl Deployment {
     /// Events in `service`'s outbox not yet acknowledged by JetStream (read from its SQLite
     /// file while it runs).
     pub async fn pending_outbox_rows(&self, service: &str) -> anyhow::Result<u64> {
-        use sqlx::ConnectOptions as _;
-        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.database_file(service))
-            .read_only(true)
-            .connect()
-            .await?;
-        let (pending,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
-        )
-        .fetch_one(&mut connection)
-        .await?;
+        let file = self.database_file(service);
+        let pending: i64 = tokio::task::spawn_blocking(move || {
+            let connection = rusqlite::Connection::open_with_flags(
+                file,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            connection.busy_timeout(std::time::Duration::from_secs(10))?;
+            connection.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE failed_at IS NULL AND position > COALESCE(
+                     (SELECT published_position FROM outbox_relay WHERE name = 'outbox'), 0)",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .await??;
         Ok(u64::try_from(pending)?)
     }
 

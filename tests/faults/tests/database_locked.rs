@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use govbus_faults::Deployment;
-use sqlx::Connection as _;
 
 const PEOPLE: u64 = 150;
 const LOCKED_FOR: Duration = Duration::from_secs(12);
@@ -16,19 +15,15 @@ const SUSPENDED: &str = "govbus.welfare.benefit.suspended.v1";
 async fn a_locked_database_delays_but_loses_nothing() -> anyhow::Result<()> {
     let mut deployment = Deployment::start().await?;
     let niks = deployment.people_with_benefits(PEOPLE).await?;
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", deployment.database_file("welfare").display());
-    let mut intruder = sqlx::AnyConnection::connect(&url).await?;
+    let intruder = rusqlite::Connection::open(deployment.database_file("welfare"))?;
     // Another process takes the write lock and sits on it.
-    sqlx::raw_sql("BEGIN EXCLUSIVE")
-        .execute(&mut intruder)
-        .await?;
+    intruder.execute_batch("BEGIN EXCLUSIVE")?;
     let started = Instant::now();
     deployment.record_deaths(&niks, 8, |_, _| Ok(())).await?;
     let remaining = LOCKED_FOR.saturating_sub(started.elapsed());
     tokio::time::sleep(remaining).await;
     let suspended_while_locked = deployment.stored("GOVBUS_WELFARE", SUSPENDED).await?;
-    sqlx::raw_sql("ROLLBACK").execute(&mut intruder).await?;
+    intruder.execute_batch("ROLLBACK")?;
     let released = started.elapsed();
     let caught_up = deployment.settle(&niks, 0, started).await?;
     assert_eq!(

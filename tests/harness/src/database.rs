@@ -6,8 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::any::install_default_drivers;
-use sqlx::{AnyConnection, Connection, Executor};
+use sqlx::{Connection, Executor, PgConnection};
 use tempfile::TempDir;
 
 use crate::HarnessError;
@@ -58,7 +57,6 @@ impl TestDatabase {
 
     /// A new, empty schema in PostgreSQL; connections through [`url`](Self::url) use it.
     pub async fn postgres() -> Result<Self, HarnessError> {
-        install_default_drivers();
         let admin_url = std::env::var("GOVBUS_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let nanos = SystemTime::now()
@@ -66,7 +64,7 @@ impl TestDatabase {
             .map(|elapsed| elapsed.as_nanos())
             .unwrap_or_default();
         let schema = format!("govbus_test_{}_{nanos}", std::process::id());
-        let mut connection = AnyConnection::connect(&admin_url).await.map_err(|error| {
+        let mut connection = PgConnection::connect(&admin_url).await.map_err(|error| {
             HarnessError::Database(format!(
                 "cannot reach PostgreSQL at {admin_url} (set GOVBUS_TEST_POSTGRES_URL): {error}"
             ))
@@ -112,7 +110,7 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(mut connection) = AnyConnection::connect(&admin_url).await {
+                if let Ok(mut connection) = PgConnection::connect(&admin_url).await {
                     let _ = connection
                         .execute(sqlx::AssertSqlSafe(format!(
                             "DROP SCHEMA IF EXISTS {schema} CASCADE"

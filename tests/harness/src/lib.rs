@@ -5,7 +5,9 @@
 //! folder, writes its log to a file the test can read, and is killed when the value is dropped.
 //! Nothing depends on a fixed port or on a server the test did not start.
 //!
-//! The server runs with `deploy/nats/nats-server.conf`, the same settings operators use.
+//! The server runs with `deploy/nats/nats-server.conf`, the same settings operators use, except
+//! that JetStream syncs at its default interval unless a test asks for the shipped
+//! single-server durability ([`NatsServer::start_durable`]).
 //!
 //! # Layout
 //!
@@ -30,7 +32,10 @@ pub mod service;
 pub use browser::ChromeDriver;
 pub use cluster::NatsCluster;
 pub use database::{TestBackend, TestDatabase};
-pub use govbus_natsd::{MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server};
+pub use govbus_natsd::{
+    JetStreamSync, MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server,
+    nats_server_config,
+};
 pub use server::NatsServer;
 pub use service::ServiceProcess;
 

@@ -11,7 +11,9 @@ use tempfile::TempDir;
 
 use govbus_natsd::readiness::wait_until_ready;
 
-use crate::{HarnessError, NATS_SERVER_CONFIG, end_process, find_nats_server, send_signal};
+use govbus_natsd::{JetStreamSync, nats_server_config};
+
+use crate::{HarnessError, end_process, find_nats_server, send_signal};
 
 /// How long a server may take to become healthy (a restart replays its JetStream store).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,8 +45,20 @@ pub(crate) struct ClusterMembership {
 
 impl NatsServer {
     /// Starts a server on a dynamic port with a fresh store and waits until JetStream is ready.
+    ///
+    /// It syncs JetStream's files at NATS's default interval rather than before every
+    /// acknowledgement (tests kill processes, not machines: the page cache survives them);
+    /// [`start_durable`](Self::start_durable) runs the shipped single-server setting.
     pub fn start() -> Result<Self, HarnessError> {
         Self::start_with_config("")
+    }
+
+    /// Like [`start`](Self::start), with the shipped single-server durability: every
+    /// acknowledged message synced to disk first (`sync_interval: always`).
+    pub fn start_durable() -> Result<Self, HarnessError> {
+        let mut server = Self::prepare_with_sync("", None, JetStreamSync::Always)?;
+        server.spawn()?;
+        Ok(server)
     }
 
     /// Like [`start`](Self::start), with `extra` appended to the shared settings (users,
@@ -55,11 +69,24 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// The server's monitoring port (`/varz`, `/jsz`, `/healthz`).
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor_port
+    }
+
     /// A server with its folder and configuration written, not started yet: a cluster starts
     /// all its members before waiting for any (JetStream is ready only once a quorum runs).
     pub(crate) fn prepare(
         extra: &str,
         cluster: Option<ClusterMembership>,
+    ) -> Result<Self, HarnessError> {
+        Self::prepare_with_sync(extra, cluster, JetStreamSync::Interval)
+    }
+
+    fn prepare_with_sync(
+        extra: &str,
+        cluster: Option<ClusterMembership>,
+        sync: JetStreamSync,
     ) -> Result<Self, HarnessError> {
         let binary = find_nats_server()?.path;
         let work_dir = tempfile::Builder::new()
@@ -70,7 +97,7 @@ impl NatsServer {
             .map_err(HarnessError::io("creating the JetStream store folder"))?;
         fs::write(
             work_dir.path().join("nats-server.conf"),
-            format!("{NATS_SERVER_CONFIG}\n{extra}"),
+            format!("{}\n{extra}", nats_server_config(sync)),
         )
         .map_err(HarnessError::io("writing nats-server.conf"))?;
         Ok(Self {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::StackConfig;
+use super::{StackConfig, duration};
 
 /// The type of a key's value, for reading it from text (environment and flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("licensing.approval_deadline", Kind::Text),
     ("evaluation.listen", Kind::Text),
     ("evaluation.database_url", Kind::Text),
+    ("storage.keep_processed_events", Kind::Text),
+    ("storage.keep_idempotency_keys", Kind::Text),
+    ("storage.keep_published_events", Kind::Text),
     ("console.enabled", Kind::Bool),
     ("console.listen", Kind::Text),
     ("telemetry.log", Kind::Text),
@@ -315,6 +318,33 @@ impl Layers {
                     &format!("{service}.database_url"),
                     "must start with sqlite:, postgres:// or postgresql://",
                 ));
+            }
+        }
+        let stream_age = govbus_bus::StreamSettings::default()
+            .max_age
+            .unwrap_or_default();
+        if config.storage.keep_processed_events < stream_age {
+            return Err(self.problem(
+                "storage.keep_processed_events",
+                format!(
+                    "must be at least {}, as long as the streams keep events: a consumer reset to \
+                     the start of its stream would otherwise apply events again",
+                    duration::format(stream_age)
+                ),
+            ));
+        }
+        for (key, window) in [
+            (
+                "storage.keep_idempotency_keys",
+                config.storage.keep_idempotency_keys,
+            ),
+            (
+                "storage.keep_published_events",
+                config.storage.keep_published_events,
+            ),
+        ] {
+            if window.is_zero() {
+                return Err(self.problem(key, "must be longer than zero"));
             }
         }
         if let Some(endpoint) = &config.telemetry.otlp_endpoint

@@ -37,6 +37,9 @@ pub struct StackConfig {
     pub licensing: LicensingConfig,
     /// The SPBE evaluation service.
     pub evaluation: ServiceConfig,
+    /// What every service's database keeps, and for how long.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The web console (and the operators' HTTP API and `/metrics`).
     pub console: ConsoleConfig,
     /// Logs, traces and metrics.
@@ -113,6 +116,48 @@ pub struct LicensingConfig {
     pub approval_deadline: Duration,
 }
 
+/// How long every service keeps what guards against repeats (see docs/operating.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Ids of processed events (the inbox): longer than the streams keep events (366 days),
+    /// or a redelivered event may be applied again.
+    #[serde(with = "duration")]
+    pub keep_processed_events: Duration,
+    /// Idempotency keys and their stored responses: longer than any client retries.
+    #[serde(with = "duration")]
+    pub keep_idempotency_keys: Duration,
+    /// Outbox rows already published.
+    #[serde(with = "duration")]
+    pub keep_published_events: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let retention = govbus_storage::RetentionSettings::default();
+        Self {
+            keep_processed_events: retention.inbox,
+            keep_idempotency_keys: retention.idempotency_keys,
+            keep_published_events: retention.published_outbox,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The services' storage settings with these windows.
+    pub fn settings(&self) -> govbus_storage::StorageSettings {
+        govbus_storage::StorageSettings {
+            retention: govbus_storage::RetentionSettings {
+                inbox: self.keep_processed_events,
+                idempotency_keys: self.keep_idempotency_keys,
+                published_outbox: self.keep_published_events,
+                ..govbus_storage::RetentionSettings::default()
+            },
+            ..govbus_storage::StorageSettings::default()
+        }
+    }
+}
+
 /// The web console.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +215,7 @@ impl Default for StackConfig {
                 listen: loopback(50054),
                 database_url: None,
             },
+            storage: StorageConfig::default(),
             console: ConsoleConfig {
                 enabled: true,
                 listen: loopback(8080),

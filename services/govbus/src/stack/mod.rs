@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use govbus_bus::{Bus, BusOptions};
-use govbus_kit::RelaySettings;
 use govbus_kit::telemetry::TraceStore;
 use govbus_natsd::{EmbeddedNats, EmbeddedNatsSettings, NatsdError};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -191,6 +190,8 @@ impl Stack {
                     dir: config.data_dir.join("nats"),
                     listen: config.nats.listen,
                     extra_config: Some(users.authorization.clone()),
+                    // One server: every acknowledged event is on disk before it is acknowledged.
+                    sync: govbus_natsd::JetStreamSync::Always,
                 };
                 let supervised = Supervised::start(settings).await?;
                 let url = supervised.client_url.clone();
@@ -516,7 +517,7 @@ async fn start_services(
         database_url: config.database_url("identity"),
         listen: config.identity.listen,
         bus: bus("identity"),
-        relay: RelaySettings::default(),
+        storage: config.storage.settings(),
         tls: tls("identity")?,
         access: access.cloned(),
         audit_subject_key: audit_subject_key.cloned(),
@@ -531,7 +532,7 @@ async fn start_services(
             listen: config.welfare.listen,
             identity_url: identity_url.clone(),
             bus: bus("welfare"),
-            relay: RelaySettings::default(),
+            storage: config.storage.settings(),
             tls: tls("welfare")?,
             access: access.cloned(),
             audit_subject_key: audit_subject_key.cloned(),
@@ -544,7 +545,7 @@ async fn start_services(
                 listen: config.licensing.listen,
                 identity_url,
                 bus: bus("licensing"),
-                relay: RelaySettings::default(),
+                storage: config.storage.settings(),
                 tls: tls("licensing")?,
                 access: access.cloned(),
                 audit_subject_key: audit_subject_key.cloned(),
@@ -567,7 +568,7 @@ async fn start_services(
                 database_url: config.database_url("evaluation"),
                 listen: config.evaluation.listen,
                 bus: bus("evaluation"),
-                relay: RelaySettings::default(),
+                storage: config.storage.settings(),
                 tls: tls("evaluation")?,
                 access: access.cloned(),
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),

@@ -1,11 +1,12 @@
-//! The tables the kit itself keeps in every service's database.
+//! The tables kept in every service's database beside the service's own.
 
-use crate::db::Migration;
+use crate::migrate::Migration;
 
-/// Migration component name of the kit's tables.
+/// Migration component name of these tables (kept from when they lived in `govbus-kit`, so
+/// databases created then carry on).
 pub const COMPONENT: &str = "govbus-kit";
 
-/// The outbox, the inbox and idempotency keys.
+/// The outbox, the inbox, idempotency keys, and the relay's lease and position.
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     description: "outbox, inbox and idempotency keys",
@@ -71,4 +72,40 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (scope, idempotency_key)
         );
     ",
+},
+Migration {
+    version: 2,
+    description: "the relay's lease and published position; idempotency keys claimed first; retention indexes",
+    sqlite: RELAY_LEASE,
+    postgres: RELAY_LEASE,
 }];
+
+/// One row per outbox: who relays it (a lease, so that one process publishes at a time) and how
+/// far it is published (every position up to `published_position` is stored in JetStream or
+/// failed for good; `stream_sequence` is where the last of them was stored). Rows are no longer
+/// marked one by one. Seeded from the rows already marked sent.
+const RELAY_LEASE: &str = "
+    CREATE TABLE outbox_relay (
+        name TEXT PRIMARY KEY,
+        holder TEXT,
+        lease_until BIGINT NOT NULL,
+        published_position BIGINT NOT NULL,
+        stream_sequence BIGINT NOT NULL
+    );
+    WITH watermark AS (
+        SELECT COALESCE(
+            (SELECT MIN(position) - 1 FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL),
+            (SELECT MAX(position) FROM outbox),
+            0) AS position
+    )
+    INSERT INTO outbox_relay (name, holder, lease_until, published_position, stream_sequence)
+    SELECT 'outbox', NULL, 0, watermark.position,
+           COALESCE((SELECT MAX(stream_sequence) FROM outbox
+                     WHERE sent_at IS NOT NULL AND outbox.position <= watermark.position), 0)
+    FROM watermark;
+    DROP INDEX outbox_pending;
+    DROP INDEX outbox_sent;
+    CREATE INDEX outbox_created ON outbox (created_at);
+    ALTER TABLE idempotency_keys ADD COLUMN completed BIGINT NOT NULL DEFAULT 1;
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+";

@@ -1,0 +1,165 @@
+//! Retention: inbox rows, idempotency keys and published outbox rows are deleted once they are
+//! older than their windows, a small batch per commit so that commands are never held up.
+//!
+//! The defaults and why:
+//! - **Inbox, 400 days.** An inbox row must outlive every chance of its event being delivered
+//!   again. The oldest event a consumer can ever be given is the oldest its source stream
+//!   keeps: govbus streams keep events for 366 days, so a consumer recreated from the start of
+//!   its stream meets events up to that old. 400 days covers that with a margin.
+//! - **Idempotency keys, 30 days.** A key must outlive every retry of its request. Clients
+//!   retry within minutes; a batch job of an agency may be rerun after a long holiday (cuti
+//!   bersama around Lebaran closes offices for over a week). A month covers both; a client
+//!   must not reuse a key for a new request after that.
+//! - **Published outbox rows, 7 days.** Once published, a row is only evidence for an operator
+//!   comparing the outbox with the stream. Rows JetStream refused are kept until an operator
+//!   removes them.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::database::Database;
+use crate::error::DbError;
+use crate::time::{micros_of, now_micros};
+
+/// How long rows are kept, and how they are deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Inbox rows (processed event ids).
+    pub inbox: Duration,
+    /// Idempotency keys with their stored responses.
+    pub idempotency_keys: Duration,
+    /// Outbox rows already published.
+    pub published_outbox: Duration,
+    /// Rows deleted per commit.
+    pub batch: usize,
+    /// How often expired rows are looked for.
+    pub interval: Duration,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            inbox: 400 * DAY,
+            idempotency_keys: 30 * DAY,
+            published_outbox: 7 * DAY,
+            batch: 500,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Rows one pruning deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Inbox rows.
+    pub inbox: u64,
+    /// Idempotency keys.
+    pub idempotency_keys: u64,
+    /// Outbox rows.
+    pub outbox: u64,
+}
+
+const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE (consumer, event_id) IN (
+         SELECT consumer, event_id FROM inbox WHERE processed_at < $1 LIMIT $2)";
+const PRUNE_KEYS: &str = "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN (
+         SELECT scope, idempotency_key FROM idempotency_keys
+         WHERE created_at < $1 AND completed = 1 LIMIT $2)";
+const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE position IN (
+         SELECT position FROM outbox
+         WHERE created_at < $1 AND failed_at IS NULL
+           AND position <= COALESCE(
+               (SELECT published_position FROM outbox_relay WHERE name = 'outbox'), 0)
+         LIMIT $2)";
+
+/// Deletes every expired row, `settings.batch` rows per commit.
+pub async fn prune(db: &Database, settings: &RetentionSettings) -> Result<Pruned, DbError> {
+    let now = now_micros();
+    Ok(Pruned {
+        inbox: prune_table(
+            db,
+            PRUNE_INBOX,
+            now - micros_of(settings.inbox),
+            settings.batch,
+        )
+        .await?,
+        idempotency_keys: prune_table(
+            db,
+            PRUNE_KEYS,
+            now - micros_of(settings.idempotency_keys),
+            settings.batch,
+        )
+        .await?,
+        outbox: prune_table(
+            db,
+            PRUNE_OUTBOX,
+            now - micros_of(settings.published_outbox),
+            settings.batch,
+        )
+        .await?,
+    })
+}
+
+async fn prune_table(
+    db: &Database,
+    statement: &'static str,
+    before: i64,
+    batch: usize,
+) -> Result<u64, DbError> {
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let mut deleted = 0;
+    loop {
+        let removed = db
+            .write(async move |tx| tx.execute(statement, &[before.into(), batch.into()]).await)
+            .await?;
+        deleted += removed;
+        if removed < u64::try_from(batch).unwrap_or(u64::MAX) {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Prunes in the background at the settings' interval.
+#[derive(Debug)]
+pub struct Pruner {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Pruner {
+    /// Starts pruning `db`.
+    pub fn spawn(db: Database, settings: RetentionSettings) -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(settings.interval) => {}
+                }
+                match prune(&db, &settings).await {
+                    Ok(pruned) if pruned != Pruned::default() => tracing::info!(
+                        message = "Expired rows deleted.",
+                        inbox = pruned.inbox,
+                        idempotency_keys = pruned.idempotency_keys,
+                        outbox = pruned.outbox,
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(message = "Cannot delete expired rows; will retry.", %error)
+                    }
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops pruning (a batch under way finishes).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,310 @@
+//! SQLite through rusqlite: statements run on the calling thread, prepared once per connection.
+//!
+//! Statements are written with PostgreSQL's `$1, $2, …` placeholders; they are rewritten once per
+//! connection to SQLite's `?1, ?2, …`, which bind by number exactly as PostgreSQL does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use crate::error::{DbError, DbErrorKind};
+use crate::value::{FromRow, Row, Value};
+
+/// How SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is on disk before it is answered (`FULL`): a power loss loses nothing that
+    /// was answered. The default.
+    Full,
+    /// Commits are on disk at the next checkpoint (`NORMAL` in WAL mode): a power loss can lose
+    /// the last commits, though never corrupts the file. For tests and benchmarks only.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
+/// Rewritten statements remembered per connection; statements generated with many placeholders
+/// (batches) could otherwise grow the map without bound.
+const TRANSLATION_CACHE: usize = 1024;
+
+/// The file behind a `sqlite://` URL, its folder created if missing.
+pub(crate) fn file_of(url: &str) -> Result<PathBuf, DbError> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    if path.is_empty() || path == ":memory:" || path.starts_with("file::memory:") {
+        return Err(DbError::new(
+            DbErrorKind::Config,
+            "opening the database",
+            format!(
+                "{url:?} names no file: govbus keeps SQLite databases in files (sqlite://path/to/service.db)"
+            ),
+        ));
+    }
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            DbError::new(
+                DbErrorKind::Config,
+                "creating the database folder",
+                format!("{}: {error}", parent.display()),
+            )
+        })?;
+    }
+    Ok(path)
+}
+
+/// One SQLite connection.
+#[derive(Debug)]
+pub(crate) struct SqliteConnection {
+    connection: rusqlite::Connection,
+    translated: HashMap<Box<str>, Arc<str>>,
+}
+
+impl SqliteConnection {
+    /// The connection that writes: WAL, the given durability, foreign keys on.
+    pub(crate) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Self, DbError> {
+        let connection = rusqlite::Connection::open(path)
+            .map_err(|error| DbError::sqlite("opening the database", error))?;
+        let mut connection = Self::prepare(connection)?;
+        connection.execute_script(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+            synchronous.pragma()
+        ))?;
+        Ok(connection)
+    }
+
+    /// A connection that only reads (`query_only`), beside the writer (WAL).
+    pub(crate) fn open_reader(path: &Path) -> Result<Self, DbError> {
+        let connection = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|error| DbError::sqlite("opening a reading connection", error))?;
+        let mut connection = Self::prepare(connection)?;
+        connection.execute_script("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")?;
+        Ok(connection)
+    }
+
+    fn prepare(connection: rusqlite::Connection) -> Result<Self, DbError> {
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|error| DbError::sqlite("setting the busy timeout", error))?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self {
+            connection,
+            translated: HashMap::new(),
+        })
+    }
+
+    /// Runs several statements without parameters (migrations, pragmas, savepoints).
+    pub(crate) fn execute_script(&mut self, script: &str) -> Result<(), DbError> {
+        self.connection
+            .execute_batch(script)
+            .map_err(|error| DbError::sqlite("running a script", error).with_statement(script))
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, DbError> {
+        let statement = self.translate(sql);
+        let mut prepared = self
+            .connection
+            .prepare_cached(&statement)
+            .map_err(|error| DbError::sqlite("preparing a statement", error).with_statement(sql))?;
+        bind(&mut prepared, params).map_err(|error| error.with_statement(sql))?;
+        let changed = prepared
+            .raw_execute()
+            .map_err(|error| DbError::sqlite("running a statement", error).with_statement(sql))?;
+        Ok(u64::try_from(changed).unwrap_or(0))
+    }
+
+    /// Runs one query; returns up to `limit` rows.
+    pub(crate) fn query<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        limit: usize,
+    ) -> Result<Vec<T>, DbError> {
+        let statement = self.translate(sql);
+        let mut prepared = self
+            .connection
+            .prepare_cached(&statement)
+            .map_err(|error| DbError::sqlite("preparing a query", error).with_statement(sql))?;
+        bind(&mut prepared, params).map_err(|error| error.with_statement(sql))?;
+        let mut rows = prepared.raw_query();
+        let mut read = Vec::new();
+        while read.len() < limit {
+            let row = rows
+                .next()
+                .map_err(|error| DbError::sqlite("running a query", error).with_statement(sql))?;
+            let Some(row) = row else { break };
+            read.push(T::from_row(&Row::sqlite(row)).map_err(|error| error.with_statement(sql))?);
+        }
+        Ok(read)
+    }
+
+    /// The rowid the last successful insert assigned.
+    pub(crate) fn last_insert_rowid(&self) -> i64 {
+        self.connection.last_insert_rowid()
+    }
+
+    /// The statement with `?N` for each `$N`, as prepared; remembered per connection.
+    fn translate(&mut self, sql: &str) -> Arc<str> {
+        if let Some(translated) = self.translated.get(sql) {
+            return Arc::clone(translated);
+        }
+        if self.translated.len() >= TRANSLATION_CACHE {
+            self.translated.clear();
+        }
+        let translated: Arc<str> = Arc::from(to_sqlite_placeholders(sql));
+        self.translated
+            .insert(Box::from(sql), Arc::clone(&translated));
+        translated
+    }
+}
+
+fn bind(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    params: &[Value<'_>],
+) -> Result<(), DbError> {
+    let expected = statement.parameter_count();
+    if expected != params.len() {
+        return Err(DbError::new(
+            DbErrorKind::Query,
+            "binding parameters",
+            format!(
+                "the statement has {expected} parameters, {} were given",
+                params.len()
+            ),
+        ));
+    }
+    for (index, value) in params.iter().enumerate() {
+        statement
+            .raw_bind_parameter(index + 1, value)
+            .map_err(|error| DbError::sqlite("binding a parameter", error))?;
+    }
+    Ok(())
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Int(value) => ValueRef::Integer(value),
+            Value::Real(value) => ValueRef::Real(value),
+            Value::Text(value) => ValueRef::Text(value.as_bytes()),
+            Value::Blob(value) => ValueRef::Blob(value),
+            Value::Null(_) => ValueRef::Null,
+        }))
+    }
+}
+
+/// Rewrites `$N` placeholders outside quotes as `?N`.
+fn to_sqlite_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut characters = sql.chars().peekable();
+    while let Some(character) = characters.next() {
+        match quote {
+            Some(open) => {
+                if character == open {
+                    quote = None;
+                }
+                out.push(character);
+            }
+            None => match character {
+                '\'' | '"' => {
+                    quote = Some(character);
+                    out.push(character);
+                }
+                '$' if characters.peek().is_some_and(char::is_ascii_digit) => out.push('?'),
+                other => out.push(other),
+            },
+        }
+    }
+    out
+}
+
+/// Reading connections, opened when needed and kept for reuse.
+#[derive(Debug)]
+pub(crate) struct SqliteReaders {
+    path: PathBuf,
+    idle: Mutex<Vec<SqliteConnection>>,
+    keep: usize,
+}
+
+impl SqliteReaders {
+    pub(crate) fn new(path: PathBuf, keep: usize) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// An idle reading connection, or a new one.
+    pub(crate) fn take(&self) -> Result<SqliteConnection, DbError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(connection) => Ok(connection),
+            None => SqliteConnection::open_reader(&self.path),
+        }
+    }
+
+    /// Keeps `connection` for the next reader, up to the pool's size.
+    pub(crate) fn give_back(&self, connection: SqliteConnection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.keep
+        {
+            idle.push(connection);
+        }
+    }
+
+    /// Closes the idle connections.
+    pub(crate) fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_question_marks_outside_quotes() {
+        assert_eq!(
+            to_sqlite_placeholders("SELECT a FROM t WHERE b = $1 AND c = '$2' AND d = $12"),
+            "SELECT a FROM t WHERE b = ?1 AND c = '$2' AND d = ?12"
+        );
+        assert_eq!(to_sqlite_placeholders("SELECT '$'"), "SELECT '$'");
+    }
+
+    #[test]
+    fn urls_without_a_file_are_refused() {
+        assert!(file_of("sqlite::memory:").is_err());
+        assert!(file_of("sqlite://").is_err());
+        let dir = std::env::temp_dir().join("govbus-storage-url-test");
+        let path = file_of(&format!("sqlite://{}/x.db?mode=rwc", dir.display())).expect("file");
+        assert_eq!(path, dir.join("x.db"));
+    }
+}

@@ -1,0 +1,335 @@
+//! The writer on SQLite files and on PostgreSQL: group commits, savepoints, reads beside it,
+//! durability settings, row locks across processes, deadlocks retried.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use govbus_harness::TestBackend;
+use govbus_storage::{Backend, Database, DbError, DbErrorKind};
+use support::{database, open};
+use tokio::sync::oneshot;
+
+govbus_harness::on_both_backends!(
+    migrations_can_run_twice,
+    commands_waiting_together_commit_together_and_a_failing_one_alone_rolls_back,
+    a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_error,
+    reads_run_beside_an_open_write_and_see_only_commits,
+    row_locks_put_concurrent_commands_of_two_processes_in_order,
+);
+
+/// Holds the writer inside a job (which first runs `statement`, if given) until the returned
+/// sender fires, so that the commands handed over meanwhile queue up and go into one group.
+async fn hold_writer_after(
+    db: &Database,
+    statement: Option<&'static str>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, released) = oneshot::channel::<()>();
+    let (entered, inside) = oneshot::channel::<()>();
+    let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+    let entered = Arc::new(std::sync::Mutex::new(Some(entered)));
+    let db = db.clone();
+    let holder = tokio::spawn(async move {
+        db.write(async move |tx| {
+            if let Some(statement) = statement {
+                tx.execute(statement, &[]).await?;
+            }
+            if let Some(entered) = entered.lock().ok().and_then(|mut e| e.take()) {
+                let _ = entered.send(());
+            }
+            if let Some(released) = released.lock().await.take() {
+                let _ = released.await;
+            }
+            Ok::<(), DbError>(())
+        })
+        .await
+        .expect("holding job");
+    });
+    inside.await.expect("the writer runs the holding job");
+    (release, holder)
+}
+
+async fn hold_writer(db: &Database) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    hold_writer_after(db, None).await
+}
+
+async fn balance(db: &Database, name: &str) -> Option<i64> {
+    let mut sql = db.read().await.expect("reader");
+    sql.query_opt::<(i64,)>(
+        "SELECT balance FROM accounts WHERE name = $1",
+        &[name.into()],
+    )
+    .await
+    .expect("query")
+    .map(|(balance,)| balance)
+}
+
+#[derive(Debug, PartialEq)]
+enum TestError {
+    Refused(usize),
+    Db(DbErrorKind),
+}
+
+impl From<DbError> for TestError {
+    fn from(error: DbError) -> Self {
+        Self::Db(error.kind())
+    }
+}
+
+async fn migrations_can_run_twice(backend: TestBackend) {
+    let (test_db, _db) = database(backend).await;
+    let _again = open(&test_db).await;
+}
+
+async fn commands_waiting_together_commit_together_and_a_failing_one_alone_rolls_back(
+    backend: TestBackend,
+) {
+    let (_test_db, db) = database(backend).await;
+    let before = db.stats();
+    let (release, holder) = hold_writer(&db).await;
+    let mut commands = Vec::new();
+    for n in 0..40_usize {
+        let db = db.clone();
+        commands.push(tokio::spawn(async move {
+            db.write(async move |tx| {
+                tx.execute(
+                    "INSERT INTO accounts (name, balance) VALUES ($1, $2)",
+                    &[format!("account-{n}").as_str().into(), 100_i64.into()],
+                )
+                .await?;
+                if n % 7 == 3 {
+                    // Fails after writing: its insert must not survive.
+                    return Err(TestError::Refused(n));
+                }
+                Ok(n)
+            })
+            .await
+        }));
+    }
+    // Every command is queued behind the holding job before it lets go.
+    support::eventually("the commands are queued", async || {
+        db.stats().submitted >= before.submitted + 41
+    })
+    .await;
+    release.send(()).expect("release");
+    holder.await.expect("holder");
+    for (n, command) in commands.into_iter().enumerate() {
+        let answer = command.await.expect("command task");
+        if n % 7 == 3 {
+            assert_eq!(answer, Err(TestError::Refused(n)));
+            assert_eq!(balance(&db, &format!("account-{n}")).await, None);
+        } else {
+            assert_eq!(answer, Ok(n));
+            assert_eq!(balance(&db, &format!("account-{n}")).await, Some(100));
+        }
+    }
+    // The holding job's group, then one group for the forty.
+    assert_eq!(db.stats().commits - before.commits, 2, "{:?}", db.stats());
+}
+
+async fn a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_error(
+    backend: TestBackend,
+) {
+    let (_test_db, db) = database(backend).await;
+    db.write(async |tx| {
+        tx.execute(
+            "INSERT INTO accounts (name, balance) VALUES ('taken', 1)",
+            &[],
+        )
+        .await
+        .map(|_| ())
+    })
+    .await
+    .expect("first insert");
+    let before = db.stats();
+    let (release, holder) = hold_writer(&db).await;
+    let swallowing = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(async |tx| {
+                tx.execute(
+                    "INSERT INTO accounts (name, balance) VALUES ('written-first', 5)",
+                    &[],
+                )
+                .await?;
+                // A duplicate key; the command ignores the error and carries on.
+                let _ = tx
+                    .execute(
+                        "INSERT INTO accounts (name, balance) VALUES ('taken', 2)",
+                        &[],
+                    )
+                    .await;
+                Ok::<(), DbError>(())
+            })
+            .await
+        })
+    };
+    let neighbour = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(async |tx| {
+                tx.execute(
+                    "INSERT INTO accounts (name, balance) VALUES ('neighbour', 7)",
+                    &[],
+                )
+                .await
+                .map(|_| ())
+            })
+            .await
+        })
+    };
+    support::eventually("both are queued", async || {
+        db.stats().submitted >= before.submitted + 3
+    })
+    .await;
+    release.send(()).expect("release");
+    holder.await.expect("holder");
+    let error = swallowing
+        .await
+        .expect("task")
+        .expect_err("the failed statement fails the command");
+    assert_eq!(error.kind(), DbErrorKind::Duplicate, "{error}");
+    neighbour
+        .await
+        .expect("task")
+        .expect("the neighbour commits");
+    assert_eq!(balance(&db, "written-first").await, None);
+    assert_eq!(balance(&db, "taken").await, Some(1));
+    assert_eq!(balance(&db, "neighbour").await, Some(7));
+}
+
+async fn reads_run_beside_an_open_write_and_see_only_commits(backend: TestBackend) {
+    let (_test_db, db) = database(backend).await;
+    let (release, writing) = hold_writer_after(
+        &db,
+        Some("INSERT INTO accounts (name, balance) VALUES ('pending', 1)"),
+    )
+    .await;
+    // The write's transaction is open; reading neither waits for it nor sees its row.
+    assert_eq!(balance(&db, "pending").await, None);
+    release.send(()).expect("release");
+    writing.await.expect("committed");
+    assert_eq!(balance(&db, "pending").await, Some(1));
+}
+
+/// Two handles with a writer each (as two processes have) take money from one account at once;
+/// the balance is read `FOR UPDATE`, so every withdrawal sees the one before it.
+async fn row_locks_put_concurrent_commands_of_two_processes_in_order(backend: TestBackend) {
+    let (test_db, first) = database(backend).await;
+    let second = open(&test_db).await;
+    first
+        .write(async |tx| {
+            tx.execute(
+                "INSERT INTO accounts (name, balance) VALUES ('shared', 30)",
+                &[],
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+        .expect("account");
+    let mut withdrawals = Vec::new();
+    for n in 0..50 {
+        let db = if n % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        withdrawals.push(tokio::spawn(async move {
+            db.write(async |tx| {
+                let (balance,): (i64,) = tx
+                    .query_opt_for_update("SELECT balance FROM accounts WHERE name = 'shared'", &[])
+                    .await?
+                    .ok_or(TestError::Refused(0))?;
+                if balance < 1 {
+                    return Err(TestError::Refused(1));
+                }
+                tx.execute(
+                    "UPDATE accounts SET balance = $1 WHERE name = 'shared'",
+                    &[(balance - 1).into()],
+                )
+                .await?;
+                Ok(())
+            })
+            .await
+        }));
+    }
+    let mut done = 0;
+    let mut refused = 0;
+    for withdrawal in withdrawals {
+        match withdrawal.await.expect("task") {
+            Ok(()) => done += 1,
+            Err(TestError::Refused(1)) => refused += 1,
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!((done, refused), (30, 20));
+    assert_eq!(balance(&first, "shared").await, Some(0));
+}
+
+/// Two processes' commands lock two rows in opposite orders: PostgreSQL breaks the deadlock by
+/// failing one, whose writer runs it again; both callers get their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deadlocks_are_run_again_not_answered() {
+    let (test_db, first) = database(TestBackend::Postgres).await;
+    assert_eq!(first.backend(), Backend::Postgres);
+    let second = open(&test_db).await;
+    first
+        .write(async |tx| {
+            tx.execute(
+                "INSERT INTO accounts (name, balance) VALUES ('a', 0), ('b', 0)",
+                &[],
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+        .expect("accounts");
+    let attempts = Arc::new(AtomicU32::new(0));
+    let transfer = |db: Database, from: &'static str, to: &'static str| {
+        let attempts = Arc::clone(&attempts);
+        tokio::spawn(async move {
+            db.write(async move |tx| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                tx.execute(
+                    "UPDATE accounts SET balance = balance - 1 WHERE name = $1",
+                    &[from.into()],
+                )
+                .await?;
+                // Both hold their first row when they ask for the second.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                tx.execute(
+                    "UPDATE accounts SET balance = balance + 1 WHERE name = $1",
+                    &[to.into()],
+                )
+                .await?;
+                Ok::<(), DbError>(())
+            })
+            .await
+        })
+    };
+    let one = transfer(first.clone(), "a", "b");
+    let other = transfer(second.clone(), "b", "a");
+    one.await.expect("task").expect("first transfer");
+    other.await.expect("task").expect("second transfer");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of them ran twice");
+    assert_eq!(balance(&first, "a").await, Some(0));
+    assert_eq!(balance(&first, "b").await, Some(0));
+}
+
+/// The documented durability: SQLite syncs every commit (`synchronous = FULL`) in WAL mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_are_synced_to_disk() {
+    let (_test_db, db) = database(TestBackend::Sqlite).await;
+    let (synchronous, journal): (i64, String) = db
+        .write(async |tx| {
+            let (synchronous,): (i64,) = tx.query_one("PRAGMA synchronous", &[]).await?;
+            let (journal,): (String,) = tx.query_one("PRAGMA journal_mode", &[]).await?;
+            Ok::<_, DbError>((synchronous, journal))
+        })
+        .await
+        .expect("pragmas");
+    // 2 is FULL.
+    assert_eq!((synchronous, journal.as_str()), (2, "wal"));
+}
