@@ -15,6 +15,8 @@ govbus_harness::on_both_backends!(
     a_death_suspends_benefits_through_the_bus,
     a_relocation_updates_the_address,
     without_identity_applications_are_unavailable,
+    fifty_applications_for_one_programme_at_once_grant_one,
+    fifty_applications_with_one_key_run_once_and_answer_alike,
 );
 
 /// A household of two living citizens, assessed at `desil`.
@@ -372,4 +374,79 @@ async fn without_identity_applications_are_unavailable(backend: TestBackend) {
         "nothing was decided"
     );
     stack.stop().await;
+}
+
+/// Fifty applications of one person for one programme at once, each with its own key: one is
+/// granted, the other 49 find it (`ALREADY_EXISTS`), and one `BenefitGranted` is published.
+async fn fifty_applications_for_one_programme_at_once_grant_one(backend: TestBackend) {
+    let mut stack = Stack::start(backend, StackOptions::default()).await;
+    household(&mut stack, 3).await;
+    let answers = applications_at_once(&stack, |n| format!("apply-{n}")).await;
+    let granted = answers.iter().filter(|answer| answer.is_ok()).count();
+    assert_eq!(granted, 1, "{answers:?}");
+    for answer in &answers {
+        if let Err(status) = answer {
+            assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+            assert!(status.message().contains("already receives"), "{status:?}");
+        }
+    }
+    assert_eq!(
+        welfare_events(&stack, "welfare.benefit.granted.v1", 1)
+            .await
+            .len(),
+        1
+    );
+    let active = benefits(&mut stack, MOTHER)
+        .await
+        .into_iter()
+        .filter(|benefit| benefit.status() == pb::BenefitStatus::Active)
+        .count();
+    assert_eq!(active, 1);
+    stack.stop().await;
+}
+
+/// Fifty applications with one key at once: one runs, all fifty get its answer.
+async fn fifty_applications_with_one_key_run_once_and_answer_alike(backend: TestBackend) {
+    let mut stack = Stack::start(backend, StackOptions::default()).await;
+    household(&mut stack, 3).await;
+    let answers = applications_at_once(&stack, |_| "one-application".to_owned()).await;
+    let first = answers[0].as_ref().expect("answered");
+    for answer in &answers {
+        assert_eq!(answer.as_ref().expect("answered"), first);
+    }
+    assert_eq!(benefits(&mut stack, MOTHER).await.len(), 1);
+    assert_eq!(
+        welfare_events(&stack, "welfare.benefit.granted.v1", 1)
+            .await
+            .len(),
+        1
+    );
+    stack.stop().await;
+}
+
+async fn applications_at_once(
+    stack: &Stack,
+    key: impl Fn(usize) -> String,
+) -> Vec<Result<pb::ApplyForProgrammeResponse, tonic::Status>> {
+    let calls: Vec<_> = (0..50)
+        .map(|n| {
+            let mut welfare = stack.welfare.clone();
+            let request = pb::ApplyForProgrammeRequest {
+                idempotency_key: key(n),
+                nik: MOTHER.to_owned(),
+                programme: pb::Programme::Pkh.into(),
+            };
+            tokio::spawn(async move {
+                welfare
+                    .apply_for_programme(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("task"));
+    }
+    answers
 }

@@ -699,3 +699,19 @@ async fn keep_lease(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A holder that dies is replaced once its lease runs out and another process next tries:
+    /// within ten seconds with the defaults (the fault suite measures it: `relay_lease`).
+    #[test]
+    fn a_dead_holder_is_replaced_within_ten_seconds() {
+        let settings = RelaySettings::default();
+        assert!(settings.lease + settings.poll_interval <= Duration::from_secs(10));
+        // A holder stops publishing before anyone may take over.
+        let margin = (settings.lease / 4).min(Duration::from_secs(1));
+        assert!(!margin.is_zero());
+    }
+}
