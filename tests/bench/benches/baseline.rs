@@ -1,11 +1,13 @@
-//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,e2e,memory] [--json FILE]`:
-//! every govbus path beside its raw baseline, in one run, with the ratios.
+//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,commit,e2e,memory]
+//! [--postgres] [--sync-always] [--json FILE]`: every govbus path beside its raw baseline, in one
+//! run, with the ratios.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Parser;
 use govbus_bench::calls::{CallBench, CallSettings};
+use govbus_bench::commit::{self, CommitSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e::{self, EndToEndSettings};
 use govbus_bench::memory::{self, MemorySettings};
@@ -19,12 +21,17 @@ struct Args {
     /// Smaller runs (a minute or two), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios: publish, consume, calls, e2e, memory.
+    /// Only these scenarios: publish, consume, calls, commit, e2e, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Run the end-to-end scenario's databases on the local PostgreSQL (`test` database).
+    /// Run the commit and end-to-end scenarios' databases on PostgreSQL
+    /// (`GOVBUS_TEST_POSTGRES_URL`, which `scripts/bench --postgres` sets).
     #[arg(long)]
     postgres: bool,
+    /// Run nats-server as a single server ships (`sync_interval: always`: every acknowledged
+    /// message synced to disk) rather than with NATS's default two-minute sync.
+    #[arg(long)]
+    sync_always: bool,
     /// Install no telemetry (no spans, logs or metrics), to measure what telemetry costs.
     #[arg(long)]
     without_telemetry: bool,
@@ -61,11 +68,18 @@ async fn main() -> anyhow::Result<()> {
         })?)
     };
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
+    let nats = || {
+        if args.sync_always {
+            NatsServer::start_durable()
+        } else {
+            NatsServer::start()
+        }
+    };
     let scale = if args.quick { 10 } else { 1 };
     let mut results = Vec::new();
 
     if wanted("publish") {
-        let server = NatsServer::start()?;
+        let server = nats()?;
         let dir = tempfile::tempdir()?;
         let settings = PublishSettings {
             events: 200_000 / scale,
@@ -76,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         print(results.last());
     }
     if wanted("consume") {
-        let server = NatsServer::start()?;
+        let server = nats()?;
         let dir = tempfile::tempdir()?;
         let settings = ConsumeSettings {
             events: 200_000 / scale,
@@ -86,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         print(results.last());
     }
     if wanted("calls") {
-        let server = NatsServer::start()?;
+        let server = nats()?;
         let dir = tempfile::tempdir()?;
         let mut bench = CallBench::new(dir.path())?;
         let settings = CallSettings {
@@ -100,9 +114,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let mut commits = None;
+    if wanted("commit") {
+        let server = nats()?;
+        let dir = tempfile::tempdir()?;
+        let settings = CommitSettings {
+            commands: 50_000 / scale,
+            postgres: args.postgres,
+        };
+        let runs = commit::run(&server.client_url(), dir.path(), settings).await?;
+        for run in &runs {
+            eprintln!(
+                "commit, {}, {}: {:.0} commands/s, {:.1} per commit, {}",
+                run.durability,
+                run.run.label,
+                run.run.rate(),
+                run.per_commit,
+                latency(&run.run)
+            );
+        }
+        commits = Some(runs);
+    }
+
     let mut end_to_end = None;
     if wanted("e2e") {
-        let server = NatsServer::start()?;
+        let server = nats()?;
         let dir = tempfile::tempdir()?;
         let calls = CallBench::new(dir.path())?;
         let settings = EndToEndSettings {
@@ -124,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut memory_under_load = None;
     if wanted("memory") {
-        let server = NatsServer::start()?;
+        let server = nats()?;
         let dir = tempfile::tempdir()?;
         let settings = MemorySettings {
             registrations: 40_000 / scale,
@@ -162,8 +198,20 @@ async fn main() -> anyhow::Result<()> {
             memory_table(run)
         )?;
     }
+    for run in commits.iter().flatten() {
+        writeln!(
+            stdout,
+            "| commit, {}, {} | {:.0} commands/s, {:.1} per commit, {} |",
+            run.durability,
+            run.run.label,
+            run.run.rate(),
+            run.per_commit,
+            latency(&run.run)
+        )?;
+    }
     if let Some(path) = args.json {
         let document = serde_json::json!({
+            "commits": commits,
             "comparisons": results,
             "end_to_end": end_to_end,
             "memory": memory_under_load,

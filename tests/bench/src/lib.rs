@@ -10,7 +10,10 @@
 //!
 //! - [`measure`]: runs, latency percentiles, comparisons.
 //! - [`sample`]: the 256-byte event both paths carry.
-//! - [`publish`]: the outbox relay into JetStream vs pipelined raw JetStream publishes.
+//! - [`publish`]: the outbox relay into JetStream (live, and a backlog read from the table) vs
+//!   pipelined raw JetStream publishes of the same messages.
+//! - [`commit`]: commands through the database's writer alone: what a durable commit costs and
+//!   what group commit recovers.
 //! - [`consume`]: a govbus consumer with its idempotent inbox vs a raw pull consumer that acks.
 //! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
 //! - [`e2e`]: a gRPC command through the outbox, JetStream and a consumer into a projection:
@@ -18,6 +21,7 @@
 //! - [`memory`]: each service as its own process under the end-to-end load, its peak memory.
 
 pub mod calls;
+pub mod commit;
 pub mod consume;
 pub mod e2e;
 pub mod measure;

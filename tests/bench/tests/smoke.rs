@@ -2,6 +2,7 @@
 //! asserted; the figures come from `cargo bench -p govbus-bench`.
 
 use govbus_bench::calls::{CallBench, CallSettings};
+use govbus_bench::commit::{self, CommitSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e;
 use govbus_bench::memory::{self, MemorySettings};
@@ -22,7 +23,29 @@ async fn publish_runs_both_paths() {
         .expect("runs");
     assert_eq!(comparison.govbus.operations, 1_500);
     assert_eq!(comparison.baseline.operations, 1_500);
+    assert!(comparison.steps.iter().all(|step| step.operations == 1_500));
     assert!(comparison.ratio > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_run_one_and_many_in_flight() {
+    let server = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runs = commit::run(
+        &server.client_url(),
+        dir.path(),
+        CommitSettings {
+            commands: 400,
+            postgres: false,
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(runs.len(), 4);
+    assert!(
+        runs.iter()
+            .all(|run| run.run.operations > 0 && run.per_commit >= 1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

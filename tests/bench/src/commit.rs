@@ -1,0 +1,157 @@
+//! Committing: commands through the database's writer alone (no gRPC, no relay), to show what a
+//! durable commit costs and what group commit recovers: one command in flight (each waits for
+//! its own sync) and many (they share one), with SQLite syncing every commit (`FULL`, the
+//! default) or not (`NORMAL`, for comparison only).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
+use govbus_harness::{TestBackend, TestDatabase};
+use govbus_storage::{DatabaseOptions, DbError, Migration, Synchronous};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::measure::Run;
+use crate::sample::{SERVICE, SampleRecorded, sample};
+
+/// What to commit.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitSettings {
+    /// Commands per run.
+    pub commands: u64,
+    /// Run on PostgreSQL (a fresh schema) instead of SQLite files.
+    pub postgres: bool,
+}
+
+/// One run: the commands, how many commits they took, latency per command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitRun {
+    /// The run (rate and latency).
+    pub run: Run,
+    /// Commands in flight.
+    pub in_flight: usize,
+    /// SQLite's `synchronous` (`FULL`/`NORMAL`), or `postgres`.
+    pub durability: String,
+    /// Commands per commit, on average.
+    pub per_commit: f64,
+}
+
+const ITEMS: &[Migration] = &[Migration {
+    version: 1,
+    description: "items",
+    sqlite: "CREATE TABLE items (id BIGINT PRIMARY KEY, value BIGINT NOT NULL)",
+    postgres: "CREATE TABLE items (id BIGINT PRIMARY KEY, value BIGINT NOT NULL)",
+}];
+
+/// Each command inserts a row and enqueues one event (stored in the outbox; no relay runs).
+pub async fn run(
+    nats_url: &str,
+    dir: &Path,
+    settings: CommitSettings,
+) -> anyhow::Result<Vec<CommitRun>> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("bench-commit")).await?;
+    let publisher = ServiceAdapter::new(SERVICE)
+        .publishes::<SampleRecorded>()
+        .publisher(&bus)?;
+    let payload = sample(256);
+    let durabilities: &[Option<Synchronous>] = if settings.postgres {
+        &[None]
+    } else {
+        &[Some(Synchronous::Full), Some(Synchronous::Normal)]
+    };
+    let mut runs = Vec::new();
+    for (round, durability) in durabilities.iter().enumerate() {
+        for in_flight in [1, 64] {
+            let _postgres;
+            let url = if settings.postgres {
+                let database = TestDatabase::new(TestBackend::Postgres).await?;
+                let url = database.url().to_owned();
+                _postgres = database;
+                url
+            } else {
+                format!(
+                    "sqlite://{}",
+                    dir.join(format!("commit-{round}-{in_flight}.db")).display()
+                )
+            };
+            let db = govbus_storage::open(
+                &url,
+                "bench-commit",
+                ITEMS,
+                DatabaseOptions {
+                    synchronous: durability.unwrap_or(Synchronous::Full),
+                    ..DatabaseOptions::default()
+                },
+            )
+            .await?;
+            let commands = if in_flight == 1 {
+                settings.commands / 10
+            } else {
+                settings.commands
+            };
+            let before = db.stats();
+            let limit = Arc::new(Semaphore::new(in_flight));
+            let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+                usize::try_from(commands).unwrap_or(0),
+            )));
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for id in 0..commands {
+                let permit = Arc::clone(&limit).acquire_owned().await?;
+                let (db, publisher, payload, latencies) = (
+                    db.clone(),
+                    publisher.clone(),
+                    payload.clone(),
+                    Arc::clone(&latencies),
+                );
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let sent = Instant::now();
+                    let id = i64::try_from(id)?;
+                    let event = publisher.encode(&payload, &Causality::root())?;
+                    db.write(async move |tx| {
+                        tx.execute(
+                            "INSERT INTO items (id, value) VALUES ($1, $2)",
+                            &[id.into(), 1_i64.into()],
+                        )
+                        .await?;
+                        tx.enqueue(event.clone());
+                        Ok::<(), DbError>(())
+                    })
+                    .await?;
+                    latencies
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .push(sent.elapsed().as_micros() as u64);
+                    anyhow::Ok(())
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            let elapsed = started.elapsed();
+            let after = db.stats();
+            db.close().await;
+            let latencies =
+                std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+            let commits = after.commits.saturating_sub(before.commits).max(1);
+            runs.push(CommitRun {
+                run: Run::new(format!("{in_flight} in flight"), commands, elapsed)
+                    .with_latencies(latencies),
+                in_flight,
+                durability: match durability {
+                    Some(Synchronous::Full) => "SQLite FULL".to_owned(),
+                    Some(Synchronous::Normal) => "SQLite NORMAL".to_owned(),
+                    None => "PostgreSQL".to_owned(),
+                },
+                per_commit: commands as f64 / commits as f64,
+            });
+        }
+    }
+    Ok(runs)
+}
