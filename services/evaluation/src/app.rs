@@ -112,7 +112,6 @@ impl Application {
         let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
-            config.tls.as_ref(),
             config.access.clone(),
         )
         .await?
@@ -123,7 +122,14 @@ impl Application {
         // Evaluation reads no one's personal data: its evidence consumers count events by type
         // and time without decoding them, and its API serves indicators. It keeps no chain in
         // the processing log.
-        let runtime = ServiceRuntime::start(router, listener, storage, adapter, None)?;
+        let runtime = ServiceRuntime::start(
+            router,
+            listener,
+            config.tls.as_ref(),
+            storage,
+            adapter,
+            None,
+        )?;
         Ok(Self { runtime })
     }
 

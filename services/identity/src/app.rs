@@ -97,7 +97,6 @@ impl Application {
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
-            config.tls.as_ref(),
             config.access.clone(),
         )
         .await?
@@ -109,7 +108,14 @@ impl Application {
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, storage, adapter, log_writer)?;
+        let runtime = ServiceRuntime::start(
+            router,
+            listener,
+            config.tls.as_ref(),
+            storage,
+            adapter,
+            log_writer,
+        )?;
         Ok(Self { runtime, reporter })
     }
 

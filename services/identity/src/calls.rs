@@ -16,28 +16,31 @@ use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Calls counted per (caller, method).
+type Counts = BTreeMap<(Arc<str>, &'static str), u64>;
+
 /// Calls per (caller, method) since the last report.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
-    counts: Arc<Mutex<BTreeMap<(String, &'static str), u64>>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl CallCounter {
     /// Counts one call of `method` by `caller`.
-    pub fn count(&self, caller: &str, method: &'static str) {
+    pub fn count(&self, caller: &Arc<str>, method: &'static str) {
         if let Ok(mut counts) = self.counts.lock() {
-            *counts.entry((caller.to_owned(), method)).or_default() += 1;
+            *counts.entry((Arc::clone(caller), method)).or_default() += 1;
         }
     }
 
-    fn take(&self) -> BTreeMap<(String, &'static str), u64> {
+    fn take(&self) -> Counts {
         self.counts
             .lock()
             .map(|mut counts| std::mem::take(&mut *counts))
             .unwrap_or_default()
     }
 
-    fn put_back(&self, counts: BTreeMap<(String, &'static str), u64>) {
+    fn put_back(&self, counts: Counts) {
         if let Ok(mut current) = self.counts.lock() {
             for (key, calls) in counts {
                 *current.entry(key).or_default() += calls;
@@ -78,7 +81,7 @@ impl Reporting {
 
     async fn write(
         &self,
-        counts: &BTreeMap<(String, &'static str), u64>,
+        counts: &Counts,
         start: OffsetDateTime,
         end: OffsetDateTime,
     ) -> Result<(), DbError> {
@@ -86,7 +89,7 @@ impl Reporting {
         let mut events = Vec::with_capacity(counts.len());
         for ((caller, method), calls) in counts {
             let event = CallsCounted {
-                caller: caller.clone(),
+                caller: caller.to_string(),
                 method: (*method).to_owned(),
                 calls: *calls,
                 period_start: format(start),

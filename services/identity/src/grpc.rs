@@ -35,10 +35,10 @@ impl IdentityApi {
 }
 
 /// The calling service, when it names itself (a short lowercase name).
-fn caller<T>(request: &Request<T>) -> Option<String> {
+fn caller<T>(request: &Request<T>) -> Option<std::sync::Arc<str>> {
     // Over mutual TLS the caller is who its certificate says, whatever it claims.
     if let Some(certified) = govbus_kit::tls::caller_of_request(request) {
-        return Some(certified);
+        return Some(std::sync::Arc::clone(certified));
     }
     let name = request
         .metadata()
@@ -51,7 +51,7 @@ fn caller<T>(request: &Request<T>) -> Option<String> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    valid.then(|| name.to_owned())
+    valid.then(|| std::sync::Arc::from(name))
 }
 
 #[tonic::async_trait]

@@ -31,7 +31,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 /// A policy file that cannot be used.
@@ -75,13 +74,21 @@ struct Grant {
 /// The grants in force: for each caller, the methods (or `Service/*`) it may call, each with the
 /// purpose its grant states.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants(BTreeMap<String, BTreeMap<String, Option<Arc<str>>>>);
+pub struct Grants(BTreeMap<String, CallerGrants>);
+
+/// One caller's grants: by method (`package.Service/Method`) and by whole service
+/// (`package.Service`, from `package.Service/*`), each with its purpose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CallerGrants {
+    methods: BTreeMap<String, Option<Arc<str>>>,
+    services: BTreeMap<String, Option<Arc<str>>>,
+}
 
 impl Grants {
     /// Parses a policy document.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|error| error.to_string())?;
-        let mut grants: BTreeMap<String, BTreeMap<String, Option<Arc<str>>>> = BTreeMap::new();
+        let mut grants: BTreeMap<String, CallerGrants> = BTreeMap::new();
         for (index, grant) in file.grant.iter().enumerate() {
             if grant.callers.is_empty() || grant.methods.is_empty() {
                 return Err(format!("grant {}: needs callers and methods", index + 1));
@@ -109,9 +116,14 @@ impl Grants {
             }
             let purpose: Option<Arc<str>> = grant.purpose.as_deref().map(Arc::from);
             for caller in &grant.callers {
-                let methods = grants.entry(caller.clone()).or_default();
+                let granted = grants.entry(caller.clone()).or_default();
                 for method in &grant.methods {
-                    methods.insert(method.clone(), purpose.clone());
+                    match method.strip_suffix("/*") {
+                        Some(service) => {
+                            granted.services.insert(service.to_owned(), purpose.clone())
+                        }
+                        None => granted.methods.insert(method.clone(), purpose.clone()),
+                    };
                 }
             }
         }
@@ -133,8 +145,9 @@ impl Grants {
         }
         let granted = self.0.get(caller)?;
         granted
+            .methods
             .get(method)
-            .or_else(|| granted.get(&format!("{service}/*")))
+            .or_else(|| granted.services.get(service))
             .cloned()
     }
 }
@@ -300,22 +313,22 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // For the processing log: the handler sees the message, not the route it came by.
-        let method: Arc<str> = Arc::from(request.uri().path().trim_start_matches('/'));
-        request
-            .extensions_mut()
-            .insert(crate::audit::CalledMethod(Arc::clone(&method)));
-        // The certificate is parsed once per call, here; handlers read the name from the
-        // request (`tls::caller_of_request`).
+        // Named by the telemetry layer outside this one, once per method.
+        let method: Arc<str> = match request.extensions().get::<crate::audit::CalledMethod>() {
+            Some(method) => Arc::clone(&method.0),
+            None => {
+                let method: Arc<str> = Arc::from(request.uri().path().trim_start_matches('/'));
+                request
+                    .extensions_mut()
+                    .insert(crate::audit::CalledMethod(Arc::clone(&method)));
+                method
+            }
+        };
+        // Read from the certificate once, when the connection was made (`crate::peer`).
         let caller = request
             .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| crate::tls::caller_of(info.peer_certs().as_ref()));
-        if let Some(caller) = &caller {
-            request
-                .extensions_mut()
-                .insert(crate::tls::CertifiedCaller(Arc::from(caller.as_str())));
-        }
+            .get::<crate::peer::Peer>()
+            .and_then(|peer| peer.caller().cloned());
         if let Some(policy) = &self.policy {
             let grant = caller
                 .as_deref()
@@ -326,7 +339,8 @@ where
                     .insert(crate::audit::GrantedPurpose(purpose.clone()));
             }
             if grant.is_none() {
-                let caller = caller.unwrap_or_else(|| "(no certificate)".to_owned());
+                let caller =
+                    caller.map_or_else(|| "(no certificate)".to_owned(), |c| c.to_string());
                 tracing::warn!(
                     message = "Call refused by the access policy.",
                     service = self.service,

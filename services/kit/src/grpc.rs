@@ -6,7 +6,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tower::layer::util::{Identity, Stack};
 
 use crate::access::AccessLayer;
@@ -183,12 +183,10 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
 /// Every call is traced and counted (see [`crate::telemetry::grpc`]) under `service`, the govbus
 /// service name (e.g. `identity`).
 ///
-/// With `tls`, the server presents the service's certificate and requires callers to present
-/// one from the same CA (mutual TLS).
+/// Mutual TLS is set up where the server accepts its connections ([`serve`]).
 pub async fn server_with_health_and_reflection<S>(
     service: &'static str,
     descriptors: &'static [u8],
-    tls: Option<&crate::tls::ServiceTls>,
     access: Option<crate::access::AccessPolicy>,
 ) -> Result<ServiceRouter, crate::StartError>
 where
@@ -203,13 +201,7 @@ where
             .register_encoded_file_descriptor_set(descriptors)
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls.server_config())
-            .map_err(|error| crate::StartError::Tls(error.to_string()))?;
-    }
-    Ok(builder
+    Ok(Server::builder()
         // Outermost first: refused calls are traced and counted too.
         .layer(ServerTelemetryLayer::new(service))
         .layer(AccessLayer::new(service, access))
@@ -218,15 +210,16 @@ where
         .add_service(reflection().build_v1alpha()?))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, with TCP_NODELAY on every
-/// connection (without it, small responses wait for Nagle's algorithm and p99 latency jumps).
+/// Serves `router` on `listener` until `shutdown` completes: mutual TLS with `tls` when given,
+/// the caller read from its certificate once per connection, TCP_NODELAY on every connection
+/// (see [`crate::peer`]).
 pub async fn serve(
     router: ServiceRouter,
     listener: TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(crate::peer::incoming(listener, tls), shutdown)
         .await
 }

@@ -8,6 +8,7 @@
 //! - [`audit`]: the processing log, a signed hash chain of every processing of a person's data.
 //! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
+//! - [`peer`]: a server's connections: the TLS handshake, the caller read once per connection.
 //! - [`runtime`]: starting and stopping a service in order.
 //! - [`tls`]: mutual TLS between services and the caller's name from its certificate.
 //! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
@@ -16,6 +17,7 @@ pub mod access;
 pub mod audit;
 pub mod bus_env;
 pub mod grpc;
+pub mod peer;
 pub mod runtime;
 pub mod telemetry;
 pub mod tls;

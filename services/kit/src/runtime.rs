@@ -93,11 +93,12 @@ pub struct ServiceRuntime {
 }
 
 impl ServiceRuntime {
-    /// Serves `router` on `listener`; the storage (its relay), adapter and processing log are
-    /// already running.
+    /// Serves `router` on `listener`, over mutual TLS with `tls` when given; the storage (its
+    /// relay), adapter and processing log are already running.
     pub fn start(
         router: ServiceRouter,
         listener: TcpListener,
+        tls: Option<&crate::tls::ServiceTls>,
         storage: Storage,
         adapter: RunningAdapter,
         processing_log: Option<ProcessingLogWriter>,
@@ -106,10 +107,15 @@ impl ServiceRuntime {
             address: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
+        let tls = tls
+            .map(crate::tls::ServiceTls::server_tls)
+            .transpose()
+            .map_err(|error| StartError::Tls(error.to_string()))?;
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(serve(
             router,
             listener,
+            tls,
             stop_serving.clone().cancelled_owned(),
         ));
         tracing::info!(

@@ -118,7 +118,45 @@ impl ServiceTls {
         crate::audit::BlockSigner::from_pem(&self.name, &self.certificate_pem, &self.key_pem)
     }
 
-    /// Server side: present this identity, require a client certificate from the CA.
+    /// Server side, for [`crate::peer::incoming`]: present this identity, require a client
+    /// certificate from the CA, speak HTTP/2.
+    pub fn server_tls(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject as _;
+        let pem = |what: &str| {
+            let what = what.to_owned();
+            move |error: rustls_pki_types::pem::Error| TlsError::Pem(format!("{what}: {error}"))
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(self.ca_pem()) {
+            roots
+                .add(certificate.map_err(pem("the CA certificate"))?)
+                .map_err(|error| TlsError::Pem(format!("the CA certificate: {error}")))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|error| TlsError::Pem(format!("the CA certificate: {error}")))?;
+        let chain = CertificateDer::pem_slice_iter(&self.certificate_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem("the service certificate"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(pem("the service key"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| TlsError::Pem(error.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|error| TlsError::Pem(format!("the service certificate: {error}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Server side with tonic's own TLS: present this identity, require a client certificate
+    /// from the CA. (govbus servers use [`server_tls`](Self::server_tls), which reads the
+    /// caller once per connection.)
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(self.identity.clone())
@@ -178,24 +216,10 @@ pub fn service_of_certificate(der: &[u8]) -> Option<String> {
         })
 }
 
-/// The caller's service name from the client certificate of a TLS connection, if any.
-pub fn caller_of(peer_certificates: Option<&Arc<Vec<CertificateDer<'static>>>>) -> Option<String> {
-    peer_certificates?
-        .first()
-        .and_then(|leaf| service_of_certificate(leaf.as_ref()))
-}
-
-/// The calling service as its certificate names it; put in the request's extensions by
-/// [`crate::access::AccessLayer`], so the certificate is parsed once per call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertifiedCaller(pub Arc<str>);
-
-/// The calling service named by the client certificate of `request`, if it presented one.
-pub fn caller_of_request<T>(request: &tonic::Request<T>) -> Option<String> {
-    match request.extensions().get::<CertifiedCaller>() {
-        Some(caller) => Some(caller.0.to_string()),
-        None => caller_of(request.peer_certs().as_ref()),
-    }
+/// The calling service named by the client certificate of `request`'s connection, if it
+/// presented one (read once, when the connection was made: [`crate::peer`]).
+pub fn caller_of_request<T>(request: &tonic::Request<T>) -> Option<&Arc<str>> {
+    crate::peer::Peer::of(request)?.caller()
 }
 
 /// Makes a CA and a certificate for each of `names` in `dir` (`ca.pem`, `ca-key.pem`,

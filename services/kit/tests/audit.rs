@@ -59,11 +59,11 @@ async fn bus(server: &NatsServer) -> Bus {
 fn call(log: &ProcessingLog, requester: &str, method: &str, nik: &str) {
     log.record(Processing {
         kind: EntryKind::Call,
-        requester,
-        action: method,
-        purpose: "verify a resident",
+        requester: &std::sync::Arc::from(requester),
+        action: &std::sync::Arc::from(method),
+        purpose: &std::sync::Arc::from("verify a resident"),
         subject: DataSubject::Nik(nik),
-        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        trace_id: opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").ok(),
     });
 }
 

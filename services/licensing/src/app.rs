@@ -127,7 +127,6 @@ impl Application {
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
             SERVICE,
             FILE_DESCRIPTOR_SET,
-            config.tls.as_ref(),
             config.access.clone(),
         )
         .await?
@@ -135,7 +134,14 @@ impl Application {
             LicensingServiceServer::new(LicensingApi::new(office, CallAudit::new(processing_log)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let runtime = ServiceRuntime::start(router, listener, storage, adapter, log_writer)?;
+        let runtime = ServiceRuntime::start(
+            router,
+            listener,
+            config.tls.as_ref(),
+            storage,
+            adapter,
+            log_writer,
+        )?;
         Ok(Self { runtime, watcher })
     }
 

@@ -23,34 +23,40 @@ pub struct CalledMethod(pub Arc<str>);
 /// is unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallContext {
-    caller: String,
-    method: String,
-    purpose: String,
-    trace_id: Option<String>,
+    caller: Arc<str>,
+    method: Arc<str>,
+    purpose: Arc<str>,
+    trace_id: Option<opentelemetry::trace::TraceId>,
+}
+
+/// What a call without a certificate, a routed method or a granted purpose records: made once.
+fn placeholder(cell: &'static std::sync::OnceLock<Arc<str>>, text: &str) -> Arc<str> {
+    Arc::clone(cell.get_or_init(|| Arc::from(text)))
 }
 
 impl CallContext {
     /// The context of `request`: the caller named by its certificate, the method tonic routed
     /// it to, the purpose of the grant that let it through, the current trace.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
-        let caller =
-            crate::tls::caller_of_request(request).unwrap_or_else(|| "(no certificate)".to_owned());
+        static NO_CALLER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        static NO_METHOD: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        static NO_PURPOSE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        let caller = crate::tls::caller_of_request(request)
+            .map_or_else(|| placeholder(&NO_CALLER, "(no certificate)"), Arc::clone);
         let method = request.extensions().get::<CalledMethod>().map_or_else(
-            || "(unknown method)".to_owned(),
-            |method| method.0.to_string(),
+            || placeholder(&NO_METHOD, "(unknown method)"),
+            |method| Arc::clone(&method.0),
         );
         let purpose = request.extensions().get::<GrantedPurpose>().map_or_else(
-            || "(no purpose granted)".to_owned(),
-            |purpose| purpose.0.to_string(),
+            || placeholder(&NO_PURPOSE, "(no purpose granted)"),
+            |purpose| Arc::clone(&purpose.0),
         );
         let span_context = tracing::Span::current()
             .context()
             .span()
             .span_context()
             .clone();
-        let trace_id = span_context
-            .is_valid()
-            .then(|| span_context.trace_id().to_string());
+        let trace_id = span_context.is_valid().then(|| span_context.trace_id());
         Self {
             caller,
             method,
@@ -85,7 +91,7 @@ impl CallAudit {
                 action: &call.method,
                 purpose: &call.purpose,
                 subject,
-                trace_id: call.trace_id.as_deref(),
+                trace_id: call.trace_id,
             });
         }
     }

@@ -114,6 +114,11 @@ impl SubjectKey {
 
     /// The keyed hash of `subject` (64 hexadecimal digits).
     pub fn digest(&self, subject: DataSubject<'_>) -> String {
+        hex::encode(self.digest_bytes(subject))
+    }
+
+    /// The keyed hash of `subject`, as bytes.
+    pub fn digest_bytes(&self, subject: DataSubject<'_>) -> [u8; 32] {
         let (kind, value) = match subject {
             DataSubject::Nik(nik) => ("nik", nik.trim()),
             DataSubject::Citizen(reference) => ("citizen", reference.trim()),
@@ -124,7 +129,7 @@ impl SubjectKey {
         mac.update(kind.as_bytes());
         mac.update(b":");
         mac.update(value.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
     }
 }
 

@@ -39,16 +39,17 @@ struct Inner {
     queued: Arc<AtomicU64>,
 }
 
-/// An entry before it has its place in the chain.
+/// An entry before it has its place in the chain. What the call path records is shared or
+/// kept raw (the keyed hash as bytes, the trace id as a number); the chain's task writes it out.
 #[derive(Debug)]
 struct Pending {
     at: OffsetDateTime,
     kind: EntryKind,
-    requester: String,
-    action: String,
-    purpose: String,
-    subject: String,
-    trace_id: String,
+    requester: Arc<str>,
+    action: Arc<str>,
+    purpose: Arc<str>,
+    subject: [u8; 32],
+    trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 /// What one processing was, for [`ProcessingLog::record`].
@@ -57,15 +58,15 @@ pub struct Processing<'a> {
     /// A call or a delivery.
     pub kind: EntryKind,
     /// Who asked.
-    pub requester: &'a str,
+    pub requester: &'a Arc<str>,
     /// The method, or the event type and consumer.
-    pub action: &'a str,
+    pub action: &'a Arc<str>,
     /// Why.
-    pub purpose: &'a str,
+    pub purpose: &'a Arc<str>,
     /// The person.
     pub subject: DataSubject<'a>,
     /// The W3C trace id, if any.
-    pub trace_id: Option<&'a str>,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 impl ProcessingLog {
@@ -135,11 +136,11 @@ impl ProcessingLog {
         let pending = Pending {
             at: OffsetDateTime::now_utc(),
             kind: processing.kind,
-            requester: processing.requester.to_owned(),
-            action: processing.action.to_owned(),
-            purpose: processing.purpose.to_owned(),
-            subject: self.inner.key.digest(processing.subject),
-            trace_id: processing.trace_id.unwrap_or_default().to_owned(),
+            requester: Arc::clone(processing.requester),
+            action: Arc::clone(processing.action),
+            purpose: Arc::clone(processing.purpose),
+            subject: self.inner.key.digest_bytes(processing.subject),
+            trace_id: processing.trace_id,
         };
         self.inner.queued.fetch_add(1, Ordering::Relaxed);
         if self.inner.queue.send(pending).is_err() {
@@ -148,7 +149,7 @@ impl ProcessingLog {
             tracing::error!(
                 message = "Processing-log entry recorded after the log was closed; not written.",
                 writer = %self.inner.writer,
-                action = processing.action,
+                action = &**processing.action,
             );
         }
     }
@@ -158,11 +159,13 @@ impl DeliveryObserver for ProcessingLog {
     fn handled(&self, delivery: &HandledDelivery<'_>) {
         self.record(Processing {
             kind: EntryKind::Delivery,
-            requester: delivery.publisher,
-            action: &format!("{} via {}", delivery.event_type, delivery.consumer),
-            purpose: delivery.purpose,
+            requester: &Arc::from(delivery.publisher),
+            action: &Arc::from(format!("{} via {}", delivery.event_type, delivery.consumer)),
+            purpose: &Arc::from(delivery.purpose),
             subject: DataSubject::Citizen(delivery.data_subject),
-            trace_id: delivery.trace_id,
+            trace_id: delivery
+                .trace_id
+                .and_then(|hex| opentelemetry::trace::TraceId::from_hex(hex).ok()),
         });
     }
 }
@@ -368,11 +371,14 @@ impl Chain {
                 at: govbus_bus::envelope::format_time(pending.at),
                 writer: self.signer.writer().to_owned(),
                 kind: pending.kind,
-                requester: pending.requester,
-                action: pending.action,
-                purpose: pending.purpose,
-                subject: pending.subject,
-                trace_id: pending.trace_id,
+                requester: pending.requester.to_string(),
+                action: pending.action.to_string(),
+                purpose: pending.purpose.to_string(),
+                subject: hex::encode(pending.subject),
+                trace_id: pending
+                    .trace_id
+                    .map(|trace_id| trace_id.to_string())
+                    .unwrap_or_default(),
                 prev,
                 hash: String::new(),
             };

@@ -6,9 +6,15 @@
 //! reflection are not traced (a console polling health would flood the trace list) but are
 //! counted. The client interceptor writes the current span's context into outgoing metadata,
 //! so the callee's span joins the caller's trace.
+//!
+//! What a call needs per method (its names, its metric handles) is made once, at the method's
+//! first call, and looked up by path afterwards: a call costs no registry lookup and no string
+//! built for a name or a label.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,13 +28,19 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// Adds tracing and metrics to every call a server receives.
 #[derive(Debug, Clone)]
 pub struct ServerTelemetryLayer {
-    service: &'static str,
+    methods: Arc<Methods>,
 }
 
 impl ServerTelemetryLayer {
     /// For the govbus service `service` (e.g. `identity`).
     pub fn new(service: &'static str) -> Self {
-        Self { service }
+        Self {
+            methods: Arc::new(Methods {
+                service,
+                known: RwLock::new(HashMap::new()),
+                other: OnceLock::new(),
+            }),
+        }
     }
 }
 
@@ -38,7 +50,7 @@ impl<S> Layer<S> for ServerTelemetryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ServerTelemetry {
             inner,
-            service: self.service,
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -47,7 +59,94 @@ impl<S> Layer<S> for ServerTelemetryLayer {
 #[derive(Debug, Clone)]
 pub struct ServerTelemetry<S> {
     inner: S,
+    methods: Arc<Methods>,
+}
+
+/// Most methods a server remembers: paths beyond these (a client trying many that do not
+/// exist) share one entry, so the table cannot grow without bound.
+const MAX_METHODS: usize = 256;
+
+/// The methods a server has been called with.
+#[derive(Debug)]
+struct Methods {
     service: &'static str,
+    known: RwLock<HashMap<Box<str>, Arc<Method>>>,
+    other: OnceLock<Arc<Method>>,
+}
+
+/// One method: its names and its metric handles.
+#[derive(Debug)]
+pub(crate) struct Method {
+    /// `package.Service/Method`, as the access policy and the processing log name it.
+    pub(crate) path: Arc<str>,
+    rpc_service: Arc<str>,
+    rpc_method: Arc<str>,
+    traced: bool,
+    duration: metrics::Histogram,
+    /// `govbus_grpc_server_requests_total` by status code, made at the first call with each.
+    requests: [OnceLock<metrics::Counter>; 17],
+    service: &'static str,
+}
+
+impl Methods {
+    /// The method of `path` (`/package.Service/Method`).
+    fn of(&self, path: &str) -> Arc<Method> {
+        if let Some(method) = self
+            .known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+        {
+            return Arc::clone(method);
+        }
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(method) = known.get(path) {
+            return Arc::clone(method);
+        }
+        if known.len() >= MAX_METHODS {
+            return Arc::clone(
+                self.other
+                    .get_or_init(|| Arc::new(Method::new(self.service, "/unknown/unknown"))),
+            );
+        }
+        let method = Arc::new(Method::new(self.service, path));
+        known.insert(Box::from(path), Arc::clone(&method));
+        method
+    }
+}
+
+impl Method {
+    fn new(service: &'static str, path: &str) -> Self {
+        let (rpc_service, rpc_method) = split_path(path);
+        let full = format!("{rpc_service}/{rpc_method}");
+        Self {
+            traced: !is_infrastructure(rpc_service),
+            duration: metrics::histogram!(
+                "govbus_grpc_server_duration_seconds",
+                "service" => service,
+                "method" => full.clone(),
+            ),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            rpc_service: Arc::from(rpc_service),
+            rpc_method: Arc::from(rpc_method),
+            path: Arc::from(full),
+            service,
+        }
+    }
+
+    fn count(&self, code: tonic::Code) {
+        let index = usize::try_from(code as i32).unwrap_or(2).min(16);
+        self.requests[index]
+            .get_or_init(|| {
+                metrics::counter!(
+                    "govbus_grpc_server_requests_total",
+                    "service" => self.service,
+                    "method" => self.path.to_string(),
+                    "code" => format!("{code:?}"),
+                )
+            })
+            .increment(1);
+    }
 }
 
 impl<S, B, R> Service<http::Request<B>> for ServerTelemetry<S>
@@ -63,21 +162,24 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (rpc_service, method) = split_path(request.uri().path());
-        let (rpc_service, method) = (rpc_service.to_owned(), method.to_owned());
-        let traced = !is_infrastructure(&rpc_service);
-        let span = if traced {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let method = self.methods.of(request.uri().path());
+        // For the access layer and the processing log: the handler sees the message, not the
+        // route it came by.
+        request
+            .extensions_mut()
+            .insert(crate::audit::CalledMethod(Arc::clone(&method.path)));
+        let span = if method.traced {
             let span = tracing::info_span!(
                 "rpc",
-                otel.name = format!("{rpc_service}/{method}"),
+                otel.name = &*method.path,
                 otel.kind = "server",
                 otel.status_code = Empty,
                 rpc.system = "grpc",
-                rpc.service = %rpc_service,
-                rpc.method = %method,
+                rpc.service = &*method.rpc_service,
+                rpc.method = &*method.rpc_method,
                 rpc.grpc.status_code = Empty,
-                govbus.service = self.service,
+                govbus.service = method.service,
             );
             if request.headers().contains_key("traceparent") {
                 let parent =
@@ -89,7 +191,6 @@ where
         } else {
             tracing::Span::none()
         };
-        let service = self.service;
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(
@@ -99,26 +200,15 @@ where
                     Ok(response) => grpc_code(response.headers()),
                     Err(_) => tonic::Code::Internal,
                 };
-                let current = tracing::Span::current();
-                current.record("rpc.grpc.status_code", code as i32);
-                if is_server_error(code) {
-                    current.record("otel.status_code", "ERROR");
+                if method.traced {
+                    let current = tracing::Span::current();
+                    current.record("rpc.grpc.status_code", code as i32);
+                    if is_server_error(code) {
+                        current.record("otel.status_code", "ERROR");
+                    }
                 }
-                let labels = [
-                    ("service", service.to_owned()),
-                    ("method", format!("{rpc_service}/{method}")),
-                ];
-                metrics::counter!(
-                    "govbus_grpc_server_requests_total",
-                    &[
-                        labels[0].clone(),
-                        labels[1].clone(),
-                        ("code", format!("{code:?}")),
-                    ]
-                )
-                .increment(1);
-                metrics::histogram!("govbus_grpc_server_duration_seconds", &labels)
-                    .record(started.elapsed().as_secs_f64());
+                method.count(code);
+                method.duration.record(started.elapsed().as_secs_f64());
                 result
             }
             .instrument(span),
