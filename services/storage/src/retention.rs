@@ -68,12 +68,14 @@ const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE (consumer, event_id) IN (
 const PRUNE_KEYS: &str = "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN (
          SELECT scope, idempotency_key FROM idempotency_keys
          WHERE created_at < $1 AND completed = 1 LIMIT $2)";
-const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE position IN (
+// The oldest published rows, by position (rows are in time order, so no index on `created_at`
+// is needed: one less page to write at every commit), deleted if old enough.
+const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE created_at < $1 AND position IN (
          SELECT position FROM outbox
-         WHERE created_at < $1 AND failed_at IS NULL
-           AND position <= COALESCE(
-               (SELECT published_position FROM outbox_relay WHERE name = 'outbox'), 0)
-         LIMIT $2)";
+         WHERE position <= COALESCE(
+                   (SELECT published_position FROM outbox_relay WHERE name = 'outbox'), 0)
+           AND failed_at IS NULL
+         ORDER BY position LIMIT $2)";
 
 /// Deletes every expired row, `settings.batch` rows per commit.
 pub async fn prune(db: &Database, settings: &RetentionSettings) -> Result<Pruned, DbError> {

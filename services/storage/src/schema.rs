@@ -105,7 +105,6 @@ const RELAY_LEASE: &str = "
     FROM watermark;
     DROP INDEX outbox_pending;
     DROP INDEX outbox_sent;
-    CREATE INDEX outbox_created ON outbox (created_at);
     ALTER TABLE idempotency_keys ADD COLUMN completed BIGINT NOT NULL DEFAULT 1;
     CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 ";

@@ -19,6 +19,7 @@ govbus_harness::on_both_backends!(
     the_inbox_claims_each_event_once,
     a_batch_claims_each_event_once_in_one_statement,
     pruning_removes_expired_rows_in_batches_and_keeps_recent_ones,
+    pruning_removes_old_published_outbox_rows_and_keeps_the_rest,
 );
 
 /// A command's answer, stored under its key: a protobuf message.
@@ -266,4 +267,55 @@ async fn pruning_removes_expired_rows_in_batches_and_keeps_recent_ones(backend: 
         .await
         .expect("claim");
     assert!(!fresh);
+}
+
+/// Published rows older than the window go; recent ones, unpublished ones and refused ones stay.
+async fn pruning_removes_old_published_outbox_rows_and_keeps_the_rest(backend: TestBackend) {
+    let (_test_db, db) = database(backend).await;
+    let day: i64 = 24 * 60 * 60 * 1_000_000;
+    let now = govbus_storage::time::now_micros();
+    db.write(async move |tx| {
+        for n in 0..30_i64 {
+            // 1–10 old and published, 11 old and refused, 12–20 recent and published, 21–30 old
+            // but not yet published.
+            let created_at = if (11..20).contains(&n) {
+                now - day
+            } else {
+                now - 8 * day
+            };
+            let failed_at: Option<i64> = (n == 10).then_some(now);
+            tx.execute(
+                "INSERT INTO outbox (event_id, subject, headers, payload, created_at, failed_at)
+                 VALUES ($1, 'govbus.tests.x.v1', '', $2, $3, $4)",
+                &[
+                    format!("event-{n}").as_str().into(),
+                    (&[0_u8] as &[u8]).into(),
+                    created_at.into(),
+                    failed_at.into(),
+                ],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE outbox_relay SET published_position = 20 WHERE name = 'outbox'",
+            &[],
+        )
+        .await?;
+        Ok::<(), DbError>(())
+    })
+    .await
+    .expect("rows");
+    let settings = RetentionSettings {
+        batch: 4,
+        ..RetentionSettings::default()
+    };
+    let pruned = retention::prune(&db, &settings).await.expect("pruned");
+    assert_eq!(pruned.outbox, 10);
+    let mut sql = db.read().await.expect("reader");
+    let positions: Vec<(i64,)> = sql
+        .query_all("SELECT position FROM outbox ORDER BY position", &[])
+        .await
+        .expect("rows");
+    let positions: Vec<i64> = positions.into_iter().map(|(position,)| position).collect();
+    assert_eq!(positions, (11..=30).collect::<Vec<_>>());
 }
