@@ -15,6 +15,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsPublishErrorKind};
 use bytes::Bytes;
 use futures_util::future::join_all;
+use opentelemetry::KeyValue;
 use time::OffsetDateTime;
 use tracing::{Instrument, field};
 use uuid::Uuid;
@@ -127,6 +128,14 @@ impl Causality {
     }
 }
 
+const MESSAGING_SYSTEM: &str = "messaging.system";
+const MESSAGING_OPERATION_TYPE: &str = "messaging.operation.type";
+const MESSAGING_OPERATION_NAME: &str = "messaging.operation.name";
+const MESSAGING_DESTINATION: &str = "messaging.destination.name";
+const MESSAGING_MESSAGE_ID: &str = "messaging.message.id";
+const CLOUDEVENTS_TYPE: &str = "cloudevents.event_type";
+const GOVBUS_SERVICE: &str = "govbus.service";
+
 /// An encoded event ready to send: what an outbox stores.
 #[derive(Debug, Clone)]
 pub struct OutgoingEvent {
@@ -215,7 +224,7 @@ pub struct Publisher {
     inner: Arc<PublisherInner>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PublisherInner {
     jetstream: jetstream::Context,
     topology: Arc<Topology>,
@@ -228,6 +237,22 @@ struct PublisherInner {
     published_counters: Arc<CountersByType<metrics::Counter>>,
     /// Publishes that may await their acknowledgement at once on this connection.
     max_in_flight: usize,
+    /// Records the `create` span of each event encoded.
+    tracer: Arc<opentelemetry::global::BoxedTracer>,
+    /// The service's name as a span attribute, made once.
+    service_value: opentelemetry::StringValue,
+}
+
+impl std::fmt::Debug for PublisherInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherInner")
+            .field("service", &self.service)
+            .field("source", &self.source)
+            .field("retry", &self.retry)
+            .field("declared", &self.declared)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
@@ -248,6 +273,8 @@ impl Publisher {
                 declared: None,
                 published_counters: Arc::default(),
                 max_in_flight,
+                tracer: Arc::new(trace_context::tracer()),
+                service_value: opentelemetry::StringValue::from(service.to_owned()),
             }),
         }
     }
@@ -343,19 +370,27 @@ impl Publisher {
         };
         let mut headers = HeaderMap::new();
         envelope.write_headers(&mut headers);
-        let span = tracing::info_span!(
-            "create",
-            otel.name = format!("create {subject}"),
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.operation.type = "create",
-            messaging.operation.name = "create",
-            messaging.destination.name = %subject,
-            messaging.message.id = %envelope.id,
-            cloudevents.event_type = E::TYPE,
-            govbus.service = %self.inner.service,
-        );
-        trace_context::inject(&span, &mut headers);
+        // The producer span of the event: a child of the current context (the call or the
+        // handled event that produced it), over at once; its context travels in the headers.
+        let span = {
+            use opentelemetry::trace::{SpanBuilder, SpanKind, Tracer as _};
+            let builder = SpanBuilder::from_name(trace_context::span_name("create", &subject))
+                .with_kind(SpanKind::Producer)
+                .with_attributes([
+                    KeyValue::new(MESSAGING_SYSTEM, "nats"),
+                    KeyValue::new(MESSAGING_OPERATION_TYPE, "create"),
+                    KeyValue::new(MESSAGING_OPERATION_NAME, "create"),
+                    KeyValue::new(MESSAGING_DESTINATION, subject.clone()),
+                    KeyValue::new(MESSAGING_MESSAGE_ID, envelope.id.clone()),
+                    KeyValue::new(CLOUDEVENTS_TYPE, E::TYPE),
+                    KeyValue::new(GOVBUS_SERVICE, self.inner.service_value.clone()),
+                ]);
+            let parent = opentelemetry::Context::current();
+            self.inner.tracer.build_with_context(builder, &parent)
+        };
+        let context = opentelemetry::trace::TraceContextExt::current_with_span(span);
+        trace_context::inject_context(&context, &mut headers);
+        opentelemetry::trace::TraceContextExt::span(&context).end();
         Ok(OutgoingEvent {
             id: envelope.id,
             subject,

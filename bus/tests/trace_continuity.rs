@@ -23,6 +23,9 @@ async fn the_consumer_span_has_the_producer_trace_id() {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bus-tests")));
     tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    // The bus makes its per-event spans through the global provider, as an application's
+    // telemetry sets it.
+    opentelemetry::global::set_tracer_provider(provider.clone());
 
     let (_server, bus) = start().await;
     let identity = ServiceAdapter::new("identity")

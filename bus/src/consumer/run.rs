@@ -11,10 +11,11 @@ use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
+use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue, StringValue};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, field};
 
 use super::handler::{ErasedHandler, HandlerFailure};
 use super::{
@@ -52,6 +53,17 @@ struct ConsumerContext {
     /// `govbus_events_consumed_total` by event type, one counter per outcome
     /// ([`Outcome::NAMES`]), each registered when first counted.
     consumed_counters: CountersByType<Arc<[std::sync::OnceLock<metrics::Counter>; 3]>>,
+    /// Records the `process` span of each message (see [`trace_context`]).
+    tracer: opentelemetry::global::BoxedTracer,
+    /// The consumer's names as span attributes, made once.
+    span_names: SpanNames,
+}
+
+/// What every `process` span of a consumer names, made once.
+struct SpanNames {
+    consumer: StringValue,
+    service: StringValue,
+    stream: StringValue,
 }
 
 /// Consumer metadata key naming the service that consumes.
@@ -129,6 +141,12 @@ pub(crate) async fn prepare_consumer(
             .unwrap_or_else(|| format!("not declared by consumer {}", consumer.name)),
         takes_batches,
         consumed_counters: CountersByType::default(),
+        tracer: trace_context::tracer(),
+        span_names: SpanNames {
+            consumer: StringValue::from(consumer.name.clone()),
+            service: StringValue::from(service.to_owned()),
+            stream: StringValue::from(topology.service_stream(&source)),
+        },
     });
     let nats_consumer = provision_consumer(&context).await?;
     Ok(PreparedConsumer {
@@ -344,7 +362,8 @@ impl Outcome {
 /// this consumer.
 struct Ready {
     message: jetstream::Message,
-    span: Span,
+    /// The message's `process` span, as a context to run its work in.
+    span: Context,
     meta: EventMeta,
     handler: Arc<dyn ErasedHandler>,
 }
@@ -380,7 +399,7 @@ async fn handle_one(context: &ConsumerContext, ready: Ready) {
         };
         finish(context, &message, outcome, stream_sequence, attempt).await;
     }
-    .instrument(span)
+    .with_context(span)
     .await;
 }
 
@@ -410,18 +429,27 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
         .iter()
         .map(|one| (one.message.payload.clone(), one.meta.clone()))
         .collect();
-    let span = tracing::info_span!(
-        "process batch",
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.consumer.group.name = %context.name,
-        messaging.batch.message_count = ready.len(),
-        govbus.service = %context.service,
+    let batch_span = context.tracer.build_with_context(
+        opentelemetry::trace::SpanBuilder::from_name("process batch")
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new(
+                    "messaging.consumer.group.name",
+                    context.span_names.consumer.clone(),
+                ),
+                KeyValue::new(
+                    "messaging.batch.message_count",
+                    i64::try_from(ready.len()).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new("govbus.service", context.span_names.service.clone()),
+            ]),
+        &Context::new(),
     );
     let handled = AssertUnwindSafe(batch_handler.handle_batch(items))
         .catch_unwind()
-        .instrument(span)
+        .with_context(Context::new().with_span(batch_span))
         .await;
     let result = match handled {
         Ok(result) if !matches!(&result.outcome, Err(error) if error.kind() == HandleErrorKind::Permanent) => {
@@ -459,7 +487,7 @@ async fn process_batch(context: &ConsumerContext, messages: Vec<jetstream::Messa
         // Every message given to the handler has an outcome; this is only a guard.
         let outcome = outcome.unwrap_or(Outcome::Retry(context.settings.backoff.delay(0)));
         finish(context, &one.message, outcome, stream_sequence, attempt)
-            .instrument(one.span)
+            .with_context(one.span)
             .await;
     }
 }
@@ -486,25 +514,42 @@ async fn prepare(context: &ConsumerContext, message: jetstream::Message) -> Opti
         settle(context, &message, Outcome::Ack, stream_sequence, attempt).await;
         return None;
     }
-    let span = tracing::info_span!(
-        "process",
-        otel.name = format!("process {}", message.subject),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = message.subject.as_str(),
-        messaging.consumer.group.name = context.name.as_str(),
-        govbus.service = context.service.as_str(),
-        messaging.message.id = field::Empty,
-        messaging.message.body.size = message.payload.len(),
-        messaging.nats.stream = context.stream.as_str(),
-        messaging.nats.stream_sequence = stream_sequence,
-        messaging.nats.delivery_count = attempt,
-        cloudevents.event_type = field::Empty,
-        govbus.outcome = field::Empty,
+    // The consumer span of the message, in its producer's trace.
+    let name = trace_context::span_name("process", &message.subject);
+    let destination = match &name {
+        std::borrow::Cow::Borrowed(name) => StringValue::from(&name["process ".len()..]),
+        std::borrow::Cow::Owned(_) => StringValue::from(message.subject.to_string()),
+    };
+    let span = context.tracer.build_with_context(
+        opentelemetry::trace::SpanBuilder::from_name(name)
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", destination),
+                KeyValue::new(
+                    "messaging.consumer.group.name",
+                    context.span_names.consumer.clone(),
+                ),
+                KeyValue::new("govbus.service", context.span_names.service.clone()),
+                KeyValue::new(
+                    "messaging.message.body.size",
+                    i64::try_from(message.payload.len()).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new("messaging.nats.stream", context.span_names.stream.clone()),
+                KeyValue::new(
+                    "messaging.nats.stream_sequence",
+                    i64::try_from(stream_sequence).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new(
+                    "messaging.nats.delivery_count",
+                    i64::try_from(attempt).unwrap_or(i64::MAX),
+                ),
+            ]),
+        &trace_context::extract(headers),
     );
-    trace_context::continue_from(&span, headers);
+    let span = Context::new().with_span(span);
     let delivery = Delivery {
         consumer: context.name.clone(),
         stream: context.stream.clone(),
@@ -514,7 +559,7 @@ async fn prepare(context: &ConsumerContext, message: jetstream::Message) -> Opti
         published,
         replayed: replay_for.is_some(),
     };
-    match span.in_scope(|| check(context, &message, delivery)) {
+    match check(context, &message, delivery, &span) {
         Ok((meta, handler)) => Some(Ready {
             message,
             span,
@@ -523,7 +568,7 @@ async fn prepare(context: &ConsumerContext, message: jetstream::Message) -> Opti
         }),
         Err(outcome) => {
             finish(context, &message, outcome, stream_sequence, attempt)
-                .instrument(span)
+                .with_context(span)
                 .await;
             None
         }
@@ -535,13 +580,17 @@ fn check(
     context: &ConsumerContext,
     message: &jetstream::Message,
     delivery: Delivery,
+    span: &Context,
 ) -> Result<(EventMeta, Arc<dyn ErasedHandler>), Outcome> {
     let envelope = Envelope::from_headers(message.headers.as_ref()).map_err(|error| {
         Outcome::DeadLetter(format!("unreadable CloudEvents envelope: {error}"))
     })?;
-    let span = Span::current();
-    span.record("messaging.message.id", envelope.id.as_str());
-    span.record("cloudevents.event_type", envelope.event_type.as_str());
+    let span = span.span();
+    span.set_attribute(KeyValue::new("messaging.message.id", envelope.id.clone()));
+    span.set_attribute(KeyValue::new(
+        "cloudevents.event_type",
+        envelope.event_type.clone(),
+    ));
     let max = context.settings.max_deliveries;
     if delivery.attempt > max {
         return Err(Outcome::DeadLetter(format!(
@@ -628,9 +677,12 @@ async fn finish(
     attempt: u64,
 ) {
     let recorded = outcome.name();
-    Span::current().record("govbus.outcome", recorded);
+    let span = Context::current();
+    span.span()
+        .set_attribute(KeyValue::new("govbus.outcome", recorded));
     count_consumed(context, event_type_of(message), outcome.index(), 1);
     settle(context, message, outcome, stream_sequence, attempt).await;
+    span.span().end();
 }
 
 /// Counts `count` messages of `event_type` settled with the outcome at `outcome` (an

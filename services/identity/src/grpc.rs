@@ -6,7 +6,6 @@ use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, in
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::calls::CallCounter;
 use crate::client::CALLER_METADATA;
@@ -63,7 +62,6 @@ impl IdentityService for IdentityApi {
         let causality = causality(&request);
         let call = CallContext::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("RegisterCitizen", rpc.method = "RegisterCitizen");
         async {
             let address = request.address.clone().unwrap_or_default();
             let input = RegistrationInput {
@@ -102,7 +100,6 @@ impl IdentityService for IdentityApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(span)
         .await
     }
 
@@ -115,7 +112,6 @@ impl IdentityService for IdentityApi {
         }
         let call = CallContext::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("VerifyCitizen", rpc.method = "VerifyCitizen");
         async {
             let mut problems = FieldProblems::default();
             let nik = problems.check("nik", Nik::parse(&request.nik));
@@ -150,7 +146,6 @@ impl IdentityService for IdentityApi {
                 citizen_ref,
             }))
         }
-        .instrument(span)
         .await
     }
 
@@ -161,7 +156,6 @@ impl IdentityService for IdentityApi {
         let causality = causality(&request);
         let call = CallContext::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("RecordRelocation", rpc.method = "RecordRelocation");
         async {
             let mut problems = FieldProblems::default();
             problems.check_idempotency_key(&request.idempotency_key);
@@ -189,7 +183,6 @@ impl IdentityService for IdentityApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(span)
         .await
     }
 
@@ -200,7 +193,6 @@ impl IdentityService for IdentityApi {
         let causality = causality(&request);
         let call = CallContext::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("RecordDeath", rpc.method = "RecordDeath");
         async {
             let mut problems = FieldProblems::default();
             problems.check_idempotency_key(&request.idempotency_key);
@@ -218,7 +210,6 @@ impl IdentityService for IdentityApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(span)
         .await
     }
 }

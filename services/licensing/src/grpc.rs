@@ -6,7 +6,6 @@ use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, in
 use govbus_proto::licensing::v1 as pb;
 use govbus_proto::licensing::v1::licensing_service_server::LicensingService;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::domain::{RiskLevel, kbli_code};
 use crate::office::{LicensingError, NewApplication, Office};
@@ -86,10 +85,6 @@ impl LicensingService for LicensingApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(tracing::info_span!(
-            "ApplyForLicence",
-            rpc.method = "ApplyForLicence"
-        ))
         .await
     }
 
@@ -134,10 +129,6 @@ impl LicensingService for LicensingApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(tracing::info_span!(
-            "DecideApplication",
-            rpc.method = "DecideApplication"
-        ))
         .await
     }
 

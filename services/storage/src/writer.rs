@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use govbus_bus::OutgoingEvent;
+use opentelemetry::trace::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -79,9 +80,9 @@ type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A unit of work for the writer, with its caller's answer.
 pub(crate) trait Job: Send {
-    /// The caller's span: the job runs inside it, so what it records belongs to the caller's
-    /// trace.
-    fn span(&self) -> &tracing::Span;
+    /// The caller's span and trace context: the job runs inside them, so what it records (the
+    /// spans of the events it encodes, its log lines) belongs to the caller's trace.
+    fn span(&self) -> (&tracing::Span, &opentelemetry::Context);
     /// Runs the work once; true when it succeeded.
     fn run<'a, 'c>(&'a mut self, tx: &'a mut Tx<'c>) -> LocalBoxFuture<'a, bool>;
     /// Replaces the work's outcome with `error` (a statement failed, or the job cannot run).
@@ -98,6 +99,7 @@ pub(crate) struct WorkJob<F, R, E> {
     outcome: Option<Result<R, E>>,
     reply: Option<oneshot::Sender<Result<R, E>>>,
     span: tracing::Span,
+    context: opentelemetry::Context,
     attempts: u32,
 }
 
@@ -108,6 +110,7 @@ impl<F, R, E> WorkJob<F, R, E> {
             outcome: None,
             reply: Some(reply),
             span: tracing::Span::current(),
+            context: opentelemetry::Context::current(),
             attempts: 0,
         }
     }
@@ -119,8 +122,8 @@ where
     R: Send + 'static,
     E: From<DbError> + Send + 'static,
 {
-    fn span(&self) -> &tracing::Span {
-        &self.span
+    fn span(&self) -> (&tracing::Span, &opentelemetry::Context) {
+        (&self.span, &self.context)
     }
 
     fn run<'a, 'c>(&'a mut self, tx: &'a mut Tx<'c>) -> LocalBoxFuture<'a, bool> {
@@ -496,8 +499,9 @@ enum Verdict {
 
 /// Runs `job` on `tx` inside its span; classifies the outcome.
 async fn run_job(job: &mut Box<dyn Job>, tx: &mut Tx<'_>) -> Verdict {
-    let span = job.span().clone();
-    let succeeded = job.run(tx).instrument(span).await;
+    let (span, context) = job.span();
+    let (span, context) = (span.clone(), context.clone());
+    let succeeded = job.run(tx).with_context(context).instrument(span).await;
     match tx.sql.take_failure() {
         Some(failure) if failure.kind() == crate::DbErrorKind::Deadlock => {
             if job.attempt() < MAX_ATTEMPTS {

@@ -6,7 +6,6 @@ use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, in
 use govbus_proto::welfare::v1 as pb;
 use govbus_proto::welfare::v1::welfare_service_server::WelfareService;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::domain::{Desil, Programme};
 use crate::office::{Office, WelfareError};
@@ -78,10 +77,6 @@ impl WelfareService for WelfareApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(tracing::info_span!(
-            "RegisterHousehold",
-            rpc.method = "RegisterHousehold"
-        ))
         .await
     }
 
@@ -111,10 +106,6 @@ impl WelfareService for WelfareApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(tracing::info_span!(
-            "AssessHousehold",
-            rpc.method = "AssessHousehold"
-        ))
         .await
     }
 
@@ -149,10 +140,6 @@ impl WelfareService for WelfareApi {
                 .map(Response::new)
                 .map_err(status)
         }
-        .instrument(tracing::info_span!(
-            "ApplyForProgramme",
-            rpc.method = "ApplyForProgramme"
-        ))
         .await
     }
 
@@ -181,10 +168,6 @@ impl WelfareService for WelfareApi {
                     .collect(),
             }))
         }
-        .instrument(tracing::info_span!(
-            "ListBenefits",
-            rpc.method = "ListBenefits"
-        ))
         .await
     }
 }

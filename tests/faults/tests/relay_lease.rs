@@ -60,11 +60,13 @@ async fn register(
         loop {
             match replica.client.register_citizen(request.clone()).await {
                 Ok(_) => break,
-                Err(status) if started.elapsed() < Duration::from_secs(30) => {
+                Err(status) if started.elapsed() < govbus_faults::RECOVERY_LIMIT => {
                     let _ = status;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(status) => return Err(status.into()),
+                Err(status) => {
+                    anyhow::bail!("{status:?}\n{}", replica.process.log());
+                }
             }
         }
     }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use opentelemetry::trace::TraceContextExt as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::entry::EntryKind;
 use super::subject::DataSubject;
@@ -51,8 +50,8 @@ impl CallContext {
             || placeholder(&NO_PURPOSE, "(no purpose granted)"),
             |purpose| Arc::clone(&purpose.0),
         );
-        let span_context = tracing::Span::current()
-            .context()
+        // The current context is the call's `server` span (or a span inside it).
+        let span_context = opentelemetry::Context::current()
             .span()
             .span_context()
             .clone();

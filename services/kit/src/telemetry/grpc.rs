@@ -19,11 +19,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{
+    FutureExt as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
+use opentelemetry::{Context as TraceContext, KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower::{Layer, Service};
-use tracing::Instrument as _;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Adds tracing and metrics to every call a server receives.
 #[derive(Debug, Clone)]
@@ -39,6 +40,7 @@ impl ServerTelemetryLayer {
                 service,
                 known: RwLock::new(HashMap::new()),
                 other: OnceLock::new(),
+                tracer: govbus_bus::trace_context::tracer(),
             }),
         }
     }
@@ -67,11 +69,21 @@ pub struct ServerTelemetry<S> {
 const MAX_METHODS: usize = 256;
 
 /// The methods a server has been called with.
-#[derive(Debug)]
 struct Methods {
     service: &'static str,
     known: RwLock<HashMap<Box<str>, Arc<Method>>>,
     other: OnceLock<Arc<Method>>,
+    /// Records the `server` span of each call, with the OpenTelemetry API directly (see
+    /// `govbus_bus::trace_context`).
+    tracer: opentelemetry::global::BoxedTracer,
+}
+
+impl std::fmt::Debug for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Methods")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One method: its names and its metric handles.
@@ -79,8 +91,11 @@ struct Methods {
 pub(crate) struct Method {
     /// `package.Service/Method`, as the access policy and the processing log name it.
     pub(crate) path: Arc<str>,
-    rpc_service: Arc<str>,
-    rpc_method: Arc<str>,
+    /// The span name: the path, kept for the life of the process (methods are few).
+    span_name: &'static str,
+    rpc_service: StringValue,
+    rpc_method: StringValue,
+    service_value: StringValue,
     traced: bool,
     duration: metrics::Histogram,
     /// `govbus_grpc_server_requests_total` by status code, made at the first call with each.
@@ -127,8 +142,10 @@ impl Method {
                 "method" => full.clone(),
             ),
             requests: std::array::from_fn(|_| OnceLock::new()),
-            rpc_service: Arc::from(rpc_service),
-            rpc_method: Arc::from(rpc_method),
+            rpc_service: StringValue::from(rpc_service.to_owned()),
+            rpc_method: StringValue::from(rpc_method.to_owned()),
+            service_value: StringValue::from(service),
+            span_name: Box::leak(full.clone().into_boxed_str()),
             path: Arc::from(full),
             service,
         }
@@ -170,28 +187,28 @@ where
             .extensions_mut()
             .insert(crate::audit::CalledMethod(Arc::clone(&method.path)));
         let span = if method.traced {
-            let span = tracing::info_span!(
-                "rpc",
-                otel.name = &*method.path,
-                otel.kind = "server",
-                otel.status_code = Empty,
-                rpc.system = "grpc",
-                rpc.service = &*method.rpc_service,
-                rpc.method = &*method.rpc_method,
-                rpc.grpc.status_code = Empty,
-                govbus.service = method.service,
+            let parent = if request.headers().contains_key("traceparent") {
+                TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))
+            } else {
+                TraceContext::new()
+            };
+            let span = self.methods.tracer.build_with_context(
+                SpanBuilder::from_name(method.span_name)
+                    .with_kind(SpanKind::Server)
+                    .with_attributes([
+                        KeyValue::new("rpc.system", "grpc"),
+                        KeyValue::new("rpc.service", method.rpc_service.clone()),
+                        KeyValue::new("rpc.method", method.rpc_method.clone()),
+                        KeyValue::new("govbus.service", method.service_value.clone()),
+                    ]),
+                &parent,
             );
-            if request.headers().contains_key("traceparent") {
-                let parent =
-                    TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-                // Fails only for a disabled span; then there is nothing to link.
-                let _ = span.set_parent(parent);
-            }
-            span
+            parent.with_span(span)
         } else {
-            tracing::Span::none()
+            TraceContext::new()
         };
         let started = Instant::now();
+        let traced = method.traced;
         let call = self.inner.call(request);
         Box::pin(
             async move {
@@ -200,18 +217,20 @@ where
                     Ok(response) => grpc_code(response.headers()),
                     Err(_) => tonic::Code::Internal,
                 };
-                if method.traced {
-                    let current = tracing::Span::current();
-                    current.record("rpc.grpc.status_code", code as i32);
+                if traced {
+                    let current = TraceContext::current();
+                    let span = current.span();
+                    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
                     if is_server_error(code) {
-                        current.record("otel.status_code", "ERROR");
+                        span.set_status(Status::error(format!("{code:?}")));
                     }
+                    span.end();
                 }
                 method.count(code);
                 method.duration.record(started.elapsed().as_secs_f64());
                 result
             }
-            .instrument(span),
+            .with_context(span),
         )
     }
 }
@@ -229,7 +248,7 @@ where
 pub fn propagate_trace_context(
     mut request: tonic::Request<()>,
 ) -> Result<tonic::Request<()>, tonic::Status> {
-    let context = tracing::Span::current().context();
+    let context = TraceContext::current();
     TraceContextPropagator::new()
         .inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
     Ok(request)

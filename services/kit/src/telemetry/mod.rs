@@ -170,6 +170,9 @@ impl Telemetry {
         }
         let provider = provider.build();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        // The spans made for every call and event use the OpenTelemetry API directly
+        // (`govbus_bus::trace_context`), through the global provider.
+        opentelemetry::global::set_tracer_provider(provider.clone());
         let tracer = provider.tracer("govbus");
 
         let logs = match settings.log_format {
