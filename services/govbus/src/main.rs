@@ -225,6 +225,10 @@ struct TraceArgs {
     remote: Remote,
 }
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -23,6 +23,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use govbus_licensing::{Application, Deadlines, LicensingConfig};
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = govbus_kit::telemetry::Telemetry::install(

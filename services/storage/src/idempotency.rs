@@ -52,8 +52,13 @@ impl IdempotentRequest {
     /// `scope` names the command (e.g. `identity.RegisterCitizen`), `key` is the client's key,
     /// `request` the encoded request.
     pub fn new(scope: &'static str, key: impl Into<String>, request: &[u8]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(request);
-        let request_hash = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        let mut request_hash = String::with_capacity(digest.len() * 2);
+        for byte in digest {
+            request_hash.push(char::from(HEX[usize::from(byte >> 4)]));
+            request_hash.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
         Self {
             scope,
             key: key.into(),

@@ -26,6 +26,11 @@ pub(crate) async fn apply(
     migrations: &[Migration],
 ) -> Result<(), DbError> {
     db.write(async |tx| {
+        // Two processes creating the table at once collide in PostgreSQL's catalog even with
+        // IF NOT EXISTS: they take turns.
+        if tx.backend() == Backend::Postgres {
+            tx.execute_script(MIGRATION_LOCK).await?;
+        }
         tx.execute_script(
             "CREATE TABLE IF NOT EXISTS govbus_migrations (
                 component TEXT NOT NULL,

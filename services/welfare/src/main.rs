@@ -19,6 +19,10 @@
 use anyhow::Context as _;
 use govbus_welfare::{Application, WelfareConfig};
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = govbus_kit::telemetry::Telemetry::install(

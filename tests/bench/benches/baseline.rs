@@ -51,6 +51,10 @@ struct Args {
     ignored: bool,
 }
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -149,10 +153,15 @@ async fn main() -> anyhow::Result<()> {
         };
         let run = e2e::run(&server.client_url(), dir.path(), &calls, settings).await?;
         eprintln!(
-            "end to end: peak {:.0} events/s; {}: {}; peak RSS {:.0} MiB",
+            "end to end: peak {:.0} events/s; {}: {} (answers: {}); peak RSS {:.0} MiB",
             run.peak.rate(),
             run.paced.label,
             latency(&run.paced),
+            run.paced_answers
+                .map_or_else(String::new, |answers| format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    answers.p50_ms, answers.p99_ms
+                )),
             run.peak_rss_mib.unwrap_or(0.0)
         );
         end_to_end = Some(run);

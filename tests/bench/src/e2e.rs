@@ -47,6 +47,8 @@ pub struct EndToEnd {
     pub peak: Run,
     /// Paced at half the peak.
     pub paced: Run,
+    /// In the paced run, the time to the command's answer alone (its commit durable).
+    pub paced_answers: Option<crate::Latency>,
     /// Peak resident memory of the benchmark process (every service and the clients), MiB.
     pub peak_rss_mib: Option<f64>,
 }
@@ -77,6 +79,8 @@ const MIRROR: &[Migration] = &[Migration {
 struct Clock {
     sent: Mutex<HashMap<String, Instant>>,
     latencies: Mutex<Vec<u64>>,
+    /// Per command, until its answer.
+    answers: Mutex<Vec<u64>>,
     applied: std::sync::atomic::AtomicU64,
     target: std::sync::atomic::AtomicU64,
     done: Notify,
@@ -163,6 +167,12 @@ pub async fn run(
         Pace::PerSecond(rate),
     )
     .await?;
+    let paced_answers = crate::Latency::from_micros(std::mem::take(
+        &mut *clock
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ));
     consumer.shutdown().await;
     relay.shutdown().await;
     identity.stop().await;
@@ -175,6 +185,7 @@ pub async fn run(
             label: format!("paced at {rate:.0}/s"),
             ..paced
         },
+        paced_answers,
         peak_rss_mib: peak_rss_mib(),
     })
 }
@@ -230,6 +241,11 @@ async fn drive(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clear();
+    clock
+        .answers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
     let limit = Arc::new(Semaphore::new(match pace {
         Pace::ClosedLoop(in_flight) => in_flight,
         Pace::PerSecond(_) => 1024,
@@ -258,7 +274,13 @@ async fn drive(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(request_id, Instant::now());
+            let asked = Instant::now();
             client.register_citizen(request).await?;
+            clock
+                .answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(asked.elapsed().as_micros() as u64);
             anyhow::Ok(())
         });
         while let Some(done) = tasks.try_join_next() {

@@ -19,6 +19,9 @@ use super::subject::{DataSubject, SubjectKey};
 
 /// The most entries in one block: a block stays far below the server's payload limit.
 const MAX_BLOCK_ENTRIES: usize = 256;
+/// How long a block waits for more entries after its first: an entry is stored this much later
+/// at most, and a busy service signs a few blocks a second instead of hundreds.
+const BLOCK_WINDOW: Duration = Duration::from_millis(50);
 /// How long entries still queued at shutdown are retried before they are reported lost.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -101,6 +104,7 @@ impl ProcessingLog {
             prev: head.prev,
             last_stream_seq: head.stream_seq,
             queued: queued.clone(),
+            pending_gauge: metrics::gauge!("govbus_audit_pending", "service" => writer.clone()),
         };
         tracing::info!(
             message = "Processing log open.",
@@ -272,6 +276,7 @@ struct Chain {
     prev: String,
     last_stream_seq: u64,
     queued: Arc<AtomicU64>,
+    pending_gauge: metrics::Gauge,
 }
 
 enum Append {
@@ -295,7 +300,22 @@ impl Chain {
                 },
                 () = stop.cancelled() => break,
             };
-            let batch = drain(first, &mut receiver);
+            // A block gathers what arrives within a short while, so that a busy service signs
+            // and appends a block per BLOCK_WINDOW rather than one per round trip.
+            let mut batch = drain(first, &mut receiver);
+            let window = tokio::time::sleep(BLOCK_WINDOW);
+            tokio::pin!(window);
+            while batch.len() < MAX_BLOCK_ENTRIES {
+                tokio::select! {
+                    biased;
+                    pending = receiver.recv() => match pending {
+                        Some(pending) => batch.push(pending),
+                        None => break,
+                    },
+                    () = &mut window => break,
+                    () = stop.cancelled() => break,
+                }
+            }
             self.append_until_stored(batch, &stop).await;
         }
         // Shutting down: whatever is still queued gets a bounded time to be stored.
@@ -322,7 +342,7 @@ impl Chain {
         loop {
             // Set here rather than on every record, which is on the callers' hot path; a
             // backlog (JetStream unreachable) shows on every retry.
-            metrics::gauge!("govbus_audit_pending", "service" => self.signer.writer().to_owned())
+            self.pending_gauge
                 .set(self.queued.load(Ordering::Relaxed) as f64);
             match self.append(&block).await {
                 Append::Stored(stream_seq) => {
