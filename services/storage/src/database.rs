@@ -60,6 +60,10 @@ pub struct DatabaseOptions {
     /// subtransaction, and PostgreSQL keeps the first 64 of a transaction in shared memory;
     /// beyond them other sessions' visibility checks slow down.
     pub max_group_postgres: usize,
+    /// Connections the writer runs groups on at once, on PostgreSQL (SQLite takes one writer
+    /// at a time): a command's statements are round trips, so one connection waits on the
+    /// server most of the time.
+    pub writer_connections_postgres: usize,
     /// Commands waiting for the writer before callers wait to hand theirs over.
     pub queue: usize,
     /// Reading connections kept open (SQLite) or open at most (PostgreSQL).
@@ -76,6 +80,7 @@ impl Default for DatabaseOptions {
             synchronous: Synchronous::Full,
             max_group_sqlite: 512,
             max_group_postgres: 60,
+            writer_connections_postgres: 4,
             queue: 4096,
             readers: 8,
             feed_capacity: 8192,
@@ -117,12 +122,12 @@ impl Database {
             Box<dyn std::future::Future<Output = Result<WriterConnection, DbError>> + Send>,
         >;
         let mut checkpointer = None;
-        let (connect, settings, readers): (Connect, _, _) = match backend {
+        let (connects, settings, readers): (Vec<Connect>, _, _) = match backend {
             Backend::Sqlite => {
                 let path = sqlite::file_of(url)?;
                 let writer_path = path.clone();
                 let synchronous = options.synchronous;
-                let connect = Box::pin(async move {
+                let connect: Connect = Box::pin(async move {
                     SqliteConnection::open_writer(&writer_path, synchronous)
                         .map(WriterConnection::Sqlite)
                 });
@@ -132,16 +137,21 @@ impl Database {
                 };
                 checkpointer = Some(path.clone());
                 let readers = Readers::Sqlite(Arc::new(SqliteReaders::new(path, options.readers)));
-                (connect, settings, readers)
+                (vec![connect], settings, readers)
             }
             Backend::Postgres => {
                 let connect_options = postgres::options_of(url)?;
-                let for_writer = connect_options.clone();
-                let connect = Box::pin(async move {
-                    PostgresConnection::connect(&for_writer)
-                        .await
-                        .map(WriterConnection::Postgres)
-                });
+                let connects = (0..options.writer_connections_postgres.max(1))
+                    .map(|_| {
+                        let for_writer = connect_options.clone();
+                        let connect: Connect = Box::pin(async move {
+                            PostgresConnection::connect(&for_writer)
+                                .await
+                                .map(WriterConnection::Postgres)
+                        });
+                        connect
+                    })
+                    .collect();
                 let for_reconnect = connect_options.clone();
                 let reconnect: Reconnect = Arc::new(move || {
                     let options = for_reconnect.clone();
@@ -155,7 +165,7 @@ impl Database {
                     connect_options,
                     options.readers,
                 )));
-                (connect, settings, readers)
+                (connects, settings, readers)
             }
         };
         let writer::Started {
@@ -164,15 +174,17 @@ impl Database {
             ready,
         } = writer::spawn(
             &options.name,
-            connect,
+            connects,
             settings,
             Arc::clone(&feed),
             options.queue,
             Arc::clone(&counters),
         )?;
-        ready
-            .await
-            .map_err(|_| DbError::closed("starting the database writer"))??;
+        for ready in ready {
+            ready
+                .await
+                .map_err(|_| DbError::closed("starting the database writer"))??;
+        }
         // Once the writer made the file (and set WAL mode).
         let checkpointer = checkpointer
             .map(|path| Checkpointer::start(&options.name, path))

@@ -4,9 +4,10 @@
 //! The key is claimed first, inside the command's transaction: the first request with a key
 //! inserts it, runs, and stores its response beside it in the same commit. A later request with
 //! the same key finds the key taken and returns the stored response without running. Requests
-//! with one key at once are thereby put in order explicitly: in one process the writer runs
-//! them one after the other; across processes (replicas on one PostgreSQL database) the later
-//! one's claim waits for the first one's transaction to end, then reads its stored response.
+//! with one key at once are thereby put in order explicitly: on one of the writer's connections
+//! they run one after the other; on two (the writer's connections on PostgreSQL, or replicas on
+//! one PostgreSQL database) the later one's claim waits for the first one's transaction to end,
+//! then reads its stored response.
 //!
 //! Only a SHA-256 digest of the request is kept (requests carry personal data); a key reused
 //! with a different request is refused.

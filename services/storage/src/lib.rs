@@ -3,8 +3,9 @@
 //! - **One writer per database.** Every write runs on the database's writer thread, inside its
 //!   own savepoint; the writes that arrived while the previous commit ran are committed together,
 //!   durably, and only then answered. On SQLite a statement is a call on that thread, with no
-//!   hand-off; on PostgreSQL the writer locks what it reads to change (`FOR UPDATE`) so that
-//!   replicas in other processes are put in order too.
+//!   hand-off; on PostgreSQL the writer runs groups on several connections at once and locks
+//!   what it reads to change (`FOR UPDATE`), so that conflicting commands, on its connections
+//!   or in replicas in other processes, are put in order.
 //! - **Reads beside it.** Queries take a reading connection of their own and run on the calling
 //!   task, concurrently with the writer.
 //! - **The transactional outbox.** A command's events commit with its changes and are handed to

@@ -12,7 +12,11 @@
 //!
 //! A job's statements run on the writer's connection on the writer's thread: on SQLite a
 //! statement is a function call, with no hand-off to another thread; on PostgreSQL a round trip
-//! on the writer's own connection. A job that fails is rolled back alone and answered with its
+//! on the writer's own connection. On PostgreSQL the writer may own several connections, each
+//! with its thread, running groups at once: a free one takes the jobs waiting, row locks keep
+//! conflicting commands apart as they do across processes, and the commit turn (the outbox
+//! rows, the commit, the hand-over to the relay) passes from one to the next, so that events
+//! reach the relay in position order. A job that fails is rolled back alone and answered with its
 //! own error; one that collides with another transaction (a deadlock) is rolled back and run
 //! again in the next group; the others commit. Every caller is answered after the commit that
 //! holds its job, so an answer is never based on state that might still roll back.
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use govbus_bus::OutgoingEvent;
 use opentelemetry::trace::FutureExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use crate::error::DbError;
@@ -266,34 +270,37 @@ impl WriterHandle {
     }
 }
 
-/// The writer thread; [`join`](Self::join) waits for it to finish the jobs already queued.
+/// The writer's threads; [`join`](Self::join) waits for them to finish the jobs already queued.
 #[derive(Debug)]
 pub(crate) struct WriterThread {
-    done: Option<oneshot::Receiver<()>>,
+    done: Vec<oneshot::Receiver<()>>,
 }
 
 impl WriterThread {
     pub(crate) async fn join(&mut self) {
-        if let Some(done) = self.done.take() {
+        for done in self.done.drain(..) {
             let _ = done.await;
         }
     }
 }
 
-/// A writer just started: its handle, its thread, and whether its connection opened.
+/// A writer just started: its handle, its threads, and whether each connection opened.
 pub(crate) struct Started {
     pub(crate) handle: WriterHandle,
     pub(crate) thread: WriterThread,
-    pub(crate) ready: oneshot::Receiver<Result<(), DbError>>,
+    pub(crate) ready: Vec<oneshot::Receiver<Result<(), DbError>>>,
 }
 
-/// Starts the writer thread over `connection`, which it then owns.
+/// The queue of jobs, taken from by whichever of the writer's connections is free.
+type Jobs = Arc<tokio::sync::Mutex<mpsc::Receiver<Box<dyn Job>>>>;
+
+/// Starts one writer thread per connection in `connects`, each then owning its connection.
 ///
-/// `connect` runs on the writer's own runtime, so that a PostgreSQL connection's socket is
-/// driven by the thread that uses it.
+/// Each connect future runs on its thread's own runtime, so that a PostgreSQL connection's
+/// socket is driven by the thread that uses it.
 pub(crate) fn spawn<C>(
     name: &str,
-    connect: C,
+    connects: Vec<C>,
     settings: WriterSettings,
     feed: Arc<OutboxFeed>,
     queue: usize,
@@ -303,11 +310,63 @@ where
     C: Future<Output = Result<WriterConnection, DbError>> + Send + 'static,
 {
     let (jobs, receiver) = mpsc::channel::<Box<dyn Job>>(queue.max(1));
-    let (ready_sender, ready) = oneshot::channel();
-    let (done_sender, done) = oneshot::channel();
-    let thread_counters = Arc::clone(&counters);
+    let receiver: Jobs = Arc::new(tokio::sync::Mutex::new(receiver));
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    let mut ready = Vec::with_capacity(connects.len());
+    let mut done = Vec::with_capacity(connects.len());
+    for (lane, connect) in connects.into_iter().enumerate() {
+        let (ready_sender, lane_ready) = oneshot::channel();
+        let (done_sender, lane_done) = oneshot::channel();
+        let thread_name = if lane == 0 {
+            format!("{name}-writer")
+        } else {
+            format!("{name}-writer-{lane}")
+        };
+        spawn_lane(
+            thread_name,
+            connect,
+            Lane {
+                settings: settings.clone(),
+                feed: Arc::clone(&feed),
+                counters: Arc::clone(&counters),
+                jobs: Arc::clone(&receiver),
+                turn: Arc::clone(&turn),
+            },
+            ready_sender,
+            done_sender,
+        )?;
+        ready.push(lane_ready);
+        done.push(lane_done);
+    }
+    Ok(Started {
+        handle: WriterHandle { jobs, counters },
+        thread: WriterThread { done },
+        ready,
+    })
+}
+
+/// What one of the writer's threads shares with the others.
+struct Lane {
+    settings: WriterSettings,
+    feed: Arc<OutboxFeed>,
+    counters: Arc<Counters>,
+    jobs: Jobs,
+    /// Held from a group's outbox rows until its events are in the feed.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn spawn_lane<C>(
+    thread_name: String,
+    connect: C,
+    lane: Lane,
+    ready_sender: oneshot::Sender<Result<(), DbError>>,
+    done_sender: oneshot::Sender<()>,
+) -> Result<(), DbError>
+where
+    C: Future<Output = Result<WriterConnection, DbError>> + Send + 'static,
+{
     std::thread::Builder::new()
-        .name(format!("{name}-writer"))
+        .name(thread_name)
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -336,28 +395,25 @@ where
                 };
                 let mut writer = Writer {
                     connection: Some(connection),
-                    settings,
-                    feed,
+                    settings: lane.settings,
+                    feed: lane.feed,
                     carried: VecDeque::new(),
-                    counters: thread_counters,
+                    counters: lane.counters,
+                    turn: lane.turn,
                 };
-                writer.run(receiver).await;
+                writer.run(&lane.jobs).await;
                 writer.close().await;
             });
             let _ = done_sender.send(());
         })
+        .map(|_| ())
         .map_err(|error| {
             DbError::new(
                 crate::DbErrorKind::Config,
                 "starting the database writer",
                 error.to_string(),
             )
-        })?;
-    Ok(Started {
-        handle: WriterHandle { jobs, counters },
-        thread: WriterThread { done: Some(done) },
-        ready,
-    })
+        })
 }
 
 struct Writer {
@@ -368,6 +424,7 @@ struct Writer {
     /// Jobs to run again in the next group (they collided with another transaction).
     carried: VecDeque<Box<dyn Job>>,
     counters: Arc<Counters>,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What became of one job in its group.
@@ -383,19 +440,30 @@ struct GroupFailed {
 }
 
 impl Writer {
-    async fn run(&mut self, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+    async fn run(&mut self, jobs: &Jobs) {
         loop {
             let mut group: Vec<Box<dyn Job>> = self.carried.drain(..).collect();
-            if group.is_empty() {
-                match receiver.recv().await {
-                    Some(job) => group.push(job),
-                    None => return,
+            // The queue is held while waiting for work: the other connections wait behind, and
+            // the first free one takes what arrived. Jobs carried from the last group run at
+            // once, with whatever is waiting if the queue is free (another connection may be
+            // holding it, waiting for work that does not come).
+            let receiver = if group.is_empty() {
+                Some(jobs.lock().await)
+            } else {
+                jobs.try_lock().ok()
+            };
+            if let Some(mut receiver) = receiver {
+                if group.is_empty() {
+                    match receiver.recv().await {
+                        Some(job) => group.push(job),
+                        None => return,
+                    }
                 }
-            }
-            while group.len() < self.settings.max_group {
-                match receiver.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
+                while group.len() < self.settings.max_group {
+                    match receiver.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
             self.run_group(group).await;
@@ -430,14 +498,16 @@ impl Writer {
                 sqlite_group(connection, group, &mut retry).await
             }
             WriterConnection::Postgres(connection) => {
-                postgres_group(connection, group, &mut retry).await
+                postgres_group(connection, group, &mut retry, &self.turn).await
             }
         };
         self.carried.extend(retry);
         match outcome {
-            Ok((ran, committed)) => {
+            Ok((ran, committed, turn)) => {
                 self.counters.committed(ran.len());
                 self.feed.push(committed);
+                // The next group's events may go to the feed now.
+                drop(turn);
                 for job in ran {
                     match job {
                         Ran::Kept(job, _) | Ran::Failed(job) => job.answer(Ok(())),
@@ -523,11 +593,15 @@ async fn run_job(job: &mut Box<dyn Job>, tx: &mut Tx<'_>) -> Verdict {
 }
 
 /// One group on SQLite: `BEGIN IMMEDIATE`, a savepoint per job, the outbox rows, `COMMIT`.
+/// A group that committed: its jobs, its events with their positions, and the commit turn when
+/// the group took it (its events go to the feed before the turn passes on).
+type GroupCommitted = (Vec<Ran>, Vec<Committed>, Option<OwnedMutexGuard<()>>);
+
 async fn sqlite_group(
     connection: &mut SqliteConnection,
     group: Vec<Box<dyn Job>>,
     retry: &mut Vec<Box<dyn Job>>,
-) -> Result<(Vec<Ran>, Vec<Committed>), GroupFailed> {
+) -> Result<GroupCommitted, GroupFailed> {
     let mut ran = Vec::with_capacity(group.len());
     if let Err(error) = connection.execute_script("BEGIN IMMEDIATE") {
         ran.extend(group.into_iter().map(Ran::Failed));
@@ -566,7 +640,8 @@ async fn sqlite_group(
     if let Err(error) = connection.execute_script("COMMIT") {
         return Err(sqlite_abort(connection, error, ran));
     }
-    Ok((ran, committed))
+    // SQLite has one connection that writes: commit order is its order.
+    Ok((ran, committed, None))
 }
 
 fn sqlite_abort(connection: &mut SqliteConnection, error: DbError, ran: Vec<Ran>) -> GroupFailed {
@@ -604,8 +679,9 @@ fn sqlite_outbox_rows(
     Ok(committed)
 }
 
-/// One group on PostgreSQL: `BEGIN`, a savepoint per job, the outbox rows under the outbox's
-/// lock (so positions become visible in order, across processes too), `COMMIT`.
+/// One group on PostgreSQL: `BEGIN`, a savepoint per job, then, holding the commit turn, the
+/// outbox rows under the outbox's lock (so positions become visible in order, across processes
+/// too) and `COMMIT`.
 ///
 /// Savepoint statements share a round trip where they can: `BEGIN; SAVEPOINT job` opens the
 /// group, `RELEASE SAVEPOINT job; SAVEPOINT job` closes one job and opens the next, and
@@ -614,7 +690,8 @@ async fn postgres_group(
     connection: &mut PostgresConnection,
     group: Vec<Box<dyn Job>>,
     retry: &mut Vec<Box<dyn Job>>,
-) -> Result<(Vec<Ran>, Vec<Committed>), GroupFailed> {
+    turn: &Arc<tokio::sync::Mutex<()>>,
+) -> Result<GroupCommitted, GroupFailed> {
     let mut ran = Vec::with_capacity(group.len());
     if let Err(error) = connection.execute_static("BEGIN; SAVEPOINT job").await {
         ran.extend(group.into_iter().map(Ran::Failed));
@@ -655,6 +732,13 @@ async fn postgres_group(
         }
     }
     let events = ran_events(&mut ran);
+    // Groups without events commit in any order; those with events take their positions,
+    // commit and reach the feed one after the other.
+    let turn = if events.is_empty() {
+        None
+    } else {
+        Some(Arc::clone(turn).lock_owned().await)
+    };
     let committed = match crate::outbox::postgres_rows(connection, events).await {
         Ok(committed) => committed,
         Err(error) => return Err(postgres_abort(connection, error, ran).await),
@@ -662,7 +746,7 @@ async fn postgres_group(
     if let Err(error) = connection.execute_static("COMMIT").await {
         return Err(postgres_abort(connection, error, ran).await);
     }
-    Ok((ran, committed))
+    Ok((ran, committed, turn))
 }
 
 async fn postgres_abort(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use govbus_harness::TestBackend;
 use govbus_storage::{Backend, Database, DbError, DbErrorKind};
-use support::{database, open};
+use support::{database, database_with_one_writer, open};
 use tokio::sync::oneshot;
 
 govbus_harness::on_both_backends!(
@@ -20,7 +20,8 @@ govbus_harness::on_both_backends!(
 );
 
 /// Holds the writer inside a job (which first runs `statement`, if given) until the returned
-/// sender fires, so that the commands handed over meanwhile queue up and go into one group.
+/// sender fires, so that the commands handed over meanwhile queue up and go into one group
+/// (with a writer of one connection: [`database_with_one_writer`]).
 async fn hold_writer_after(
     db: &Database,
     statement: Option<&'static str>,
@@ -85,7 +86,7 @@ async fn migrations_can_run_twice(backend: TestBackend) {
 async fn commands_waiting_together_commit_together_and_a_failing_one_alone_rolls_back(
     backend: TestBackend,
 ) {
-    let (_test_db, db) = database(backend).await;
+    let (_test_db, db) = database_with_one_writer(backend).await;
     let before = db.stats();
     let (release, holder) = hold_writer(&db).await;
     let mut commands = Vec::new();
@@ -131,7 +132,7 @@ async fn commands_waiting_together_commit_together_and_a_failing_one_alone_rolls
 async fn a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_error(
     backend: TestBackend,
 ) {
-    let (_test_db, db) = database(backend).await;
+    let (_test_db, db) = database_with_one_writer(backend).await;
     db.write(async |tx| {
         tx.execute(
             "INSERT INTO accounts (name, balance) VALUES ('taken', 1)",
@@ -200,7 +201,7 @@ async fn a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_err
 }
 
 async fn reads_run_beside_an_open_write_and_see_only_commits(backend: TestBackend) {
-    let (_test_db, db) = database(backend).await;
+    let (_test_db, db) = database_with_one_writer(backend).await;
     let (release, writing) = hold_writer_after(
         &db,
         Some("INSERT INTO accounts (name, balance) VALUES ('pending', 1)"),
@@ -332,4 +333,35 @@ async fn sqlite_commits_are_synced_to_disk() {
         .expect("pragmas");
     // 2 is FULL.
     assert_eq!((synchronous, journal.as_str()), (2, "wal"));
+}
+
+/// On PostgreSQL the writer's connections run groups at once: a command is answered while
+/// another connection's group is held open, and its event reaches the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_a_command_while_another_connections_group_is_open() {
+    let (_test_db, db) = database(TestBackend::Postgres).await;
+    let (release, holder) = hold_writer_after(
+        &db,
+        Some("INSERT INTO accounts (name, balance) VALUES ('held', 1)"),
+    )
+    .await;
+    db.write(async |tx| {
+        tx.execute(
+            "INSERT INTO accounts (name, balance) VALUES ('beside', 2)",
+            &[],
+        )
+        .await
+        .map(|_| ())
+    })
+    .await
+    .expect("a command beside the held group commits");
+    assert_eq!(balance(&db, "beside").await, Some(2));
+    assert_eq!(
+        balance(&db, "held").await,
+        None,
+        "the held group is still open"
+    );
+    release.send(()).expect("release");
+    holder.await.expect("the held group commits");
+    assert_eq!(balance(&db, "held").await, Some(1));
 }

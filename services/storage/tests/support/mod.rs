@@ -24,14 +24,31 @@ pub async fn database(backend: TestBackend) -> (TestDatabase, Database) {
     (test_db, db)
 }
 
+/// The test database opened with a writer of one connection on either backend, so that a job
+/// holding it holds back every other command (on PostgreSQL the writer has several otherwise).
+pub async fn database_with_one_writer(backend: TestBackend) -> (TestDatabase, Database) {
+    let test_db = TestDatabase::new(backend).await.expect("test database");
+    let db = open_with(&test_db, 1).await;
+    (test_db, db)
+}
+
 /// Another handle on the same database, with a writer of its own (as another process has).
 pub async fn open(test_db: &TestDatabase) -> Database {
+    open_with(
+        test_db,
+        DatabaseOptions::default().writer_connections_postgres,
+    )
+    .await
+}
+
+async fn open_with(test_db: &TestDatabase, writer_connections_postgres: usize) -> Database {
     govbus_storage::open(
         test_db.url(),
         "storage-tests",
         ACCOUNTS,
         DatabaseOptions {
             name: "storage-tests".to_owned(),
+            writer_connections_postgres,
             ..DatabaseOptions::default()
         },
     )
