@@ -7,7 +7,7 @@
 //! # Layout
 //!
 //! - [`binary`]: finding a `nats-server` that is new enough (2.10 or later).
-//! - [`readiness`]: the ports file and `/healthz`.
+//! - [`readiness`]: the ports file, `/healthz`, and reading the monitoring port.
 //! - [`embedded`]: the long-running server of `govbus up`, with its store in the data folder.
 
 pub mod binary;

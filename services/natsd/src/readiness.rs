@@ -27,18 +27,22 @@ fn url_port(text: &str, scheme: &str) -> Option<u16> {
 }
 
 pub fn healthz_ok(monitor_port: u16) -> bool {
+    monitor_get(monitor_port, "/healthz").is_some()
+}
+
+/// The body of `path` on the server's monitoring port (`/varz`, `/jsz`, `/healthz`), if it
+/// answered 200 within a couple of seconds.
+pub fn monitor_get(monitor_port: u16, path: &str) -> Option<String> {
     let address = SocketAddr::from(([127, 0, 0, 1], monitor_port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+    let ok = response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200");
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    ok.then(|| body.to_owned())
 }
 
 /// Waits until the server `child` wrote its ports file into `ports_dir` and its `/healthz`

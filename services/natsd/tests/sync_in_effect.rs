@@ -3,32 +3,16 @@
 //! starts it syncs every message before acknowledging it; the interval variant (clusters with
 //! R3 streams, tests) leaves JetStream's own interval.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use govbus_natsd::readiness::monitor_get;
 use govbus_natsd::{EmbeddedNats, EmbeddedNatsSettings, JetStreamSync};
 
 /// The `jetstream.config` object of the server's `/varz`.
 fn jetstream_config(monitor_port: u16) -> serde_json::Value {
-    let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], monitor_port)))
-        .expect("connecting to the monitoring port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("setting a read timeout");
-    stream
-        .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("asking for /varz");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reading /varz");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("an HTTP response with a body");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    let varz: serde_json::Value = serde_json::from_str(body).expect("/varz is JSON");
+    let body = monitor_get(monitor_port, "/varz").expect("/varz answers");
+    let varz: serde_json::Value = serde_json::from_str(&body).expect("/varz is JSON");
     varz["jetstream"]["config"].clone()
 }
 

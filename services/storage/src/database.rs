@@ -141,22 +141,21 @@ impl Database {
             }
             Backend::Postgres => {
                 let connect_options = postgres::options_of(url)?;
-                let connects = (0..options.writer_connections_postgres.max(1))
-                    .map(|_| {
-                        let for_writer = connect_options.clone();
-                        let connect: Connect = Box::pin(async move {
-                            PostgresConnection::connect(&for_writer)
-                                .await
-                                .map(WriterConnection::Postgres)
-                        });
-                        connect
-                    })
-                    .collect();
                 let for_reconnect = connect_options.clone();
                 let reconnect: Reconnect = Arc::new(move || {
                     let options = for_reconnect.clone();
                     Box::pin(async move { PostgresConnection::connect(&options).await })
                 });
+                let connects = (0..options.writer_connections_postgres.max(1))
+                    .map(|_| {
+                        let connecting = reconnect();
+                        let connect: Connect =
+                            Box::pin(
+                                async move { connecting.await.map(WriterConnection::Postgres) },
+                            );
+                        connect
+                    })
+                    .collect();
                 let settings = WriterSettings {
                     max_group: options.max_group_postgres.max(1),
                     reconnect: Some(reconnect),

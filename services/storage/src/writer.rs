@@ -322,16 +322,19 @@ where
         } else {
             format!("{name}-writer-{lane}")
         };
-        spawn_lane(
+        let writer = Writer {
+            connection: None,
+            settings: settings.clone(),
+            feed: Arc::clone(&feed),
+            carried: VecDeque::new(),
+            counters: Arc::clone(&counters),
+            turn: Arc::clone(&turn),
+        };
+        spawn_thread(
             thread_name,
             connect,
-            Lane {
-                settings: settings.clone(),
-                feed: Arc::clone(&feed),
-                counters: Arc::clone(&counters),
-                jobs: Arc::clone(&receiver),
-                turn: Arc::clone(&turn),
-            },
+            writer,
+            Arc::clone(&receiver),
             ready_sender,
             done_sender,
         )?;
@@ -345,20 +348,13 @@ where
     })
 }
 
-/// What one of the writer's threads shares with the others.
-struct Lane {
-    settings: WriterSettings,
-    feed: Arc<OutboxFeed>,
-    counters: Arc<Counters>,
-    jobs: Jobs,
-    /// Held from a group's outbox rows until its events are in the feed.
-    turn: Arc<tokio::sync::Mutex<()>>,
-}
-
-fn spawn_lane<C>(
+/// Runs `writer` on a thread of its own over the connection `connect` opens, taking jobs from
+/// `jobs` until every handle is gone.
+fn spawn_thread<C>(
     thread_name: String,
     connect: C,
-    lane: Lane,
+    mut writer: Writer,
+    jobs: Jobs,
     ready_sender: oneshot::Sender<Result<(), DbError>>,
     done_sender: oneshot::Sender<()>,
 ) -> Result<(), DbError>
@@ -383,25 +379,17 @@ where
                 }
             };
             runtime.block_on(async move {
-                let connection = match connect.await {
+                match connect.await {
                     Ok(connection) => {
                         let _ = ready_sender.send(Ok(()));
-                        connection
+                        writer.connection = Some(connection);
                     }
                     Err(error) => {
                         let _ = ready_sender.send(Err(error));
                         return;
                     }
-                };
-                let mut writer = Writer {
-                    connection: Some(connection),
-                    settings: lane.settings,
-                    feed: lane.feed,
-                    carried: VecDeque::new(),
-                    counters: lane.counters,
-                    turn: lane.turn,
-                };
-                writer.run(&lane.jobs).await;
+                }
+                writer.run(&jobs).await;
                 writer.close().await;
             });
             let _ = done_sender.send(());
@@ -417,13 +405,16 @@ where
 }
 
 struct Writer {
-    /// `None` while a broken PostgreSQL connection waits to be replaced.
+    /// `None` until its thread connected, and while a broken PostgreSQL connection waits to be
+    /// replaced.
     connection: Option<WriterConnection>,
     settings: WriterSettings,
     feed: Arc<OutboxFeed>,
     /// Jobs to run again in the next group (they collided with another transaction).
     carried: VecDeque<Box<dyn Job>>,
     counters: Arc<Counters>,
+    /// Shared by the writer's connections: held from a group's outbox rows until its events
+    /// are in the feed.
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -592,11 +583,11 @@ async fn run_job(job: &mut Box<dyn Job>, tx: &mut Tx<'_>) -> Verdict {
     }
 }
 
-/// One group on SQLite: `BEGIN IMMEDIATE`, a savepoint per job, the outbox rows, `COMMIT`.
 /// A group that committed: its jobs, its events with their positions, and the commit turn when
 /// the group took it (its events go to the feed before the turn passes on).
 type GroupCommitted = (Vec<Ran>, Vec<Committed>, Option<OwnedMutexGuard<()>>);
 
+/// One group on SQLite: `BEGIN IMMEDIATE`, a savepoint per job, the outbox rows, `COMMIT`.
 async fn sqlite_group(
     connection: &mut SqliteConnection,
     group: Vec<Box<dyn Job>>,

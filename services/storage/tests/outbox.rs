@@ -252,14 +252,10 @@ async fn a_relay_taking_over_skips_what_the_stream_holds_even_after_the_duplicat
     commit_events(&db, &publisher, (0..40).map(|n| registered(n, 1))).await;
     let relay = OutboxRelay::new(db.clone(), publisher.clone(), fast());
     assert_eq!(relay.relay_pending().await.expect("relayed"), 40);
-    db.write(async |tx| {
-        tx.execute(
-            "UPDATE outbox_relay SET published_position = 10, stream_sequence = 10",
-            &[],
-        )
-        .await
-        .map(|_| ())
-    })
+    support::execute(
+        &db,
+        "UPDATE outbox_relay SET published_position = 10, stream_sequence = 10",
+    )
     .await
     .expect("progress set back");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -133,14 +133,10 @@ async fn a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_err
     backend: TestBackend,
 ) {
     let (_test_db, db) = database_with_one_writer(backend).await;
-    db.write(async |tx| {
-        tx.execute(
-            "INSERT INTO accounts (name, balance) VALUES ('taken', 1)",
-            &[],
-        )
-        .await
-        .map(|_| ())
-    })
+    support::execute(
+        &db,
+        "INSERT INTO accounts (name, balance) VALUES ('taken', 1)",
+    )
     .await
     .expect("first insert");
     let before = db.stats();
@@ -169,14 +165,10 @@ async fn a_command_that_swallows_a_failed_statement_is_rolled_back_with_that_err
     let neighbour = {
         let db = db.clone();
         tokio::spawn(async move {
-            db.write(async |tx| {
-                tx.execute(
-                    "INSERT INTO accounts (name, balance) VALUES ('neighbour', 7)",
-                    &[],
-                )
-                .await
-                .map(|_| ())
-            })
+            support::execute(
+                &db,
+                "INSERT INTO accounts (name, balance) VALUES ('neighbour', 7)",
+            )
             .await
         })
     };
@@ -336,7 +328,7 @@ async fn sqlite_commits_are_synced_to_disk() {
 }
 
 /// On PostgreSQL the writer's connections run groups at once: a command is answered while
-/// another connection's group is held open, and its event reaches the outbox.
+/// another connection's group is held open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commits_a_command_while_another_connections_group_is_open() {
     let (_test_db, db) = database(TestBackend::Postgres).await;
@@ -345,14 +337,10 @@ async fn postgres_commits_a_command_while_another_connections_group_is_open() {
         Some("INSERT INTO accounts (name, balance) VALUES ('held', 1)"),
     )
     .await;
-    db.write(async |tx| {
-        tx.execute(
-            "INSERT INTO accounts (name, balance) VALUES ('beside', 2)",
-            &[],
-        )
-        .await
-        .map(|_| ())
-    })
+    support::execute(
+        &db,
+        "INSERT INTO accounts (name, balance) VALUES ('beside', 2)",
+    )
     .await
     .expect("a command beside the held group commits");
     assert_eq!(balance(&db, "beside").await, Some(2));

@@ -32,6 +32,12 @@ pub async fn database_with_one_writer(backend: TestBackend) -> (TestDatabase, Da
     (test_db, db)
 }
 
+/// Runs `statement` (no parameters) as a command of its own.
+pub async fn execute(db: &Database, statement: &'static str) -> Result<(), DbError> {
+    db.write(async move |tx| tx.execute(statement, &[]).await.map(|_| ()))
+        .await
+}
+
 /// Another handle on the same database, with a writer of its own (as another process has).
 pub async fn open(test_db: &TestDatabase) -> Database {
     open_with(
