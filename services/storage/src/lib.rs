@@ -1,8 +1,8 @@
 //! A govbus service's database, and what makes its state changes and events reliable.
 //!
-//! - **One writer per database.** Every write runs on the database's writer thread, inside its
-//!   own savepoint; the writes that arrived while the previous commit ran are committed together,
-//!   durably, and only then answered. On SQLite a statement is a call on that thread, with no
+//! - **One writer per database.** Every write runs on the database's writer thread, rolled back
+//!   alone when it fails (a savepoint of its own); the writes that arrived while the previous
+//!   commit ran are committed together, durably, and only then answered. On SQLite a statement is a call on that thread, with no
 //!   hand-off; on PostgreSQL the writer runs groups on several connections at once and locks
 //!   what it reads to change (`FOR UPDATE`), so that conflicting commands, on its connections
 //!   or in replicas in other processes, are put in order.

@@ -12,7 +12,9 @@
 //!
 //! A job's statements run on the writer's connection on the writer's thread: on SQLite a
 //! statement is a function call, with no hand-off to another thread; on PostgreSQL a round trip
-//! on the writer's own connection. On PostgreSQL the writer may own several connections, each
+//! on the writer's own connection. A savepoint is a round trip too, so on PostgreSQL a group
+//! first runs without them; when a job in it fails, that transaction is rolled back and the
+//! group runs again with a savepoint per job (and so do the next few groups). On PostgreSQL the writer may own several connections, each
 //! with its thread, running groups at once: a free one takes the jobs waiting, row locks keep
 //! conflicting commands apart as they do across processes, and the commit turn (the outbox
 //! rows, the commit, the hand-over to the relay) passes from one to the next, so that events
@@ -196,6 +198,9 @@ pub struct WriterStats {
     pub committed_jobs: u64,
     /// Groups that failed as a whole (their jobs were answered with the error).
     pub failed_groups: u64,
+    /// On PostgreSQL, groups run again with a savepoint per job because a job failed in their
+    /// first run, which has none.
+    pub groups_run_again: u64,
 }
 
 /// The writer's counters, shared by its handle and its thread.
@@ -205,6 +210,7 @@ pub(crate) struct Counters {
     commits: AtomicU64,
     committed_jobs: AtomicU64,
     failed_groups: AtomicU64,
+    groups_run_again: AtomicU64,
     commits_metric: metrics::Counter,
     jobs_metric: metrics::Counter,
     group_size: metrics::Histogram,
@@ -218,6 +224,7 @@ impl Counters {
             commits: AtomicU64::new(0),
             committed_jobs: AtomicU64::new(0),
             failed_groups: AtomicU64::new(0),
+            groups_run_again: AtomicU64::new(0),
             commits_metric: metrics::counter!("govbus_db_commits_total", "database" => database.clone()),
             jobs_metric: metrics::counter!("govbus_db_commands_total", "database" => database.clone()),
             group_size: metrics::histogram!("govbus_db_commands_per_commit", "database" => database),
@@ -230,6 +237,7 @@ impl Counters {
             commits: self.commits.load(Ordering::Relaxed),
             committed_jobs: self.committed_jobs.load(Ordering::Relaxed),
             failed_groups: self.failed_groups.load(Ordering::Relaxed),
+            groups_run_again: self.groups_run_again.load(Ordering::Relaxed),
         }
     }
 
@@ -329,6 +337,7 @@ where
             carried: VecDeque::new(),
             counters: Arc::clone(&counters),
             turn: Arc::clone(&turn),
+            guarded_groups: 0,
         };
         spawn_thread(
             thread_name,
@@ -416,12 +425,23 @@ struct Writer {
     /// Shared by the writer's connections: held from a group's outbox rows until its events
     /// are in the feed.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// On PostgreSQL: how many more groups run with a savepoint per job from the start, after
+    /// a group run without them had a job fail.
+    guarded_groups: u32,
 }
 
 /// What became of one job in its group.
 enum Ran {
     Kept(Box<dyn Job>, Vec<OutgoingEvent>),
     Failed(Box<dyn Job>),
+}
+
+impl Ran {
+    fn into_job(self) -> Box<dyn Job> {
+        match self {
+            Ran::Kept(job, _) | Ran::Failed(job) => job,
+        }
+    }
 }
 
 /// Why a group could not commit.
@@ -489,9 +509,37 @@ impl Writer {
                 sqlite_group(connection, group, &mut retry).await
             }
             WriterConnection::Postgres(connection) => {
+                let group = if self.guarded_groups > 0 {
+                    self.guarded_groups -= 1;
+                    group
+                } else {
+                    match postgres_group_unguarded(connection, group, &mut retry, &self.turn).await
+                    {
+                        Unguarded::Done(outcome) => {
+                            self.settle(outcome, retry).await;
+                            return;
+                        }
+                        Unguarded::Again(group) => {
+                            self.counters
+                                .groups_run_again
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.guarded_groups = GUARDED_AFTER_FAILURE;
+                            group
+                        }
+                    }
+                };
                 postgres_group(connection, group, &mut retry, &self.turn).await
             }
         };
+        self.settle(outcome, retry).await;
+    }
+
+    /// Hands a group's events to the relay and answers its jobs; keeps the jobs to run again.
+    async fn settle(
+        &mut self,
+        outcome: Result<GroupCommitted, GroupFailed>,
+        retry: Vec<Box<dyn Job>>,
+    ) {
         self.carried.extend(retry);
         match outcome {
             Ok((ran, committed, turn)) => {
@@ -722,6 +770,78 @@ async fn postgres_group(
             return Err(postgres_abort(connection, error, ran).await);
         }
     }
+    postgres_commit(connection, ran, turn).await
+}
+
+/// How many groups run with savepoints from the start after one without them had a job fail:
+/// while jobs fail (many requests for one record at once), running each group twice would
+/// cost more than the savepoints.
+const GUARDED_AFTER_FAILURE: u32 = 16;
+
+/// What running a group without savepoints came to.
+enum Unguarded {
+    /// Every job was kept and the group committed (or failed as a whole), or a lone job failed
+    /// and its transaction was rolled back.
+    Done(Result<GroupCommitted, GroupFailed>),
+    /// A job failed among others: the transaction was rolled back, and the group is to run
+    /// again with a savepoint per job.
+    Again(Vec<Box<dyn Job>>),
+}
+
+/// One group on PostgreSQL, first without a savepoint per job: each savepoint is a round trip
+/// of its own, and most groups have no job that fails. When one fails, the whole transaction
+/// is rolled back and the group runs again through [`postgres_group`], where that job is rolled
+/// back alone; the jobs' changes commit only from a run in which every kept job succeeded, so
+/// the outcome is the same as with savepoints throughout.
+async fn postgres_group_unguarded(
+    connection: &mut PostgresConnection,
+    group: Vec<Box<dyn Job>>,
+    retry: &mut Vec<Box<dyn Job>>,
+    turn: &Arc<tokio::sync::Mutex<()>>,
+) -> Unguarded {
+    if let Err(error) = connection.execute_static("BEGIN").await {
+        let ran = group.into_iter().map(Ran::Failed).collect();
+        return Unguarded::Done(Err(GroupFailed { error, ran }));
+    }
+    let alone = group.len() == 1;
+    let mut ran = Vec::with_capacity(group.len());
+    let mut jobs = group.into_iter();
+    while let Some(mut job) = jobs.next() {
+        let (verdict, events) = {
+            let mut tx = Tx::new(Sql::postgres_writer(connection));
+            let verdict = run_job(&mut job, &mut tx).await;
+            (verdict, tx.events)
+        };
+        if let Verdict::Keep = verdict {
+            ran.push(Ran::Kept(job, events));
+            continue;
+        }
+        let rolled_back = connection.execute_static("ROLLBACK").await;
+        if alone && rolled_back.is_ok() {
+            let ran = match verdict {
+                Verdict::Retry => {
+                    retry.push(job);
+                    Vec::new()
+                }
+                Verdict::Keep | Verdict::RollBack => vec![Ran::Failed(job)],
+            };
+            return Unguarded::Done(Ok((ran, Vec::new(), None)));
+        }
+        let mut again: Vec<Box<dyn Job>> = ran.into_iter().map(Ran::into_job).collect();
+        again.push(job);
+        again.extend(jobs);
+        return Unguarded::Again(again);
+    }
+    Unguarded::Done(postgres_commit(connection, ran, turn).await)
+}
+
+/// The end of a group on PostgreSQL: holding the commit turn when it has events, their outbox
+/// rows, then `COMMIT`.
+async fn postgres_commit(
+    connection: &mut PostgresConnection,
+    mut ran: Vec<Ran>,
+    turn: &Arc<tokio::sync::Mutex<()>>,
+) -> Result<GroupCommitted, GroupFailed> {
     let events = ran_events(&mut ran);
     // Groups without events commit in any order; those with events take their positions,
     // commit and reach the feed one after the other.
