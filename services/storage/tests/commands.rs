@@ -11,10 +11,11 @@ use govbus_harness::TestBackend;
 use govbus_storage::command::{run_command, stored_response};
 use govbus_storage::retention::{self, RetentionSettings};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, inbox};
-use support::{database, open};
+use support::{database, database_with_one_writer, hold_writer, open};
 
 govbus_harness::on_both_backends!(
     concurrent_requests_with_one_key_run_once_and_all_get_the_first_answer,
+    requests_with_one_key_in_one_group_run_once_and_all_get_the_first_answer,
     a_key_reused_for_another_request_is_refused,
     the_inbox_claims_each_event_once,
     a_batch_claims_each_event_once_in_one_statement,
@@ -112,6 +113,53 @@ async fn concurrent_requests_with_one_key_run_once_and_all_get_the_first_answer(
         Some(&IdempotentRequest::new(
             "tests.OpenAccount",
             "key-1",
+            b"open an account",
+        )),
+    )
+    .await
+    .expect("stored");
+    assert_eq!(stored.as_ref(), Some(&answers[0]));
+}
+
+/// Ten requests with one key queued behind one job, so that they run in one group: the first
+/// runs, the nine others find its response within the group, and every answer is the first
+/// one's.
+async fn requests_with_one_key_in_one_group_run_once_and_all_get_the_first_answer(
+    backend: TestBackend,
+) {
+    let (_test_db, db) = database_with_one_writer(backend).await;
+    let before = db.stats();
+    let (release, holder) = hold_writer(&db).await;
+    let executions = Arc::new(AtomicU32::new(0));
+    let mut requests = Vec::new();
+    for _ in 0..10 {
+        let (db, executions) = (db.clone(), Arc::clone(&executions));
+        requests.push(tokio::spawn(async move {
+            open_account(&db, "key-group", b"open an account", executions).await
+        }));
+    }
+    support::eventually("the requests are queued", async || {
+        db.stats().submitted >= before.submitted + 11
+    })
+    .await;
+    release.send(()).expect("release");
+    holder.await.expect("holder");
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("task").expect("answered"));
+    }
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
+    );
+    // The holding job's group, then one group for the ten.
+    assert_eq!(db.stats().commits - before.commits, 2, "{:?}", db.stats());
+    let stored: Option<Answer> = stored_response::<Answer, CommandError>(
+        &db,
+        Some(&IdempotentRequest::new(
+            "tests.OpenAccount",
+            "key-group",
             b"open an account",
         )),
     )

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use govbus_harness::TestBackend;
 use govbus_storage::{Backend, Database, DbError, DbErrorKind};
-use support::{database, database_with_one_writer, open};
-use tokio::sync::oneshot;
+use support::{database, database_with_one_writer, hold_writer, hold_writer_after, open};
 
 govbus_harness::on_both_backends!(
     migrations_can_run_twice,
@@ -18,42 +17,6 @@ govbus_harness::on_both_backends!(
     reads_run_beside_an_open_write_and_see_only_commits,
     row_locks_put_concurrent_commands_of_two_processes_in_order,
 );
-
-/// Holds the writer inside a job (which first runs `statement`, if given) until the returned
-/// sender fires, so that the commands handed over meanwhile queue up and go into one group
-/// (with a writer of one connection: [`database_with_one_writer`]).
-async fn hold_writer_after(
-    db: &Database,
-    statement: Option<&'static str>,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (release, released) = oneshot::channel::<()>();
-    let (entered, inside) = oneshot::channel::<()>();
-    let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
-    let entered = Arc::new(std::sync::Mutex::new(Some(entered)));
-    let db = db.clone();
-    let holder = tokio::spawn(async move {
-        db.write(async move |tx| {
-            if let Some(statement) = statement {
-                tx.execute(statement, &[]).await?;
-            }
-            if let Some(entered) = entered.lock().ok().and_then(|mut e| e.take()) {
-                let _ = entered.send(());
-            }
-            if let Some(released) = released.lock().await.take() {
-                let _ = released.await;
-            }
-            Ok::<(), DbError>(())
-        })
-        .await
-        .expect("holding job");
-    });
-    inside.await.expect("the writer runs the holding job");
-    (release, holder)
-}
-
-async fn hold_writer(db: &Database) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    hold_writer_after(db, None).await
-}
 
 async fn balance(db: &Database, name: &str) -> Option<i64> {
     let mut sql = db.read().await.expect("reader");
@@ -315,7 +278,10 @@ async fn postgres_deadlocks_are_run_again_not_answered() {
     let other = transfer(second.clone(), "b", "a");
     one.await.expect("task").expect("first transfer");
     other.await.expect("task").expect("second transfer");
-    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of them ran twice");
+    // One of them ran twice; on a loaded machine both may have: each backend's deadlock check
+    // can find the cycle before the first one's abort has released its row.
+    let attempts = attempts.load(Ordering::SeqCst);
+    assert!((3..=4).contains(&attempts), "{attempts} attempts");
     assert_eq!(balance(&first, "a").await, Some(0));
     assert_eq!(balance(&first, "b").await, Some(0));
 }

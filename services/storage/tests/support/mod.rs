@@ -3,12 +3,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, Causality, Publisher, ServiceAdapter, StreamSettings};
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
 use govbus_proto::identity::v1::CitizenRegistered;
 use govbus_storage::{Database, DatabaseOptions, DbError, Migration};
+use tokio::sync::oneshot;
 
 /// A table for the tests' own commands.
 pub const ACCOUNTS: &[Migration] = &[Migration {
@@ -30,6 +32,42 @@ pub async fn database_with_one_writer(backend: TestBackend) -> (TestDatabase, Da
     let test_db = TestDatabase::new(backend).await.expect("test database");
     let db = open_with(&test_db, 1).await;
     (test_db, db)
+}
+
+/// Holds the writer inside a job (which first runs `statement`, if given) until the returned
+/// sender fires, so that the commands handed over meanwhile queue up and go into one group
+/// (with a writer of one connection: [`database_with_one_writer`]).
+pub async fn hold_writer_after(
+    db: &Database,
+    statement: Option<&'static str>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, released) = oneshot::channel::<()>();
+    let (entered, inside) = oneshot::channel::<()>();
+    let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+    let entered = Arc::new(std::sync::Mutex::new(Some(entered)));
+    let db = db.clone();
+    let holder = tokio::spawn(async move {
+        db.write(async move |tx| {
+            if let Some(statement) = statement {
+                tx.execute(statement, &[]).await?;
+            }
+            if let Some(entered) = entered.lock().ok().and_then(|mut e| e.take()) {
+                let _ = entered.send(());
+            }
+            if let Some(released) = released.lock().await.take() {
+                let _ = released.await;
+            }
+            Ok::<(), DbError>(())
+        })
+        .await
+        .expect("holding job");
+    });
+    inside.await.expect("the writer runs the holding job");
+    (release, holder)
+}
+
+pub async fn hold_writer(db: &Database) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    hold_writer_after(db, None).await
 }
 
 /// Runs `statement` (no parameters) as a command of its own.
