@@ -14,8 +14,8 @@
 //! statement is a function call, with no hand-off to another thread; on PostgreSQL a round trip
 //! on the writer's own connection. A savepoint is a round trip too, so on PostgreSQL a group
 //! first runs without them; when a job in it fails, that transaction is rolled back and the
-//! group runs again with a savepoint per job (and so do the next few groups). On PostgreSQL the writer may own several connections, each
-//! with its thread, running groups at once: a free one takes the jobs waiting, row locks keep
+//! group runs again with a savepoint per job (and so do the next few groups). On PostgreSQL
+//! the writer may own several connections, each with its thread, running groups at once: a free one takes the jobs waiting, row locks keep
 //! conflicting commands apart as they do across processes, and the commit turn (the outbox
 //! rows, the commit, the hand-over to the relay) passes from one to the next, so that events
 //! reach the relay in position order. A job that fails is rolled back alone and answered with its
@@ -508,38 +508,23 @@ impl Writer {
             WriterConnection::Sqlite(connection) => {
                 sqlite_group(connection, group, &mut retry).await
             }
-            WriterConnection::Postgres(connection) => {
-                let group = if self.guarded_groups > 0 {
-                    self.guarded_groups -= 1;
-                    group
-                } else {
-                    match postgres_group_unguarded(connection, group, &mut retry, &self.turn).await
-                    {
-                        Unguarded::Done(outcome) => {
-                            self.settle(outcome, retry).await;
-                            return;
-                        }
-                        Unguarded::Again(group) => {
-                            self.counters
-                                .groups_run_again
-                                .fetch_add(1, Ordering::Relaxed);
-                            self.guarded_groups = GUARDED_AFTER_FAILURE;
-                            group
-                        }
-                    }
-                };
+            WriterConnection::Postgres(connection) if self.guarded_groups > 0 => {
+                self.guarded_groups -= 1;
                 postgres_group(connection, group, &mut retry, &self.turn).await
             }
+            WriterConnection::Postgres(connection) => {
+                match postgres_group_unguarded(connection, group, &mut retry, &self.turn).await {
+                    Unguarded::Done(outcome) => outcome,
+                    Unguarded::Again(group) => {
+                        self.counters
+                            .groups_run_again
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.guarded_groups = GUARDED_AFTER_FAILURE;
+                        postgres_group(connection, group, &mut retry, &self.turn).await
+                    }
+                }
+            }
         };
-        self.settle(outcome, retry).await;
-    }
-
-    /// Hands a group's events to the relay and answers its jobs; keeps the jobs to run again.
-    async fn settle(
-        &mut self,
-        outcome: Result<GroupCommitted, GroupFailed>,
-        retry: Vec<Box<dyn Job>>,
-    ) {
         self.carried.extend(retry);
         match outcome {
             Ok((ran, committed, turn)) => {
@@ -606,12 +591,18 @@ enum Verdict {
     Retry,
 }
 
-/// Runs `job` on `tx` inside its span; classifies the outcome.
-async fn run_job(job: &mut Box<dyn Job>, tx: &mut Tx<'_>) -> Verdict {
+/// Runs `job` in a transaction over `sql`, inside its span; classifies the outcome and returns
+/// the events it enqueued.
+async fn run_job(job: &mut Box<dyn Job>, sql: Sql<'_>) -> (Verdict, Vec<OutgoingEvent>) {
+    let mut tx = Tx::new(sql);
     let (span, context) = job.span();
     let (span, context) = (span.clone(), context.clone());
-    let succeeded = job.run(tx).with_context(context).instrument(span).await;
-    match tx.sql.take_failure() {
+    let succeeded = job
+        .run(&mut tx)
+        .with_context(context)
+        .instrument(span)
+        .await;
+    let verdict = match tx.sql.take_failure() {
         Some(failure) if failure.kind() == crate::DbErrorKind::Deadlock => {
             if job.attempt() < MAX_ATTEMPTS {
                 Verdict::Retry
@@ -628,7 +619,8 @@ async fn run_job(job: &mut Box<dyn Job>, tx: &mut Tx<'_>) -> Verdict {
         Some(_) => Verdict::RollBack,
         None if succeeded => Verdict::Keep,
         None => Verdict::RollBack,
-    }
+    };
+    (verdict, tx.events)
 }
 
 /// A group that committed: its jobs, its events with their positions, and the commit turn when
@@ -651,11 +643,7 @@ async fn sqlite_group(
             ran.push(Ran::Failed(job));
             return Err(sqlite_abort(connection, error, ran));
         }
-        let (verdict, events) = {
-            let mut tx = Tx::new(Sql::sqlite_writer(connection));
-            let verdict = run_job(&mut job, &mut tx).await;
-            (verdict, tx.events)
-        };
+        let (verdict, events) = run_job(&mut job, Sql::sqlite_writer(connection)).await;
         let end = match verdict {
             Verdict::Keep => connection.execute("RELEASE job", &[]),
             Verdict::RollBack | Verdict::Retry => connection
@@ -746,11 +734,7 @@ async fn postgres_group(
             ran.push(Ran::Failed(job));
             return Err(postgres_abort(connection, error, ran).await);
         }
-        let (verdict, events) = {
-            let mut tx = Tx::new(Sql::postgres_writer(connection));
-            let verdict = run_job(&mut job, &mut tx).await;
-            (verdict, tx.events)
-        };
+        let (verdict, events) = run_job(&mut job, Sql::postgres_writer(connection)).await;
         let end = match verdict {
             Verdict::Keep => {
                 release_first = true;
@@ -807,11 +791,7 @@ async fn postgres_group_unguarded(
     let mut ran = Vec::with_capacity(group.len());
     let mut jobs = group.into_iter();
     while let Some(mut job) = jobs.next() {
-        let (verdict, events) = {
-            let mut tx = Tx::new(Sql::postgres_writer(connection));
-            let verdict = run_job(&mut job, &mut tx).await;
-            (verdict, tx.events)
-        };
+        let (verdict, events) = run_job(&mut job, Sql::postgres_writer(connection)).await;
         if let Verdict::Keep = verdict {
             ran.push(Ran::Kept(job, events));
             continue;

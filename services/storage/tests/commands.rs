@@ -73,6 +73,14 @@ async fn open_account(
     .await
 }
 
+/// The answer stored under `key` for [`open_account`]'s request, read outside the writer.
+async fn stored_answer(db: &Database, key: &str) -> Option<Answer> {
+    let request = IdempotentRequest::new("tests.OpenAccount", key, b"open an account");
+    stored_response::<Answer, CommandError>(db, Some(&request))
+        .await
+        .expect("stored")
+}
+
 /// Fifty requests with one key at once, split over two handles with a writer each (as two
 /// replicas are): one runs, fifty get its answer, one account exists.
 async fn concurrent_requests_with_one_key_run_once_and_all_get_the_first_answer(
@@ -108,17 +116,10 @@ async fn concurrent_requests_with_one_key_run_once_and_all_get_the_first_answer(
         .expect("count");
     assert_eq!(accounts, 1);
     // What a later retry finds before it would call anything.
-    let stored: Option<Answer> = stored_response::<Answer, CommandError>(
-        &first,
-        Some(&IdempotentRequest::new(
-            "tests.OpenAccount",
-            "key-1",
-            b"open an account",
-        )),
-    )
-    .await
-    .expect("stored");
-    assert_eq!(stored.as_ref(), Some(&answers[0]));
+    assert_eq!(
+        stored_answer(&first, "key-1").await.as_ref(),
+        Some(&answers[0])
+    );
 }
 
 /// Ten requests with one key queued behind one job, so that they run in one group: the first
@@ -155,17 +156,10 @@ async fn requests_with_one_key_in_one_group_run_once_and_all_get_the_first_answe
     );
     // The holding job's group, then one group for the ten.
     assert_eq!(db.stats().commits - before.commits, 2, "{:?}", db.stats());
-    let stored: Option<Answer> = stored_response::<Answer, CommandError>(
-        &db,
-        Some(&IdempotentRequest::new(
-            "tests.OpenAccount",
-            "key-group",
-            b"open an account",
-        )),
-    )
-    .await
-    .expect("stored");
-    assert_eq!(stored.as_ref(), Some(&answers[0]));
+    assert_eq!(
+        stored_answer(&db, "key-group").await.as_ref(),
+        Some(&answers[0])
+    );
 }
 
 async fn a_key_reused_for_another_request_is_refused(backend: TestBackend) {
