@@ -129,10 +129,11 @@ async fn main() -> anyhow::Result<()> {
         let runs = commit::run(&server.client_url(), dir.path(), settings).await?;
         for run in &runs {
             eprintln!(
-                "commit, {}, {}: {:.0} commands/s, {:.1} per commit, {}",
+                "commit, {}, {}: {:.0} commands/s{}, {:.1} per commit, {}",
                 run.durability,
                 run.run.label,
                 run.run.rate(),
+                cpu(&run.run),
                 run.per_commit,
                 latency(&run.run)
             );
@@ -153,8 +154,9 @@ async fn main() -> anyhow::Result<()> {
         };
         let run = e2e::run(&server.client_url(), dir.path(), &calls, settings).await?;
         eprintln!(
-            "end to end: peak {:.0} events/s; {}: {} (answers: {}); peak RSS {:.0} MiB",
+            "end to end: peak {:.0} events/s{}; {}: {} (answers: {}); peak RSS {:.0} MiB",
             run.peak.rate(),
+            cpu(&run.peak),
             run.paced.label,
             latency(&run.paced),
             run.paced_answers
@@ -186,19 +188,38 @@ async fn main() -> anyhow::Result<()> {
         memory_under_load = Some(run);
     }
 
+    let floor = end_to_end
+        .as_ref()
+        .and_then(|_| floor(&results, commits.as_deref()));
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "\n{}", table(&results))?;
     if let Some(run) = &end_to_end {
         writeln!(
             stdout,
-            "| end to end | peak {:.0} events/s; {}: {} | goal ≥ {:.0}/s, p99 ≤ {:.0} ms: {} |",
+            "| end to end | peak {:.0} events/s{}; {}: {} | goal ≥ {:.0}/s, p99 ≤ {:.0} ms: {} |",
             run.peak.rate(),
+            cpu(&run.peak),
             run.paced.label,
             latency(&run.paced),
             e2e::GOAL_RATE,
             e2e::GOAL_P99_MS,
             if run.meets_goals() { "met" } else { "missed" },
         )?;
+        if let Some(floor) = &floor {
+            let parts = floor
+                .parts
+                .iter()
+                .map(|(name, micros)| format!("{name} {micros:.0} µs"))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            writeln!(
+                stdout,
+                "| end to end, the raw parts' floor | {parts} = {:.0} µs of processor time per event: at most {:.0} events/s on these processors; govbus reaches {:.2} of it |",
+                floor.cpu_micros_per_event,
+                floor.rate,
+                run.peak.rate() / floor.rate,
+            )?;
+        }
     }
     if let Some(run) = &memory_under_load {
         writeln!(
@@ -210,12 +231,20 @@ async fn main() -> anyhow::Result<()> {
     for run in commits.iter().flatten() {
         writeln!(
             stdout,
-            "| commit, {}, {} | {:.0} commands/s, {:.1} per commit, {} |",
+            "| commit, {}, {} | {:.0} commands/s{}, {:.1} per commit, {} | {} |",
             run.durability,
             run.run.label,
             run.run.rate(),
+            cpu(&run.run),
             run.per_commit,
-            latency(&run.run)
+            latency(&run.run),
+            run.raw.as_ref().map_or_else(String::new, |raw| format!(
+                "{}: {:.0} commands/s{} ({:.2} of it)",
+                raw.label,
+                raw.rate(),
+                cpu(raw),
+                run.run.rate() / raw.rate().max(f64::MIN_POSITIVE)
+            )),
         )?;
     }
     if let Some(path) = args.json {
@@ -223,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             "commits": commits,
             "comparisons": results,
             "end_to_end": end_to_end,
+            "end_to_end_floor": floor,
             "memory": memory_under_load,
         });
         std::fs::write(&path, serde_json::to_vec_pretty(&document)?)?;
@@ -230,13 +260,51 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The end-to-end floor from the raw baselines of this run, where every one of them ran.
+fn floor(results: &[Comparison], commits: Option<&[commit::CommitRun]>) -> Option<e2e::Floor> {
+    let baseline = |prefix: &str| {
+        results
+            .iter()
+            .find(|comparison| comparison.name.starts_with(prefix))
+            .map(|comparison| &comparison.baseline)
+    };
+    let commit = commits?
+        .iter()
+        .find(|run| run.durability == "SQLite FULL" && run.in_flight > 1)?
+        .raw
+        .as_ref()?;
+    e2e::Floor::from_parts(
+        &[
+            ("bare tonic call", baseline("VerifyCitizen")?),
+            ("raw publish", baseline("publish")?),
+            ("raw pull and ack", baseline("consume")?),
+            ("rusqlite commit", commit),
+        ],
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    )
+}
+
+/// A run's processor time per operation and the machine's load, for the tables.
+fn cpu(run: &Run) -> String {
+    match (run.cpu_micros_per_operation(), run.cpu) {
+        (Some(micros), Some(cpu)) => format!(
+            " ({micros:.0} µs of processor time each, {:.2} cores busy, {:.0} % stolen)",
+            cpu.busy_cores,
+            cpu.steal_share * 100.0
+        ),
+        _ => String::new(),
+    }
+}
+
 fn print(comparison: Option<&Comparison>) {
     if let Some(comparison) = comparison {
         eprintln!(
-            "{}: govbus {:.0}/s, baseline {:.0}/s, ratio {:.2} (goal {:.2})",
+            "{}: govbus {:.0}/s{}, baseline {:.0}/s{}, ratio {:.2} (goal {:.2})",
             comparison.name,
             comparison.govbus.rate(),
+            cpu(&comparison.govbus),
             comparison.baseline.rate(),
+            cpu(&comparison.baseline),
             comparison.ratio,
             comparison.goal
         );
@@ -270,12 +338,14 @@ fn table(results: &[Comparison]) -> String {
         String::from("| scenario | govbus | baseline | ratio | goal |\n|---|---|---|---|---|\n");
     for comparison in results {
         out.push_str(&format!(
-            "| {} | {:.0}/s {} | {:.0}/s {} | {:.2} | {:.2} {} |\n",
+            "| {} | {:.0}/s {}{} | {:.0}/s {}{} | {:.2} | {:.2} {} |\n",
             comparison.name,
             comparison.govbus.rate(),
             latency(&comparison.govbus),
+            cpu(&comparison.govbus),
             comparison.baseline.rate(),
             latency(&comparison.baseline),
+            cpu(&comparison.baseline),
             comparison.ratio,
             comparison.goal,
             if comparison.meets_goal() {

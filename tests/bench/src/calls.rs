@@ -23,7 +23,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::measure::{Comparison, Run};
+use crate::measure::{Comparison, Run, Stopwatch};
 
 /// The goal: `VerifyCitizen` reaches 70 % of a bare unary call's rate.
 pub const GOAL: f64 = 0.7;
@@ -240,7 +240,7 @@ where
     for warm in 0..100 {
         call(0, warm).await?;
     }
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..settings.in_flight {
         let call = call.clone();
@@ -258,8 +258,9 @@ where
     while let Some(done) = tasks.join_next().await {
         latencies.extend(done??);
     }
-    let elapsed = started.elapsed();
-    Ok(Run::new("", latencies.len() as u64, elapsed).with_latencies(latencies))
+    Ok(stopwatch
+        .run("", latencies.len() as u64)
+        .with_latencies(latencies))
 }
 
 const KECAMATAN: [&str; 5] = ["357301", "357302", "357303", "357304", "357305"];

@@ -1,19 +1,20 @@
 //! Committing: commands through the database's writer alone (no gRPC, no relay), to show what a
 //! durable commit costs and what group commit recovers: one command in flight (each waits for
 //! its own sync) and many (they share one), with SQLite syncing every commit (`FULL`, the
-//! default) or not (`NORMAL`, for comparison only).
+//! default) or not (`NORMAL`, for comparison only). Beside them, the floor: rusqlite alone on
+//! one thread, committing the same rows in groups of the size the writer reached.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
+use govbus_bus::{Bus, BusOptions, Causality, OutgoingEvent, ServiceAdapter};
 use govbus_harness::{TestBackend, TestDatabase};
 use govbus_storage::{DatabaseOptions, DbError, Migration, Synchronous};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::measure::Run;
+use crate::measure::{Run, Stopwatch};
 use crate::sample::{SERVICE, SampleRecorded, sample};
 
 /// What to commit.
@@ -36,6 +37,9 @@ pub struct CommitRun {
     pub durability: String,
     /// Commands per commit, on average.
     pub per_commit: f64,
+    /// SQLite only: rusqlite alone, the same rows committed in groups of `per_commit` commands
+    /// with the same durability, on one thread with nothing else to do.
+    pub raw: Option<Run>,
 }
 
 const ITEMS: &[Migration] = &[Migration {
@@ -96,7 +100,7 @@ pub async fn run(
             let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
                 usize::try_from(commands).unwrap_or(0),
             )));
-            let started = Instant::now();
+            let stopwatch = Stopwatch::start();
             let mut tasks = tokio::task::JoinSet::new();
             for id in 0..commands {
                 let permit = Arc::clone(&limit).acquire_owned().await?;
@@ -134,24 +138,109 @@ pub async fn run(
             while let Some(done) = tasks.join_next().await {
                 done??;
             }
-            let elapsed = started.elapsed();
+            let run = stopwatch.run(format!("{in_flight} in flight"), commands);
             let after = db.stats();
             db.close().await;
             let latencies =
                 std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
             let commits = after.commits.saturating_sub(before.commits).max(1);
+            let per_commit = commands as f64 / commits as f64;
+            let raw = match durability {
+                Some(synchronous) => {
+                    let file = dir.join(format!("commit-{round}-{in_flight}-raw.db"));
+                    let template = publisher.encode(&payload, &Causality::root())?;
+                    let group = (per_commit.round() as u64).max(1);
+                    let synchronous = *synchronous;
+                    Some(
+                        tokio::task::spawn_blocking(move || {
+                            raw_sqlite(&file, synchronous, commands, group, &template)
+                        })
+                        .await??,
+                    )
+                }
+                None => None,
+            };
             runs.push(CommitRun {
-                run: Run::new(format!("{in_flight} in flight"), commands, elapsed)
-                    .with_latencies(latencies),
+                run: run.with_latencies(latencies),
                 in_flight,
                 durability: match durability {
                     Some(Synchronous::Full) => "SQLite FULL".to_owned(),
                     Some(Synchronous::Normal) => "SQLite NORMAL".to_owned(),
                     None => "PostgreSQL".to_owned(),
                 },
-                per_commit: commands as f64 / commits as f64,
+                per_commit,
+                raw,
             });
         }
     }
     Ok(runs)
+}
+
+/// rusqlite alone: `commands` commands, each an item row and an outbox row holding `event` as
+/// the writer stores it, committed `group` commands per transaction with `synchronous`.
+fn raw_sqlite(
+    file: &Path,
+    synchronous: Synchronous,
+    commands: u64,
+    group: u64,
+    event: &OutgoingEvent,
+) -> anyhow::Result<Run> {
+    let mut connection = rusqlite::Connection::open(file)?;
+    connection.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};
+         CREATE TABLE items (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
+         CREATE TABLE outbox (
+             position INTEGER PRIMARY KEY AUTOINCREMENT,
+             event_id TEXT NOT NULL UNIQUE,
+             subject TEXT NOT NULL,
+             headers TEXT NOT NULL,
+             payload BLOB NOT NULL,
+             created_at BIGINT NOT NULL
+         );",
+        match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    ))?;
+    let headers: String = event
+        .headers()
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| format!("{}:{}\n", name.as_ref() as &str, value.as_str()))
+        })
+        .collect();
+    let stopwatch = Stopwatch::start();
+    let mut id = 0_i64;
+    let total = i64::try_from(commands)?;
+    while id < total {
+        let transaction = connection.transaction()?;
+        {
+            let mut item =
+                transaction.prepare_cached("INSERT INTO items (id, value) VALUES (?1, ?2)")?;
+            let mut outbox = transaction.prepare_cached(
+                "INSERT INTO outbox (event_id, subject, headers, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let end = total.min(id + i64::try_from(group)?);
+            while id < end {
+                item.execute((id, 1_i64))?;
+                let event_id = uuid::Uuid::now_v7().to_string();
+                outbox.execute((
+                    event_id.as_str(),
+                    event.subject(),
+                    headers.as_str(),
+                    event.payload().as_ref(),
+                    id,
+                ))?;
+                id += 1;
+            }
+        }
+        transaction.commit()?;
+    }
+    let run = stopwatch.run(format!("rusqlite alone, {group} per commit"), commands);
+    let stored: i64 = connection.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?;
+    anyhow::ensure!(stored == total, "{stored} of {total} rows stored");
+    Ok(run)
 }

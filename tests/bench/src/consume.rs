@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt as _;
@@ -13,7 +12,7 @@ use govbus_storage::command::handle_batch_once;
 use govbus_storage::{DatabaseOptions, OutboxRelay, RelaySettings};
 use tokio::sync::Notify;
 
-use crate::measure::{Comparison, Run};
+use crate::measure::{Comparison, Run, Stopwatch};
 use crate::sample::{SERVICE, SampleRecorded, sample};
 
 /// What to consume.
@@ -96,7 +95,7 @@ pub async fn raw(nats_url: &str, stream_name: &str, events: u64) -> anyhow::Resu
             ..Default::default()
         })
         .await?;
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(256)
@@ -115,11 +114,7 @@ pub async fn raw(nats_url: &str, stream_name: &str, events: u64) -> anyhow::Resu
             .map_err(|error| anyhow::anyhow!("ack: {error}"))?;
         acked += 1;
     }
-    Ok(Run::new(
-        "async-nats pull, ack only",
-        acked,
-        started.elapsed(),
-    ))
+    Ok(stopwatch.run("async-nats pull, ack only", acked))
 }
 
 /// A govbus service consuming the samples in batches with the kit's `handle_batch_once`: one
@@ -133,7 +128,7 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
     let handled = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let (counter, finished) = (handled.clone(), done.clone());
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let consumer = sink
         .consumer(
             Consumer::new("sink-bench")
@@ -156,12 +151,11 @@ pub async fn govbus_consumer(bus: &Bus, dir: &Path, events: u64) -> anyhow::Resu
     if handled.load(Ordering::Relaxed) < events {
         done.notified().await;
     }
-    let elapsed = started.elapsed();
-    consumer.shutdown().await;
-    relay.shutdown().await;
-    Ok(Run::new(
+    let run = stopwatch.run(
         "govbus consumer, batches, inbox in SQLite",
         handled.load(Ordering::Relaxed),
-        elapsed,
-    ))
+    );
+    consumer.shutdown().await;
+    relay.shutdown().await;
+    Ok(run)
 }

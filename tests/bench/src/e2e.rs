@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::calls::{CallBench, registration};
-use crate::measure::Run;
+use crate::measure::{Run, Stopwatch};
 
 /// The goals: 10,000 events/s at peak, p99 ≤ 25 ms at half of it.
 pub const GOAL_RATE: f64 = 10_000.0;
@@ -72,6 +72,39 @@ const MIRROR: &[Migration] = &[Migration {
     postgres: "CREATE TABLE mirror (citizen_ref TEXT PRIMARY KEY, kelurahan_code TEXT NOT NULL,
                birth_year BIGINT NOT NULL)",
 }];
+
+/// What an event costs at the least on this machine: the processor time per operation of each
+/// raw part an event of the end-to-end path goes through (a bare mTLS unary call, a raw
+/// JetStream publish of the same message, a raw pull and ack, rusqlite committing the command's
+/// rows), each measured alone in the same run, summed. The projection's own commit is left out,
+/// so the floor is a little lower than the true one. Its rate is what the machine's processors
+/// could do if govbus added nothing: an upper bound for any bus built of these parts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// Each part, with its processor time per operation in microseconds.
+    pub parts: Vec<(String, f64)>,
+    /// Their sum.
+    pub cpu_micros_per_event: f64,
+    /// Events per second the machine's processors could carry at that cost.
+    pub rate: f64,
+}
+
+impl Floor {
+    /// From `parts` (name, the run that measured it), on `processors`; none if a part's
+    /// processor time was not measured.
+    pub fn from_parts(parts: &[(&str, &Run)], processors: usize) -> Option<Self> {
+        let parts = parts
+            .iter()
+            .map(|(name, run)| Some(((*name).to_owned(), run.cpu_micros_per_operation()?)))
+            .collect::<Option<Vec<_>>>()?;
+        let cpu_micros_per_event: f64 = parts.iter().map(|(_, micros)| micros).sum();
+        (cpu_micros_per_event > 0.0).then(|| Self {
+            rate: processors as f64 * 1e6 / cpu_micros_per_event,
+            parts,
+            cpu_micros_per_event,
+        })
+    }
+}
 
 /// When each command was sent, by request id (the events' correlation id), and the latencies of
 /// those whose event reached the projection.
@@ -250,12 +283,12 @@ async fn drive(
         Pace::ClosedLoop(in_flight) => in_flight,
         Pace::PerSecond(_) => 1024,
     }));
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut tasks = tokio::task::JoinSet::new();
     for index in first..first + count {
         if let Pace::PerSecond(rate) = pace {
-            let due = started + Duration::from_secs_f64((index - first) as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
+            let due = Duration::from_secs_f64((index - first) as f64 / rate);
+            tokio::time::sleep(due.saturating_sub(stopwatch.elapsed())).await;
         }
         let permit = Arc::clone(&limit).acquire_owned().await?;
         let (mut client, clock) = (
@@ -297,14 +330,14 @@ async fn drive(
             .await
             .map_err(|_| anyhow::anyhow!("the projection did not apply every event"))?;
     }
-    let elapsed = started.elapsed();
+    let run = stopwatch.run("", count);
     let latencies = std::mem::take(
         &mut *clock
             .latencies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    Ok(Run::new("", count, elapsed).with_latencies(latencies))
+    Ok(run.with_latencies(latencies))
 }
 
 /// A database for one service: a SQLite file at `file`, or a fresh PostgreSQL schema.

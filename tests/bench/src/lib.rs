@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! - [`measure`]: runs, latency percentiles, comparisons.
+//! - [`measure`]: runs, latency percentiles, the machine's processor time, comparisons.
 //! - [`sample`]: the 256-byte event both paths carry.
 //! - [`publish`]: the outbox relay into JetStream (live, and a backlog read from the table) vs
 //!   pipelined raw JetStream publishes of the same messages.
@@ -29,4 +29,4 @@ pub mod memory;
 pub mod publish;
 pub mod sample;
 
-pub use measure::{Comparison, Latency, Run};
+pub use measure::{Comparison, CpuUse, Latency, Run, Stopwatch};

@@ -1,6 +1,6 @@
-//! Runs, latency percentiles and comparisons.
+//! Runs, latency percentiles, processor time and comparisons.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -15,6 +15,9 @@ pub struct Run {
     pub seconds: f64,
     /// Per-operation latency, where measured.
     pub latency: Option<Latency>,
+    /// What the whole machine's processors did meanwhile (every process: the benchmark,
+    /// nats-server, PostgreSQL), where `/proc/stat` could be read.
+    pub cpu: Option<CpuUse>,
 }
 
 impl Run {
@@ -25,6 +28,7 @@ impl Run {
             operations,
             seconds: elapsed.as_secs_f64(),
             latency: None,
+            cpu: None,
         }
     }
 
@@ -41,6 +45,115 @@ impl Run {
         } else {
             0.0
         }
+    }
+
+    /// Processor time the machine spent per operation, in microseconds.
+    pub fn cpu_micros_per_operation(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.operations > 0).then(|| cpu.busy_cores * self.seconds * 1e6 / self.operations as f64)
+    }
+}
+
+/// A run's start: wall time and the machine's processor counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    started: Instant,
+    ticks: Option<CpuTicks>,
+}
+
+impl Stopwatch {
+    /// Starts now.
+    pub fn start() -> Self {
+        Self {
+            ticks: CpuTicks::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Wall time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The run of `operations` that ends now.
+    pub fn run(&self, label: impl Into<String>, operations: u64) -> Run {
+        let elapsed = self.started.elapsed();
+        let cpu = self
+            .ticks
+            .zip(CpuTicks::now())
+            .and_then(|(before, after)| CpuUse::between(before, after));
+        Run {
+            cpu,
+            ..Run::new(label, operations, elapsed)
+        }
+    }
+}
+
+/// How busy the machine's processors were during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CpuUse {
+    /// Processors busy on average (user, system and interrupt time of every process; at most
+    /// the number of processors).
+    pub busy_cores: f64,
+    /// The share of the processors' time the hypervisor gave to other machines (steal).
+    pub steal_share: f64,
+}
+
+impl CpuUse {
+    /// From two readings of the counters. Ticks are converted through the readings' own total
+    /// (every state summed is the wall time times the processors), so no tick rate is assumed.
+    fn between(before: CpuTicks, after: CpuTicks) -> Option<Self> {
+        let total = after.total.checked_sub(before.total)?;
+        if total == 0 {
+            return None;
+        }
+        let busy = after.busy.saturating_sub(before.busy) as f64;
+        let steal = after.steal.saturating_sub(before.steal) as f64;
+        Some(Self {
+            busy_cores: busy / total as f64 * after.processors as f64,
+            steal_share: steal / total as f64,
+        })
+    }
+}
+
+/// The first line of `/proc/stat`: time every processor spent in each state, summed.
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    steal: u64,
+    total: u64,
+    processors: usize,
+}
+
+impl CpuTicks {
+    fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let mut lines = stat.lines();
+        let fields: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user already).
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else {
+            return None;
+        };
+        let processors = lines
+            .filter(|line| {
+                line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+            })
+            .count();
+        Some(Self {
+            busy: user + nice + system + irq + softirq,
+            steal,
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
+            processors,
+        })
     }
 }
 
@@ -138,6 +251,25 @@ mod tests {
         assert_eq!(latency.p99_ms, 99.0);
         assert_eq!(latency.max_ms, 100.0);
         assert!(Latency::from_micros(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn processor_time_is_read_from_the_counters_own_total() {
+        let before = CpuTicks::parse("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1\ncpu1 1\nintr 5\n")
+            .expect("counters");
+        let after = CpuTicks::parse("cpu  250 0 100 1000 0 0 0 100 0 0\ncpu0 1\ncpu1 1\n")
+            .expect("counters");
+        assert_eq!(before.processors, 2);
+        let cpu = CpuUse::between(before, after).expect("a difference");
+        // 200 of 450 ticks busy, on two processors.
+        assert!((cpu.busy_cores - 2.0 * 200.0 / 450.0).abs() < 1e-9);
+        assert!((cpu.steal_share - 50.0 / 450.0).abs() < 1e-9);
+        let run = Run {
+            cpu: Some(cpu),
+            ..Run::new("run", 100, Duration::from_secs(1))
+        };
+        let per_operation = run.cpu_micros_per_operation().expect("processor time");
+        assert!((per_operation - cpu.busy_cores * 1e4).abs() < 1e-6);
     }
 
     #[test]

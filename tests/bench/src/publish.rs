@@ -10,7 +10,6 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
@@ -19,7 +18,7 @@ use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
 use govbus_storage::outbox;
 use govbus_storage::{DatabaseOptions, DbError, OutboxRelay, RelaySettings};
 
-use crate::measure::{Comparison, Run};
+use crate::measure::{Comparison, Run, Stopwatch};
 use crate::sample::{SERVICE, SampleRecorded, raw_payload, sample};
 
 /// What to publish.
@@ -95,7 +94,7 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
         encoded += count;
     }
     let queue = std::sync::Arc::new(std::sync::Mutex::new(commands));
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut committers = tokio::task::JoinSet::new();
     for _ in 0..COMMITTERS {
         let (db, queue) = (db.clone(), std::sync::Arc::clone(&queue));
@@ -132,7 +131,7 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let elapsed = started.elapsed();
+    let run = stopwatch.run("outbox relay, live", settings.events);
     relay.shutdown().await;
     anyhow::ensure!(
         outbox::pending_count(&db).await? == 0,
@@ -141,17 +140,20 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
     expect_stored(js, &stream_name, already + settings.events).await?;
     adapter.shutdown().await;
     db.close().await;
-    Ok(Run::new("outbox relay, live", settings.events, elapsed))
+    Ok(run)
 }
 
 /// Raw async-nats: publish, keep `in_flight` acknowledgements outstanding, await the oldest.
 pub async fn raw(nats_url: &str, settings: PublishSettings) -> anyhow::Result<Run> {
     let payload = raw_payload(settings.payload);
-    let elapsed = pipelined(nats_url, "RAW_PUBLISH", "raw.publish", settings, || {
+    pipelined(nats_url, "RAW_PUBLISH", "raw.publish", settings, || {
         PublishMessage::build().payload(payload.clone())
     })
-    .await?;
-    Ok(Run::new("async-nats, pipelined", settings.events, elapsed))
+    .await
+    .map(|run| Run {
+        label: "async-nats, pipelined".to_owned(),
+        ..run
+    })
 }
 
 /// Raw async-nats as in [`raw`], each message carrying the headers govbus gives the same event:
@@ -165,7 +167,7 @@ pub async fn raw_with_envelope(nats_url: &str, settings: PublishSettings) -> any
         .publisher()
         .clone();
     let template = publisher.encode(&sample(settings.payload), &Causality::root())?;
-    let elapsed = pipelined(nats_url, "RAW_ENVELOPE", "raw.envelope", settings, || {
+    let run = pipelined(nats_url, "RAW_ENVELOPE", "raw.envelope", settings, || {
         let id = uuid::Uuid::now_v7().to_string();
         let mut headers = template.headers().clone();
         headers.insert("ce-id", id.as_str());
@@ -175,15 +177,14 @@ pub async fn raw_with_envelope(nats_url: &str, settings: PublishSettings) -> any
             .payload(template.payload().clone())
     })
     .await?;
-    Ok(Run::new(
-        "async-nats, pipelined, with govbus's envelope",
-        settings.events,
-        elapsed,
-    ))
+    Ok(Run {
+        label: "async-nats, pipelined, with govbus's envelope".to_owned(),
+        ..run
+    })
 }
 
 /// Creates `stream_name` over `subject` and publishes `settings.events` messages made by
-/// `message`, keeping `settings.in_flight` acknowledgements outstanding; returns the time from
+/// `message`, keeping `settings.in_flight` acknowledgements outstanding; returns the run from
 /// the first publish to the last acknowledgement, after checking every message was stored.
 async fn pipelined(
     nats_url: &str,
@@ -191,7 +192,7 @@ async fn pipelined(
     subject: &'static str,
     settings: PublishSettings,
     mut message: impl FnMut() -> PublishMessage,
-) -> anyhow::Result<std::time::Duration> {
+) -> anyhow::Result<Run> {
     let js = jetstream::new(async_nats::connect(nats_url).await?);
     js.create_stream(stream::Config {
         name: stream_name.to_owned(),
@@ -201,7 +202,7 @@ async fn pipelined(
     })
     .await?;
     let mut window = VecDeque::with_capacity(settings.in_flight);
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     for _ in 0..settings.events {
         let next = message();
         if window.len() >= settings.in_flight
@@ -214,9 +215,9 @@ async fn pipelined(
     for ack in window {
         ack.await?;
     }
-    let elapsed = started.elapsed();
+    let run = stopwatch.run("", settings.events);
     expect_stored(&js, stream_name, settings.events).await?;
-    Ok(elapsed)
+    Ok(run)
 }
 
 /// govbus, recovery: the events are committed to the outbox first while no relay runs (not
@@ -260,14 +261,14 @@ pub async fn through_outbox(
         .context("committing the outbox")?;
     }
     let relay = OutboxRelay::new(db.clone(), publisher, RelaySettings::default());
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut sent = 0;
     while sent < settings.events as usize {
         let round = relay.relay_pending().await?;
         anyhow::ensure!(round > 0, "the relay stalled after {sent} events");
         sent += round;
     }
-    let elapsed = started.elapsed();
+    let run = stopwatch.run("outbox relay, backlog read from the table", settings.events);
     anyhow::ensure!(
         outbox::pending_count(&db).await? == 0,
         "rows left in the outbox"
@@ -275,11 +276,7 @@ pub async fn through_outbox(
     expect_stored(bus.jetstream(), &stream_name, already + settings.events).await?;
     adapter.shutdown().await;
     db.close().await;
-    Ok(Run::new(
-        "outbox relay, backlog read from the table",
-        settings.events,
-        elapsed,
-    ))
+    Ok(run)
 }
 
 /// Checks the stream holds every event published.
