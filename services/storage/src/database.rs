@@ -14,7 +14,7 @@ use crate::migrate::{self, Migration};
 use crate::outbox::feed::OutboxFeed;
 use crate::postgres::{self, PostgresConnection, PostgresReaders};
 use crate::sql::Sql;
-use crate::sqlite::{self, Checkpointer, SqliteConnection, SqliteReaders, Synchronous};
+use crate::sqlite::{self, SqliteConnection, SqliteReaders, Synchronous};
 use crate::writer::{
     self, Counters, Reconnect, Tx, WorkJob, WriterConnection, WriterHandle, WriterSettings,
     WriterStats, WriterThread,
@@ -102,7 +102,6 @@ struct Inner {
     readers: Readers,
     feed: Arc<OutboxFeed>,
     counters: Arc<Counters>,
-    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 #[derive(Debug)]
@@ -121,7 +120,6 @@ impl Database {
         type Connect = std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<WriterConnection, DbError>> + Send>,
         >;
-        let mut checkpointer = None;
         let (connects, settings, readers): (Vec<Connect>, _, _) = match backend {
             Backend::Sqlite => {
                 let path = sqlite::file_of(url)?;
@@ -135,7 +133,6 @@ impl Database {
                     max_group: options.max_group_sqlite.max(1),
                     reconnect: None,
                 };
-                checkpointer = Some(path.clone());
                 let readers = Readers::Sqlite(Arc::new(SqliteReaders::new(path, options.readers)));
                 (vec![connect], settings, readers)
             }
@@ -184,10 +181,6 @@ impl Database {
                 .await
                 .map_err(|_| DbError::closed("starting the database writer"))??;
         }
-        // Once the writer made the file (and set WAL mode).
-        let checkpointer = checkpointer
-            .map(|path| Checkpointer::start(&options.name, path))
-            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
@@ -196,7 +189,6 @@ impl Database {
                 readers,
                 feed,
                 counters,
-                checkpointer: Mutex::new(checkpointer),
             }),
         })
     }
@@ -261,16 +253,6 @@ impl Database {
             .and_then(|mut writer| writer.take());
         drop(writer);
         self.inner.thread.lock().await.join().await;
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut checkpointer| checkpointer.take());
-        if let Some(mut checkpointer) = checkpointer {
-            // Joins a thread: off the runtime's workers.
-            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
-        }
         match &self.inner.readers {
             Readers::Sqlite(pool) => pool.close(),
             Readers::Postgres(pool) => pool.close(),
