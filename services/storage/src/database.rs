@@ -14,7 +14,7 @@ use crate::migrate::{self, Migration};
 use crate::outbox::feed::OutboxFeed;
 use crate::postgres::{self, PostgresConnection, PostgresReaders};
 use crate::sql::Sql;
-use crate::sqlite::{self, SqliteConnection, SqliteReaders, Synchronous};
+use crate::sqlite::{self, Checkpointer, SqliteConnection, SqliteReaders, Synchronous};
 use crate::writer::{
     self, Counters, Reconnect, Tx, WorkJob, WriterConnection, WriterHandle, WriterSettings,
     WriterStats, WriterThread,
@@ -71,6 +71,9 @@ pub struct DatabaseOptions {
     /// Committed events held in memory for the relay; beyond this the relay reads them from
     /// the outbox table.
     pub feed_capacity: usize,
+    /// On SQLite, the size of the log (`-wal` file) past which the writer finishes a checkpoint
+    /// itself, so that SQLite writes the log from its start again: about the log's largest size.
+    pub sqlite_log_limit: u64,
 }
 
 impl Default for DatabaseOptions {
@@ -84,6 +87,7 @@ impl Default for DatabaseOptions {
             queue: 4096,
             readers: 8,
             feed_capacity: 8192,
+            sqlite_log_limit: sqlite::LOG_LIMIT,
         }
     }
 }
@@ -102,6 +106,7 @@ struct Inner {
     readers: Readers,
     feed: Arc<OutboxFeed>,
     counters: Arc<Counters>,
+    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +125,7 @@ impl Database {
         type Connect = std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<WriterConnection, DbError>> + Send>,
         >;
+        let mut checkpointer = None;
         let (connects, settings, readers): (Vec<Connect>, _, _) = match backend {
             Backend::Sqlite => {
                 let path = sqlite::file_of(url)?;
@@ -132,7 +138,9 @@ impl Database {
                 let settings = WriterSettings {
                     max_group: options.max_group_sqlite.max(1),
                     reconnect: None,
+                    sqlite_log: Some((sqlite::log_of(&path), options.sqlite_log_limit)),
                 };
+                checkpointer = Some(path.clone());
                 let readers = Readers::Sqlite(Arc::new(SqliteReaders::new(path, options.readers)));
                 (vec![connect], settings, readers)
             }
@@ -156,6 +164,7 @@ impl Database {
                 let settings = WriterSettings {
                     max_group: options.max_group_postgres.max(1),
                     reconnect: Some(reconnect),
+                    sqlite_log: None,
                 };
                 let readers = Readers::Postgres(Arc::new(PostgresReaders::new(
                     connect_options,
@@ -181,6 +190,10 @@ impl Database {
                 .await
                 .map_err(|_| DbError::closed("starting the database writer"))??;
         }
+        // Once the writer made the file (and set WAL mode).
+        let checkpointer = checkpointer
+            .map(|path| Checkpointer::start(&options.name, path))
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
@@ -189,6 +202,7 @@ impl Database {
                 readers,
                 feed,
                 counters,
+                checkpointer: Mutex::new(checkpointer),
             }),
         })
     }
@@ -253,6 +267,16 @@ impl Database {
             .and_then(|mut writer| writer.take());
         drop(writer);
         self.inner.thread.lock().await.join().await;
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut checkpointer| checkpointer.take());
+        if let Some(mut checkpointer) = checkpointer {
+            // Joins a thread: off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
+        }
         match &self.inner.readers {
             Readers::Sqlite(pool) => pool.close(),
             Readers::Postgres(pool) => pool.close(),

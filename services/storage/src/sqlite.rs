@@ -84,8 +84,8 @@ impl SqliteConnection {
         let connection = rusqlite::Connection::open(path)
             .map_err(|error| DbError::sqlite("opening the database", error))?;
         let mut connection = Self::prepare(connection)?;
-        // The writer checkpoints between groups ([`SqliteConnection::checkpoint`]), not inside
-        // a commit that its group's commands wait for.
+        // Checkpoints run beside the writer ([`Checkpointer`]) and, rarely, between its groups
+        // ([`SqliteConnection::checkpoint`]), never inside a commit its commands wait for.
         connection.execute_script(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
              PRAGMA wal_autocheckpoint = 0;",
@@ -126,23 +126,20 @@ impl SqliteConnection {
             .map_err(|error| DbError::sqlite("running a script", error).with_statement(script))
     }
 
-    /// Copies the write-ahead log into the database file, on the writer's connection between
-    /// groups.
+    /// Copies the write-ahead log into the database file: on the writer's connection, between
+    /// groups, when the log has grown past its limit (`DatabaseOptions::sqlite_log_limit`).
     ///
-    /// Run beside a writer that never pauses (a thread of its own, as this once was), a
-    /// checkpoint never catches up with the log's end, so SQLite never starts the log again from
-    /// its beginning: it grew by every commit (2 GB in a one-minute benchmark), each write then
-    /// extending the file (blocks allocated and zeroed, its size journaled at every sync). Run by
-    /// the writer itself, nothing is added meanwhile: the checkpoint reaches the end unless a
-    /// reader still reads an older snapshot, and the next commit writes the log from its start
-    /// again, over pages the file already has. `PASSIVE` waits for no reader; `TRUNCATE`, when
-    /// the database closes, empties the log.
-    pub(crate) fn checkpoint(&mut self, mode: Checkpoint) {
-        let script = match mode {
-            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
-        };
-        if let Err(error) = self.execute_script(script) {
+    /// The [`Checkpointer`] beside a writer that never pauses never catches up with the log's
+    /// end, so SQLite never starts the log again from its beginning: it grew by every commit
+    /// (2 GB in a one-minute benchmark), each write extending the file (blocks allocated and
+    /// zeroed, its size journaled at every sync). Run by the writer, nothing is added meanwhile:
+    /// this checkpoint copies what the thread has not yet copied and reaches the end (unless a
+    /// reader still reads an older snapshot), and the next commit writes the log from its start
+    /// again, over blocks the file already has. Only that remainder waits for it, not the bulk
+    /// of the copying and syncing, which stays on the thread. `PASSIVE`: it waits for no reader,
+    /// and gives way when the thread is checkpointing (the next growth tries again).
+    pub(crate) fn checkpoint(&mut self) {
+        if let Err(error) = self.execute_script("PRAGMA wal_checkpoint(PASSIVE)") {
             tracing::warn!(message = "SQLite checkpoint failed; the next one retries.", %error);
         }
     }
@@ -267,13 +264,86 @@ fn to_sqlite_placeholders(sql: &str) -> String {
     out
 }
 
-/// How far [`SqliteConnection::checkpoint`] goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Checkpoint {
-    /// What no reader still needs, without waiting.
-    Passive,
-    /// Everything, waiting for readers, then the log emptied.
-    Truncate,
+/// Copies the write-ahead log into the database file beside the writer.
+///
+/// SQLite's own checkpoints run inside the commit that fills the log past a threshold: that
+/// commit, and every command in its group, then waits while a thousand pages are copied and the
+/// file synced. Here a thread of its own checkpoints instead, every 100 ms (`PASSIVE`: it never
+/// waits for the writer or for readers), and once more, fully, when the database closes. Beside
+/// a writer that never pauses it never reaches the log's end, so the writer finishes the job
+/// when the log grows past its limit ([`SqliteConnection::checkpoint`]).
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    stop: std::sync::mpsc::SyncSender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub(crate) fn start(name: &str, path: PathBuf) -> Result<Self, DbError> {
+        let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-checkpoint"))
+            .spawn(move || {
+                let mut connection = match SqliteConnection::open_reader(&path).and_then(|mut c| {
+                    c.execute_script("PRAGMA query_only = OFF")?;
+                    Ok(c)
+                }) {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tracing::error!(message = "SQLite checkpoints cannot start; the log grows until the next start.", %error);
+                        return;
+                    }
+                };
+                loop {
+                    let stop = !matches!(
+                        stopped.recv_timeout(Duration::from_millis(100)),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    if let Err(error) = connection.execute_script("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(message = "SQLite checkpoint failed; will retry.", %error);
+                    }
+                    if stop {
+                        // The writer has stopped: copy everything and empty the log.
+                        let _ = connection.execute_script("PRAGMA wal_checkpoint(TRUNCATE)");
+                        return;
+                    }
+                }
+            })
+            .map_err(|error| {
+                DbError::new(DbErrorKind::Config, "starting the checkpointer", error.to_string())
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs a last, full checkpoint and stops (once the writer stopped).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.stop.try_send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // Dropped without close: the thread ends on its own at its next look.
+        let _ = self.stop.try_send(());
+    }
+}
+
+/// Past this size the writer's log is copied by the writer itself, so that it is written from
+/// its start again: the log stays about this size (at 10,000 commands/s, about a second of
+/// commits). [`DatabaseOptions::sqlite_log_limit`](crate::DatabaseOptions::sqlite_log_limit).
+pub(crate) const LOG_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The log (`-wal` file) beside the database at `path`.
+pub(crate) fn log_of(path: &Path) -> PathBuf {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    PathBuf::from(log)
 }
 
 /// Reading connections, opened when needed and kept for reuse.

@@ -22,15 +22,15 @@
 //! own error; one that collides with another transaction (a deadlock) is rolled back and run
 //! again in the next group; the others commit. Every caller is answered after the commit that
 //! holds its job, so an answer is never based on state that might still roll back. On SQLite
-//! the writer also checkpoints, between groups, so that its log is written from the start
-//! again instead of growing.
+//! the writer also finishes a checkpoint itself, between groups, when its log has grown past a
+//! bound, so that the log is written from its start again instead of growing.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use govbus_bus::OutgoingEvent;
 use opentelemetry::trace::FutureExt as _;
@@ -41,16 +41,11 @@ use crate::error::DbError;
 use crate::outbox::feed::{Committed, OutboxFeed};
 use crate::postgres::PostgresConnection;
 use crate::sql::Sql;
-use crate::sqlite::{Checkpoint, SqliteConnection};
+use crate::sqlite::SqliteConnection;
 
 /// How many times a job that collided with another transaction is run again before its caller
 /// is told.
 const MAX_ATTEMPTS: u32 = 20;
-
-/// How often the SQLite writer copies its log into the database file. At 10,000 commands/s
-/// the log holds about 8 MB between two checkpoints; each one costs the next group about a
-/// millisecond.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// A command's transaction: its statements (through [`Sql`], which it dereferences to) and the
 /// events it publishes through the outbox.
@@ -192,6 +187,8 @@ pub(crate) struct WriterSettings {
     /// Most jobs committed together.
     pub(crate) max_group: usize,
     pub(crate) reconnect: Option<Reconnect>,
+    /// On SQLite, the database's log (`-wal` file), watched for growth past its limit.
+    pub(crate) sqlite_log: Option<(std::path::PathBuf, u64)>,
 }
 
 /// What the writer did so far.
@@ -345,7 +342,7 @@ where
             counters: Arc::clone(&counters),
             turn: Arc::clone(&turn),
             guarded_groups: 0,
-            checkpointed: Instant::now(),
+            log_size: 0,
         };
         spawn_thread(
             thread_name,
@@ -436,8 +433,9 @@ struct Writer {
     /// On PostgreSQL: how many more groups run with a savepoint per job from the start, after
     /// a group run without them had a job fail.
     guarded_groups: u32,
-    /// On SQLite: when the writer last checkpointed.
-    checkpointed: Instant,
+    /// On SQLite: the log's size when the writer last checkpointed it (the file keeps its size
+    /// when SQLite writes it from the start again; it grows only past it).
+    log_size: u64,
 }
 
 /// What became of one job in its group.
@@ -492,23 +490,24 @@ impl Writer {
     }
 
     async fn close(&mut self) {
-        match self.connection.take() {
-            Some(WriterConnection::Postgres(connection)) => connection.close().await,
-            Some(WriterConnection::Sqlite(mut connection)) => {
-                connection.checkpoint(Checkpoint::Truncate);
-            }
-            None => {}
+        if let Some(WriterConnection::Postgres(connection)) = self.connection.take() {
+            connection.close().await;
         }
     }
 
-    /// On SQLite, once every [`CHECKPOINT_EVERY`]: the log copied into the database file, after
-    /// the group's commands were answered (the next group waits for it, not this one).
-    fn checkpoint_when_due(&mut self) {
-        if let Some(WriterConnection::Sqlite(connection)) = self.connection.as_mut()
-            && self.checkpointed.elapsed() >= CHECKPOINT_EVERY
-        {
-            connection.checkpoint(Checkpoint::Passive);
-            self.checkpointed = Instant::now();
+    /// On SQLite, when the log has grown past its limit and past its size at the last such
+    /// checkpoint: the rest of the log copied into the database file, after the group's
+    /// commands were answered, so that SQLite writes the log from its start again.
+    fn restart_log_when_grown(&mut self) {
+        let (Some(WriterConnection::Sqlite(connection)), Some((log, limit))) =
+            (self.connection.as_mut(), self.settings.sqlite_log.as_ref())
+        else {
+            return;
+        };
+        let size = std::fs::metadata(log).map_or(0, |metadata| metadata.len());
+        if size > self.log_size.max(*limit) {
+            connection.checkpoint();
+            self.log_size = size;
         }
     }
 
@@ -562,7 +561,7 @@ impl Writer {
                         Ran::Kept(job, _) | Ran::Failed(job) => job.answer(Ok(())),
                     }
                 }
-                self.checkpoint_when_due();
+                self.restart_log_when_grown();
             }
             Err(GroupFailed { error, ran }) => {
                 self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
