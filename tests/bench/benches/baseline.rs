@@ -310,9 +310,10 @@ fn print(comparison: Option<&Comparison>) {
         );
         for step in &comparison.steps {
             eprintln!(
-                "  reference, {}: {:.0}/s ({:.2} of the baseline)",
+                "  reference, {}: {:.0}/s{} ({:.2} of the baseline)",
                 step.label,
                 step.rate(),
+                cpu(step),
                 step.rate() / comparison.baseline.rate().max(f64::MIN_POSITIVE)
             );
         }

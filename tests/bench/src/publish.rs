@@ -4,9 +4,10 @@
 //!
 //! The govbus figure is the live path: commands commit events while the relay runs, and the
 //! relay publishes them from memory as they commit; timed from the first commit to the last
-//! acknowledgement. Two reference runs beside it: the recovery path (a backlog committed while
-//! no relay ran, read from the table), and raw publishing of the bare payload, to separate what
-//! the envelope costs (mostly in the server) from what the outbox costs.
+//! acknowledgement. Three reference runs beside it: the recovery path (a backlog committed while
+//! no relay ran, read from the table), raw publishing of the bare payload, to separate what
+//! the envelope costs (mostly in the server) from what the outbox costs, and the live path's
+//! commits alone (no relay), for what the outbox rows cost of the machine's processors.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -14,7 +15,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
+use govbus_bus::{Bus, BusOptions, Causality, OutgoingEvent, ServiceAdapter};
 use govbus_storage::outbox;
 use govbus_storage::{DatabaseOptions, DbError, OutboxRelay, RelaySettings};
 
@@ -49,10 +50,12 @@ pub async fn compare(
     let baseline = raw_with_envelope(nats_url, settings).await?;
     let govbus = live(nats_url, dir, settings).await?;
     let recovery = through_outbox(nats_url, dir, settings).await?;
+    let commits = commits_alone(nats_url, dir, settings).await?;
     Ok(
         Comparison::new("publish (events/s)", govbus, baseline, GOAL)
             .with_step(recovery)
-            .with_step(bare),
+            .with_step(bare)
+            .with_step(commits),
     )
 }
 
@@ -81,42 +84,9 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
     while !relay.holds_lease() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let event = sample(settings.payload);
-    let mut commands: Vec<Vec<govbus_bus::OutgoingEvent>> = Vec::new();
-    let mut encoded = 0;
-    while encoded < settings.events {
-        let count = (EVENTS_PER_COMMAND as u64).min(settings.events - encoded);
-        commands.push(
-            (0..count)
-                .map(|_| publisher.encode(&event, &Causality::root()))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        encoded += count;
-    }
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(commands));
+    let commands = encoded_commands(&publisher, settings)?;
     let stopwatch = Stopwatch::start();
-    let mut committers = tokio::task::JoinSet::new();
-    for _ in 0..COMMITTERS {
-        let (db, queue) = (db.clone(), std::sync::Arc::clone(&queue));
-        committers.spawn(async move {
-            loop {
-                let Some(events) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop()
-                else {
-                    return anyhow::Ok(());
-                };
-                db.write(async move |tx| {
-                    for event in &events {
-                        tx.enqueue(event.clone());
-                    }
-                    Ok::<(), DbError>(())
-                })
-                .await?;
-            }
-        });
-    }
-    while let Some(done) = committers.join_next().await {
-        done??;
-    }
+    commit_all(&db, commands).await?;
     let js = bus.jetstream();
     loop {
         let stored = js
@@ -141,6 +111,82 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
     adapter.shutdown().await;
     db.close().await;
     Ok(run)
+}
+
+/// The live path's commits alone, no relay running: what the outbox rows cost.
+pub async fn commits_alone(
+    nats_url: &str,
+    dir: &Path,
+    settings: PublishSettings,
+) -> anyhow::Result<Run> {
+    let bus = Bus::connect(BusOptions::new(nats_url).client_name("bench-commits")).await?;
+    let publisher = ServiceAdapter::new(SERVICE)
+        .publishes::<SampleRecorded>()
+        .publisher(&bus)?;
+    let url = format!("sqlite://{}", dir.join("publish-commits.db").display());
+    let db = govbus_storage::open(&url, "bench-commits", &[], DatabaseOptions::default()).await?;
+    let commands = encoded_commands(&publisher, settings)?;
+    let stopwatch = Stopwatch::start();
+    commit_all(&db, commands).await?;
+    let run = stopwatch.run("the same commits alone, no relay", settings.events);
+    anyhow::ensure!(
+        outbox::pending_count(&db).await? == i64::try_from(settings.events)?,
+        "events missing from the outbox"
+    );
+    db.close().await;
+    Ok(run)
+}
+
+/// `settings.events` samples, encoded, in commands of [`EVENTS_PER_COMMAND`] (encoding belongs
+/// to the command, not to publishing: it is done before any clock starts).
+fn encoded_commands(
+    publisher: &govbus_bus::Publisher,
+    settings: PublishSettings,
+) -> anyhow::Result<Vec<Vec<OutgoingEvent>>> {
+    let event = sample(settings.payload);
+    let mut commands = Vec::new();
+    let mut encoded = 0;
+    while encoded < settings.events {
+        let count = (EVENTS_PER_COMMAND as u64).min(settings.events - encoded);
+        commands.push(
+            (0..count)
+                .map(|_| publisher.encode(&event, &Causality::root()))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        encoded += count;
+    }
+    Ok(commands)
+}
+
+/// Commits `commands` from [`COMMITTERS`] tasks at once, each command's events in the outbox.
+async fn commit_all(
+    db: &govbus_storage::Database,
+    commands: Vec<Vec<OutgoingEvent>>,
+) -> anyhow::Result<()> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(commands));
+    let mut committers = tokio::task::JoinSet::new();
+    for _ in 0..COMMITTERS {
+        let (db, queue) = (db.clone(), std::sync::Arc::clone(&queue));
+        committers.spawn(async move {
+            loop {
+                let Some(events) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop()
+                else {
+                    return anyhow::Ok(());
+                };
+                db.write(async move |tx| {
+                    for event in &events {
+                        tx.enqueue(event.clone());
+                    }
+                    Ok::<(), DbError>(())
+                })
+                .await?;
+            }
+        });
+    }
+    while let Some(done) = committers.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 /// Raw async-nats: publish, keep `in_flight` acknowledgements outstanding, await the oldest.
