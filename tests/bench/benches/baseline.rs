@@ -270,7 +270,7 @@ fn floor(results: &[Comparison], commits: Option<&[commit::CommitRun]>) -> Optio
     };
     let commit = commits?
         .iter()
-        .find(|run| run.durability == "SQLite FULL" && run.in_flight > 1)?
+        .find(|run| run.durability == commit::SQLITE_FULL && run.in_flight > 1)?
         .raw
         .as_ref()?;
     e2e::Floor::from_parts(

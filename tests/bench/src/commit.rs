@@ -42,6 +42,9 @@ pub struct CommitRun {
     pub raw: Option<Run>,
 }
 
+/// [`CommitRun::durability`] of the runs on SQLite with `synchronous = FULL` (the default).
+pub const SQLITE_FULL: &str = "SQLite FULL";
+
 const ITEMS: &[Migration] = &[Migration {
     version: 1,
     description: "items",
@@ -164,7 +167,7 @@ pub async fn run(
                 run: run.with_latencies(latencies),
                 in_flight,
                 durability: match durability {
-                    Some(Synchronous::Full) => "SQLite FULL".to_owned(),
+                    Some(Synchronous::Full) => SQLITE_FULL.to_owned(),
                     Some(Synchronous::Normal) => "SQLite NORMAL".to_owned(),
                     None => "PostgreSQL".to_owned(),
                 },
