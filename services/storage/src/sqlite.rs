@@ -126,8 +126,9 @@ impl SqliteConnection {
             .map_err(|error| DbError::sqlite("running a script", error).with_statement(script))
     }
 
-    /// Copies the write-ahead log into the database file: on the writer's connection, between
-    /// groups, when the log has grown past its limit (`DatabaseOptions::sqlite_log_limit`).
+    /// Copies the write-ahead log into the database file (`PASSIVE`): on the [`Checkpointer`]'s
+    /// connection every 100 ms, and on the writer's, between groups, when the log has grown past
+    /// its limit (`DatabaseOptions::sqlite_log_limit`).
     ///
     /// The [`Checkpointer`] beside a writer that never pauses never catches up with the log's
     /// end, so SQLite never starts the log again from its beginning: it grew by every commit
@@ -299,9 +300,7 @@ impl Checkpointer {
                         stopped.recv_timeout(Duration::from_millis(100)),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                     );
-                    if let Err(error) = connection.execute_script("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::warn!(message = "SQLite checkpoint failed; will retry.", %error);
-                    }
+                    connection.checkpoint();
                     if stop {
                         // The writer has stopped: copy everything and empty the log.
                         let _ = connection.execute_script("PRAGMA wal_checkpoint(TRUNCATE)");

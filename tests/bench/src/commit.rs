@@ -191,20 +191,16 @@ fn raw_sqlite(
     let mut connection = rusqlite::Connection::open(file)?;
     connection.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};
-         CREATE TABLE items (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
-         CREATE TABLE outbox (
-             position INTEGER PRIMARY KEY AUTOINCREMENT,
-             event_id TEXT NOT NULL UNIQUE,
-             subject TEXT NOT NULL,
-             headers TEXT NOT NULL,
-             payload BLOB NOT NULL,
-             created_at BIGINT NOT NULL
-         );",
+         CREATE TABLE items (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);",
         match synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         }
     ))?;
+    // The outbox as every govbus database has it, with its indexes.
+    for migration in govbus_storage::schema::MIGRATIONS {
+        connection.execute_batch(migration.sqlite)?;
+    }
     let headers: String = event
         .headers()
         .iter()

@@ -70,16 +70,8 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
         .await?;
     let publisher = adapter.publisher().clone();
     let stream_name = bus.topology().service_stream(SERVICE);
-    let already = bus
-        .jetstream()
-        .get_stream(&stream_name)
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    let url = format!("sqlite://{}", dir.join("publish-live.db").display());
-    let db = govbus_storage::open(&url, "bench-live", &[], DatabaseOptions::default()).await?;
+    let already = stored(bus.jetstream(), &stream_name).await?;
+    let db = outbox_database(dir, "publish-live").await?;
     let relay = OutboxRelay::new(db.clone(), publisher.clone(), RelaySettings::default()).spawn();
     while !relay.holds_lease() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -88,17 +80,7 @@ pub async fn live(nats_url: &str, dir: &Path, settings: PublishSettings) -> anyh
     let stopwatch = Stopwatch::start();
     commit_all(&db, commands).await?;
     let js = bus.jetstream();
-    loop {
-        let stored = js
-            .get_stream(&stream_name)
-            .await?
-            .info()
-            .await?
-            .state
-            .messages;
-        if stored >= already + settings.events {
-            break;
-        }
+    while stored(js, &stream_name).await? < already + settings.events {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let run = stopwatch.run("outbox relay, live", settings.events);
@@ -123,8 +105,7 @@ pub async fn commits_alone(
     let publisher = ServiceAdapter::new(SERVICE)
         .publishes::<SampleRecorded>()
         .publisher(&bus)?;
-    let url = format!("sqlite://{}", dir.join("publish-commits.db").display());
-    let db = govbus_storage::open(&url, "bench-commits", &[], DatabaseOptions::default()).await?;
+    let db = outbox_database(dir, "publish-commits").await?;
     let commands = encoded_commands(&publisher, settings)?;
     let stopwatch = Stopwatch::start();
     commit_all(&db, commands).await?;
@@ -280,16 +261,8 @@ pub async fn through_outbox(
         .await?;
     let publisher = adapter.publisher().clone();
     let stream_name = bus.topology().service_stream(SERVICE);
-    let already = bus
-        .jetstream()
-        .get_stream(&stream_name)
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    let url = format!("sqlite://{}", dir.join("publish.db").display());
-    let db = govbus_storage::open(&url, "bench-publish", &[], DatabaseOptions::default()).await?;
+    let already = stored(bus.jetstream(), &stream_name).await?;
+    let db = outbox_database(dir, "publish").await?;
     let event = sample(settings.payload);
     let mut written = 0;
     while written < settings.events {
@@ -327,7 +300,24 @@ pub async fn through_outbox(
 
 /// Checks the stream holds every event published.
 async fn expect_stored(js: &jetstream::Context, stream: &str, events: u64) -> anyhow::Result<()> {
-    let stored = js.get_stream(stream).await?.info().await?.state.messages;
+    let stored = stored(js, stream).await?;
     anyhow::ensure!(stored == events, "{stream}: {stored} of {events} stored");
     Ok(())
+}
+
+/// Messages `stream` holds.
+async fn stored(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(stream).await?.info().await?.state.messages)
+}
+
+/// An outbox (no tables of its own) in the SQLite file `<name>.db` in `dir`.
+async fn outbox_database(dir: &Path, name: &str) -> anyhow::Result<govbus_storage::Database> {
+    let url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+    Ok(govbus_storage::open(
+        &url,
+        &format!("bench-{name}"),
+        &[],
+        DatabaseOptions::default(),
+    )
+    .await?)
 }
