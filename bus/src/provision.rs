@@ -2,9 +2,18 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
 use async_nats::jetstream::{self, stream};
+use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::error::{Error, error_kind};
+
+/// How long provisioning keeps asking a server that answers too late. JetStream's own request
+/// timeout is a few seconds; a server that syncs every write to a busy disk, or that is still
+/// recovering its streams after a restart, can take longer than that for one request, and
+/// start-up should wait for it rather than fail.
+pub const PATIENCE: Duration = Duration::from_secs(90);
 
 error_kind! {
     /// Why provisioning failed.
@@ -72,21 +81,19 @@ pub async fn ensure_stream(
     description: &str,
 ) -> Result<(), ProvisionError> {
     let config = settings.config(name, subjects, description);
-    if jetstream
-        .create_or_update_stream(config.clone())
-        .await
-        .is_ok()
-    {
+    let create_or_update = || {
+        patiently(name, is_create_timeout, || {
+            jetstream.create_or_update_stream(config.clone())
+        })
+    };
+    if create_or_update().await.is_ok() {
         return Ok(());
     }
     // A consumer of this stream may have created it between our update (not found) and our
     // create (services start concurrently); now it exists, the update applies our settings.
-    jetstream
-        .create_or_update_stream(config)
-        .await
-        .map_err(|error| {
-            ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
-        })?;
+    create_or_update().await.map_err(|error| {
+        ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
+    })?;
     Ok(())
 }
 
@@ -110,12 +117,51 @@ pub async fn existing_or_created(
     config: stream::Config,
 ) -> Result<stream::Stream, ProvisionError> {
     let name = config.name.clone();
-    match jetstream.get_or_create_stream(config).await {
+    let created = patiently(&name, is_create_timeout, || {
+        jetstream.get_or_create_stream(config.clone())
+    });
+    match created.await {
         Ok(stream) => Ok(stream),
         // Another process may have created it between our look and our create (services start
         // concurrently): use theirs.
         Err(error) => jetstream.get_stream(&name).await.map_err(|_| {
             ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
         }),
+    }
+}
+
+fn is_create_timeout(error: &CreateStreamError) -> bool {
+    matches!(error.kind(), CreateStreamErrorKind::TimedOut)
+}
+
+/// Runs `request` again, with back-off, while it fails by timing out and [`PATIENCE`] lasts.
+/// Every request it is used for is idempotent, so a late answer to an earlier try is harmless.
+pub(crate) async fn patiently<T, E, F, Fut>(
+    what: &str,
+    timed_out: impl Fn(&E) -> bool,
+    mut request: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = Instant::now() + PATIENCE;
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempt = 0;
+    loop {
+        match request().await {
+            Err(error) if timed_out(&error) && Instant::now() < deadline => {
+                tracing::warn!(
+                    %what,
+                    attempt,
+                    %error,
+                    "JetStream answered too late; asking again"
+                );
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }

@@ -346,3 +346,34 @@ async fn a_replayed_dead_letter_is_handled_again_by_its_consumer_only() {
     welfare.shutdown().await;
     identity.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_started_while_jetstream_answers_late_waits_for_it_and_starts() {
+    let (mut server, _) = start().await;
+    // Requests time out quickly here, so the frozen server below lets several of them lapse.
+    let bus = Bus::connect(common::options(&server).request_timeout(Duration::from_millis(300)))
+        .await
+        .expect("bus connects");
+    let handled = Arc::new(AtomicUsize::new(0));
+    server.pause().expect("server frozen");
+    let starting = ServiceAdapter::new("identity")
+        .publishes::<CitizenRegistered>()
+        .consumer(counting_consumer("late-starter", &handled))
+        .start(&bus);
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.resume().expect("server thawed");
+    };
+    let (started, ()) = tokio::join!(starting, thaw);
+    let adapter = started.expect("the adapter starts once the server answers");
+    adapter
+        .publisher()
+        .publish(&registered(1))
+        .await
+        .expect("published");
+    eventually("the event is handled", WAIT, async || {
+        handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    adapter.shutdown().await;
+}

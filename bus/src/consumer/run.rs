@@ -167,15 +167,21 @@ async fn provision_consumer(
     )
     .await
     .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::Provision, error))?;
-    stream
-        .create_consumer(context.config.clone())
-        .await
-        .map_err(|error| {
-            ConsumeError::with_detail(
-                ConsumeErrorKind::Provision,
-                format!("consumer {} on {}: {error}", context.name, context.stream),
-            )
-        })
+    let consumer = &context.name;
+    provision::patiently(
+        consumer,
+        |error: &jetstream::stream::ConsumerError| {
+            matches!(error.kind(), jetstream::stream::ConsumerErrorKind::TimedOut)
+        },
+        || stream.create_consumer(context.config.clone()),
+    )
+    .await
+    .map_err(|error| {
+        ConsumeError::with_detail(
+            ConsumeErrorKind::Provision,
+            format!("consumer {} on {}: {error}", context.name, context.stream),
+        )
+    })
 }
 
 impl PreparedConsumer {

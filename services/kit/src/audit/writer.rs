@@ -83,21 +83,21 @@ impl ProcessingLog {
         let topology = bus.topology();
         let stream_name = topology.audit_stream();
         let subject = topology.audit_subject(signer.writer());
-        ensure_stream(
+        let stream = ensure_stream(
             bus.jetstream(),
             &stream_name,
             topology.audit_subjects(),
             bus.stream_settings().replicas,
         )
         .await?;
-        let head = read_head(bus.jetstream(), &stream_name, &subject).await?;
+        let head = read_head(&stream, &subject).await?;
         let (queue, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let writer = signer.writer().to_owned();
         let chain = Chain {
             jetstream: bus.jetstream().clone(),
-            stream_name,
+            stream,
             subject,
             signer,
             next_seq: head.next_seq,
@@ -196,7 +196,7 @@ async fn ensure_stream(
     name: &str,
     subjects: String,
     replicas: usize,
-) -> Result<(), AuditError> {
+) -> Result<jetstream::stream::Stream, AuditError> {
     let config = stream::Config {
         name: name.to_owned(),
         description: Some(
@@ -214,7 +214,6 @@ async fn ensure_stream(
     };
     govbus_bus::provision::existing_or_created(jetstream, config)
         .await
-        .map(drop)
         .map_err(|error| AuditError::Stream(error.to_string()))
 }
 
@@ -226,15 +225,7 @@ struct Head {
     stream_seq: u64,
 }
 
-async fn read_head(
-    jetstream: &jetstream::Context,
-    stream_name: &str,
-    subject: &str,
-) -> Result<Head, AuditError> {
-    let stream = jetstream
-        .get_stream(stream_name)
-        .await
-        .map_err(|error| AuditError::Stream(format!("{stream_name}: {error}")))?;
+async fn read_head(stream: &jetstream::stream::Stream, subject: &str) -> Result<Head, AuditError> {
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(message) => {
             let last = serde_json::from_slice::<Block>(&message.payload)
@@ -269,7 +260,7 @@ async fn read_head(
 /// The writer's end of its chain.
 struct Chain {
     jetstream: jetstream::Context,
-    stream_name: String,
+    stream: jetstream::stream::Stream,
     subject: String,
     signer: BlockSigner,
     next_seq: u64,
@@ -447,7 +438,7 @@ impl Chain {
     /// After a refused conditional append: is `block` already stored (an ack was lost)? If the
     /// stream's head is another, someone else wrote to or removed from this chain.
     async fn reconcile(&mut self, block: &Block) -> Result<bool, AuditError> {
-        let head = read_head(&self.jetstream, &self.stream_name, &self.subject).await?;
+        let head = read_head(&self.stream, &self.subject).await?;
         let last = block.entries.last();
         if last.is_some_and(|last| head.next_seq == last.seq + 1 && head.prev == last.hash) {
             self.stored(block, head.stream_seq);
