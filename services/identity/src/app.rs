@@ -129,6 +129,11 @@ impl Application {
         self.runtime.relays()
     }
 
+    /// Its database writer's counters: commands handed to it, groups committed.
+    pub fn writer_stats(&self) -> govbus_storage::WriterStats {
+        self.runtime.writer_stats()
+    }
+
     /// What it publishes and consumes on the bus.
     pub fn contract(&self) -> &govbus_bus::ServiceContract {
         self.runtime.contract()

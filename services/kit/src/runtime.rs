@@ -143,6 +143,11 @@ impl ServiceRuntime {
         self.address
     }
 
+    /// The database writer's counters: commands handed to it, groups committed.
+    pub fn writer_stats(&self) -> govbus_storage::WriterStats {
+        self.storage.db().stats()
+    }
+
     /// Whether this replica publishes the service's outbox now (holds its lease).
     pub fn relays(&self) -> bool {
         self.storage.relays()

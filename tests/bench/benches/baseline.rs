@@ -154,9 +154,13 @@ async fn main() -> anyhow::Result<()> {
         };
         let run = e2e::run(&server.client_url(), dir.path(), &calls, settings).await?;
         eprintln!(
-            "end to end: peak {:.0} events/s{}; {}: {} (answers: {}); peak RSS {:.0} MiB",
+            "end to end: peak {:.0} events/s{} ({:.1} commands per identity commit, {:.1} \
+             batches and {:.1} events per mirror commit); {}: {} (answers: {}); peak RSS {:.0} MiB",
             run.peak.rate(),
             cpu(&run.peak),
+            run.identity_commands_per_commit,
+            run.mirror_batches_per_commit,
+            run.mirror_events_per_commit,
             run.paced.label,
             latency(&run.paced),
             run.paced_answers

@@ -14,7 +14,7 @@ use govbus_proto::identity::v1::CitizenRegistered;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_storage::command::handle_batch_once;
 use govbus_storage::inbox::handle_error;
-use govbus_storage::{DatabaseOptions, Migration, OutboxRelay, RelaySettings};
+use govbus_storage::{DatabaseOptions, Migration, OutboxRelay, RelaySettings, WriterStats};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 
@@ -51,6 +51,18 @@ pub struct EndToEnd {
     pub paced_answers: Option<crate::Latency>,
     /// Peak resident memory of the benchmark process (every service and the clients), MiB.
     pub peak_rss_mib: Option<f64>,
+    /// In the peak run, commands per commit in identity's writer (each command one event).
+    pub identity_commands_per_commit: f64,
+    /// In the peak run, the consumer's batches per commit in the mirror's writer.
+    pub mirror_batches_per_commit: f64,
+    /// Events per commit in the mirror's writer in the peak run.
+    pub mirror_events_per_commit: f64,
+}
+
+/// Commands per commit between two readings of a writer's counters.
+fn per_commit(before: WriterStats, after: WriterStats, items: u64) -> f64 {
+    let commits = after.commits.saturating_sub(before.commits).max(1);
+    items as f64 / commits as f64
 }
 
 impl EndToEnd {
@@ -137,6 +149,7 @@ pub async fn run(
     let bus = Bus::connect(BusOptions::new(nats_url).client_name("mirror")).await?;
     let db =
         govbus_storage::open(&mirror_url, "mirror", MIRROR, DatabaseOptions::default()).await?;
+    let mirror_db = db.clone();
     let mirror = ServiceAdapter::new("mirror");
     let relay = OutboxRelay::new(
         db.clone(),
@@ -183,6 +196,7 @@ pub async fn run(
     let channel =
         crate::calls::channel(identity.address(), "identity", &calls.tls("bench")?).await?;
 
+    let (identity_before, mirror_before) = (identity.writer_stats(), mirror_db.stats());
     let peak = drive(
         &channel,
         &clock,
@@ -191,6 +205,7 @@ pub async fn run(
         Pace::ClosedLoop(settings.in_flight),
     )
     .await?;
+    let (identity_after, mirror_after) = (identity.writer_stats(), mirror_db.stats());
     let rate = (peak.rate() / 2.0).max(1.0);
     let paced = drive(
         &channel,
@@ -220,6 +235,17 @@ pub async fn run(
         },
         paced_answers,
         peak_rss_mib: peak_rss_mib(),
+        identity_commands_per_commit: per_commit(
+            identity_before,
+            identity_after,
+            identity_after.committed_jobs - identity_before.committed_jobs,
+        ),
+        mirror_batches_per_commit: per_commit(
+            mirror_before,
+            mirror_after,
+            mirror_after.committed_jobs - mirror_before.committed_jobs,
+        ),
+        mirror_events_per_commit: per_commit(mirror_before, mirror_after, settings.peak_commands),
     })
 }
 
