@@ -153,10 +153,10 @@ where
         match request().await {
             Err(error) if timed_out(&error) && Instant::now() < deadline => {
                 tracing::warn!(
+                    message = "JetStream answered too late; asking again.",
                     %what,
                     attempt,
                     %error,
-                    "JetStream answered too late; asking again"
                 );
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;

@@ -167,9 +167,8 @@ async fn provision_consumer(
     )
     .await
     .map_err(|error| ConsumeError::with_source(ConsumeErrorKind::Provision, error))?;
-    let consumer = &context.name;
     provision::patiently(
-        consumer,
+        &context.name,
         |error: &jetstream::stream::ConsumerError| {
             matches!(error.kind(), jetstream::stream::ConsumerErrorKind::TimedOut)
         },
