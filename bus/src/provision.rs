@@ -86,15 +86,17 @@ pub async fn ensure_stream(
             jetstream.create_or_update_stream(config.clone())
         })
     };
-    if create_or_update().await.is_ok() {
-        return Ok(());
-    }
-    // A consumer of this stream may have created it between our update (not found) and our
-    // create (services start concurrently); now it exists, the update applies our settings.
-    create_or_update().await.map_err(|error| {
+    let failed = |error: CreateStreamError| {
         ProvisionError::with_detail(ProvisionErrorKind::Stream, format!("{name}: {error}"))
-    })?;
-    Ok(())
+    };
+    match create_or_update().await {
+        Ok(_) => Ok(()),
+        // Patience is spent: asking once more would only wait as long again.
+        Err(error) if is_create_timeout(&error) => Err(failed(error)),
+        // A consumer of this stream may have created it between our update (not found) and our
+        // create (services start concurrently); now it exists, the update applies our settings.
+        Err(_) => create_or_update().await.map(drop).map_err(failed),
+    }
 }
 
 /// Returns the stream, creating it with these settings only if it does not exist yet.
