@@ -12,6 +12,7 @@
 //! without looking the cause up), and sets `Nats-Msg-Id` to
 //! the event id so JetStream stores a re-published event once.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use async_nats::HeaderMap;
@@ -56,6 +57,18 @@ pub mod headers {
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.
     pub const TRACESTATE: &str = "tracestate";
+}
+
+/// Where headers are written: a NATS header map, or the lines an outbox stores.
+pub trait HeaderWriter {
+    /// Sets header `name` to `value` (already encoded as the header must carry it).
+    fn put(&mut self, name: &str, value: &str);
+}
+
+impl HeaderWriter for HeaderMap {
+    fn put(&mut self, name: &str, value: &str) {
+        self.insert(name, value);
+    }
 }
 
 /// Characters that must be percent-encoded in a header value: controls, space, `"` and `%`.
@@ -106,27 +119,27 @@ pub struct Envelope {
 
 impl Envelope {
     /// Writes the envelope into `headers`, including `Nats-Msg-Id`.
-    pub fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(headers::SPEC_VERSION, SPEC_VERSION);
-        headers.insert(headers::ID, encode_value(&self.id));
-        headers.insert(headers::SOURCE, encode_value(&self.source));
-        headers.insert(headers::TYPE, encode_value(&self.event_type));
-        headers.insert(headers::TIME, format_time(self.time));
-        headers.insert(headers::CONTENT_TYPE, encode_value(&self.data_content_type));
+    pub fn write_headers(&self, headers: &mut impl HeaderWriter) {
+        headers.put(headers::SPEC_VERSION, SPEC_VERSION);
+        headers.put(headers::ID, &encoded(&self.id));
+        headers.put(headers::SOURCE, &encoded(&self.source));
+        headers.put(headers::TYPE, &encoded(&self.event_type));
+        headers.put(headers::TIME, &format_time(self.time));
+        headers.put(headers::CONTENT_TYPE, &encoded(&self.data_content_type));
         if let Some(subject) = &self.subject {
-            headers.insert(headers::SUBJECT, encode_value(subject));
+            headers.put(headers::SUBJECT, &encoded(subject));
         }
         if let Some(schema) = &self.data_schema {
-            headers.insert(headers::DATA_SCHEMA, encode_value(schema));
+            headers.put(headers::DATA_SCHEMA, &encoded(schema));
         }
-        headers.insert(headers::CORRELATION_ID, encode_value(&self.correlation_id));
+        headers.put(headers::CORRELATION_ID, &encoded(&self.correlation_id));
         if let Some(causation) = &self.causation_id {
-            headers.insert(headers::CAUSATION_ID, encode_value(causation));
+            headers.put(headers::CAUSATION_ID, &encoded(causation));
         }
         if let Some(causation_type) = &self.causation_type {
-            headers.insert(headers::CAUSATION_TYPE, encode_value(causation_type));
+            headers.put(headers::CAUSATION_TYPE, &encoded(causation_type));
         }
-        headers.insert(headers::NATS_MSG_ID, encode_value(&self.id));
+        headers.put(headers::NATS_MSG_ID, &encoded(&self.id));
     }
 
     /// Reads an envelope from a message's headers.
@@ -204,7 +217,12 @@ pub fn format_time(time: OffsetDateTime) -> String {
 
 /// Percent-encodes a header value.
 pub fn encode_value(value: &str) -> String {
-    utf8_percent_encode(value, HEADER_VALUE).to_string()
+    encoded(value).into_owned()
+}
+
+/// `value` percent-encoded, borrowed when nothing needed encoding.
+fn encoded(value: &str) -> Cow<'_, str> {
+    utf8_percent_encode(value, HEADER_VALUE).into()
 }
 
 /// Decodes a percent-encoded header value.

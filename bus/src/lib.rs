@@ -14,7 +14,8 @@
 //! - [`topology`]: subject and stream names, all derived from one prefix.
 //! - [`event`]: the [`Event`] trait tying a protobuf message to its versioned type.
 //! - [`envelope`]: the CloudEvents attributes and their NATS header mapping.
-//! - [`publish`]: [`Publisher`], [`OutgoingEvent`] (what an outbox stores) and retries.
+//! - [`outgoing`]: [`OutgoingEvent`], an encoded event as an outbox stores it.
+//! - [`publish`]: [`Publisher`], encoding events and sending them until acknowledged.
 //! - [`consumer`]: [`Consumer`] declarations, handler outcomes, redelivery and dead-lettering.
 //! - [`dead_letter`]: reading and replaying the dead-letter stream.
 //! - [`adapter`]: [`ServiceAdapter`], one declaration of what a service publishes and consumes.
@@ -33,6 +34,7 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod outgoing;
 pub mod permissions;
 pub mod provision;
 pub mod publish;
@@ -54,10 +56,11 @@ pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterErrorKind, DeadLett
 pub use envelope::{Envelope, EnvelopeError, EnvelopeErrorKind};
 pub use error::Error;
 pub use event::{Event, EventType, EventTypeError, EventTypeErrorKind};
+pub use outgoing::OutgoingEvent;
 pub use provision::{ProvisionError, ProvisionErrorKind, StreamSettings};
 pub use publish::{
-    Causality, FailedPublish, OutgoingEvent, PendingPublish, PublishError, PublishErrorKind,
-    PublishReceipt, Publisher, RetryPolicy,
+    Causality, FailedPublish, PendingPublish, PublishError, PublishErrorKind, PublishReceipt,
+    Publisher, RetryPolicy,
 };
 pub use topology::{NameError, NameErrorKind, Topology};
 

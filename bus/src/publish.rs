@@ -1,7 +1,7 @@
 //! Publishing events: encode once, send until JetStream acknowledges.
 //!
 //! Publishing is split in two so a transactional outbox can sit between the halves:
-//! [`Publisher::encode`] turns an event into an [`OutgoingEvent`] (subject, headers, payload; the
+//! [`Publisher::encode`] turns an event into an [`OutgoingEvent`](crate::OutgoingEvent) (subject, headers, payload; the
 //! event id and trace context fixed at that moment) that can be stored with the state change that
 //! produced it, and [`Publisher::send`] / [`Publisher::send_batch`] deliver stored events to
 //! JetStream, retrying until acknowledged. Because the event id travels as `Nats-Msg-Id`, sending
@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind as NatsPublishErrorKind};
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -26,6 +25,7 @@ use crate::counters::CountersByType;
 use crate::envelope::{Envelope, PROTOBUF_CONTENT_TYPE};
 use crate::error::{Error, error_kind};
 use crate::event::{Event, EventType};
+use crate::outgoing::{HeaderLines, OutgoingEvent};
 use crate::topology::Topology;
 use crate::trace_context;
 
@@ -135,77 +135,6 @@ const MESSAGING_DESTINATION: &str = "messaging.destination.name";
 const MESSAGING_MESSAGE_ID: &str = "messaging.message.id";
 const CLOUDEVENTS_TYPE: &str = "cloudevents.event_type";
 const GOVBUS_SERVICE: &str = "govbus.service";
-
-/// An encoded event ready to send: what an outbox stores.
-#[derive(Debug, Clone)]
-pub struct OutgoingEvent {
-    id: String,
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
-}
-
-impl OutgoingEvent {
-    /// Rebuilds an event from stored parts (see [`header_pairs`](Self::header_pairs)).
-    ///
-    /// The id is read back from the `ce-id` header.
-    pub fn from_parts<N: AsRef<str>, V: AsRef<str>>(
-        subject: impl Into<String>,
-        header_pairs: impl IntoIterator<Item = (N, V)>,
-        payload: impl Into<Bytes>,
-    ) -> Self {
-        let mut headers = HeaderMap::new();
-        for (name, value) in header_pairs {
-            headers.append(name.as_ref(), value.as_ref());
-        }
-        let id = headers
-            .get(crate::envelope::headers::ID)
-            .map(|value| value.as_str().to_owned())
-            .unwrap_or_default();
-        Self {
-            id,
-            subject: subject.into(),
-            headers,
-            payload: payload.into(),
-        }
-    }
-
-    /// The event id (also its `Nats-Msg-Id`).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The NATS subject.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// The NATS headers: the CloudEvents envelope and the trace context.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// The encoded protobuf payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// The headers as name/value pairs, sorted by name, for storage.
-    pub fn header_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .flat_map(|(name, values)| {
-                let name: &str = name.as_ref();
-                values
-                    .iter()
-                    .map(move |value| (name.to_owned(), value.as_str().to_owned()))
-            })
-            .collect();
-        pairs.sort();
-        pairs
-    }
-}
 
 /// Where JetStream stored an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,7 +297,7 @@ impl Publisher {
             data_content_type: PROTOBUF_CONTENT_TYPE.to_owned(),
             data_schema: Some(E::full_name()),
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderLines::with_capacity(640);
         envelope.write_headers(&mut headers);
         // The producer span of the event: a child of the current context (the call or the
         // handled event that produced it), over at once; its context travels in the headers.
@@ -391,18 +320,18 @@ impl Publisher {
         let context = opentelemetry::trace::TraceContextExt::current_with_span(span);
         trace_context::inject_context(&context, &mut headers);
         opentelemetry::trace::TraceContextExt::span(&context).end();
-        Ok(OutgoingEvent {
-            id: envelope.id,
+        Ok(OutgoingEvent::new(
+            envelope.id,
             subject,
             headers,
-            payload: Bytes::from(event.encode_to_vec()),
-        })
+            Bytes::from(event.encode_to_vec()),
+        ))
     }
 
     /// Sends one encoded event and waits for its acknowledgement, retrying per the policy.
     pub async fn send(&self, event: &OutgoingEvent) -> Result<PublishReceipt, PublishError> {
-        let span = send_span(&self.inner.service, &event.subject, 1);
-        span.record("messaging.message.id", event.id.as_str());
+        let span = send_span(&self.inner.service, event.subject(), 1);
+        span.record("messaging.message.id", event.id());
         self.send_with_retry(event).instrument(span).await
     }
 
@@ -434,10 +363,7 @@ impl Publisher {
     ) -> Vec<Result<PublishReceipt, PublishError>> {
         let span = send_span(
             &self.inner.service,
-            events
-                .first()
-                .map(|event| event.subject.as_str())
-                .unwrap_or(""),
+            events.first().map(OutgoingEvent::subject).unwrap_or(""),
             events.len(),
         );
         async {
@@ -536,9 +462,8 @@ impl Publisher {
     fn published(&self, event: &OutgoingEvent, receipt: PublishReceipt) -> PublishReceipt {
         if !receipt.duplicate {
             let event_type = event
-                .headers
-                .get(crate::envelope::headers::TYPE)
-                .map_or("unknown", |value| value.as_str());
+                .header(crate::envelope::headers::TYPE)
+                .unwrap_or("unknown");
             self.inner
                 .published_counters
                 .of(event_type, || {
@@ -560,10 +485,10 @@ impl Publisher {
         self.inner
             .jetstream
             .send_publish(
-                event.subject.clone(),
+                event.nats_subject(),
                 jetstream::message::PublishMessage::build()
-                    .headers(event.headers.clone())
-                    .payload(event.payload.clone()),
+                    .headers(event.header_map())
+                    .payload(event.payload().clone()),
             )
             .await
             .map_err(|error| error.kind())
@@ -609,7 +534,7 @@ impl Publisher {
             tracing::warn!(
                 message = "Publish not acknowledged; retrying.",
                 error = %message,
-                event_id = %event.id,
+                event_id = event.id(),
                 attempt,
                 retry_in_ms = delay.as_millis() as u64,
             );
@@ -631,7 +556,7 @@ pub struct PendingPublish {
 impl std::fmt::Debug for PendingPublish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingPublish")
-            .field("event_id", &self.event.id)
+            .field("event_id", &self.event.id())
             .field("sent", &self.ack.is_ok())
             .finish()
     }

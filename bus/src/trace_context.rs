@@ -19,7 +19,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context, global};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use crate::envelope::headers;
+use crate::envelope::{HeaderWriter, headers};
 
 /// The tracer govbus records its own spans with: the global provider's (set by the
 /// application's telemetry), or one that records nothing. Take it once per long-lived part.
@@ -38,7 +38,7 @@ pub fn extract(headers: Option<&HeaderMap>) -> Context {
 }
 
 /// Writes the W3C trace context of `context`'s span into `headers`, if it has a valid one.
-pub fn inject_context(context: &Context, headers: &mut HeaderMap) {
+pub fn inject_context(context: &Context, headers: &mut impl HeaderWriter) {
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(context, &mut HeaderInjector(headers));
     }
@@ -79,11 +79,11 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     (trace_id.len() == 32).then_some(trace_id)
 }
 
-struct HeaderInjector<'a>(&'a mut HeaderMap);
+struct HeaderInjector<'a, W>(&'a mut W);
 
-impl Injector for HeaderInjector<'_> {
+impl<W: HeaderWriter> Injector for HeaderInjector<'_, W> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value);
+        self.0.put(key, &value);
     }
 }
 

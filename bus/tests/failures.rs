@@ -201,7 +201,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
         .await
         .expect("stored");
     // 2. A valid envelope around bytes that are not the protobuf message.
-    let mut bad_payload = good.headers().clone();
+    let mut bad_payload = good.header_map();
     bad_payload.insert(headers::NATS_MSG_ID, "poison-2");
     js.publish_with_headers(subject, bad_payload, vec![0xff, 0xff, 0xff].into())
         .await
@@ -209,7 +209,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
         .await
         .expect("stored");
     // 3. An event type nobody here handles.
-    let mut unknown = good.headers().clone();
+    let mut unknown = good.header_map();
     unknown.insert(headers::TYPE, "identity.citizen.teleported.v1");
     unknown.insert(headers::NATS_MSG_ID, "poison-3");
     js.publish_with_headers(subject, unknown, good.payload().clone())
@@ -219,7 +219,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_keep_flowing() {
         .expect("stored");
     // 4. A CloudEvents version this bus does not speak.
     let mut old_spec = HeaderMap::new();
-    for (name, values) in good.headers().iter() {
+    for (name, values) in good.header_map().iter() {
         let name: &str = name.as_ref();
         old_spec.insert(name, values[0].as_str());
     }

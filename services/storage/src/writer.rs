@@ -711,14 +711,13 @@ fn sqlite_outbox_rows(
     let now = crate::time::now_micros();
     let mut committed = Vec::with_capacity(events.len());
     for event in events {
-        let headers = crate::outbox::stored_headers(&event);
         connection.execute(
             "INSERT INTO outbox (event_id, subject, headers, payload, created_at)
              VALUES ($1, $2, $3, $4, $5)",
             &[
                 event.id().into(),
                 event.subject().into(),
-                headers.as_str().into(),
+                event.header_lines().into(),
                 event.payload().as_ref().into(),
                 now.into(),
             ],

@@ -204,9 +204,9 @@ async fn a_refused_event_is_kept_as_failed_and_blocks_nothing(backend: TestBacke
     let encoded = publisher
         .encode(&registered(10, 1), &Causality::root())
         .expect("encodes");
-    let oversized = OutgoingEvent::from_parts(
+    let oversized = OutgoingEvent::from_stored(
         encoded.subject(),
-        encoded.header_pairs(),
+        encoded.header_lines(),
         vec![7_u8; 2 * 1024 * 1024],
     );
     let oversized_id = oversized.id().to_owned();

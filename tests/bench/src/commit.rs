@@ -201,15 +201,7 @@ fn raw_sqlite(
     for migration in govbus_storage::schema::MIGRATIONS {
         connection.execute_batch(migration.sqlite)?;
     }
-    let headers: String = event
-        .headers()
-        .iter()
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |value| format!("{}:{}\n", name.as_ref() as &str, value.as_str()))
-        })
-        .collect();
+    let headers = event.header_lines();
     let stopwatch = Stopwatch::start();
     let mut id = 0_i64;
     let total = i64::try_from(commands)?;
@@ -229,7 +221,7 @@ fn raw_sqlite(
                 outbox.execute((
                     event_id.as_str(),
                     event.subject(),
-                    headers.as_str(),
+                    headers,
                     event.payload().as_ref(),
                     id,
                 ))?;

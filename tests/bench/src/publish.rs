@@ -196,7 +196,7 @@ pub async fn raw_with_envelope(nats_url: &str, settings: PublishSettings) -> any
     let template = publisher.encode(&sample(settings.payload), &Causality::root())?;
     let run = pipelined(nats_url, "RAW_ENVELOPE", "raw.envelope", settings, || {
         let id = uuid::Uuid::now_v7().to_string();
-        let mut headers = template.headers().clone();
+        let mut headers = template.header_map();
         headers.insert("ce-id", id.as_str());
         headers.insert("Nats-Msg-Id", id.as_str());
         PublishMessage::build()

@@ -8,8 +8,6 @@
 //! when it starts, after an outage, when the feed was full, and for events committed by another
 //! process on the same database. See [`relay`] for the order and lease rules.
 
-use std::fmt::Write as _;
-
 use govbus_bus::OutgoingEvent;
 use sqlx::Row as _;
 
@@ -25,28 +23,6 @@ mod source;
 pub use relay::{OutboxRelay, RelayHandle, RelaySettings};
 
 use feed::Committed;
-
-/// The stored form of an event's headers: one `name:value` line each. Header names cannot
-/// contain ':' and values cannot contain line breaks (NATS forbids both).
-pub(crate) fn stored_headers(event: &OutgoingEvent) -> String {
-    let mut headers = String::new();
-    for (name, values) in event.headers().iter() {
-        let name: &str = name.as_ref();
-        for value in values {
-            let _ = writeln!(headers, "{name}:{}", value.as_str());
-        }
-    }
-    headers
-}
-
-/// An event rebuilt from its stored row.
-pub(crate) fn event_from_row(subject: String, headers: &str, payload: Vec<u8>) -> OutgoingEvent {
-    OutgoingEvent::from_parts(
-        subject,
-        headers.lines().filter_map(|line| line.split_once(':')),
-        payload,
-    )
-}
 
 /// Events stored but not yet published (nor refused for good).
 pub async fn pending_count(db: &Database) -> Result<i64, DbError> {
@@ -117,7 +93,7 @@ pub(crate) async fn rows_between(
         .into_iter()
         .map(|(position, subject, headers, payload)| Committed {
             position,
-            event: event_from_row(subject, &headers, payload),
+            event: OutgoingEvent::from_stored(subject, headers, payload),
         })
         .collect())
 }
@@ -141,7 +117,7 @@ pub(crate) async fn postgres_rows(
     connection.execute_static(POSTGRES_OUTBOX_LOCK).await?;
     let ids: Vec<&str> = events.iter().map(OutgoingEvent::id).collect();
     let subjects: Vec<&str> = events.iter().map(OutgoingEvent::subject).collect();
-    let headers: Vec<String> = events.iter().map(stored_headers).collect();
+    let headers: Vec<&str> = events.iter().map(OutgoingEvent::header_lines).collect();
     let payloads: Vec<&[u8]> = events
         .iter()
         .map(|event| event.payload().as_ref())

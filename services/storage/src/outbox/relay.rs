@@ -592,9 +592,8 @@ impl Tracker {
 /// sharing a hash only wait for each other.
 fn aggregate_of(event: &OutgoingEvent, hasher: &RandomState) -> Option<u64> {
     event
-        .headers()
-        .get(govbus_bus::envelope::headers::SUBJECT)
-        .map(|subject| hasher.hash_one(subject.as_str()))
+        .header(govbus_bus::envelope::headers::SUBJECT)
+        .map(|subject| hasher.hash_one(subject))
 }
 
 async fn mark_failed(db: &Database, position: i64, reason: &str) -> Result<(), DbError> {
