@@ -145,10 +145,12 @@ impl OutgoingEvent {
     pub fn header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in lines(&self.parts.header_lines) {
-            // Lines come from `from_parts` or the encoder, whose names are valid; a line an
-            // outside hand put in the outbox table with another name is not sent (async-nats
-            // would panic on it).
-            if let Some(name) = header_name(name) {
+            // Lines come from `from_parts` or the encoder, which write only what NATS headers
+            // carry; a line an outside hand put in the outbox table with a name or value they
+            // cannot carry is not sent (async-nats would panic on it).
+            if let Some(name) = header_name(name)
+                && !value.contains('\r')
+            {
                 map.append(name, value);
             }
         }
@@ -253,6 +255,18 @@ mod tests {
             Some("kept")
         );
         assert_eq!(map.iter().count(), 4);
+    }
+
+    #[test]
+    fn sends_no_stored_line_a_nats_header_cannot_carry() {
+        let event = OutgoingEvent::from_stored(
+            "s",
+            "ce-id:1\nbad name:x\nce-subject:a\rb\nnot a header\n",
+            Vec::new(),
+        );
+        let map = event.header_map();
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.get("ce-id").map(|value| value.as_str()), Some("1"));
     }
 
     #[test]

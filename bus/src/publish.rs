@@ -1,11 +1,12 @@
 //! Publishing events: encode once, send until JetStream acknowledges.
 //!
 //! Publishing is split in two so a transactional outbox can sit between the halves:
-//! [`Publisher::encode`] turns an event into an [`OutgoingEvent`](crate::OutgoingEvent) (subject, headers, payload; the
-//! event id and trace context fixed at that moment) that can be stored with the state change that
-//! produced it, and [`Publisher::send`] / [`Publisher::send_batch`] deliver stored events to
-//! JetStream, retrying until acknowledged. Because the event id travels as `Nats-Msg-Id`, sending
-//! the same `OutgoingEvent` twice inside the stream's duplicate window stores it once.
+//! [`Publisher::encode`] turns an event into an [`OutgoingEvent`]
+//! (subject, headers, payload; the event id and trace context fixed at that moment) that can be
+//! stored with the state change that produced it, and [`Publisher::send`] /
+//! [`Publisher::send_batch`] deliver stored events to JetStream, retrying until acknowledged.
+//! Because the event id travels as `Nats-Msg-Id`, sending the same `OutgoingEvent` twice inside
+//! the stream's duplicate window stores it once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -135,6 +136,10 @@ const MESSAGING_DESTINATION: &str = "messaging.destination.name";
 const MESSAGING_MESSAGE_ID: &str = "messaging.message.id";
 const CLOUDEVENTS_TYPE: &str = "cloudevents.event_type";
 const GOVBUS_SERVICE: &str = "govbus.service";
+
+/// Room for an event's header lines, so that writing them grows the string once at most: the
+/// envelope and the trace context of a govbus event take about 520 bytes.
+const HEADER_BYTES: usize = 640;
 
 /// Where JetStream stored an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +302,7 @@ impl Publisher {
             data_content_type: PROTOBUF_CONTENT_TYPE.to_owned(),
             data_schema: Some(E::full_name()),
         };
-        let mut headers = HeaderLines::with_capacity(640);
+        let mut headers = HeaderLines::with_capacity(HEADER_BYTES);
         envelope.write_headers(&mut headers);
         // The producer span of the event: a child of the current context (the call or the
         // handled event that produced it), over at once; its context travels in the headers.
