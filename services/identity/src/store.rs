@@ -8,12 +8,20 @@ use crate::domain::{NewCitizen, Nik, PersonName};
 use govbus_civil::{format_date, past_date};
 
 /// The identity service's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "citizens",
-    sqlite: CITIZENS,
-    postgres: CITIZENS,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "citizens",
+        sqlite: CITIZENS,
+        postgres: CITIZENS,
+    },
+    Migration {
+        version: 2,
+        description: "citizens kept in NIK order (SQLite)",
+        sqlite: CITIZENS_BY_NIK,
+        postgres: "-- PostgreSQL reads a citizen through the NIK's index as it is.",
+    },
+];
 
 const CITIZENS: &str = "
     CREATE TABLE citizens (
@@ -30,6 +38,37 @@ const CITIZENS: &str = "
         registered_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     );
+    CREATE INDEX citizens_kk_number ON citizens (kk_number);
+";
+
+/// Almost every read of the register asks for one NIK (`VerifyCitizen` above all, and every
+/// command about a person). Kept in rowid order, such a read goes down the NIK's index and
+/// then down the table, two page reads that miss the cache in a register of a million; kept in
+/// NIK order (`WITHOUT ROWID`, the rows are small), it goes down the table once. The copy
+/// takes a few seconds per million citizens, once.
+const CITIZENS_BY_NIK: &str = "
+    CREATE TABLE citizens_by_nik (
+        nik TEXT PRIMARY KEY,
+        citizen_ref TEXT NOT NULL UNIQUE,
+        kk_number TEXT NOT NULL,
+        full_name TEXT NOT NULL,
+        birth_place TEXT NOT NULL,
+        birth_date TEXT NOT NULL,
+        sex TEXT NOT NULL,
+        street TEXT NOT NULL,
+        kelurahan_code TEXT NOT NULL,
+        date_of_death TEXT,
+        registered_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO citizens_by_nik (nik, citizen_ref, kk_number, full_name, birth_place, birth_date,
+                                 sex, street, kelurahan_code, date_of_death, registered_at,
+                                 updated_at)
+        SELECT nik, citizen_ref, kk_number, full_name, birth_place, birth_date, sex, street,
+               kelurahan_code, date_of_death, registered_at, updated_at
+        FROM citizens;
+    DROP TABLE citizens;
+    ALTER TABLE citizens_by_nik RENAME TO citizens;
     CREATE INDEX citizens_kk_number ON citizens (kk_number);
 ";
 

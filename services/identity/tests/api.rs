@@ -22,11 +22,12 @@ govbus_harness::on_both_backends!(
     relocation_and_death_publish_events_and_guard_state,
     commands_succeed_while_nats_is_down_and_events_follow,
     health_and_reflection_are_served,
+    a_register_kept_before_the_nik_ordered_table_is_carried_over,
 );
 
 struct TestApp {
     nats: NatsServer,
-    _db: TestDatabase,
+    db: TestDatabase,
     app: Option<Application>,
     client: IdentityServiceClient<Channel>,
     bus: Bus,
@@ -34,8 +35,12 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn(backend: TestBackend) -> Self {
+        Self::spawn_on(TestDatabase::new(backend).await.expect("test database")).await
+    }
+
+    /// identity on a database prepared by the test.
+    async fn spawn_on(db: TestDatabase) -> Self {
         let nats = NatsServer::start().expect("nats-server starts");
-        let db = TestDatabase::new(backend).await.expect("test database");
         let config = IdentityConfig {
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".parse().expect("address"),
@@ -63,7 +68,7 @@ impl TestApp {
             .expect("test bus");
         Self {
             nats,
-            _db: db,
+            db,
             app: Some(app),
             client,
             bus,
@@ -516,4 +521,89 @@ fn tokio_stream_once<T: Send + 'static>(
     item: T,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::iter([item])
+}
+
+/// Migration 2 rebuilds SQLite's register in NIK order: a register of the first schema keeps
+/// every citizen, and is read and written as before.
+async fn a_register_kept_before_the_nik_ordered_table_is_carried_over(backend: TestBackend) {
+    let db = TestDatabase::new(backend).await.expect("test database");
+    let first_schema = govbus_storage::open(
+        db.url(),
+        "identity",
+        &govbus_identity::store::MIGRATIONS[..1],
+        govbus_storage::DatabaseOptions::default(),
+    )
+    .await
+    .expect("the first schema");
+    let (citizen, _) = {
+        let mut problems = govbus_kit::grpc::FieldProblems::default();
+        let request = registration(NIK, "");
+        let address = request.address.as_ref().expect("address");
+        govbus_identity::domain::NewCitizen::parse(
+            govbus_identity::domain::RegistrationInput {
+                nik: &request.nik,
+                kk_number: &request.kk_number,
+                full_name: &request.full_name,
+                birth_place: &request.birth_place,
+                birth_date: &request.birth_date,
+                sex: Some(govbus_identity::domain::Sex::Female),
+                street: &address.street,
+                kelurahan_code: &address.kelurahan_code,
+            },
+            &mut problems,
+        )
+        .expect("a valid citizen")
+    };
+    let citizen_ref = "00000000-0000-7000-8000-000000000001";
+    first_schema
+        .write(async move |tx| govbus_identity::store::insert(tx, citizen_ref, &citizen).await)
+        .await
+        .expect("stored under the first schema");
+    first_schema.close().await;
+
+    let mut test = TestApp::spawn_on(db).await;
+    let verified = test
+        .client
+        .verify_citizen(pb::VerifyCitizenRequest {
+            nik: NIK.to_owned(),
+            full_name: "Siti Aminah".to_owned(),
+            birth_date: "1990-08-17".to_owned(),
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(verified.result(), pb::VerificationResult::Match);
+    assert_eq!(verified.citizen_ref, citizen_ref);
+    let again = test
+        .client
+        .register_citizen(registration(NIK, ""))
+        .await
+        .expect_err("the NIK is registered already");
+    assert_eq!(again.code(), Code::AlreadyExists);
+    test.client
+        .record_death(pb::RecordDeathRequest {
+            nik: NIK.to_owned(),
+            date_of_death: "2026-01-02".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("a death recorded on the carried-over row");
+    let second = "3573025708900010";
+    test.client
+        .register_citizen(registration(second, ""))
+        .await
+        .expect("a new citizen registered");
+    if backend == TestBackend::Sqlite {
+        let file = test.db.url().trim_start_matches("sqlite://").to_owned();
+        let connection = rusqlite::Connection::open(file).expect("the file opens");
+        assert!(
+            connection.prepare("SELECT rowid FROM citizens").is_err(),
+            "the register is kept in NIK order (WITHOUT ROWID)"
+        );
+        let count: i64 = connection
+            .query_row("SELECT count(*) FROM citizens", [], |row| row.get(0))
+            .expect("counted");
+        assert_eq!(count, 2);
+    }
+    test.stop().await;
 }

@@ -401,6 +401,32 @@ mod tests {
         assert_eq!(to_sqlite_placeholders("SELECT '$'"), "SELECT '$'");
     }
 
+    /// The workspace's `.cargo/config.toml` compiles SQLite with a page cache per connection
+    /// and without allocation counts; a build without it would put every connection of the
+    /// process back behind the shared cache's mutex.
+    #[test]
+    fn sqlite_is_built_with_a_page_cache_per_connection() {
+        let connection = rusqlite::Connection::open_in_memory().expect("opens");
+        let mut statement = connection
+            .prepare("PRAGMA compile_options")
+            .expect("prepared");
+        let options = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .expect("listed")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("read");
+        assert!(
+            !options
+                .iter()
+                .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     #[test]
     fn urls_without_a_file_are_refused() {
         assert!(file_of("sqlite::memory:").is_err());
