@@ -21,6 +21,15 @@ use crate::grpc::IdentityApi;
 use crate::registry::Registry;
 use crate::store::MIGRATIONS;
 
+/// How much of the register SQLite's reading connections map into memory (unless the storage
+/// settings say otherwise): 1 GiB, more than the register of a city of a million (about
+/// 200 MB). Nearly every read asks for one NIK, spread over the whole register, which is far
+/// larger than a connection's own page cache; through the map such a read costs no system call
+/// and no copy of the page (docs/benchmarks.md). The pages read count in the process's
+/// resident memory, shared with the kernel's page cache, which reclaims them like any cached
+/// file page.
+pub const REGISTER_MAP: u64 = 1024 * 1024 * 1024;
+
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "identity";
 
@@ -73,7 +82,12 @@ impl Application {
     /// Opens the database (migrating it), connects to the bus, provisions the identity stream,
     /// starts the outbox relay and the gRPC server.
     pub async fn build(config: IdentityConfig) -> Result<Self, StartError> {
-        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
+        let mut settings = config.storage;
+        settings
+            .database
+            .sqlite_reader_map
+            .get_or_insert(REGISTER_MAP);
+        let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &settings).await?;
         let bus = Bus::connect(config.bus).await?;
         let (processing_log, log_writer) = open_processing_log(
             &bus,
@@ -84,7 +98,7 @@ impl Application {
         .await?
         .unzip();
         let adapter = declaration().start(&bus).await?;
-        let storage = Storage::start(db.clone(), adapter.publisher().clone(), config.storage);
+        let storage = Storage::start(db.clone(), adapter.publisher().clone(), settings);
         let registry = Registry::new(db.clone(), adapter.publisher().clone());
         let calls = CallCounter::default();
         let reporter = CallReporter::spawn(

@@ -74,6 +74,12 @@ pub struct DatabaseOptions {
     /// On SQLite, the size of the log (`-wal` file) past which the writer finishes a checkpoint
     /// itself, so that SQLite writes the log from its start again: about the log's largest size.
     pub sqlite_log_limit: u64,
+    /// On SQLite, how much of the database file reading connections read through a memory
+    /// map instead of copying each page they need from the kernel. `None` (the default) and
+    /// `Some(0)` map nothing: the pages read through a map count in the process's resident
+    /// memory, which only pays where reads spread over a table too large for a connection's
+    /// own cache (identity's register, which asks for a map of its own).
+    pub sqlite_reader_map: Option<u64>,
 }
 
 impl Default for DatabaseOptions {
@@ -88,6 +94,7 @@ impl Default for DatabaseOptions {
             readers: 8,
             feed_capacity: 8192,
             sqlite_log_limit: sqlite::LOG_LIMIT,
+            sqlite_reader_map: None,
         }
     }
 }
@@ -141,7 +148,11 @@ impl Database {
                     sqlite_log: Some((sqlite::log_of(&path), options.sqlite_log_limit)),
                 };
                 checkpointer = Some(path.clone());
-                let readers = Readers::Sqlite(Arc::new(SqliteReaders::new(path, options.readers)));
+                let readers = Readers::Sqlite(Arc::new(SqliteReaders::new(
+                    path,
+                    options.readers,
+                    options.sqlite_reader_map.unwrap_or(0),
+                )));
                 (vec![connect], settings, readers)
             }
             Backend::Postgres => {

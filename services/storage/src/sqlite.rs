@@ -94,8 +94,9 @@ impl SqliteConnection {
         Ok(connection)
     }
 
-    /// A connection that only reads (`query_only`), beside the writer (WAL).
-    pub(crate) fn open_reader(path: &Path) -> Result<Self, DbError> {
+    /// A connection that only reads (`query_only`), beside the writer (WAL), reading the first
+    /// `map` bytes of the database file through a memory map (`mmap_size`; 0: none).
+    pub(crate) fn open_reader(path: &Path, map: u64) -> Result<Self, DbError> {
         let connection = rusqlite::Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -104,7 +105,9 @@ impl SqliteConnection {
         )
         .map_err(|error| DbError::sqlite("opening a reading connection", error))?;
         let mut connection = Self::prepare(connection)?;
-        connection.execute_script("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")?;
+        connection.execute_script(&format!(
+            "PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA mmap_size = {map};"
+        ))?;
         Ok(connection)
     }
 
@@ -285,7 +288,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name(format!("{name}-checkpoint"))
             .spawn(move || {
-                let mut connection = match SqliteConnection::open_reader(&path).and_then(|mut c| {
+                let mut connection = match SqliteConnection::open_reader(&path, 0).and_then(|mut c| {
                     c.execute_script("PRAGMA query_only = OFF")?;
                     Ok(c)
                 }) {
@@ -349,14 +352,16 @@ pub(crate) fn log_of(path: &Path) -> PathBuf {
 #[derive(Debug)]
 pub(crate) struct SqliteReaders {
     path: PathBuf,
+    map: u64,
     idle: Mutex<Vec<SqliteConnection>>,
     keep: usize,
 }
 
 impl SqliteReaders {
-    pub(crate) fn new(path: PathBuf, keep: usize) -> Self {
+    pub(crate) fn new(path: PathBuf, keep: usize, map: u64) -> Self {
         Self {
             path,
+            map,
             idle: Mutex::new(Vec::new()),
             keep,
         }
@@ -367,7 +372,7 @@ impl SqliteReaders {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(connection) => Ok(connection),
-            None => SqliteConnection::open_reader(&self.path),
+            None => SqliteConnection::open_reader(&self.path, self.map),
         }
     }
 

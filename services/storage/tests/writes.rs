@@ -302,6 +302,31 @@ async fn sqlite_commits_are_synced_to_disk() {
     assert_eq!((synchronous, journal.as_str()), (2, "wal"));
 }
 
+/// Reading connections map the file only when asked to (identity asks, for its register).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_readers_map_the_file_only_when_asked() {
+    async fn mapped(options: govbus_storage::DatabaseOptions) -> i64 {
+        let test_db = govbus_harness::TestDatabase::sqlite().expect("test database");
+        let db = govbus_storage::open(test_db.url(), "test", &[], options)
+            .await
+            .expect("opens");
+        let mut reader = db.read().await.expect("a reader");
+        let (size,): (i64,) = reader
+            .query_one("PRAGMA mmap_size", &[])
+            .await
+            .expect("pragma");
+        drop(reader);
+        db.close().await;
+        size
+    }
+    assert_eq!(mapped(govbus_storage::DatabaseOptions::default()).await, 0);
+    let asked = govbus_storage::DatabaseOptions {
+        sqlite_reader_map: Some(1 << 20),
+        ..govbus_storage::DatabaseOptions::default()
+    };
+    assert_eq!(mapped(asked).await, 1 << 20);
+}
+
 /// On PostgreSQL the writer's connections run groups at once: a command is answered while
 /// another connection's group is held open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
