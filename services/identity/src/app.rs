@@ -28,7 +28,7 @@ use crate::store::MIGRATIONS;
 /// and no copy of the page (docs/benchmarks.md). The pages read count in the process's
 /// resident memory, shared with the kernel's page cache, which reclaims them like any cached
 /// file page.
-pub const REGISTER_MAP: u64 = 1024 * 1024 * 1024;
+const REGISTER_MAP: u64 = 1024 * 1024 * 1024;
 
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "identity";

@@ -75,10 +75,10 @@ pub struct DatabaseOptions {
     /// itself, so that SQLite writes the log from its start again: about the log's largest size.
     pub sqlite_log_limit: u64,
     /// On SQLite, how much of the database file reading connections read through a memory
-    /// map instead of copying each page they need from the kernel. `None` (the default) and
-    /// `Some(0)` map nothing: the pages read through a map count in the process's resident
-    /// memory, which only pays where reads spread over a table too large for a connection's
-    /// own cache (identity's register, which asks for a map of its own).
+    /// map instead of copying each page they need from the kernel (`Some(0)`: none). `None`, the
+    /// default, leaves the choice to the service and maps nothing unless it chooses: the pages
+    /// read through a map count in the process's resident memory, which only pays where reads
+    /// spread over a table too large for a connection's own cache (identity's register).
     pub sqlite_reader_map: Option<u64>,
 }
 
