@@ -19,9 +19,9 @@ pub enum EvaluationError {
     /// No instrument covers the year.
     #[error("no evaluation instrument covers {0}")]
     NoInstrument(i32),
-    /// An indicator or level outside the instrument.
-    #[error("{0}")]
-    OutsideInstrument(String),
+    /// Scores naming an indicator or a level outside the instrument: every one of them.
+    #[error("{}", describe_outside(.0))]
+    OutsideInstrument(Vec<OutsideInstrument>),
     /// Nothing recorded for the instance.
     #[error("nothing is recorded for this instance and year")]
     NotFound,
@@ -52,6 +52,34 @@ pub struct Evaluator {
     publisher: Publisher,
     instruments: Arc<Instruments>,
     evidence: Evidence,
+}
+
+/// A submitted score that the year's instrument does not allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideInstrument {
+    /// The score's position in the request.
+    pub position: usize,
+    /// What is outside: the indicator, or its level.
+    pub part: ScorePart,
+    /// Why, for the caller.
+    pub problem: String,
+}
+
+/// The part of a submitted score that a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorePart {
+    /// The indicator's number.
+    Indicator,
+    /// The level given to it.
+    Level,
+}
+
+fn describe_outside(problems: &[OutsideInstrument]) -> String {
+    problems
+        .iter()
+        .map(|problem| problem.problem.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One indicator's level as submitted.
@@ -147,27 +175,38 @@ impl Evaluator {
     ) -> Result<pb::RecordAssessmentResponse, EvaluationError> {
         let instrument = self.instrument(year)?;
         let mut checked = Vec::with_capacity(scores.len());
-        for score in scores {
+        let mut outside = Vec::new();
+        for (position, score) in scores.iter().enumerate() {
             if !instrument.indicators.contains_key(&score.indicator) {
-                return Err(EvaluationError::OutsideInstrument(format!(
-                    "indicator {} is not in {}",
-                    score.indicator, instrument.id
-                )));
+                outside.push(OutsideInstrument {
+                    position,
+                    part: ScorePart::Indicator,
+                    problem: format!("indicator {} is not in {}", score.indicator, instrument.id),
+                });
+                continue;
             }
-            let level = u8::try_from(score.level)
+            let Some(level) = u8::try_from(score.level)
                 .ok()
                 .filter(|level| (1..=instrument.max_level).contains(level))
-                .ok_or_else(|| {
-                    EvaluationError::OutsideInstrument(format!(
+            else {
+                outside.push(OutsideInstrument {
+                    position,
+                    part: ScorePart::Level,
+                    problem: format!(
                         "indicator {}: level {} is not 1 to {}",
                         score.indicator, score.level, instrument.max_level
-                    ))
-                })?;
+                    ),
+                });
+                continue;
+            };
             checked.push(Score {
                 indicator: score.indicator,
                 level,
                 notes: score.notes.clone(),
             });
+        }
+        if !outside.is_empty() {
+            return Err(EvaluationError::OutsideInstrument(outside));
         }
         let (publisher, instruments) = (self.publisher.clone(), Arc::clone(&self.instruments));
         run_command(&self.db, idempotency, async move |tx| {

@@ -7,7 +7,7 @@ use govbus_proto::evaluation::v1::evaluation_service_server::EvaluationService;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use crate::evaluator::{EvaluationError, Evaluator, SubmittedScore};
+use crate::evaluator::{EvaluationError, Evaluator, ScorePart, SubmittedScore};
 use crate::evidence::RebuildError;
 use crate::score::Hundredths;
 use crate::store::Kind;
@@ -301,7 +301,20 @@ impl EvaluationService for EvaluationApi {
 fn status(error: EvaluationError) -> Status {
     match &error {
         EvaluationError::NotFound => Status::not_found(error.to_string()),
-        EvaluationError::OutsideInstrument(_) => Status::invalid_argument(error.to_string()),
+        EvaluationError::OutsideInstrument(outside) => {
+            let mut problems = FieldProblems::default();
+            for problem in outside {
+                let part = match problem.part {
+                    ScorePart::Indicator => "indicator",
+                    ScorePart::Level => "level",
+                };
+                problems.push(
+                    &format!("scores[{}].{part}", problem.position),
+                    problem.problem.clone(),
+                );
+            }
+            problems.into_status()
+        }
         EvaluationError::NoInstrument(_) | EvaluationError::Idempotency(_) => {
             Status::failed_precondition(error.to_string())
         }

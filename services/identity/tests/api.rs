@@ -509,11 +509,37 @@ async fn health_and_reflection_are_served(backend: TestBackend) {
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection response");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"govbus.identity.v1.IdentityService".to_owned()),
-        "{names:?}"
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    // Only what this port serves: the descriptor set also holds the other services' contracts.
+    assert_eq!(
+        names,
+        [
+            "govbus.identity.v1.IdentityService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ],
     );
+    // The health service it lists can be described too.
+    let describe = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "grpc.health.v1.Health".to_owned(),
+        )),
+    };
+    let response = reflection
+        .server_reflection_info(tokio_stream_once(describe))
+        .await
+        .expect("reflection answers")
+        .into_inner()
+        .message()
+        .await
+        .expect("message")
+        .expect("a response");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("health not described: {:?}", response.message_response);
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
     test.stop().await;
 }
 

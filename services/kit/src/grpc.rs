@@ -177,8 +177,14 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
         .unwrap_or_default()
 }
 
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
 /// A server with the standard health service (reporting `S` as serving) and server reflection
-/// (v1 and v1alpha) over `descriptors`, so `grpcurl` can list and call it.
+/// (v1 and v1alpha) over `descriptors`, so `grpcurl` can list and call it. Reflection lists `S`,
+/// health and reflection itself: the services this port serves, not every contract in
+/// `descriptors`.
 ///
 /// Every call is traced and counted (see [`crate::telemetry::grpc`]) under `service`, the govbus
 /// service name (e.g. `identity`).
@@ -196,9 +202,15 @@ where
     reporter
         .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = || {
+    // The descriptor set holds every govbus contract; reflection lists only what this port
+    // serves, so that a tool never offers a method that would answer UNIMPLEMENTED here.
+    let reflection = |reflection_service: &str| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(descriptors)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(S::NAME)
+            .with_service_name(HEALTH_SERVICE)
+            .with_service_name(reflection_service)
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
     Ok(Server::builder()
@@ -206,8 +218,8 @@ where
         .layer(ServerTelemetryLayer::new(service))
         .layer(AccessLayer::new(service, access))
         .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?))
+        .add_service(reflection(REFLECTION_V1).build_v1()?)
+        .add_service(reflection(REFLECTION_V1ALPHA).build_v1alpha()?))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: mutual TLS with `tls` when given,

@@ -175,15 +175,45 @@ async fn an_assessment_gives_the_hand_computed_index(backend: TestBackend) {
             instance_name: String::new(),
             year: 2024,
             kind: pb::ScoreKind::Evaluator.into(),
-            scores: vec![pb::IndicatorScore {
-                indicator: 48,
-                level: 3,
-                evidence_notes: String::new(),
-            }],
+            scores: vec![
+                pb::IndicatorScore {
+                    indicator: 1,
+                    level: 3,
+                    evidence_notes: String::new(),
+                },
+                pb::IndicatorScore {
+                    indicator: 48,
+                    level: 3,
+                    evidence_notes: String::new(),
+                },
+                pb::IndicatorScore {
+                    indicator: 2,
+                    level: 6,
+                    evidence_notes: String::new(),
+                },
+            ],
         })
         .await
-        .expect_err("no indicator 48");
+        .expect_err("no indicator 48, no level 6");
     assert_eq!(out_of_range.code(), Code::InvalidArgument);
+    // Every score outside the instrument is named, with its field.
+    let violations: Vec<(String, String)> = govbus_kit::grpc::violations_of(&out_of_range)
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            (
+                "scores[1].indicator".to_owned(),
+                "indicator 48 is not in permenpanrb-59-2020".to_owned()
+            ),
+            (
+                "scores[2].level".to_owned(),
+                "indicator 2: level 6 is not 1 to 5".to_owned()
+            ),
+        ]
+    );
     stack.stop().await;
 }
 
