@@ -177,10 +177,6 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
         .unwrap_or_default()
 }
 
-const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
-const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
-const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
-
 /// A server with the standard health service (reporting `S` as serving) and server reflection
 /// (v1 and v1alpha) over `descriptors`, so `grpcurl` can list and call it. Reflection lists `S`,
 /// health and reflection itself: the services this port serves, not every contract in
@@ -209,7 +205,7 @@ where
             .register_encoded_file_descriptor_set(descriptors)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(S::NAME)
-            .with_service_name(HEALTH_SERVICE)
+            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
             .with_service_name(reflection_service)
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
@@ -218,8 +214,14 @@ where
         .layer(ServerTelemetryLayer::new(service))
         .layer(AccessLayer::new(service, access))
         .add_service(health)
-        .add_service(reflection(REFLECTION_V1).build_v1()?)
-        .add_service(reflection(REFLECTION_V1ALPHA).build_v1alpha()?))
+        .add_service(
+            reflection(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+                .build_v1()?,
+        )
+        .add_service(
+            reflection(tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME)
+                .build_v1alpha()?,
+        ))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: mutual TLS with `tls` when given,
