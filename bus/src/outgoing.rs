@@ -13,7 +13,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
 use crate::envelope::{HeaderWriter, headers};
-use crate::publish::{PublishError, PublishErrorKind};
+use crate::publish::error::{PublishError, PublishErrorKind};
 
 /// Headers as `name:value` lines, one per value, in the order written.
 ///

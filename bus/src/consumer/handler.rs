@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use super::{EventMeta, HandleError};
+use super::delivery::{EventMeta, HandleError};
 use crate::event::Event;
 
 /// Resolves to the event's data subject (see [`Event::data_subject`]) once it was handled.

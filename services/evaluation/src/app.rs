@@ -79,8 +79,13 @@ impl Application {
     /// Loads the instruments, opens the database, starts the evidence consumers, the outbox
     /// relay and the gRPC server.
     pub async fn build(config: EvaluationConfig) -> Result<Self, StartError> {
-        let instruments = Instruments::load(config.instruments_dir.as_deref())
-            .map_err(|error| StartError::Dependency(format!("evaluation instruments: {error}")))?;
+        let instruments =
+            Instruments::load(config.instruments_dir.as_deref()).map_err(|error| {
+                StartError::Data {
+                    what: "evaluation instruments",
+                    source: error.into(),
+                }
+            })?;
         let db = Storage::open(&config.database_url, SERVICE, MIGRATIONS, &config.storage).await?;
         let bus = Bus::connect(config.bus).await?;
         let evidence = Evidence::new(db.clone());

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use govbus::cli::{self, ConsoleClient, Output};
+use govbus::api::{DEAD_LETTER_SERVICE, EventFilter};
+use govbus::cli::{self, CliError, ClientError, ConsoleClient, Output};
 use govbus::config::{Layers, Origin};
-use govbus::console::ServiceEndpoint;
-use govbus::{Observability, Stack};
+use govbus::{Observability, ServiceEndpoint, Stack};
 use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
 
 /// govbus: the event-driven integration bus for local-government services.
@@ -91,7 +91,7 @@ struct Remote {
 }
 
 impl Remote {
-    fn client(&self) -> anyhow::Result<ConsoleClient> {
+    fn client(&self) -> Result<ConsoleClient, ClientError> {
         ConsoleClient::new(&self.console_url)
     }
 
@@ -242,40 +242,56 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            cli::exit_code_of(&error)
+            exit_code_of(&error)
         }
     }
+}
+
+/// The exit code of a failed command: the operators' commands say theirs (`docs/operating.md`).
+fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    match error.downcast_ref::<CliError>() {
+        Some(error) => error.exit_code(),
+        None => ExitCode::from(cli::exit::FAILED),
+    }
+}
+
+/// The console client of `remote`, failing as a command does.
+fn client_of(remote: &Remote) -> Result<ConsoleClient, CliError> {
+    Ok(remote.client()?)
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up(args) => Box::pin(up(args)).await,
         Command::Demo(args) => Box::pin(demo(args)).await,
-        Command::Services(remote) => cli::services(&remote.client()?, remote.output()).await,
-        Command::Streams(remote) => cli::streams(&remote.client()?, remote.output()).await,
-        Command::Tail(args) => {
-            cli::tail(
-                &args.remote.client()?,
-                args.remote.output(),
-                args.service.as_deref(),
-                args.event_type.as_deref(),
-                args.history,
-                !args.no_follow,
-            )
-            .await
+        Command::Services(remote) => {
+            Ok(cli::services(&client_of(&remote)?, remote.output()).await?)
         }
+        Command::Streams(remote) => Ok(cli::streams(&client_of(&remote)?, remote.output()).await?),
+        Command::Tail(args) => Ok(cli::tail(
+            &client_of(&args.remote)?,
+            args.remote.output(),
+            EventFilter {
+                service: args.service,
+                event_type: args.event_type,
+                limit: None,
+            },
+            args.history,
+            !args.no_follow,
+        )
+        .await?),
         Command::Deadletters(DeadLetterCommand::List(remote)) => {
-            cli::dead_letters(&remote.client()?, remote.output()).await
+            Ok(cli::dead_letters(&client_of(&remote)?, remote.output()).await?)
         }
         Command::Deadletters(DeadLetterCommand::Show { sequence, remote }) => {
-            cli::dead_letter(&remote.client()?, remote.output(), sequence).await
+            Ok(cli::dead_letter(&client_of(&remote)?, remote.output(), sequence).await?)
         }
         Command::Deadletters(DeadLetterCommand::Replay {
             sequence,
             all: _,
             yes,
             remote,
-        }) => cli::replay(&remote.client()?, remote.output(), sequence, yes).await,
+        }) => Ok(cli::replay(&client_of(&remote)?, remote.output(), sequence, yes).await?),
         Command::Certs(CertsCommand::Init { dir, names }) => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             govbus_kit::tls::generate_development_certificates(&dir, &names)?;
@@ -287,27 +303,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Traces(args) => {
-            cli::traces(&args.remote.client()?, args.remote.output(), args.limit).await
+            Ok(cli::traces(&client_of(&args.remote)?, args.remote.output(), args.limit).await?)
         }
         Command::Audit(AuditCommand::Verify {
             heads,
             save_heads,
             remote,
-        }) => {
-            cli::audit_verify(
-                &remote.client()?,
-                remote.output(),
-                heads.as_deref(),
-                save_heads.as_deref(),
-            )
-            .await
-        }
+        }) => Ok(cli::audit_verify(
+            &client_of(&remote)?,
+            remote.output(),
+            heads.as_deref(),
+            save_heads.as_deref(),
+        )
+        .await?),
         Command::Audit(AuditCommand::Subject { nik, remote }) => {
-            cli::audit_subject(&remote.client()?, remote.output(), &nik).await
+            Ok(cli::audit_subject(&client_of(&remote)?, remote.output(), &nik).await?)
         }
-        Command::Trace(args) => {
-            cli::trace(&args.remote.client()?, args.remote.output(), &args.trace_id).await
-        }
+        Command::Trace(args) => Ok(cli::trace(
+            &client_of(&args.remote)?,
+            args.remote.output(),
+            &args.trace_id,
+        )
+        .await?),
     }
 }
 
@@ -396,17 +413,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let client = args.remote.client()?;
-    let overview: serde_json::Value = client.get("/api/overview").await?;
-    let services: Vec<ServiceEndpoint> = overview["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|service| {
-            Some(ServiceEndpoint::new(
-                service["name"].as_str()?,
-                service["address"].as_str()?.parse().ok()?,
-            ))
-        })
+    let overview = client.overview().await?;
+    let services: Vec<ServiceEndpoint> = overview
+        .services
+        .iter()
+        .map(|service| ServiceEndpoint::new(&service.name, service.address))
         .collect();
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -414,11 +425,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .map(|since| since.as_secs())
             .unwrap_or(0)
     });
-    let tls = if overview["tls"] == true {
+    let tls = if overview.tls {
         let dir = args
             .certs_dir
             .clone()
-            .or_else(|| overview["certificates_dir"].as_str().map(PathBuf::from))
+            .or_else(|| overview.certificates_dir.as_deref().map(PathBuf::from))
             .context(
                 "the stack speaks mutual TLS; pass --certs-dir with the operator's certificate",
             )?;
@@ -439,12 +450,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tls,
     };
     let events = || async {
-        let streams: Vec<serde_json::Value> = client.get("/api/streams").await?;
-        anyhow::Ok(
+        let streams = client.streams().await?;
+        Ok::<u64, ClientError>(
             streams
                 .iter()
-                .filter(|stream| stream["service"] != "deadletter")
-                .filter_map(|stream| stream["last_sequence"].as_u64())
+                .filter(|stream| stream.service != DEAD_LETTER_SERVICE)
+                .map(|stream| stream.last_sequence)
                 .sum(),
         )
     };

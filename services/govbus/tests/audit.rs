@@ -34,7 +34,7 @@ fn channel(running: &Running, service: &str) -> tonic::transport::Channel {
         .expect("TLS on");
     let operator = ServiceTls::from_files("operator", &CertificatePaths::in_dir(&dir, "operator"))
         .expect("operator certificate");
-    govbus::stack::grpc_channel(&endpoint, Some(&operator)).expect("channel")
+    govbus::endpoints::grpc_channel(&endpoint, Some(&operator)).expect("channel")
 }
 
 async fn history(running: &Running, nik: &str) -> Value {

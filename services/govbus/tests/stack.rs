@@ -6,8 +6,8 @@ mod support;
 
 use std::process::Command;
 
+use govbus::Observability;
 use govbus::Stack;
-use govbus::stack::Observability;
 use serde_json::Value;
 use support::{
     assert_no_nik, config, eventually, install_telemetry, plant_poison, registered, run_demo, start,
@@ -527,7 +527,7 @@ async fn the_stack_speaks_mutual_tls_by_default() {
         ..Default::default()
     };
     // Plain HTTP/2 is not served.
-    let plain = govbus::stack::grpc_channel(&identity, None).expect("channel");
+    let plain = govbus::endpoints::grpc_channel(&identity, None).expect("channel");
     let refused =
         govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(plain)
             .verify_citizen(request())
@@ -539,7 +539,7 @@ async fn the_stack_speaks_mutual_tls_by_default() {
         &govbus_kit::tls::CertificatePaths::in_dir(&certificates, "operator"),
     )
     .expect("operator certificate");
-    let secured = govbus::stack::grpc_channel(&identity, Some(&operator)).expect("channel");
+    let secured = govbus::endpoints::grpc_channel(&identity, Some(&operator)).expect("channel");
     govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(secured)
         .verify_citizen(request())
         .await
@@ -574,7 +574,7 @@ async fn the_access_policy_decides_who_calls_what_and_is_reloaded_when_edited() 
                 &govbus_kit::tls::CertificatePaths::in_dir(&certificates, caller),
             )
             .expect("certificate");
-            let channel = govbus::stack::grpc_channel(&identity, Some(&tls)).expect("channel");
+            let channel = govbus::endpoints::grpc_channel(&identity, Some(&tls)).expect("channel");
             govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(channel)
                 .verify_citizen(govbus_proto::identity::v1::VerifyCitizenRequest {
                     nik: "3573015001900001".to_owned(),
@@ -595,7 +595,7 @@ async fn the_access_policy_decides_who_calls_what_and_is_reloaded_when_edited() 
                 &govbus_kit::tls::CertificatePaths::in_dir(&certificates, "console"),
             )
             .expect("certificate");
-            let channel = govbus::stack::grpc_channel(&identity, Some(&tls)).expect("channel");
+            let channel = govbus::endpoints::grpc_channel(&identity, Some(&tls)).expect("channel");
             govbus_proto::identity::v1::identity_service_client::IdentityServiceClient::new(channel)
                 .record_death(govbus_proto::identity::v1::RecordDeathRequest::default())
                 .await

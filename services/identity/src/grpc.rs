@@ -8,10 +8,10 @@ use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
 use crate::calls::CallCounter;
-use crate::client::CALLER_METADATA;
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, RegistrationInput, Sex};
 use crate::registry::{Registry, RegistryError, Verification};
 use govbus_civil::{past_date, text_line};
+use govbus_identity_client::CALLER_METADATA;
 
 /// The gRPC face of the [`Registry`].
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl IdentityApi {
 /// The calling service, when it names itself (a short lowercase name).
 fn caller<T>(request: &Request<T>) -> Option<std::sync::Arc<str>> {
     // Over mutual TLS the caller is who its certificate says, whatever it claims.
-    if let Some(certified) = govbus_kit::tls::caller_of_request(request) {
+    if let Some(certified) = govbus_kit::peer::caller_of_request(request) {
         return Some(std::sync::Arc::clone(certified));
     }
     let name = request

@@ -6,6 +6,8 @@
 //! transactional outbox: `CitizenRegistered`, `CitizenRelocated`, `CitizenDeceased`. Events carry
 //! a pseudonymous `citizen_ref`, never the NIK or the name.
 //!
+//! Other services call it through `govbus-identity-client` (`services/identity/client`).
+//!
 //! # Layout
 //!
 //! - [`domain`]: NIK, KK number, names, dates, region codes and the registration rules.
@@ -13,12 +15,10 @@
 //! - [`registry`]: commands and queries, each command one transaction with its event.
 //! - [`grpc`]: the gRPC API and the mapping of errors to statuses.
 //! - [`calls`]: counting other services' calls, reported as events.
-//! - [`client`]: the client other services use to verify citizens.
 //! - [`app`]: [`Application::build`] wires database, bus, relay and server together.
 
 pub mod app;
 pub mod calls;
-pub mod client;
 pub mod domain;
 pub mod grpc;
 pub mod registry;

@@ -314,13 +314,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // Named by the telemetry layer outside this one, once per method.
-        let method: Arc<str> = match request.extensions().get::<crate::audit::CalledMethod>() {
+        let method: Arc<str> = match request
+            .extensions()
+            .get::<crate::call_facts::CalledMethod>()
+        {
             Some(method) => Arc::clone(&method.0),
             None => {
                 let method: Arc<str> = Arc::from(request.uri().path().trim_start_matches('/'));
                 request
                     .extensions_mut()
-                    .insert(crate::audit::CalledMethod(Arc::clone(&method)));
+                    .insert(crate::call_facts::CalledMethod(Arc::clone(&method)));
                 method
             }
         };
@@ -336,7 +339,7 @@ where
             if let Some(Some(purpose)) = &grant {
                 request
                     .extensions_mut()
-                    .insert(crate::audit::GrantedPurpose(purpose.clone()));
+                    .insert(crate::call_facts::GrantedPurpose(purpose.clone()));
             }
             if grant.is_none() {
                 let caller =

@@ -190,7 +190,7 @@ pub async fn server_with_health_and_reflection<S>(
     service: &'static str,
     descriptors: &'static [u8],
     access: Option<crate::access::AccessPolicy>,
-) -> Result<ServiceRouter, crate::StartError>
+) -> Result<ServiceRouter, tonic_reflection::server::Error>
 where
     S: NamedService,
 {

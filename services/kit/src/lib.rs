@@ -6,8 +6,11 @@
 //!
 //! - [`access`]: which caller may call which gRPC method, enforced on every call.
 //! - [`audit`]: the processing log, a signed hash chain of every processing of a person's data.
+//! - [`declaration`]: a service as a stack knows it before starting it ([`declaration::ServiceDeclaration`]).
+//! - [`duration`]: durations with their unit (`30s`, `10d`) in configuration.
 //! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
+//! - [`call_facts`]: what the layers learn about a call (its method, the grant's purpose).
 //! - [`peer`]: a server's connections: the TLS handshake, the caller read once per connection.
 //! - [`runtime`]: starting and stopping a service in order.
 //! - [`tls`]: mutual TLS between services and the caller's name from its certificate.
@@ -16,6 +19,9 @@
 pub mod access;
 pub mod audit;
 pub mod bus_env;
+pub mod call_facts;
+pub mod declaration;
+pub mod duration;
 pub mod grpc;
 pub mod peer;
 pub mod runtime;

@@ -238,3 +238,9 @@ async fn handshake(
     };
     let _ = connections.send(connection).await;
 }
+
+/// The calling service named by the client certificate of `request`'s connection, if it
+/// presented one (read once, when the connection was made).
+pub fn caller_of_request<T>(request: &tonic::Request<T>) -> Option<&Arc<str>> {
+    Peer::of(request)?.caller()
+}

@@ -44,9 +44,18 @@ pub enum StartError {
     /// The processing log cannot be opened.
     #[error("processing log: {0}")]
     ProcessingLog(#[from] crate::audit::AuditError),
-    /// Another service this one calls has an invalid address.
+    /// The client of another service this one calls cannot be made (an invalid address).
     #[error("{0}")]
-    Dependency(String),
+    Dependency(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Data the service loads at start (its reference data, its rules) cannot be used.
+    #[error("{what}: {source}")]
+    Data {
+        /// What was loaded.
+        what: &'static str,
+        /// Why it cannot be used.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Binds the gRPC address, failing with a message that names it.
@@ -66,7 +75,7 @@ pub async fn open_processing_log(
 ) -> Result<Option<(ProcessingLog, ProcessingLogWriter)>, StartError> {
     match (tls, subject_key) {
         (Some(tls), Some(key)) => {
-            let signer = tls.block_signer()?;
+            let signer = crate::audit::BlockSigner::of_service(tls)?;
             Ok(Some(ProcessingLog::start(bus, signer, key.clone()).await?))
         }
         (tls, key) => {

@@ -46,7 +46,7 @@ pub struct ServiceTls {
     ca: Certificate,
     identity: Identity,
     name: String,
-    /// Kept to sign the processing log with the same key (see [`ServiceTls::block_signer`]).
+    /// Kept to sign the processing log with the same key (`audit::BlockSigner::of_service`).
     certificate_pem: Arc<[u8]>,
     key_pem: Arc<[u8]>,
 }
@@ -113,12 +113,17 @@ impl ServiceTls {
         self.ca.as_ref()
     }
 
-    /// Signs this service's processing-log blocks with its certificate's key.
-    pub fn block_signer(&self) -> Result<crate::audit::BlockSigner, crate::audit::AuditError> {
-        crate::audit::BlockSigner::from_pem(&self.name, &self.certificate_pem, &self.key_pem)
+    /// Its certificate (PEM).
+    pub(crate) fn certificate_pem(&self) -> &[u8] {
+        &self.certificate_pem
     }
 
-    /// Server side, for [`crate::peer::incoming`]: present this identity, require a client
+    /// Its private key (PEM).
+    pub(crate) fn key_pem(&self) -> &[u8] {
+        &self.key_pem
+    }
+
+    /// Server side, for the TLS acceptor of `peer::incoming`: present this identity, require a client
     /// certificate from the CA, speak HTTP/2.
     pub fn server_tls(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         use rustls_pki_types::PrivateKeyDer;
@@ -214,12 +219,6 @@ pub fn service_of_certificate(der: &[u8]) -> Option<String> {
             }
             _ => None,
         })
-}
-
-/// The calling service named by the client certificate of `request`'s connection, if it
-/// presented one (read once, when the connection was made: [`crate::peer`]).
-pub fn caller_of_request<T>(request: &tonic::Request<T>) -> Option<&Arc<str>> {
-    crate::peer::Peer::of(request)?.caller()
 }
 
 /// Makes a CA and a certificate for each of `names` in `dir` (`ca.pem`, `ca-key.pem`,

@@ -44,10 +44,9 @@ impl Deployment {
 }
 
 fn signer_in(dir: &Path, service: &str) -> BlockSigner {
-    ServiceTls::from_files(service, &CertificatePaths::in_dir(dir, service))
-        .expect("certificate")
-        .block_signer()
-        .expect("signer")
+    let tls = ServiceTls::from_files(service, &CertificatePaths::in_dir(dir, service))
+        .expect("certificate");
+    BlockSigner::of_service(&tls).expect("signer")
 }
 
 async fn bus(server: &NatsServer) -> Bus {

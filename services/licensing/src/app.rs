@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
-use govbus_identity::client::IdentityClient;
+use govbus_identity_client::IdentityClient;
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
@@ -97,7 +97,7 @@ impl Application {
         .await?
         .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
-            .map_err(StartError::Dependency)?;
+            .map_err(|error| StartError::Dependency(error.into()))?;
         let mut declaration = ServiceAdapter::new(SERVICE)
             .publishes::<ApplicationSubmitted>()
             .publishes::<NibIssued>()

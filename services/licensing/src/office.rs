@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use govbus_bus::{Causality, EventMeta, HandleError, PublishError, Publisher};
 use govbus_civil::{Kelurahan, Nik};
-use govbus_identity::client::{IdentityClient, IdentityUnavailable, Verified};
+use govbus_identity_client::{IdentityClient, IdentityUnavailable, Verified};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as pb;
 use govbus_storage::command::{handle_once, run_command, stored_response};

@@ -4,13 +4,12 @@
 //! commands together; reads take a reading connection of their own ([`Database::read`]) and run
 //! beside the writer.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::error::{DbError, DbErrorKind};
-use crate::migrate::{self, Migration};
+use crate::backend::Backend;
+use crate::error::DbError;
 use crate::outbox::feed::OutboxFeed;
 use crate::postgres::{self, PostgresConnection, PostgresReaders};
 use crate::sql::Sql;
@@ -19,33 +18,6 @@ use crate::writer::{
     self, Counters, Reconnect, Tx, WorkJob, WriterConnection, WriterHandle, WriterSettings,
     WriterStats, WriterThread,
 };
-
-/// Which database engine is behind a [`Database`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file (the zero-set-up default).
-    Sqlite,
-    /// A PostgreSQL server.
-    Postgres,
-}
-
-impl FromStr for Backend {
-    type Err = DbError;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else {
-            Err(DbError::new(
-                DbErrorKind::Config,
-                "opening the database",
-                format!("unsupported database URL {url:?}: use sqlite://<file> or postgres://…"),
-            ))
-        }
-    }
-}
 
 /// How a database is run.
 #[derive(Debug, Clone)]
@@ -261,12 +233,6 @@ impl Database {
             .unwrap_or_else(|_| Err(E::from(DbError::closed("waiting for the writer"))))
     }
 
-    /// Applies the `migrations` of `component` that are not applied yet, each in its own
-    /// commit. Safe to run from several processes at once.
-    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), DbError> {
-        migrate::apply(self, component, migrations).await
-    }
-
     /// Finishes the commands already handed to the writer, stops it and closes every
     /// connection. Later calls fail with [`DbErrorKind::Closed`].
     pub async fn close(&self) {
@@ -311,18 +277,4 @@ impl Database {
             .ok()
             .and_then(|writer| writer.clone())
     }
-}
-
-/// Connects to `url`, applies the kit's migrations and then `component`'s.
-pub async fn open(
-    url: &str,
-    component: &str,
-    migrations: &[Migration],
-    options: DatabaseOptions,
-) -> Result<Database, DbError> {
-    let db = Database::open(url, options).await?;
-    db.migrate(crate::schema::COMPONENT, crate::schema::MIGRATIONS)
-        .await?;
-    db.migrate(component, migrations).await?;
-    Ok(db)
 }

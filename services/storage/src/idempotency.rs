@@ -120,7 +120,7 @@ impl IdempotentRequest {
             // Claims and responses commit together, so a claimed key without its response is
             // only ever seen inside the transaction that claimed it.
             None => Err(IdempotencyError::Db(DbError::new(
-                crate::DbErrorKind::Query,
+                crate::error::DbErrorKind::Query,
                 "reading an idempotency key",
                 "the key is claimed but has no response",
             ))),

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use govbus_bus::HandleError;
 
 use crate::error::DbError;
-use crate::sql::{Sql, Statement};
+use crate::sql::Sql;
+use crate::statement::Statement;
 use crate::time::now_micros;
 use crate::value::Value;
 

@@ -29,12 +29,14 @@
 //! - [`migrate`]: schema migrations; [`schema`]: the tables every service database has.
 //! - [`error`]: [`DbError`] and its kinds; [`time`]: stored timestamps.
 
+pub mod backend;
 pub mod command;
 pub mod database;
 pub mod error;
 pub mod idempotency;
 pub mod inbox;
 pub mod migrate;
+pub mod open;
 pub mod outbox;
 mod postgres;
 pub mod retention;
@@ -42,18 +44,22 @@ pub mod running;
 pub mod schema;
 pub mod sql;
 mod sqlite;
+pub mod statement;
 pub mod time;
 pub mod value;
 pub mod writer;
 
-pub use database::{Backend, Database, DatabaseOptions, open};
+pub use backend::Backend;
+pub use database::{Database, DatabaseOptions};
 pub use error::{DbError, DbErrorKind};
 pub use idempotency::{IdempotencyError, IdempotentRequest};
 pub use migrate::Migration;
+pub use open::open;
 pub use outbox::{OutboxRelay, RelayHandle, RelaySettings};
 pub use retention::RetentionSettings;
 pub use running::{Storage, StorageSettings};
-pub use sql::{Sql, Statement};
+pub use sql::Sql;
 pub use sqlite::Synchronous;
+pub use statement::Statement;
 pub use value::{FromColumn, FromRow, Row, Value};
 pub use writer::{Tx, WriterStats};

@@ -1,6 +1,7 @@
 //! Schema migrations: numbered scripts per component, applied once, in order, by the writer.
 
-use crate::database::{Backend, Database};
+use crate::backend::Backend;
+use crate::database::Database;
 use crate::error::DbError;
 use crate::time::now_micros;
 
@@ -20,7 +21,9 @@ pub struct Migration {
 /// Serialises migrators of one PostgreSQL database (released at commit).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7243019)";
 
-pub(crate) async fn apply(
+/// Applies the `migrations` of `component` that are not applied yet, each in its own commit.
+/// Safe to run from several processes at once.
+pub async fn apply(
     db: &Database,
     component: &str,
     migrations: &[Migration],

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, Postgres};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{DbError, DbErrorKind};
-use crate::sql::Statement;
+use crate::statement::Statement;
 use crate::value::{FromRow, Row, Value, ValueKind};
 
 /// Prepared statements kept per connection.

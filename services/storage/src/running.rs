@@ -39,7 +39,7 @@ impl Storage {
             name: service.to_owned(),
             ..settings.database.clone()
         };
-        crate::database::open(url, service, migrations, options).await
+        crate::open::open(url, service, migrations, options).await
     }
 
     /// Starts relaying `db`'s outbox with `publisher` and pruning expired rows.

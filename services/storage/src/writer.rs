@@ -385,7 +385,7 @@ where
                 Ok(runtime) => runtime,
                 Err(error) => {
                     let _ = ready_sender.send(Err(DbError::new(
-                        crate::DbErrorKind::Config,
+                        crate::error::DbErrorKind::Config,
                         "starting the database writer",
                         error.to_string(),
                     )));
@@ -411,7 +411,7 @@ where
         .map(|_| ())
         .map_err(|error| {
             DbError::new(
-                crate::DbErrorKind::Config,
+                crate::error::DbErrorKind::Config,
                 "starting the database writer",
                 error.to_string(),
             )
@@ -515,7 +515,7 @@ impl Writer {
     async fn run_group(&mut self, group: Vec<Box<dyn Job>>) {
         if self.connection.is_none() && !self.reconnect().await {
             let error = DbError::new(
-                crate::DbErrorKind::Unavailable,
+                crate::error::DbErrorKind::Unavailable,
                 "reconnecting the writer",
                 "PostgreSQL is unreachable",
             );
@@ -567,7 +567,7 @@ impl Writer {
                 self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = "A group of commands could not commit.", %error);
                 if matches!(self.connection, Some(WriterConnection::Postgres(_)))
-                    && error.kind() == crate::DbErrorKind::Unavailable
+                    && error.kind() == crate::error::DbErrorKind::Unavailable
                 {
                     self.check_postgres().await;
                 }
@@ -628,7 +628,7 @@ async fn run_job(job: &mut Box<dyn Job>, sql: Sql<'_>) -> (Verdict, Vec<Outgoing
         .instrument(span)
         .await;
     let verdict = match tx.sql.take_failure() {
-        Some(failure) if failure.kind() == crate::DbErrorKind::Deadlock => {
+        Some(failure) if failure.kind() == crate::error::DbErrorKind::Deadlock => {
             if job.attempt() < MAX_ATTEMPTS {
                 Verdict::Retry
             } else {
@@ -854,7 +854,7 @@ async fn postgres_commit(
     } else {
         Some(Arc::clone(turn).lock_owned().await)
     };
-    let committed = match crate::outbox::postgres_rows(connection, events).await {
+    let committed = match crate::outbox::rows::postgres_rows(connection, events).await {
         Ok(committed) => committed,
         Err(error) => return Err(postgres_abort(connection, error, ran).await),
     };

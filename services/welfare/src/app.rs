@@ -19,7 +19,7 @@ use govbus_storage::{Storage, StorageSettings};
 use crate::grpc::WelfareApi;
 use crate::office::Office;
 use crate::store::MIGRATIONS;
-use govbus_identity::client::IdentityClient;
+use govbus_identity_client::IdentityClient;
 
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "welfare";
@@ -93,7 +93,7 @@ impl Application {
         .await?
         .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
-            .map_err(StartError::Dependency)?;
+            .map_err(|error| StartError::Dependency(error.into()))?;
         let mut declaration = ServiceAdapter::new(SERVICE)
             .publishes::<HouseholdRegistered>()
             .publishes::<HouseholdAssessed>()

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::{BenefitStatus, Decision, Desil, Programme, decide, reassessment_suspends};
 use crate::store::{self, StoredBenefit};
-use govbus_identity::client::{IdentityClient, IdentityUnavailable, Verified};
+use govbus_identity_client::{IdentityClient, IdentityUnavailable, Verified};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,15 @@ pub mod client;
 mod render;
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
-use serde_json::Value;
+use govbus_kit::audit::Head;
+use serde::Serialize;
 
-pub use client::{ApiFailure, ConsoleClient};
+use crate::api::{EventFilter, Page, SubjectRequest, TraceQuery, VerifyRequest};
+pub use client::{ClientError, ConsoleClient};
 
 /// Exit codes, documented in `docs/operating.md`.
 pub mod exit {
@@ -27,6 +29,65 @@ pub mod exit {
     pub const TAMPERED: u8 = 5;
 }
 
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The console could not be asked, or refused.
+    #[error(transparent)]
+    Console(#[from] ClientError),
+    /// A heads file cannot be read.
+    #[error("reading {path}: {source}")]
+    ReadHeads {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A heads file does not hold heads.
+    #[error("{path} is not a heads file: {source}")]
+    NotHeads {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The heads file cannot be written.
+    #[error("writing {path}: {source}")]
+    WriteHeads {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A question needs a terminal to be answered on.
+    #[error("{0} Refusing without a terminal to ask on; pass --yes to confirm")]
+    NoTerminal(String),
+    /// The stack ended the event stream.
+    #[error("the stack closed the event stream (it is stopping)")]
+    StreamClosed,
+    /// Standard output or input failed.
+    #[error("the terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    /// An answer could not be printed as JSON.
+    #[error("printing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CliError {
+    /// The exit code: 4 when the console says what was asked for does not exist, 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Console(error) if error.status() == Some(404) => ExitCode::from(exit::NOT_FOUND),
+            _ => ExitCode::from(exit::FAILED),
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, CliError>;
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -36,36 +97,36 @@ pub enum Output {
     Json,
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)?;
-    writeln!(stdout)?;
-    Ok(())
+impl Output {
+    /// Prints `answer` as JSON, or as `render` turns it into text.
+    fn print<T: Serialize>(
+        self,
+        answer: &T,
+        render: impl FnOnce(&T) -> String,
+    ) -> Result<(), CliError> {
+        match self {
+            Self::Json => {
+                let mut stdout = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut stdout, answer)?;
+                writeln!(stdout)?;
+                Ok(())
+            }
+            Self::Human => say(&render(answer)),
+        }
+    }
 }
 
-fn say(text: &str) -> anyhow::Result<()> {
+fn say(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}")?;
     Ok(())
 }
 
-/// The exit code for an error: 4 for a 404 from the API, 1 otherwise.
-pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
-    match error.downcast_ref::<ApiFailure>() {
-        Some(failure) if failure.status == 404 => ExitCode::from(exit::NOT_FOUND),
-        _ => ExitCode::from(exit::FAILED),
-    }
-}
-
 /// `govbus services`: each service's health. Exit 3 if any is not serving.
-pub async fn services(client: &ConsoleClient, output: Output) -> anyhow::Result<ExitCode> {
-    let overview: Value = client.get("/api/overview").await?;
-    let services = overview["services"].as_array().cloned().unwrap_or_default();
-    let healthy = services.iter().all(|service| service["healthy"] == true);
-    match output {
-        Output::Json => print_json(&overview)?,
-        Output::Human => say(&render::services(&overview))?,
-    }
+pub async fn services(client: &ConsoleClient, output: Output) -> CliResult {
+    let overview = client.overview().await?;
+    output.print(&overview, render::services)?;
+    let healthy = overview.services.iter().all(|service| service.healthy);
     Ok(ExitCode::from(if healthy {
         exit::OK
     } else {
@@ -74,12 +135,8 @@ pub async fn services(client: &ConsoleClient, output: Output) -> anyhow::Result<
 }
 
 /// `govbus streams`: streams, consumers, pending and lag.
-pub async fn streams(client: &ConsoleClient, output: Output) -> anyhow::Result<ExitCode> {
-    let streams: Value = client.get("/api/streams").await?;
-    match output {
-        Output::Json => print_json(&streams)?,
-        Output::Human => say(&render::streams(&streams))?,
-    }
+pub async fn streams(client: &ConsoleClient, output: Output) -> CliResult {
+    output.print(&client.streams().await?, |streams| render::streams(streams))?;
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -88,28 +145,20 @@ pub async fn streams(client: &ConsoleClient, output: Output) -> anyhow::Result<E
 pub async fn tail(
     client: &ConsoleClient,
     output: Output,
-    service: Option<&str>,
-    event_type: Option<&str>,
+    filter: EventFilter,
     history: usize,
     follow: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut query = Vec::new();
-    if let Some(service) = service {
-        query.push(format!("service={}", encode(service)));
-    }
-    if let Some(event_type) = event_type {
-        query.push(format!("type={}", encode(event_type)));
-    }
-    let filter = query.join("&");
-    let show = |event: &Value| -> anyhow::Result<()> {
-        match output {
-            Output::Json => say(&serde_json::to_string(event)?),
-            Output::Human => say(&render::event_line(event)),
-        }
+) -> CliResult {
+    let show = |event: &crate::api::EventView| match output {
+        Output::Json => say(&serde_json::to_string(event)?),
+        Output::Human => say(&render::event_line(event)),
     };
     if history > 0 {
-        let recent: Vec<Value> = client
-            .get(&format!("/api/events?limit={history}&{filter}"))
+        let recent = client
+            .events(&EventFilter {
+                limit: Some(history),
+                ..filter.clone()
+            })
             .await?;
         for event in recent.iter().rev() {
             show(event)?;
@@ -118,47 +167,29 @@ pub async fn tail(
     if !follow {
         return Ok(ExitCode::from(exit::OK));
     }
-    let body = client.stream(&format!("/api/events/live?{filter}")).await?;
-    let mut body = std::pin::pin!(body);
-    let mut buffer = String::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("the event stream broke off")?;
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            for line in frame.lines() {
-                if let Some(data) = line.strip_prefix("data:")
-                    && let Ok(event) = serde_json::from_str::<Value>(data.trim_start())
-                {
-                    show(&event)?;
-                }
-            }
-        }
+    let live = client.live_events(&filter).await?;
+    let mut live = std::pin::pin!(live);
+    while let Some(event) = live.next().await {
+        show(&event?)?;
     }
-    bail!("the stack closed the event stream (it is stopping)")
+    Err(CliError::StreamClosed)
 }
 
 /// `govbus deadletters list`.
-pub async fn dead_letters(client: &ConsoleClient, output: Output) -> anyhow::Result<ExitCode> {
-    let list: Value = client.get("/api/deadletters?limit=1000").await?;
-    match output {
-        Output::Json => print_json(&list)?,
-        Output::Human => say(&render::dead_letters(&list))?,
-    }
+pub async fn dead_letters(client: &ConsoleClient, output: Output) -> CliResult {
+    let list = client
+        .dead_letters(&Page {
+            from: None,
+            limit: Some(1_000),
+        })
+        .await?;
+    output.print(&list, render::dead_letters)?;
     Ok(ExitCode::from(exit::OK))
 }
 
 /// `govbus deadletters show <sequence>`.
-pub async fn dead_letter(
-    client: &ConsoleClient,
-    output: Output,
-    sequence: u64,
-) -> anyhow::Result<ExitCode> {
-    let letter: Value = client.get(&format!("/api/deadletters/{sequence}")).await?;
-    match output {
-        Output::Json => print_json(&letter)?,
-        Output::Human => say(&render::dead_letter(&letter))?,
-    }
+pub async fn dead_letter(client: &ConsoleClient, output: Output, sequence: u64) -> CliResult {
+    output.print(&client.dead_letter(sequence).await?, render::dead_letter)?;
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -168,21 +199,28 @@ pub async fn replay(
     output: Output,
     sequence: Option<u64>,
     yes: bool,
-) -> anyhow::Result<ExitCode> {
+) -> CliResult {
     let question = match sequence {
         Some(sequence) => {
-            let letter: Value = client.get(&format!("/api/deadletters/{sequence}")).await?;
+            let letter = client.dead_letter(sequence).await?;
             format!(
                 "Replay dead letter {sequence} ({}) to consumer {}?",
-                letter["event"]["event_type"]
-                    .as_str()
+                letter
+                    .event
+                    .event_type
+                    .as_deref()
                     .unwrap_or("unreadable event"),
-                letter["consumer"].as_str().unwrap_or("?")
+                letter.consumer
             )
         }
         None => {
-            let list: Value = client.get("/api/deadletters?limit=1").await?;
-            let count = list["count"].as_u64().unwrap_or(0);
+            let count = client
+                .dead_letters(&Page {
+                    from: None,
+                    limit: Some(1),
+                })
+                .await?
+                .count;
             if count == 0 {
                 say("No dead letters.")?;
                 return Ok(ExitCode::from(exit::OK));
@@ -194,21 +232,19 @@ pub async fn replay(
         say("Nothing replayed.")?;
         return Ok(ExitCode::from(exit::FAILED));
     }
-    let path = match sequence {
-        Some(sequence) => format!("/api/deadletters/{sequence}/replay"),
-        None => "/api/deadletters/replay-all".to_owned(),
+    let replayed = match sequence {
+        Some(sequence) => client.replay(sequence).await?,
+        None => client.replay_all().await?,
     };
-    let replayed: Value = client.post(&path).await?;
-    match output {
-        Output::Json => print_json(&replayed)?,
-        Output::Human => say(&format!("Replayed {}.", replayed["replayed"]))?,
-    }
+    output.print(&replayed, |replayed| {
+        format!("Replayed {}.", replayed.replayed)
+    })?;
     Ok(ExitCode::from(exit::OK))
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+fn confirm(question: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
-        bail!("{question} Refusing without a terminal to ask on; pass --yes to confirm");
+        return Err(CliError::NoTerminal(question.to_owned()));
     }
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{question} [y/N] ")?;
@@ -219,37 +255,18 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 }
 
 /// `govbus traces`: recent traces.
-pub async fn traces(
-    client: &ConsoleClient,
-    output: Output,
-    limit: usize,
-) -> anyhow::Result<ExitCode> {
-    let traces: Value = client.get(&format!("/api/traces?limit={limit}")).await?;
-    match output {
-        Output::Json => print_json(&traces)?,
-        Output::Human => say(&render::traces(&traces))?,
-    }
+pub async fn traces(client: &ConsoleClient, output: Output, limit: usize) -> CliResult {
+    let traces = client.traces(&TraceQuery { limit: Some(limit) }).await?;
+    output.print(&traces, |traces| render::traces(traces))?;
     Ok(ExitCode::from(exit::OK))
 }
 
 /// `govbus trace <id>`: one trace as a tree with timings.
-pub async fn trace(
-    client: &ConsoleClient,
-    output: Output,
-    trace_id: &str,
-) -> anyhow::Result<ExitCode> {
-    let spans: Value = client
-        .get(&format!("/api/traces/{}", encode(trace_id)))
-        .await?;
-    match output {
-        Output::Json => print_json(&spans)?,
-        Output::Human => say(&render::trace_tree(&spans))?,
-    }
+pub async fn trace(client: &ConsoleClient, output: Output, trace_id: &str) -> CliResult {
+    output.print(&client.trace(trace_id).await?, |spans| {
+        render::trace_tree(spans)
+    })?;
     Ok(ExitCode::from(exit::OK))
-}
-
-fn encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// `govbus audit verify`: checks every chain of the processing log. With `heads` (the JSON a
@@ -258,43 +275,39 @@ fn encode(text: &str) -> String {
 pub async fn audit_verify(
     client: &ConsoleClient,
     output: Output,
-    heads: Option<&std::path::Path>,
-    save_heads: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    let earlier: Value = match heads {
+    heads: Option<&Path>,
+    save_heads: Option<&Path>,
+) -> CliResult {
+    let earlier: Vec<Head> = match heads {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a heads file", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadHeads {
+                path: path.to_owned(),
+                source,
+            })?;
+            serde_json::from_str(&text).map_err(|source| CliError::NotHeads {
+                path: path.to_owned(),
+                source,
+            })?
         }
-        None => Value::Array(Vec::new()),
+        None => Vec::new(),
     };
-    let report: Value = client
-        .post_json(
-            "/api/audit/verify",
-            &serde_json::json!({ "heads": earlier }),
-        )
-        .await?;
-    let intact = report["intact"] == true;
+    let verified = client.verify_log(&VerifyRequest { heads: earlier }).await?;
     if let Some(path) = save_heads {
-        let heads: Vec<Value> = report["writers"]
-            .as_array()
-            .map(|writers| {
-                writers
-                    .iter()
-                    .map(|writer| writer["head"].clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        std::fs::write(path, serde_json::to_vec_pretty(&heads)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let heads: Vec<&Head> = verified
+            .report
+            .writers
+            .iter()
+            .map(|writer| &writer.head)
+            .collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&heads)?).map_err(|source| {
+            CliError::WriteHeads {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     }
-    match output {
-        Output::Json => print_json(&report)?,
-        Output::Human => say(&render::audit_report(&report))?,
-    }
-    Ok(ExitCode::from(if intact {
+    output.print(&verified, render::audit_report)?;
+    Ok(ExitCode::from(if verified.intact {
         exit::OK
     } else {
         exit::TAMPERED
@@ -302,17 +315,12 @@ pub async fn audit_verify(
 }
 
 /// `govbus audit subject <NIK>`: every recorded processing of one person's data.
-pub async fn audit_subject(
-    client: &ConsoleClient,
-    output: Output,
-    nik: &str,
-) -> anyhow::Result<ExitCode> {
-    let history: Value = client
-        .post_json("/api/audit/subject", &serde_json::json!({ "nik": nik }))
+pub async fn audit_subject(client: &ConsoleClient, output: Output, nik: &str) -> CliResult {
+    let history = client
+        .subject_history(&SubjectRequest {
+            nik: nik.to_owned(),
+        })
         .await?;
-    match output {
-        Output::Json => print_json(&history)?,
-        Output::Human => say(&render::audit_history(&history))?,
-    }
+    output.print(&history, render::audit_history)?;
     Ok(ExitCode::from(exit::OK))
 }

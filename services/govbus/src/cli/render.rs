@@ -3,13 +3,22 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use crate::api::{
+    DeadLetterList, DeadLetterView, EventView, Overview, RecordedSpan, StreamView, SubjectHistory,
+    TraceSummary, Verified,
+};
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
+/// A value that may be absent, `-` when it is.
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+/// An event's payload as one line, or why it could not be decoded.
+fn payload(event: &EventView, pretty: bool) -> String {
+    match &event.data {
+        Some(data) if pretty => serde_json::to_string_pretty(data).unwrap_or_default(),
+        Some(data) => data.to_string(),
+        None => format!("(undecodable: {})", or_dash(event.decode_error.as_deref())),
     }
 }
 
@@ -42,59 +51,58 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.trim_end().to_owned()
 }
 
-pub(super) fn services(overview: &Value) -> String {
-    let rows: Vec<Vec<String>> = overview["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub(super) fn services(overview: &Overview) -> String {
+    let rows: Vec<Vec<String>> = overview
+        .services
+        .iter()
         .map(|service| {
             vec![
-                text(&service["name"]),
-                text(&service["address"]),
-                if service["healthy"] == true {
+                service.name.clone(),
+                service.address.to_string(),
+                if service.healthy {
                     "healthy".to_owned()
                 } else {
                     "UNHEALTHY".to_owned()
                 },
-                text(&service["detail"]),
+                service.detail.clone(),
             ]
         })
         .collect();
     format!(
         "{}\n\nnats {} ({}), dead letters {}, data {}",
         table(&["SERVICE", "GRPC", "STATE", "DETAIL"], &rows),
-        text(&overview["nats_url"]),
-        if overview["nats_embedded"] == true {
+        overview.nats_url,
+        if overview.nats_embedded {
             "embedded"
         } else {
             "external"
         },
-        text(&overview["dead_letters"]),
-        text(&overview["data_dir"]),
+        or_dash(overview.dead_letters),
+        overview.data_dir,
     )
 }
 
-pub(super) fn streams(streams: &Value) -> String {
+pub(super) fn streams(streams: &[StreamView]) -> String {
     let mut rows = Vec::new();
-    for stream in streams.as_array().into_iter().flatten() {
+    for stream in streams {
         rows.push(vec![
-            text(&stream["name"]),
+            stream.name.clone(),
             String::new(),
-            text(&stream["messages"]),
+            stream.messages.to_string(),
             String::new(),
             String::new(),
             String::new(),
-            format!("{:.1}/s", stream["publish_rate"].as_f64().unwrap_or(0.0)),
+            format!("{:.1}/s", stream.publish_rate),
         ]);
-        for consumer in stream["consumers"].as_array().into_iter().flatten() {
+        for consumer in &stream.consumers {
             rows.push(vec![
-                format!("  {}", text(&consumer["name"])),
-                text(&consumer["service"]),
+                format!("  {}", consumer.name),
+                consumer.service.clone(),
                 String::new(),
-                text(&consumer["pending"]),
-                text(&consumer["ack_pending"]),
-                text(&consumer["lag"]),
-                format!("{:.1}/s", consumer["delivery_rate"].as_f64().unwrap_or(0.0)),
+                consumer.pending.to_string(),
+                consumer.ack_pending.to_string(),
+                consumer.lag.to_string(),
+                format!("{:.1}/s", consumer.delivery_rate),
             ]);
         }
     }
@@ -112,33 +120,28 @@ pub(super) fn streams(streams: &Value) -> String {
     )
 }
 
-pub(super) fn event_line(event: &Value) -> String {
-    let data = match &event["data"] {
-        Value::Null => format!("(undecodable: {})", text(&event["decode_error"])),
-        data => data.to_string(),
-    };
+pub(super) fn event_line(event: &EventView) -> String {
     format!(
         "{}  {}  {}  {}",
-        text(&event["time"]),
-        text(&event["event_type"]),
-        text(&event["correlation_id"]),
-        data
+        or_dash(event.time.as_deref()),
+        or_dash(event.event_type.as_deref()),
+        or_dash(event.correlation_id.as_deref()),
+        payload(event, false)
     )
 }
 
-pub(super) fn dead_letters(list: &Value) -> String {
-    let rows: Vec<Vec<String>> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub(super) fn dead_letters(list: &DeadLetterList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .items
+        .iter()
         .map(|letter| {
             vec![
-                text(&letter["sequence"]),
-                text(&letter["consumer"]),
-                text(&letter["event"]["event_type"]),
-                text(&letter["deliveries"]),
-                text(&letter["dead_lettered_at"]),
-                text(&letter["reason"]),
+                letter.sequence.to_string(),
+                letter.consumer.clone(),
+                or_dash(letter.event.event_type.as_deref()),
+                letter.deliveries.to_string(),
+                letter.dead_lettered_at.clone(),
+                letter.reason.clone(),
             ]
         })
         .collect();
@@ -148,53 +151,45 @@ pub(super) fn dead_letters(list: &Value) -> String {
             &["SEQ", "CONSUMER", "TYPE", "DELIVERIES", "WHEN", "REASON"],
             &rows
         ),
-        text(&list["count"])
+        list.count
     )
 }
 
-pub(super) fn dead_letter(letter: &Value) -> String {
+pub(super) fn dead_letter(letter: &DeadLetterView) -> String {
     let mut out = String::new();
+    let event = &letter.event;
     for (label, value) in [
-        ("sequence", &letter["sequence"]),
-        ("consumer", &letter["consumer"]),
-        ("service", &letter["service"]),
-        ("reason", &letter["reason"]),
-        ("deliveries", &letter["deliveries"]),
-        ("dead-lettered", &letter["dead_lettered_at"]),
-        ("from", &letter["stream"]),
-        ("stream seq", &letter["stream_sequence"]),
-        ("subject", &letter["subject"]),
-        ("event id", &letter["event"]["id"]),
-        ("type", &letter["event"]["event_type"]),
-        ("correlation", &letter["event"]["correlation_id"]),
-        ("trace", &letter["event"]["trace_id"]),
+        ("sequence", letter.sequence.to_string()),
+        ("consumer", letter.consumer.clone()),
+        ("service", letter.service.clone()),
+        ("reason", letter.reason.clone()),
+        ("deliveries", letter.deliveries.to_string()),
+        ("dead-lettered", letter.dead_lettered_at.clone()),
+        ("from", letter.stream.clone()),
+        ("stream seq", letter.stream_sequence.to_string()),
+        ("subject", letter.subject.clone()),
+        ("event id", or_dash(event.id.as_deref())),
+        ("type", or_dash(event.event_type.as_deref())),
+        ("correlation", or_dash(event.correlation_id.as_deref())),
+        ("trace", or_dash(event.trace_id.as_deref())),
     ] {
-        let _ = writeln!(out, "{label:<14} {}", text(value));
+        let _ = writeln!(out, "{label:<14} {value}");
     }
-    let data = match &letter["event"]["data"] {
-        Value::Null => format!("(undecodable: {})", text(&letter["event"]["decode_error"])),
-        data => serde_json::to_string_pretty(data).unwrap_or_default(),
-    };
-    let _ = write!(out, "{:<14} {data}", "data");
+    let _ = write!(out, "{:<14} {}", "data", payload(event, true));
     out
 }
 
-pub(super) fn traces(traces: &Value) -> String {
+pub(super) fn traces(traces: &[TraceSummary]) -> String {
     let rows: Vec<Vec<String>> = traces
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|trace| {
             vec![
-                text(&trace["trace_id"]),
-                text(&trace["root"]),
-                trace["services"]
-                    .as_array()
-                    .map(|services| services.iter().map(text).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-                text(&trace["spans"]),
-                millis(trace["duration_micros"].as_u64().unwrap_or(0)),
-                if trace["errors"].as_u64().unwrap_or(0) > 0 {
+                trace.trace_id.clone(),
+                trace.root.clone(),
+                trace.services.join(","),
+                trace.spans.to_string(),
+                millis(trace.duration_micros),
+                if trace.errors > 0 {
                     "error".to_owned()
                 } else {
                     String::new()
@@ -214,50 +209,40 @@ fn millis(micros: u64) -> String {
 
 /// Spans as an indented tree, children under parents in start order, each with its offset from
 /// the trace's start and its duration.
-pub(super) fn trace_tree(spans: &Value) -> String {
-    let spans: Vec<&Value> = spans.as_array().into_iter().flatten().collect();
-    let Some(start) = spans
-        .iter()
-        .filter_map(|span| span["start_unix_micros"].as_u64())
-        .min()
-    else {
+pub(super) fn trace_tree(spans: &[RecordedSpan]) -> String {
+    let Some(start) = spans.iter().map(|span| span.start_unix_micros).min() else {
         return "empty trace".to_owned();
     };
-    let ids: std::collections::HashSet<&str> = spans
-        .iter()
-        .filter_map(|span| span["span_id"].as_str())
-        .collect();
-    let mut children: HashMap<Option<&str>, Vec<&Value>> = HashMap::new();
-    for span in &spans {
-        let parent = span["parent_span_id"]
-            .as_str()
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().map(|span| span.span_id.as_str()).collect();
+    let mut children: HashMap<Option<&str>, Vec<&RecordedSpan>> = HashMap::new();
+    for span in spans {
+        let parent = span
+            .parent_span_id
+            .as_deref()
             .filter(|parent| ids.contains(parent));
         children.entry(parent).or_default().push(span);
     }
     for list in children.values_mut() {
-        list.sort_by_key(|span| span["start_unix_micros"].as_u64().unwrap_or(0));
+        list.sort_by_key(|span| span.start_unix_micros);
     }
     let mut rows = Vec::new();
-    let mut stack: Vec<(&Value, usize)> = children
+    let mut stack: Vec<(&RecordedSpan, usize)> = children
         .get(&None)
         .map(|roots| roots.iter().rev().map(|root| (*root, 0)).collect())
         .unwrap_or_default();
     while let Some((span, depth)) = stack.pop() {
-        let offset = span["start_unix_micros"].as_u64().unwrap_or(start) - start;
         rows.push(vec![
-            format!("{}{}", "  ".repeat(depth), text(&span["name"])),
-            text(&span["service"]),
-            format!("+{}", millis(offset)),
-            millis(span["duration_micros"].as_u64().unwrap_or(0)),
-            span["error"]
-                .as_str()
+            format!("{}{}", "  ".repeat(depth), span.name),
+            or_dash(span.service.as_deref()),
+            format!("+{}", millis(span.start_unix_micros.saturating_sub(start))),
+            millis(span.duration_micros),
+            span.error
+                .as_deref()
                 .map(|error| format!("error: {error}"))
                 .unwrap_or_default(),
         ]);
-        if let Some(kids) = span["span_id"]
-            .as_str()
-            .and_then(|id| children.get(&Some(id)))
-        {
+        if let Some(kids) = children.get(&Some(span.span_id.as_str())) {
             for kid in kids.iter().rev() {
                 stack.push((kid, depth + 1));
             }
@@ -266,47 +251,46 @@ pub(super) fn trace_tree(spans: &Value) -> String {
     table(&["SPAN", "SERVICE", "START", "DURATION", ""], &rows)
 }
 
-pub(super) fn audit_report(report: &Value) -> String {
-    let rows: Vec<Vec<String>> = report["writers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub(super) fn audit_report(verified: &Verified) -> String {
+    let report = &verified.report;
+    let rows: Vec<Vec<String>> = report
+        .writers
+        .iter()
         .map(|writer| {
             vec![
-                text(&writer["writer"]),
-                text(&writer["entries"]),
-                text(&writer["blocks"]),
-                text(&writer["head"]["seq"]),
-                text(&writer["head"]["hash"]).chars().take(16).collect(),
+                writer.writer.clone(),
+                writer.entries.to_string(),
+                writer.blocks.to_string(),
+                writer.head.seq.to_string(),
+                writer.head.hash.chars().take(16).collect(),
             ]
         })
         .collect();
     let mut out = table(&["WRITER", "ENTRIES", "BLOCKS", "LAST", "LAST HASH"], &rows);
-    let problems = report["problems"].as_array().cloned().unwrap_or_default();
-    if problems.is_empty() {
+    if report.problems.is_empty() {
         let _ = write!(
             out,
             "\n\nIntact: {} entries in {} blocks; every chain is complete, in order and signed.",
-            text(&report["entries"]),
-            text(&report["blocks"]),
+            report.entries, report.blocks,
         );
     } else {
-        let rows: Vec<Vec<String>> = problems
+        let rows: Vec<Vec<String>> = report
+            .problems
             .iter()
             .map(|problem| {
                 vec![
-                    text(&problem["kind"]).to_uppercase(),
-                    text(&problem["writer"]),
-                    text(&problem["entry"]),
-                    text(&problem["stream_sequence"]),
-                    text(&problem["detail"]),
+                    format!("{:?}", problem.kind).to_uppercase(),
+                    problem.writer.clone(),
+                    or_dash(problem.entry),
+                    or_dash(problem.stream_sequence),
+                    problem.detail.clone(),
                 ]
             })
             .collect();
         let _ = write!(
             out,
             "\n\nNOT INTACT: {} problems\n{}",
-            problems.len(),
+            report.problems.len(),
             table(
                 &["PROBLEM", "WRITER", "ENTRY", "STREAM SEQ", "DETAIL"],
                 &rows
@@ -316,20 +300,19 @@ pub(super) fn audit_report(report: &Value) -> String {
     out
 }
 
-pub(super) fn audit_history(history: &Value) -> String {
-    let rows: Vec<Vec<String>> = history["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub(super) fn audit_history(history: &SubjectHistory) -> String {
+    let rows: Vec<Vec<String>> = history
+        .entries
+        .iter()
         .map(|entry| {
             vec![
-                text(&entry["at"]),
-                text(&entry["writer"]),
-                text(&entry["requester"]),
-                text(&entry["kind"]),
-                text(&entry["action"]),
-                text(&entry["purpose"]),
-                text(&entry["trace_id"]),
+                entry.at.clone(),
+                entry.writer.clone(),
+                entry.requester.clone(),
+                entry.kind.as_str().to_owned(),
+                entry.action.clone(),
+                entry.purpose.clone(),
+                entry.trace_id.clone(),
             ]
         })
         .collect();
@@ -341,12 +324,12 @@ pub(super) fn audit_history(history: &Value) -> String {
     let _ = write!(
         out,
         "\n\n{count} processings recorded{}{}",
-        if history["registered"] == true {
+        if history.registered {
             ""
         } else {
             " (the NIK is not in the population register)"
         },
-        if history["log_intact"] == true {
+        if history.log_intact {
             "; the processing log verified intact."
         } else {
             "; WARNING: the processing log failed verification (run `govbus audit verify`)."
@@ -359,16 +342,34 @@ pub(super) fn audit_history(history: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn span(
+        id: &str,
+        parent: Option<&str>,
+        name: &str,
+        start: u64,
+        error: Option<&str>,
+    ) -> RecordedSpan {
+        RecordedSpan {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_owned),
+            name: name.into(),
+            service: Some("welfare".into()),
+            kind: "internal".into(),
+            start_unix_micros: start,
+            duration_micros: 500,
+            error: error.map(str::to_owned),
+            attributes: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_trace_prints_as_a_tree_in_start_order() {
-        let spans = serde_json::json!([
-            {"span_id": "b", "parent_span_id": "a", "name": "process x", "service": "welfare",
-             "start_unix_micros": 2_000, "duration_micros": 500},
-            {"span_id": "a", "parent_span_id": null, "name": "rpc RecordDeath", "service": "identity",
-             "start_unix_micros": 1_000, "duration_micros": 3_000},
-            {"span_id": "c", "parent_span_id": "b", "name": "create y", "service": "welfare",
-             "start_unix_micros": 2_100, "duration_micros": 10, "error": "boom"}
-        ]);
+        let spans = [
+            span("b", Some("a"), "process x", 2_000, None),
+            span("a", None, "rpc RecordDeath", 1_000, None),
+            span("c", Some("b"), "create y", 2_100, Some("boom")),
+        ];
         let tree = trace_tree(&spans);
         let lines: Vec<&str> = tree.lines().collect();
         assert!(lines[1].starts_with("rpc RecordDeath"), "{tree}");

@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::{StackConfig, duration};
+use govbus_kit::duration;
+
+use super::StackConfig;
 
 /// The type of a key's value, for reading it from text (environment and flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,6 @@
 //! `_` for `.`, e.g. `identity.listen` ↔ `GOVBUS_IDENTITY_LISTEN`. An error names the bad key
 //! and the layer that set it.
 
-mod duration;
 mod layers;
 
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ pub struct StackConfig {
     /// Where the databases, the embedded NATS store and logs live.
     pub data_dir: PathBuf,
     /// How long a graceful shutdown may take before what remains is stopped.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub shutdown_timeout: Duration,
     /// The NATS server.
     pub nats: NatsConfig,
@@ -109,10 +108,10 @@ pub struct LicensingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     /// Time to verify a standard certificate (menengah tinggi) before it is deemed approved.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub verification_deadline: Duration,
     /// Time to approve a licence (tinggi) before it is deemed approved.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub approval_deadline: Duration,
 }
 
@@ -122,13 +121,13 @@ pub struct LicensingConfig {
 pub struct StorageConfig {
     /// Ids of processed events (the inbox): longer than the streams keep events (366 days),
     /// or a redelivered event may be applied again.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub keep_processed_events: Duration,
     /// Idempotency keys and their stored responses: longer than any client retries.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub keep_idempotency_keys: Duration,
     /// Outbox rows already published.
-    #[serde(with = "duration")]
+    #[serde(with = "govbus_kit::duration")]
     pub keep_published_events: Duration,
 }
 

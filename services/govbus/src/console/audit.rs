@@ -6,40 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use govbus_civil::Nik;
-use govbus_kit::audit::{self, DataSubject, Entry, Head, Report, SubjectKey, TrustAnchors};
+use govbus_kit::audit::{self, DataSubject};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
-use serde::{Deserialize, Serialize};
 
-use super::ConsoleState;
-use super::api::{ApiError, ApiResult};
-use crate::stack::grpc_channel;
-
-/// What the console needs to read the processing log: the subject key and the CA that issued
-/// the writers' certificates.
-#[derive(Debug, Clone)]
-pub struct AuditAccess {
-    /// The deployment's key for hashing people.
-    pub subject_key: SubjectKey,
-    /// The CA the writers' certificates must chain to.
-    pub trust: TrustAnchors,
-}
-
-/// `POST /api/audit/verify`: optionally the heads an earlier verification reported.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct VerifyRequest {
-    #[serde(default)]
-    heads: Vec<Head>,
-}
-
-/// A verification, with its verdict first.
-#[derive(Debug, Serialize)]
-pub(super) struct Verified {
-    intact: bool,
-    #[serde(flatten)]
-    report: Report,
-}
+use super::error::{ApiError, ApiResult};
+use super::state::{AuditAccess, ConsoleState};
+use crate::api::{SubjectHistory, SubjectRequest, Verified, VerifyRequest};
+use crate::endpoints::grpc_channel;
 
 pub(super) async fn verify(
     State(state): State<ConsoleState>,
@@ -50,7 +24,7 @@ pub(super) async fn verify(
     let blocks = read(&state).await?;
     let report = audit::verify(
         &blocks,
-        state.inner.bus.topology(),
+        state.bus().topology(),
         &access.trust,
         &request.heads,
     );
@@ -64,22 +38,6 @@ pub(super) async fn verify(
         intact: report.intact(),
         report,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SubjectRequest {
-    nik: String,
-}
-
-/// A person's processing history.
-#[derive(Debug, Serialize)]
-pub(super) struct SubjectHistory {
-    /// Whether identity knows the NIK (then deliveries of events about the person are included).
-    registered: bool,
-    /// Whether the whole log verified intact when the history was read.
-    log_intact: bool,
-    entries: Vec<Entry>,
 }
 
 pub(super) async fn subject(
@@ -96,7 +54,7 @@ pub(super) async fn subject(
         digests.push(access.subject_key.digest(DataSubject::Citizen(reference)));
     }
     let blocks = read(&state).await?;
-    let report = audit::verify(&blocks, state.inner.bus.topology(), &access.trust, &[]);
+    let report = audit::verify(&blocks, state.bus().topology(), &access.trust, &[]);
     Ok(Json(SubjectHistory {
         registered: citizen_ref.is_some(),
         log_intact: report.intact(),
@@ -105,7 +63,7 @@ pub(super) async fn subject(
 }
 
 fn access(state: &ConsoleState) -> Result<&AuditAccess, ApiError> {
-    state.inner.audit.as_ref().ok_or_else(|| {
+    state.audit().ok_or_else(|| {
         ApiError::unavailable(
             "the processing log is off in this stack (it needs TLS: set tls.enabled = true)",
         )
@@ -113,7 +71,7 @@ fn access(state: &ConsoleState) -> Result<&AuditAccess, ApiError> {
 }
 
 async fn read(state: &ConsoleState) -> Result<Vec<audit::StoredBlock>, ApiError> {
-    audit::read_log(state.inner.bus.jetstream(), state.inner.bus.topology())
+    audit::read_log(state.bus().jetstream(), state.bus().topology())
         .await
         .map_err(|error| ApiError::unavailable(error.to_string()))
 }
@@ -121,13 +79,10 @@ async fn read(state: &ConsoleState) -> Result<Vec<audit::StoredBlock>, ApiError>
 /// The person's reference at identity, if the NIK is registered (dead or alive).
 async fn citizen_ref(state: &ConsoleState, nik: &Nik) -> Result<Option<String>, ApiError> {
     let endpoint = state
-        .inner
-        .endpoints
-        .services
-        .iter()
-        .find(|endpoint| endpoint.name == "identity")
+        .endpoints()
+        .service("identity")
         .ok_or_else(|| ApiError::unavailable("no identity service in this stack"))?;
-    let channel = grpc_channel(endpoint, state.inner.tls.as_ref())
+    let channel = grpc_channel(endpoint, state.tls())
         .map_err(|error| ApiError::unavailable(format!("identity: {error}")))?;
     let response = IdentityServiceClient::new(channel)
         .verify_citizen(identity::VerifyCitizenRequest {

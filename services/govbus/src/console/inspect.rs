@@ -9,95 +9,14 @@ use async_nats::jetstream;
 use futures_util::TryStreamExt as _;
 use govbus_bus::{Bus, CONSUMER_SERVICE_METADATA, Envelope};
 use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage as _, Value};
-use serde::Serialize;
+
+use crate::api::{ConsumerView, DEAD_LETTER_SERVICE, EventView, FlowEdge, StreamView};
 
 /// What personal fields are replaced with.
 pub const MASK: &str = "•••";
 
 static POOL: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).ok());
-
-/// A stream and its consumers.
-#[derive(Debug, Clone, Serialize)]
-pub struct StreamView {
-    /// e.g. `GOVBUS_IDENTITY`.
-    pub name: String,
-    /// The publishing service (the stream's owner), or `deadletter`.
-    pub service: String,
-    /// Messages stored.
-    pub messages: u64,
-    /// Bytes stored.
-    pub bytes: u64,
-    /// The last sequence.
-    pub last_sequence: u64,
-    /// Messages stored per second, over the last sampling interval.
-    pub publish_rate: f64,
-    /// Its consumers.
-    pub consumers: Vec<ConsumerView>,
-}
-
-/// A durable consumer's position.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConsumerView {
-    /// Durable name.
-    pub name: String,
-    /// The consuming service.
-    pub service: String,
-    /// The event subjects it takes.
-    pub filter_subjects: Vec<String>,
-    /// Matching messages not yet delivered.
-    pub pending: u64,
-    /// Delivered, not yet acknowledged.
-    pub ack_pending: u64,
-    /// Redelivered at least once and not yet acknowledged.
-    pub redelivered: u64,
-    /// `pending + ack_pending`: what the consumer has still to finish.
-    pub lag: u64,
-    /// Deliveries per second, over the last sampling interval.
-    pub delivery_rate: f64,
-}
-
-/// Who sends events to whom.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlowEdge {
-    /// The publishing service.
-    pub from: String,
-    /// The consuming service.
-    pub to: String,
-    /// The consumer carrying the flow.
-    pub consumer: String,
-    /// Event types (subjects without the bus prefix), `*` for all.
-    pub events: Vec<String>,
-    /// Deliveries per second.
-    pub rate: f64,
-    /// Still to be handled.
-    pub lag: u64,
-}
-
-/// An event as operators see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventView {
-    /// Stream sequence, when read from a stream.
-    pub sequence: Option<u64>,
-    /// NATS subject.
-    pub subject: String,
-    /// CloudEvents id.
-    pub id: Option<String>,
-    /// CloudEvents type.
-    pub event_type: Option<String>,
-    /// Publishing service.
-    pub source: Option<String>,
-    /// When it happened (RFC 3339).
-    pub time: Option<String>,
-    /// The correlation id shared by a chain of events.
-    pub correlation_id: Option<String>,
-    /// The trace it belongs to.
-    pub trace_id: Option<String>,
-    /// The payload as JSON with personal fields masked; `None` when it cannot be decoded.
-    pub data: Option<serde_json::Value>,
-    /// Why the payload could not be decoded.
-    pub decode_error: Option<String>,
-}
 
 /// Keeps the previous reading of each counter, to turn counters into rates.
 #[derive(Debug, Default)]
@@ -236,7 +155,7 @@ pub fn flow(streams: &[StreamView]) -> Vec<FlowEdge> {
     let mut edges = Vec::new();
     for stream in streams
         .iter()
-        .filter(|stream| stream.service != "deadletter")
+        .filter(|stream| stream.service != DEAD_LETTER_SERVICE)
     {
         for consumer in &stream.consumers {
             let service_prefix = format!("{}.", stream.service);
@@ -288,7 +207,7 @@ pub async fn recent_events(
         else {
             continue;
         };
-        if owner == "deadletter" || service.is_some_and(|wanted| wanted != owner) {
+        if owner == DEAD_LETTER_SERVICE || service.is_some_and(|wanted| wanted != owner) {
             continue;
         }
         let mut sequence = info.state.last_sequence;

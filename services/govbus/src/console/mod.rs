@@ -1,85 +1,58 @@
 //! The web console and the operators' HTTP API, served by the stack.
 //!
 //! Pages are plain HTML, CSS and JavaScript compiled into the binary (no build step). They read
-//! the JSON API under `/api/`, which the `govbus` operator commands use too. `/metrics` serves
-//! Prometheus text; `/healthz` answers when the console runs.
+//! the JSON API under `/api/` (its documents are in [`crate::api`]), which the `govbus`
+//! operator commands use too. `/metrics` serves Prometheus text; `/healthz` answers when the
+//! console runs.
+//!
+//! # Layout
+//!
+//! - `state`: what the handlers share.
+//! - `error`: how a failure is answered.
+//! - `pages`, `status`, `events`, `dead_letters`, `traces`, `spbe`, `audit`: the handlers, one
+//!   module per part of the console.
+//! - [`inspect`]: reading streams, consumers and events from JetStream, personal fields masked.
 
-mod api;
 mod audit;
+mod dead_letters;
+mod error;
+mod events;
 pub mod inspect;
+mod pages;
+mod spbe;
+mod state;
+mod status;
+mod traces;
 
-pub use audit::AuditAccess;
+pub use state::{AuditAccess, ConsoleState};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use govbus_bus::Bus;
+use axum::Router;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::stack::{Endpoints, Observability};
+use crate::api::paths;
 
-/// A service's name and gRPC address.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceEndpoint {
-    /// e.g. `identity`.
-    pub name: String,
-    /// Its gRPC address.
-    pub address: SocketAddr,
-}
-
-impl ServiceEndpoint {
-    /// `name` at `address`.
-    pub fn new(name: &str, address: SocketAddr) -> Self {
-        Self {
-            name: name.to_owned(),
-            address,
-        }
-    }
-}
-
-/// What the console's handlers share.
-#[derive(Debug, Clone)]
-pub struct ConsoleState {
-    inner: Arc<StateInner>,
-}
-
-#[derive(Debug)]
-struct StateInner {
-    bus: Bus,
-    endpoints: Endpoints,
-    observability: Observability,
-    rates: inspect::Rates,
-    /// The console's identity for its gRPC calls, when the services speak mutual TLS.
-    tls: Option<govbus_kit::tls::ServiceTls>,
-    /// Reading the processing log, when the stack keeps one.
-    audit: Option<AuditAccess>,
-    /// Cancelled when the console stops, ending open event streams.
-    closing: CancellationToken,
-}
-
-impl ConsoleState {
-    /// State over a bus connection of its own.
-    pub fn new(
-        bus: Bus,
-        endpoints: Endpoints,
-        observability: Observability,
-        tls: Option<govbus_kit::tls::ServiceTls>,
-        audit: Option<AuditAccess>,
-    ) -> Self {
-        Self {
-            inner: Arc::new(StateInner {
-                bus,
-                endpoints,
-                observability,
-                rates: inspect::Rates::default(),
-                tls,
-                audit,
-                closing: CancellationToken::new(),
-            }),
-        }
-    }
+/// Why the console did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// Its address cannot be bound.
+    #[error(
+        "cannot listen on {listen}: {source} (set console.listen, e.g. --console-listen 127.0.0.1:8081)"
+    )]
+    Listen {
+        /// The address asked for.
+        listen: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound address cannot be read.
+    #[error("reading the console address: {0}")]
+    Address(#[source] std::io::Error),
 }
 
 /// A running console.
@@ -92,17 +65,13 @@ pub struct Console {
 
 impl Console {
     /// Binds `listen` and serves the console.
-    pub async fn start(listen: SocketAddr, state: ConsoleState) -> Result<Self, String> {
-        let listener = TcpListener::bind(listen).await.map_err(|error| {
-            format!(
-                "cannot listen on {listen}: {error} (set console.listen, e.g. --console-listen 127.0.0.1:8081)"
-            )
-        })?;
-        let address = listener
-            .local_addr()
-            .map_err(|error| format!("reading the console address: {error}"))?;
-        let stop = state.inner.closing.clone();
-        let router = api::router(state);
+    pub async fn start(listen: SocketAddr, state: ConsoleState) -> Result<Self, ConsoleError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ConsoleError::Listen { listen, source })?;
+        let address = listener.local_addr().map_err(ConsoleError::Address)?;
+        let stop = state.closing().clone();
+        let router = router(state);
         let shutdown = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router)
@@ -132,4 +101,29 @@ impl Console {
             tracing::error!(message = "Console task failed.", %error);
         }
     }
+}
+
+fn router(state: ConsoleState) -> Router {
+    Router::new()
+        .route("/", get(pages::page))
+        .route("/app.js", get(pages::script))
+        .route("/style.css", get(pages::style))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(status::metrics))
+        .route(paths::OVERVIEW, get(status::overview))
+        .route(paths::SERVICES, get(status::services))
+        .route(paths::STREAMS, get(events::streams))
+        .route(paths::FLOW, get(events::flow))
+        .route(paths::EVENTS, get(events::events))
+        .route(paths::LIVE_EVENTS, get(events::live_events))
+        .route(paths::DEAD_LETTERS, get(dead_letters::dead_letters))
+        .route(paths::REPLAY_ALL, post(dead_letters::replay_all))
+        .route(paths::DEAD_LETTER, get(dead_letters::dead_letter))
+        .route(paths::REPLAY, post(dead_letters::replay))
+        .route(paths::TRACES, get(traces::traces))
+        .route(paths::TRACE, get(traces::trace))
+        .route(paths::SPBE, get(spbe::spbe))
+        .route(paths::AUDIT_VERIFY, post(audit::verify))
+        .route(paths::AUDIT_SUBJECT, post(audit::subject))
+        .with_state(state)
 }

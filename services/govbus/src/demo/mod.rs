@@ -10,7 +10,6 @@ pub mod people;
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use govbus_proto::evaluation::v1 as evaluation;
 use govbus_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use govbus_proto::identity::v1 as identity;
@@ -22,9 +21,28 @@ use govbus_proto::welfare::v1::welfare_service_client::WelfareServiceClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 
-use crate::console::ServiceEndpoint;
-use crate::stack::grpc_channel;
+use crate::endpoints::{ChannelError, ServiceEndpoint, grpc_channel};
 use people::Person;
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The stack lacks a service the workload calls.
+    #[error("the stack has no {0} service")]
+    MissingService(&'static str),
+    /// No channel could be made to a service.
+    #[error("{service}: {source}")]
+    Channel {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        #[source]
+        source: ChannelError,
+    },
+    /// The count of published events could not be read.
+    #[error("counting the events published: {0}")]
+    Events(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -84,13 +102,13 @@ impl Clients {
     async fn connect(
         services: &[ServiceEndpoint],
         tls: Option<&govbus_kit::tls::ServiceTls>,
-    ) -> anyhow::Result<Self> {
-        let channel = |name: &str| {
+    ) -> Result<Self, DemoError> {
+        let channel = |service: &'static str| {
             let endpoint = services
                 .iter()
-                .find(|service| service.name == name)
-                .with_context(|| format!("the stack has no {name} service"))?;
-            grpc_channel(endpoint, tls).map_err(|error| anyhow::anyhow!("{name}: {error}"))
+                .find(|endpoint| endpoint.name == service)
+                .ok_or(DemoError::MissingService(service))?;
+            grpc_channel(endpoint, tls).map_err(|source| DemoError::Channel { service, source })
         };
         Ok(Self {
             identity: IdentityServiceClient::new(channel("identity")?),
@@ -132,15 +150,21 @@ impl Tally {
 }
 
 /// Runs the workload against `services`; `events_published` reads the services' stream totals.
-pub async fn run<F, Fut>(
+pub async fn run<F, Fut, E>(
     services: &[ServiceEndpoint],
     workload: &Workload,
     events_published: F,
-) -> anyhow::Result<Summary>
+) -> Result<Summary, DemoError>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = anyhow::Result<u64>>,
+    Fut: Future<Output = Result<u64, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let events_published = || async {
+        events_published()
+            .await
+            .map_err(|error| DemoError::Events(error.into()))
+    };
     let started = Instant::now();
     let events_before = events_published().await?;
     let mut clients = Clients::connect(services, workload.tls.as_ref()).await?;

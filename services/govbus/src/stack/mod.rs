@@ -1,139 +1,49 @@
-//! The whole stack in one process: NATS (embedded or given), the four services and the console,
+//! The whole stack in one process: NATS (embedded or given), the services and the console,
 //! started in dependency order and stopped in reverse.
+//!
+//! # Layout
+//!
+//! - [`data_dir`]: the data folder, held by one stack at a time.
+//! - [`nats`]: the embedded nats-server, watched and restarted.
+//! - [`users`]: its users, one per service, with the permissions of the service's contract.
+//! - [`trust`]: certificates and the access policy.
+//! - [`services`]: starting the services in order, with the rollback of a failed start.
+//! - [`callers`]: the callers that are not services (the console, operators' tools).
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+mod callers;
+mod data_dir;
+mod error;
+mod nats;
+mod services;
+mod trust;
+mod users;
+
+pub use callers::{CONSOLE, OPERATOR};
+pub use error::StackError;
+pub use trust::{Certificates, SHIPPED_POLICY};
+
 use std::time::{Duration, Instant};
 
 use govbus_bus::{Bus, BusOptions};
-use govbus_kit::telemetry::TraceStore;
-use govbus_natsd::{EmbeddedNats, EmbeddedNatsSettings, NatsdError};
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::task::JoinHandle;
+use govbus_kit::audit::{SubjectKey, TrustAnchors};
+use govbus_kit::tls::ServiceTls;
+use govbus_natsd::EmbeddedNatsSettings;
 use tokio_util::sync::CancellationToken;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::StackConfig;
-use crate::console::{AuditAccess, Console, ConsoleState, ServiceEndpoint};
-use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix};
-use govbus_kit::access::AccessPolicy;
-use govbus_kit::audit::{SubjectKey, TrustAnchors};
-use govbus_kit::tls::{CertificatePaths, ServiceTls};
-
-/// Why the stack could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StackError {
-    /// The data folder cannot be used.
-    #[error("data folder {path}: {reason}")]
-    DataDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The embedded NATS server did not start.
-    #[error(transparent)]
-    Nats(#[from] NatsdError),
-    /// A service did not start.
-    #[error("{service} did not start: {source}")]
-    Service {
-        /// The service.
-        service: &'static str,
-        /// Why.
-        #[source]
-        source: govbus_kit::StartError,
-    },
-    /// The console did not start.
-    #[error("console did not start: {0}")]
-    Console(String),
-    /// The TLS certificates cannot be made or read.
-    #[error("certificates in {dir}: {source}")]
-    Certificates {
-        /// Their folder.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: govbus_kit::tls::TlsError,
-    },
-    /// The processing log's subject key or CA cannot be used.
-    #[error("processing log: {0}")]
-    Audit(#[from] govbus_kit::audit::AuditError),
-    /// The access policy cannot be used.
-    #[error(transparent)]
-    Policy(#[from] govbus_kit::access::PolicyError),
-    /// The shipped access policy could not be written to the data folder.
-    #[error("writing the access policy {path}: {source}")]
-    PolicyFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A service's bus contract is inconsistent (a programming error).
-    #[error("the bus contract of {service}: {reason}")]
-    Contract {
-        /// The service.
-        service: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A part did not report healthy in time.
-    #[error("{part} is not healthy after {waited:?}: {reason}")]
-    Unhealthy {
-        /// The part.
-        part: String,
-        /// How long it was given.
-        waited: Duration,
-        /// The last answer.
-        reason: String,
-    },
-}
-
-/// What the stack needs from the process's telemetry.
-#[derive(Debug, Clone)]
-pub struct Observability {
-    /// Recent traces (the console shows them).
-    pub traces: TraceStore,
-    /// The Prometheus registry, when a recorder is installed.
-    pub metrics: Option<PrometheusHandle>,
-}
-
-/// Where each part of a running stack listens.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Endpoints {
-    /// The NATS URL the services use.
-    pub nats_url: String,
-    /// Whether that server is the embedded one.
-    pub nats_embedded: bool,
-    /// The gRPC addresses, by service.
-    pub services: Vec<ServiceEndpoint>,
-    /// The console, when enabled.
-    pub console: Option<SocketAddr>,
-    /// The data folder.
-    pub data_dir: PathBuf,
-    /// The certificate folder when the services speak mutual TLS.
-    pub certificates_dir: Option<PathBuf>,
-}
-
-impl Endpoints {
-    /// The gRPC address of `service`.
-    pub fn service(&self, service: &str) -> Option<SocketAddr> {
-        self.services
-            .iter()
-            .find(|endpoint| endpoint.name == service)
-            .map(|endpoint| endpoint.address)
-    }
-}
+use crate::console::{AuditAccess, Console, ConsoleState};
+use crate::endpoints::{Endpoints, ServiceEndpoint, check_health};
+use crate::observability::Observability;
+use data_dir::DataDirLock;
+use nats::SupervisedNats;
+use services::start_services;
+use trust::open_policy;
+use users::NatsUsers;
 
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
-    nats: Option<Supervised>,
+    nats: Option<SupervisedNats>,
     identity: govbus_identity::Application,
     welfare: govbus_welfare::Application,
     licensing: govbus_licensing::Application,
@@ -147,8 +57,7 @@ pub struct Stack {
     /// The embedded server's users.
     users: NatsUsers,
     shutdown_timeout: Duration,
-    /// Held while running: a second stack on the same data folder would corrupt it.
-    _lock: File,
+    _lock: DataDirLock,
 }
 
 impl Stack {
@@ -157,7 +66,7 @@ impl Stack {
         config: StackConfig,
         observability: Observability,
     ) -> Result<Self, StackError> {
-        let lock = lock_data_dir(&config.data_dir)?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let certificates = match config.certificates_dir() {
             Some(dir) => Some(Certificates::open(dir)?),
             None => None,
@@ -193,7 +102,7 @@ impl Stack {
                     // One server: every acknowledged event is on disk before it is acknowledged.
                     sync: govbus_natsd::JetStreamSync::Always,
                 };
-                let supervised = Supervised::start(settings).await?;
+                let supervised = SupervisedNats::start(settings).await?;
                 let url = supervised.client_url.clone();
                 (Some(supervised), url, users)
             }
@@ -251,7 +160,7 @@ impl Stack {
             let console = async {
                 let bus = Bus::connect(users.options(&nats_url, CONSOLE))
                     .await
-                    .map_err(|error| StackError::Console(format!("bus: {error}")))?;
+                    .map_err(StackError::ConsoleBus)?;
                 let tls = match &certificates {
                     Some(certificates) => Some(certificates.identity(CONSOLE)?),
                     None => None,
@@ -265,9 +174,7 @@ impl Stack {
                 };
                 let state =
                     ConsoleState::new(bus, stack.endpoints.clone(), observability, tls, audit);
-                Console::start(config.console.listen, state)
-                    .await
-                    .map_err(StackError::Console)
+                Ok(Console::start(config.console.listen, state).await?)
             }
             .await;
             match console {
@@ -286,7 +193,7 @@ impl Stack {
 
     /// The embedded nats-server's process id (for operators' tools and fault tests).
     pub fn embedded_nats_pid(&self) -> Option<u32> {
-        self.nats.as_ref().and_then(Supervised::pid)
+        self.nats.as_ref().and_then(SupervisedNats::pid)
     }
 
     /// Options to connect to the stack's NATS as `name` (a service or `console`), with its
@@ -313,7 +220,7 @@ impl Stack {
                     return Err(StackError::Unhealthy {
                         part: endpoint.name.clone(),
                         waited: timeout,
-                        reason,
+                        reason: reason.to_string(),
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -349,432 +256,8 @@ impl Stack {
     }
 }
 
-async fn stop_nats(nats: Option<Supervised>, timeout: Duration) {
+async fn stop_nats(nats: Option<SupervisedNats>, timeout: Duration) {
     if let Some(supervised) = nats {
         supervised.stop(timeout).await;
-    }
-}
-
-/// The embedded nats-server with a watchdog that restarts it, on the same port and store, if
-/// it exits while the stack runs; the services' connections reconnect by themselves.
-#[derive(Debug)]
-struct Supervised {
-    server: Arc<Mutex<Option<EmbeddedNats>>>,
-    client_url: String,
-    watchdog: JoinHandle<()>,
-    stop_watching: CancellationToken,
-}
-
-impl Supervised {
-    async fn start(settings: EmbeddedNatsSettings) -> Result<Self, StackError> {
-        let first = settings.clone();
-        let server = tokio::task::spawn_blocking(move || EmbeddedNats::start(&first))
-            .await
-            .map_err(|error| StackError::Console(format!("NATS start task: {error}")))??;
-        tracing::info!(
-            message = "Embedded nats-server ready.",
-            url = server.client_url(),
-            version = server.version(),
-        );
-        let client_url = server.client_url().to_owned();
-        // Restarts must come back where the clients look for the server.
-        let mut restart = settings;
-        if let Some(port) = server.client_port() {
-            restart.listen.set_port(port);
-        }
-        let server = Arc::new(Mutex::new(Some(server)));
-        let stop_watching = CancellationToken::new();
-        let watchdog = tokio::spawn(watch(server.clone(), restart, stop_watching.clone()));
-        Ok(Self {
-            server,
-            client_url,
-            watchdog,
-            stop_watching,
-        })
-    }
-
-    async fn stop(self, timeout: Duration) {
-        self.stop_watching.cancel();
-        let _ = self.watchdog.await;
-        let server = self
-            .server
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(server) = server else {
-            return;
-        };
-        match tokio::task::spawn_blocking(move || server.stop(timeout)).await {
-            Ok(Ok(())) => tracing::info!(message = "Embedded nats-server stopped."),
-            Ok(Err(error)) => {
-                tracing::error!(message = "Embedded nats-server did not stop cleanly.", %error);
-            }
-            Err(error) => {
-                tracing::error!(message = "Embedded nats-server stop task failed.", %error);
-            }
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.server
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(EmbeddedNats::pid)
-    }
-}
-
-/// Checks every second that the embedded server runs, and restarts it when it does not.
-async fn watch(
-    server: Arc<Mutex<Option<EmbeddedNats>>>,
-    settings: EmbeddedNatsSettings,
-    stop: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let exited = server
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-            .is_some_and(|running| !running.is_running());
-        if !exited {
-            continue;
-        }
-        tracing::error!(
-            message = "Embedded nats-server exited; restarting it.",
-            log = %settings.dir.join("nats-server.log").display(),
-        );
-        let restart = settings.clone();
-        match tokio::task::spawn_blocking(move || EmbeddedNats::start(&restart)).await {
-            Ok(Ok(restarted)) => {
-                tracing::info!(
-                    message = "Embedded nats-server restarted.",
-                    url = restarted.client_url(),
-                );
-                *server.lock().unwrap_or_else(PoisonError::into_inner) = Some(restarted);
-                failures = 0;
-            }
-            Ok(Err(error)) => {
-                failures = failures.saturating_add(1);
-                tracing::error!(message = "Embedded nats-server did not restart.", %error, failures);
-                // Back off so a server that cannot start does not spin.
-                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(30)))).await;
-            }
-            Err(error) => {
-                tracing::error!(message = "Embedded nats-server restart task failed.", %error);
-            }
-        }
-    }
-}
-
-fn lock_data_dir(dir: &std::path::Path) -> Result<File, StackError> {
-    let failed = |reason: String| StackError::DataDir {
-        path: dir.to_owned(),
-        reason,
-    };
-    std::fs::create_dir_all(dir).map_err(|error| failed(format!("cannot create it: {error}")))?;
-    let lock = File::create(dir.join("govbus.lock"))
-        .map_err(|error| failed(format!("cannot write in it: {error}")))?;
-    lock.try_lock().map_err(|_| {
-        failed(
-            "another govbus stack is running on it; stop it or choose another data_dir".to_owned(),
-        )
-    })?;
-    Ok(lock)
-}
-
-type Services = (
-    govbus_identity::Application,
-    govbus_welfare::Application,
-    govbus_licensing::Application,
-    govbus_evaluation::Application,
-);
-
-async fn start_services(
-    config: &StackConfig,
-    nats_url: &str,
-    users: &NatsUsers,
-    certificates: Option<&Certificates>,
-    access: Option<&AccessPolicy>,
-    audit_subject_key: Option<&SubjectKey>,
-) -> Result<Services, StackError> {
-    let tls = |service: &str| match certificates {
-        Some(certificates) => certificates.identity(service).map(Some),
-        None => Ok(None),
-    };
-    let scheme = if certificates.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let bus = |service: &str| users.options(nats_url, service).wait_for_server(true);
-    let failed = |service: &'static str| move |source| StackError::Service { service, source };
-    let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
-        database_url: config.database_url("identity"),
-        listen: config.identity.listen,
-        bus: bus("identity"),
-        storage: config.storage.settings(),
-        tls: tls("identity")?,
-        access: access.cloned(),
-        audit_subject_key: audit_subject_key.cloned(),
-        call_report_interval: Duration::from_secs(60),
-    })
-    .await
-    .map_err(failed("identity"))?;
-    let identity_url = format!("{scheme}://{}", identity.address());
-    let rest = async {
-        let welfare = govbus_welfare::Application::build(govbus_welfare::WelfareConfig {
-            database_url: config.database_url("welfare"),
-            listen: config.welfare.listen,
-            identity_url: identity_url.clone(),
-            bus: bus("welfare"),
-            storage: config.storage.settings(),
-            tls: tls("welfare")?,
-            access: access.cloned(),
-            audit_subject_key: audit_subject_key.cloned(),
-        })
-        .await
-        .map_err(failed("welfare"))?;
-        let licensing =
-            match govbus_licensing::Application::build(govbus_licensing::LicensingConfig {
-                database_url: config.database_url("licensing"),
-                listen: config.licensing.listen,
-                identity_url,
-                bus: bus("licensing"),
-                storage: config.storage.settings(),
-                tls: tls("licensing")?,
-                access: access.cloned(),
-                audit_subject_key: audit_subject_key.cloned(),
-                deadlines: govbus_licensing::Deadlines {
-                    verification: config.licensing.verification_deadline,
-                    approval: config.licensing.approval_deadline,
-                },
-                deadline_check_interval: Duration::from_secs(1),
-            })
-            .await
-            {
-                Ok(licensing) => licensing,
-                Err(source) => {
-                    welfare.stop().await;
-                    return Err(failed("licensing")(source));
-                }
-            };
-        let evaluation =
-            match govbus_evaluation::Application::build(govbus_evaluation::EvaluationConfig {
-                database_url: config.database_url("evaluation"),
-                listen: config.evaluation.listen,
-                bus: bus("evaluation"),
-                storage: config.storage.settings(),
-                tls: tls("evaluation")?,
-                access: access.cloned(),
-                evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
-                instruments_dir: None,
-            })
-            .await
-            {
-                Ok(evaluation) => evaluation,
-                Err(source) => {
-                    welfare.stop().await;
-                    licensing.stop().await;
-                    return Err(failed("evaluation")(source));
-                }
-            };
-        Ok((welfare, licensing, evaluation))
-    };
-    match Box::pin(rest).await {
-        Ok((welfare, licensing, evaluation)) => Ok((identity, welfare, licensing, evaluation)),
-        Err(error) => {
-            identity.stop().await;
-            Err(error)
-        }
-    }
-}
-
-/// A channel to `endpoint`, over mutual TLS with `tls` (checking the server's certificate
-/// names the service) or plain HTTP/2 without.
-pub fn grpc_channel(
-    endpoint: &ServiceEndpoint,
-    tls: Option<&ServiceTls>,
-) -> Result<tonic::transport::Channel, String> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut channel =
-        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", endpoint.address))
-            .map_err(|error| error.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        channel = channel
-            .tls_config(tls.client_config(&endpoint.name))
-            .map_err(|error| format!("TLS: {error}"))?;
-    }
-    Ok(channel.connect_lazy())
-}
-
-/// Asks a service's standard gRPC health service whether it is serving.
-pub(crate) async fn check_health(
-    endpoint: &ServiceEndpoint,
-    tls: Option<&ServiceTls>,
-) -> Result<(), String> {
-    let channel = grpc_channel(endpoint, tls)?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-    match response.into_inner().status() {
-        ServingStatus::Serving => Ok(()),
-        other => Err(format!("reports {}", other.as_str_name())),
-    }
-}
-
-/// The policy file in force: the configured one, or the shipped policy copied into the data
-/// folder at the first start so operators can edit it there.
-fn open_policy(config: &StackConfig) -> Result<AccessPolicy, StackError> {
-    let path = match &config.tls.policy {
-        Some(path) => path.clone(),
-        None => {
-            let path = config.data_dir.join("access-policy.toml");
-            if !path.is_file() {
-                std::fs::write(&path, SHIPPED_POLICY).map_err(|source| StackError::PolicyFile {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-            path
-        }
-    };
-    Ok(AccessPolicy::from_file(&path)?)
-}
-
-/// The access policy govbus ships (`deploy/access-policy.toml`).
-pub const SHIPPED_POLICY: &str = include_str!("../../../../deploy/access-policy.toml");
-
-/// The client identity of the console.
-pub const CONSOLE: &str = "console";
-/// The client identity of operators' tools (`govbus demo`).
-pub const OPERATOR: &str = "operator";
-
-/// The stack's certificate folder.
-#[derive(Debug, Clone)]
-pub struct Certificates {
-    dir: PathBuf,
-}
-
-impl Certificates {
-    /// Opens `dir`, making a development CA and certificates there if it holds none.
-    pub fn open(dir: PathBuf) -> Result<Self, StackError> {
-        if !dir.join("ca.pem").is_file() {
-            govbus_kit::tls::generate_development_certificates(
-                &dir,
-                &[
-                    "identity",
-                    "welfare",
-                    "licensing",
-                    "evaluation",
-                    CONSOLE,
-                    OPERATOR,
-                ],
-            )
-            .map_err(|source| StackError::Certificates {
-                dir: dir.clone(),
-                source,
-            })?;
-            tracing::warn!(
-                message = "Made a development CA and certificates; install certificates from your own CA for production.",
-                dir = %dir.display(),
-            );
-        }
-        Ok(Self { dir })
-    }
-
-    /// The certificate and key of `name`.
-    pub fn identity(&self, name: &str) -> Result<ServiceTls, StackError> {
-        ServiceTls::from_files(name, &CertificatePaths::in_dir(&self.dir, name)).map_err(|source| {
-            StackError::Certificates {
-                dir: self.dir.clone(),
-                source,
-            }
-        })
-    }
-}
-
-/// The NATS users of the embedded server: one per service with the permissions its contract
-/// needs, and the console with an operator's. Passwords are random and new at every start;
-/// they live only in memory and in the generated server configuration (readable by the owner).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct NatsUsers {
-    passwords: std::collections::HashMap<String, String>,
-    authorization: String,
-    stream_replicas: usize,
-}
-
-impl NatsUsers {
-    fn generate() -> Result<Self, StackError> {
-        let topology = govbus_bus::Topology::default();
-        let contract =
-            |service: &'static str,
-             result: Result<govbus_bus::ServiceContract, govbus_bus::AdapterError>| {
-                result.map_err(|error| StackError::Contract {
-                    service,
-                    reason: error.to_string(),
-                })
-            };
-        let contracts = [
-            contract("identity", govbus_identity::contract())?,
-            contract("welfare", govbus_welfare::contract())?,
-            contract("licensing", govbus_licensing::contract())?,
-            contract(
-                "evaluation",
-                govbus_evaluation::contract(
-                    &govbus_evaluation::EvaluationConfig::default_evidence_services(),
-                ),
-            )?,
-        ];
-        let mut users: Vec<NatsUser> = contracts
-            .iter()
-            .map(|contract| NatsUser {
-                name: contract.service.clone(),
-                password: uuid::Uuid::new_v4().simple().to_string(),
-                permissions: Permissions::for_service(contract, &topology),
-            })
-            .collect();
-        users.push(NatsUser {
-            name: CONSOLE.to_owned(),
-            password: uuid::Uuid::new_v4().simple().to_string(),
-            permissions: Permissions::operator(&topology, CONSOLE),
-        });
-        Ok(Self {
-            passwords: users
-                .iter()
-                .map(|user| (user.name.clone(), user.password.clone()))
-                .collect(),
-            authorization: authorization(&users),
-            stream_replicas: 1,
-        })
-    }
-
-    /// The same users; the streams the services create get `replicas` copies.
-    fn with_stream_replicas(mut self, replicas: usize) -> Self {
-        self.stream_replicas = replicas;
-        self
-    }
-
-    /// Connection options for `name`: its user and reply prefix when users were generated.
-    fn options(&self, nats_url: &str, name: &str) -> BusOptions {
-        let options = BusOptions::new(nats_url)
-            .client_name(name)
-            .stream_replicas(self.stream_replicas);
-        match self.passwords.get(name) {
-            Some(password) => options
-                .user_password(name, password.clone())
-                .inbox_prefix(inbox_prefix(name)),
-            None => options,
-        }
     }
 }

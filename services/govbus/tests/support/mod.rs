@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use govbus::cli::{ApiFailure, ConsoleClient};
+use govbus::cli::ConsoleClient;
 use govbus::config::{Layers, Origin};
 use govbus::demo::{Summary, Workload};
 use govbus::{Observability, Stack, StackConfig};
@@ -39,10 +39,10 @@ impl Running {
     pub(crate) async fn post(&self, path: &str) -> (u16, Value) {
         match self.client.post::<Value>(path).await {
             Ok(answer) => (200, answer),
-            Err(error) => match error.downcast_ref::<ApiFailure>() {
-                Some(failure) => (failure.status, Value::from(failure.message.clone())),
-                None => panic!("POST {path}: {error:#}"),
-            },
+            Err(govbus::cli::ClientError::Refused { status, message }) => {
+                (status, Value::from(message))
+            }
+            Err(error) => panic!("POST {path}: {error:#}"),
         }
     }
 }
@@ -93,7 +93,7 @@ pub(crate) fn install_telemetry() -> Telemetry {
 pub(crate) async fn run_demo(running: &Running, households: u32, seed: u64) -> Summary {
     let streams_total = || async {
         let streams = running.get("/api/streams").await;
-        anyhow::Ok(
+        Ok::<u64, std::convert::Infallible>(
             streams
                 .as_array()
                 .expect("list")

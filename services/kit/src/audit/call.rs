@@ -7,16 +7,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use super::entry::EntryKind;
 use super::subject::DataSubject;
 use super::writer::{Processing, ProcessingLog};
-
-/// The purpose the access policy's grant states for a call; put in the request's extensions
-/// by [`crate::access::AccessLayer`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantedPurpose(pub Arc<str>);
-
-/// The method a request was routed to (`package.Service/Method`); put in the request's
-/// extensions by [`crate::access::AccessLayer`], which wraps every govbus server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CalledMethod(pub Arc<str>);
+use crate::call_facts::{CalledMethod, GrantedPurpose};
 
 /// Who called which method, why, and in which trace: taken from a request before its message
 /// is unpacked.
@@ -40,7 +31,7 @@ impl CallContext {
         static NO_CALLER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         static NO_METHOD: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         static NO_PURPOSE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-        let caller = crate::tls::caller_of_request(request)
+        let caller = crate::peer::caller_of_request(request)
             .map_or_else(|| placeholder(&NO_CALLER, "(no certificate)"), Arc::clone);
         let method = request.extensions().get::<CalledMethod>().map_or_else(
             || placeholder(&NO_METHOD, "(unknown method)"),

@@ -17,7 +17,8 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn as_str(self) -> &'static str {
+    /// As it is hashed and shown: `call` or `delivery`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Call => "call",
             Self::Delivery => "delivery",

@@ -32,7 +32,7 @@ pub mod subject;
 pub mod verify;
 pub mod writer;
 
-pub use call::{CallAudit, CallContext, CalledMethod, GrantedPurpose};
+pub use call::{CallAudit, CallContext};
 pub use entry::{Block, Entry, EntryKind};
 pub use signing::{BlockSigner, SignatureProblem, TrustAnchors};
 pub use subject::{DataSubject, SubjectKey};

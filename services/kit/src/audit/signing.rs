@@ -37,6 +37,11 @@ impl std::fmt::Debug for BlockSigner {
 }
 
 impl BlockSigner {
+    /// The signer of the service `tls` identifies, with its certificate's key.
+    pub fn of_service(tls: &crate::tls::ServiceTls) -> Result<Self, AuditError> {
+        Self::from_pem(tls.name(), tls.certificate_pem(), tls.key_pem())
+    }
+
     /// The signer of `writer` from its certificate and private key (PEM). The certificate must
     /// name `writer` (see [`crate::tls::service_of_certificate`]).
     pub fn from_pem(

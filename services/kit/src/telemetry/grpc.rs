@@ -185,7 +185,7 @@ where
         // route it came by.
         request
             .extensions_mut()
-            .insert(crate::audit::CalledMethod(Arc::clone(&method.path)));
+            .insert(crate::call_facts::CalledMethod(Arc::clone(&method.path)));
         let span = if method.traced {
             let parent = if request.headers().contains_key("traceparent") {
                 TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))

@@ -22,7 +22,7 @@ pub const SERVICE_ATTRIBUTE: &str = "govbus.service";
 const MAX_SPANS_PER_TRACE: usize = 1_000;
 
 /// One finished span.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecordedSpan {
     /// 32 hex digits.
     pub trace_id: String,
@@ -35,7 +35,7 @@ pub struct RecordedSpan {
     /// The govbus service it ran in, when known.
     pub service: Option<String>,
     /// `server`, `client`, `producer`, `consumer` or `internal`.
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     /// Start, in microseconds since the Unix epoch.
     pub start_unix_micros: u64,
     /// How long it took, in microseconds.
@@ -47,7 +47,7 @@ pub struct RecordedSpan {
 }
 
 /// A trace in the list of recent traces.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TraceSummary {
     /// 32 hex digits.
     pub trace_id: String,
@@ -214,13 +214,13 @@ fn record_of(span: &SpanData) -> RecordedSpan {
         parent_span_id: parent,
         name: span.name.to_string(),
         service,
-        kind: match span.span_kind {
+        kind: std::borrow::Cow::Borrowed(match span.span_kind {
             SpanKind::Server => "server",
             SpanKind::Client => "client",
             SpanKind::Producer => "producer",
             SpanKind::Consumer => "consumer",
             SpanKind::Internal => "internal",
-        },
+        }),
         start_unix_micros: start,
         duration_micros: end.saturating_sub(start),
         error: match &span.status {

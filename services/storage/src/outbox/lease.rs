@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use crate::database::{Backend, Database};
+use crate::backend::Backend;
+use crate::database::Database;
 use crate::error::DbError;
 use crate::time::{micros_of, now_micros};
 

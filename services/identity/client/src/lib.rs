@@ -1,5 +1,6 @@
-//! A client of the identity service for other services: `VerifyCitizen` with the answer as
-//! a Rust enum.
+//! The client other services use to verify citizens at the identity service: `VerifyCitizen`
+//! with the answer as a Rust enum. A crate of its own, so that a caller links the client and the
+//! contract, not identity's server.
 
 use std::time::Duration;
 
@@ -29,6 +30,26 @@ pub enum Verified {
     Unknown,
 }
 
+/// The client cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The caller's name cannot travel as gRPC metadata.
+    #[error("the caller name {0:?} is not valid gRPC metadata")]
+    Caller(String),
+    /// The URL is not one.
+    #[error("invalid identity service URL {url:?}: {source}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TLS identity cannot be used.
+    #[error("TLS for the identity service: {0}")]
+    Tls(#[source] tonic::transport::Error),
+}
+
 /// Identity could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the identity service could not verify the citizen: {0}")]
@@ -54,19 +75,22 @@ impl IdentityClient {
         url: &str,
         caller: &str,
         tls: Option<&govbus_kit::tls::ServiceTls>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let caller = caller
             .parse()
-            .map_err(|_| format!("the caller name {caller:?} is not valid gRPC metadata"))?;
+            .map_err(|_| ClientError::Caller(caller.to_owned()))?;
         let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|error| format!("invalid identity service URL {url:?}: {error}"))?
+            .map_err(|source| ClientError::Url {
+                url: url.to_owned(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         let endpoint = match tls {
             Some(tls) => endpoint
                 .tls_config(tls.client_config("identity"))
-                .map_err(|error| format!("TLS for the identity service: {error}"))?,
+                .map_err(ClientError::Tls)?,
             None => endpoint,
         };
         Ok(Self {

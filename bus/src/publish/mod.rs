@@ -8,6 +8,10 @@
 //! Because the event id travels as `Nats-Msg-Id`, sending the same `OutgoingEvent` twice inside
 //! the stream's duplicate window stores it once.
 
+pub(crate) mod error;
+
+pub use error::{PublishError, PublishErrorKind};
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,28 +28,10 @@ use crate::backoff::Backoff;
 use crate::consumer::EventMeta;
 use crate::counters::CountersByType;
 use crate::envelope::{Envelope, PROTOBUF_CONTENT_TYPE};
-use crate::error::{Error, error_kind};
 use crate::event::{Event, EventType};
 use crate::outgoing::{HeaderLines, OutgoingEvent};
 use crate::topology::Topology;
 use crate::trace_context;
-
-error_kind! {
-    /// Why an event was not published.
-    PublishErrorKind {
-        /// The event's type is malformed or belongs to another service.
-        InvalidEvent => "event cannot be published by this service",
-        /// The event is larger than the server accepts.
-        TooLarge => "event exceeds the server's maximum payload",
-        /// JetStream refused the event for a reason retrying cannot fix.
-        Rejected => "JetStream rejected the event",
-        /// No acknowledgement arrived before the retry policy gave up.
-        GaveUp => "no acknowledgement before the retry deadline",
-    }
-}
-
-/// An event that was not published.
-pub type PublishError = Error<PublishErrorKind>;
 
 /// How long and how often a publisher retries an unacknowledged event.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,25 +1,23 @@
-//! Durations written as `500ms`, `30s`, `5m`, `2h` or `10d`.
+//! Durations written as `500ms`, `30s`, `5m`, `2h` or `10d`, in configuration files, environment
+//! variables and flags; for serde: `#[serde(with = "govbus_kit::duration")]`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-pub(crate) fn serialize<S: Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+/// Writes `duration` in its shortest exact form.
+pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format(*duration))
 }
 
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
+/// Reads a duration written with its unit.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// Parses `<whole number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -47,7 +45,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// The shortest exact form: `10d`, `90s`, `1500ms`.
-pub(crate) fn format(duration: Duration) -> String {
+pub fn format(duration: Duration) -> String {
     if duration.subsec_nanos() != 0 || duration.as_secs() == 0 {
         return format!("{}ms", duration.as_millis());
     }
