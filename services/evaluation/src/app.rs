@@ -1,10 +1,12 @@
 //! Building and running the evaluation service.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use bytes::Bytes;
+use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, HandleError, ServiceAdapter};
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::bind;
 use govbus_kit::{ServiceRuntime, StartError};
@@ -54,22 +56,67 @@ impl EvaluationConfig {
     }
 }
 
-/// A running evaluation service.
 /// What evaluation publishes and consumes with `evidence_services`, without starting it (for
-/// NATS permissions). The handlers here do nothing: only the declaration counts.
+/// NATS permissions): the same declaration as a running evaluation's, with handlers that are
+/// never run.
 pub fn contract(
     evidence_services: &[String],
 ) -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
-    let mut declaration = ServiceAdapter::new(SERVICE).publishes::<AssessmentRecorded>();
-    for service in evidence_services {
-        declaration = declaration.consumer(
-            Consumer::new(format!("evaluation-{service}"))
-                .every_event_of(service.clone(), |_payload, _meta| async { Ok(()) }),
-        );
-    }
-    declaration.contract()
+    declaration(evidence_services, NotRunning).contract()
 }
 
+/// What evaluation publishes, and its evidence consumers, one per service in
+/// `evidence_services`, handled by `projection` (the evidence, in a running evaluation).
+fn declaration(evidence_services: &[String], projection: impl Projection) -> ServiceAdapter {
+    let mut declaration = ServiceAdapter::new(SERVICE).publishes::<AssessmentRecorded>();
+    for service in evidence_services {
+        let projection = projection.clone();
+        declaration = declaration.consumer(
+            Consumer::new(format!("evaluation-{service}"))
+                // One at a time, in stream order: the projection applies each sequence once.
+                .concurrency(1)
+                .max_ack_pending(1)
+                .every_event_of(service.clone(), move |payload, meta| {
+                    let projection = projection.clone();
+                    async move { projection.on_event(payload, meta).await }
+                }),
+        );
+    }
+    declaration
+}
+
+/// What evaluation does with every event of the services it observes.
+trait Projection: Clone + Send + Sync + 'static {
+    fn on_event(
+        &self,
+        payload: Bytes,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+impl Projection for Evidence {
+    fn on_event(
+        &self,
+        payload: Bytes,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        Evidence::on_event(self, payload, meta)
+    }
+}
+
+/// The handlers of a declaration that is only read, never started.
+#[derive(Debug, Clone, Copy)]
+struct NotRunning;
+
+impl Projection for NotRunning {
+    async fn on_event(&self, _: Bytes, _: EventMeta) -> Result<(), HandleError> {
+        Err(HandleError::permanent(
+            "a declaration read for its contract never handles events",
+        ))
+    }
+}
+
+/// A running evaluation service.
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -95,20 +142,7 @@ impl Application {
             .map(|service| bus.topology().service_stream(service))
             .collect();
         evidence.ensure_positions(&streams).await?;
-        let mut declaration = ServiceAdapter::new(SERVICE).publishes::<AssessmentRecorded>();
-        for service in &config.evidence_services {
-            let projection = evidence.clone();
-            declaration = declaration.consumer(
-                Consumer::new(format!("evaluation-{service}"))
-                    // One at a time, in stream order: the projection applies each sequence once.
-                    .concurrency(1)
-                    .max_ack_pending(1)
-                    .every_event_of(service.clone(), move |payload, meta| {
-                        let projection = projection.clone();
-                        async move { projection.on_event(payload, meta).await }
-                    }),
-            );
-        }
+        let declaration = declaration(&config.evidence_services, evidence.clone());
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
         let evaluator = Evaluator::new(db.clone(), publisher, Arc::new(instruments), evidence);

@@ -17,9 +17,11 @@
 //! - [`evidence`]: the live evidence projection, its rebuild and the suggestions.
 //! - [`evaluator`]: assessments, history, ranking and evidence reports.
 //! - [`grpc`]: the gRPC API.
+//! - [`declaration`]: evaluation as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires it together.
 
 pub mod app;
+pub mod declaration;
 pub mod evaluator;
 pub mod evidence;
 pub mod grpc;
@@ -28,4 +30,5 @@ pub mod score;
 pub mod store;
 
 pub use app::{Application, EvaluationConfig, contract};
+pub use declaration::DECLARATION;
 pub use govbus_kit::StartError;

@@ -11,6 +11,7 @@
 //! - [`stack`]: starting NATS, the services and the console in order, and stopping them.
 //! - [`console`]: the web console and the operators' HTTP API, `/metrics`, `/healthz`.
 //! - [`config`]: the layered, validated configuration of `govbus up`.
+//! - [`services`]: the list of the services the stack runs, each declared by its crate.
 //! - [`api`]: the console API's routes and documents, shared by [`console`] and [`cli`].
 //! - [`endpoints`]: where the running parts listen, and gRPC channels to the services.
 //! - [`observability`]: the process's traces and metrics, as the stack and console use them.
@@ -22,6 +23,7 @@ pub mod console;
 pub mod demo;
 pub mod endpoints;
 pub mod observability;
+pub mod services;
 pub mod stack;
 
 pub use config::StackConfig;

@@ -25,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the whole stack: NATS (embedded unless --nats-url), identity, welfare, licensing,
-    /// evaluation and the web console. Ctrl-C stops it in order.
+    /// Runs the whole stack: NATS (embedded unless --nats-url), every service and the web
+    /// console. Ctrl-C or SIGTERM stops it in order.
     Up(UpArgs),
     /// Drives a realistic workload through a running stack over gRPC and prints a summary.
     Demo(DemoArgs),
@@ -49,6 +49,19 @@ enum Command {
     /// Verifies the processing log, or lists one person's processing history.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Prints what the stack is configured from: every key, or the access policy it ships.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Every configuration key (the stack's, then each service's from its declaration) with its
+    /// environment variable, default and meaning, as a Markdown table.
+    Keys,
+    /// The access policy govbus ships: the grants every service declares. Standalone service
+    /// binaries read such a file from GOVBUS_ACCESS_POLICY.
+    Policy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +140,10 @@ struct UpArgs {
     /// Any configuration key, e.g. `--set identity.listen=127.0.0.1:6051` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
+    /// Every service and the embedded NATS server on a free port, whatever the configuration
+    /// says (a second stack beside another; the console keeps its address).
+    #[arg(long)]
+    free_ports: bool,
 }
 
 #[derive(Debug, Args)]
@@ -198,12 +215,8 @@ enum CertsCommand {
         /// Where to write them.
         #[arg(long, default_value = ".govbus/certs")]
         dir: PathBuf,
-        /// The names to issue certificates for.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "identity,welfare,licensing,evaluation,console,operator"
-        )]
+        /// The names to issue certificates for (default: every service, console, operator).
+        #[arg(long, value_delimiter = ',')]
         names: Vec<String>,
     },
 }
@@ -293,7 +306,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             remote,
         }) => Ok(cli::replay(&client_of(&remote)?, remote.output(), sequence, yes).await?),
         Command::Certs(CertsCommand::Init { dir, names }) => {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let names: Vec<&str> = if names.is_empty() {
+                govbus::stack::certificate_names()
+            } else {
+                names.iter().map(String::as_str).collect()
+            };
             govbus_kit::tls::generate_development_certificates(&dir, &names)?;
             println!(
                 "Wrote a development CA and certificates for {} to {}.",
@@ -318,6 +335,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         .await?),
         Command::Audit(AuditCommand::Subject { nik, remote }) => {
             Ok(cli::audit_subject(&client_of(&remote)?, remote.output(), &nik).await?)
+        }
+        Command::Config(ConfigCommand::Keys) => {
+            print!("{}", govbus::config::keys_table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Policy) => {
+            print!("{}", govbus::stack::shipped_policy());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Trace(args) => Ok(cli::trace(
             &client_of(&args.remote)?,
@@ -361,13 +386,23 @@ fn configuration(args: &UpArgs) -> anyhow::Result<govbus::StackConfig> {
             .with_context(|| format!("--set {setting:?}: write KEY=VALUE"))?;
         layers = layers.set(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
     }
-    Ok(layers.build()?)
+    let mut config = layers.build()?;
+    if args.free_ports {
+        let console = config.console.listen;
+        config = config.on_free_ports();
+        config.console.listen = console;
+    }
+    Ok(config)
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = configuration(&args)?;
     let telemetry = Telemetry::install(&TelemetrySettings {
         service_name: "govbus".to_owned(),
+        span_services: govbus::services::names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         log_filter: config.telemetry.log.clone(),
         log_format: config.telemetry.log_format,
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),

@@ -16,11 +16,21 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio::net::TcpListener;
 
-/// Span names and their `govbus.service` attribute, as an OTLP collector received them.
+/// Spans as an OTLP collector received them: the name, the `govbus.service` attribute and the
+/// `service.name` of the resource they came under.
 #[derive(Debug, Clone, Default)]
 struct Received(Arc<Mutex<Vec<ReceivedSpan>>>);
 
-type ReceivedSpan = (String, Option<String>);
+type ReceivedSpan = (String, Option<String>, Option<String>);
+
+/// `value` if it is a string.
+fn text_of(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match value?.value.as_ref()? {
+        Value::StringValue(text) => Some(text.clone()),
+        _ => None,
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Received {
@@ -29,16 +39,22 @@ impl TraceService for Received {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = self.0.lock().expect("lock");
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
+        for resource_spans in request.into_inner().resource_spans {
+            let resource_name = resource_spans.resource.as_ref().and_then(|resource| {
+                let name = resource
+                    .attributes
+                    .iter()
+                    .find(|attribute| attribute.key == "service.name")?;
+                text_of(name.value.as_ref())
+            });
+            for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     let service = span
                         .attributes
                         .iter()
                         .find(|attribute| attribute.key == "govbus.service")
-                        .and_then(|attribute| attribute.value.as_ref())
-                        .map(|value| format!("{value:?}"));
-                    received.push((span.name, service));
+                        .and_then(|attribute| text_of(attribute.value.as_ref()));
+                    received.push((span.name, service, resource_name.clone()));
                 }
             }
         }
@@ -68,17 +84,12 @@ fn govbus_up_logging_to(
     filter: &str,
 ) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_govbus"));
-    command.arg("up").arg("--data-dir").arg(data_dir);
-    for key in [
-        "nats",
-        "identity",
-        "welfare",
-        "licensing",
-        "evaluation",
-        "console",
-    ] {
-        command.args(["--set", &format!("{key}.listen=127.0.0.1:0")]);
-    }
+    command
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--free-ports")
+        .args(["--console-listen", "127.0.0.1:0"]);
     let mut child = command
         .args(extra)
         .env("GOVBUS_LOG", filter)
@@ -125,15 +136,10 @@ fn up_runs_the_stack_the_demo_drives_it_and_ctrl_c_stops_it() {
     let data = tempfile::tempdir().expect("temp dir");
     let up = govbus_up(data.path(), &[]);
     let (console, banner) = (up.console.clone(), up.banner.clone());
-    for part in [
-        "nats",
-        "identity",
-        "welfare",
-        "licensing",
-        "evaluation",
-        "console",
-        "metrics",
-    ] {
+    for part in ["nats", "console", "metrics"]
+        .into_iter()
+        .chain(govbus::services::names())
+    {
         assert!(banner.contains(part), "{part} missing from:\n{banner}");
     }
     assert!(banner.contains("(embedded)"), "{banner}");
@@ -246,14 +252,20 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
     assert_eq!(code, Some(0));
 
     let spans = received.0.lock().expect("lock").clone();
+    // Each service's spans come under its own service.name: a tracing backend draws the city's
+    // services, not one process.
     let name_with = |prefix: &str, service: &str| {
-        spans.iter().any(|(name, attribute)| {
+        spans.iter().any(|(name, attribute, resource)| {
             name.starts_with(prefix)
-                && attribute
-                    .as_deref()
-                    .is_some_and(|value| value.contains(service))
+                && attribute.as_deref() == Some(service)
+                && resource.as_deref() == Some(service)
         })
     };
+    for (name, attribute, resource) in &spans {
+        if let Some(service) = attribute {
+            assert_eq!(resource.as_ref(), Some(service), "{name}");
+        }
+    }
     assert!(
         name_with(
             "govbus.identity.v1.IdentityService/RegisterCitizen",

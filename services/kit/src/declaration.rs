@@ -19,6 +19,9 @@ use crate::access::AccessPolicy;
 use crate::audit::SubjectKey;
 use crate::tls::ServiceTls;
 
+/// A service's configuration section, as TOML holds it.
+pub type Section = toml::Table;
+
 /// A service's start, as a stack runs it.
 pub type Starting =
     Pin<Box<dyn Future<Output = Result<Box<dyn RunningService>, StartError>> + Send>>;
@@ -39,13 +42,13 @@ pub struct ServiceDeclaration {
     /// Its configuration beyond `listen` and `database_url`.
     pub settings: &'static [Setting],
     /// Checks a configured section of [`Self::settings`], naming the key at fault.
-    pub check_settings: fn(&toml::Table) -> Result<(), SettingProblem>,
+    pub check_settings: fn(&Section) -> Result<(), SettingProblem>,
     /// The access policy's grants it ships: who may call its methods and why (`[[grant]]`
-    /// tables, as `deploy/access-policy.toml` holds them).
+    /// tables of the policy file's format).
     pub grants: &'static str,
-    /// What it publishes and consumes, among `others` (for NATS permissions), from the same
-    /// declaration its start uses.
-    pub contract: fn(&[&'static str]) -> Result<ServiceContract, AdapterError>,
+    /// What it publishes and consumes (for NATS permissions), from the same declaration its
+    /// start uses.
+    pub contract: ContractSource,
     /// Starts it.
     pub start: fn(ServiceEnvironment) -> Starting,
 }
@@ -58,6 +61,26 @@ impl fmt::Debug for ServiceDeclaration {
             .field("calls", &self.calls)
             .field("default_port", &self.default_port)
             .finish_non_exhaustive()
+    }
+}
+
+/// How a service's contract on the bus is read without starting it.
+#[derive(Debug, Clone, Copy)]
+pub enum ContractSource {
+    /// The same whatever else runs in the stack.
+    Fixed(fn() -> Result<ServiceContract, AdapterError>),
+    /// Made from the other services of the stack (evaluation consumes every other service's
+    /// events).
+    AmongOthers(fn(&[&'static str]) -> Result<ServiceContract, AdapterError>),
+}
+
+impl ContractSource {
+    /// The contract among `others`.
+    pub fn among(&self, others: &[&'static str]) -> Result<ServiceContract, AdapterError> {
+        match self {
+            Self::Fixed(contract) => contract(),
+            Self::AmongOthers(contract) => contract(others),
+        }
     }
 }
 
@@ -124,13 +147,32 @@ pub struct SettingProblem {
     pub problem: String,
 }
 
+impl SettingProblem {
+    /// `key`'s value has `problem`.
+    pub fn new(key: &str, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Refuses a zero `value` of the duration `key`.
+    pub fn unless_positive(key: &str, value: std::time::Duration) -> Result<(), Self> {
+        if value.is_zero() {
+            Err(Self::new(key, "must be longer than zero"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// For a service whose section has only `listen` and `database_url`.
-pub fn no_settings(_section: &toml::Table) -> Result<(), SettingProblem> {
+pub fn no_settings(_section: &Section) -> Result<(), SettingProblem> {
     Ok(())
 }
 
 /// Reads a service's section into its settings type, naming the key at fault.
-pub fn read_settings<T: DeserializeOwned>(section: &toml::Table) -> Result<T, SettingProblem> {
+pub fn read_settings<T: DeserializeOwned>(section: &Section) -> Result<T, SettingProblem> {
     serde_path_to_error::deserialize(toml::Value::Table(section.clone())).map_err(|error| {
         SettingProblem {
             key: error.path().to_string(),
@@ -162,7 +204,7 @@ pub struct ServiceEnvironment {
     pub others: Vec<&'static str>,
     /// Its configuration section beyond `listen` and `database_url`, defaults filled in and
     /// checked by [`ServiceDeclaration::check_settings`].
-    pub settings: toml::Table,
+    pub settings: Section,
 }
 
 impl ServiceEnvironment {
@@ -191,39 +233,88 @@ pub trait RunningService: Send + Sync + fmt::Debug {
     fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// `declarations` in an order where every service comes after those it calls; or which
-/// service calls one that is not declared, or which services call each other in a circle.
+/// Makes `$service` (a type with `fn address(&self) -> SocketAddr` and `async fn stop(self)`, as
+/// every service's `Application` has) a [`RunningService`].
+#[macro_export]
+macro_rules! running_service {
+    ($service:ty) => {
+        impl $crate::declaration::RunningService for $service {
+            fn address(&self) -> ::std::net::SocketAddr {
+                <$service>::address(self)
+            }
+
+            fn stop(
+                self: ::std::boxed::Box<Self>,
+            ) -> ::std::pin::Pin<::std::boxed::Box<dyn ::std::future::Future<Output = ()> + Send>>
+            {
+                ::std::boxed::Box::pin(<$service>::stop(*self))
+            }
+        }
+    };
+}
+
+/// `declarations` in an order where every service comes after those it calls and those whose
+/// events it consumes (their streams exist before its consumers look for them; a service may
+/// not create another's stream), in the declared order otherwise. Refused: a service that
+/// calls one not declared, and services that depend on each other in a circle.
 pub fn start_order<'a>(
     declarations: &[&'a ServiceDeclaration],
 ) -> Result<Vec<&'a ServiceDeclaration>, String> {
-    let mut ordered: Vec<&ServiceDeclaration> = Vec::with_capacity(declarations.len());
-    let mut waiting: Vec<&ServiceDeclaration> = declarations.to_vec();
+    let names: Vec<&'static str> = declarations
+        .iter()
+        .map(|declaration| declaration.name)
+        .collect();
+    let mut needs: Vec<(&'a ServiceDeclaration, Vec<&'static str>)> = Vec::new();
     for declaration in declarations {
-        if let Some(unknown) = declaration
-            .calls
+        let mut before: Vec<&'static str> = Vec::new();
+        for called in declaration.calls {
+            if !names.contains(called) {
+                return Err(format!(
+                    "{} calls {called}, which is not among the declared services",
+                    declaration.name
+                ));
+            }
+            before.push(called);
+        }
+        let others: Vec<&'static str> = names
             .iter()
-            .find(|called| !declarations.iter().any(|other| other.name == **called))
-        {
+            .copied()
+            .filter(|name| *name != declaration.name)
+            .collect();
+        let contract = declaration
+            .contract
+            .among(&others)
+            .map_err(|error| format!("the contract of {}: {error}", declaration.name))?;
+        for consumed in &contract.consumes {
+            // Events of a publisher outside the stack come from a stream someone else keeps.
+            if let Some(publisher) = others
+                .iter()
+                .find(|other| **other == consumed.source_service)
+            {
+                before.push(publisher);
+            }
+        }
+        needs.push((declaration, before));
+    }
+    let mut ordered: Vec<&'a ServiceDeclaration> = Vec::with_capacity(needs.len());
+    while !needs.is_empty() {
+        let (ready, blocked): (Vec<_>, Vec<_>) = needs.into_iter().partition(|(_, before)| {
+            before
+                .iter()
+                .all(|name| ordered.iter().any(|started| started.name == *name))
+        });
+        if ready.is_empty() {
+            let names: Vec<&str> = blocked
+                .iter()
+                .map(|(declaration, _)| declaration.name)
+                .collect();
             return Err(format!(
-                "{} calls {unknown}, which is not among the declared services",
-                declaration.name
+                "{} depend on each other in a circle (calls or consumed events)",
+                names.join(", ")
             ));
         }
-    }
-    while !waiting.is_empty() {
-        let (ready, blocked): (Vec<&ServiceDeclaration>, Vec<&ServiceDeclaration>) =
-            waiting.into_iter().partition(|declaration| {
-                declaration
-                    .calls
-                    .iter()
-                    .all(|called| ordered.iter().any(|started| started.name == *called))
-            });
-        if ready.is_empty() {
-            let names: Vec<&str> = blocked.iter().map(|declaration| declaration.name).collect();
-            return Err(format!("{} call each other in a circle", names.join(", ")));
-        }
-        ordered.extend(ready);
-        waiting = blocked;
+        ordered.extend(ready.into_iter().map(|(declaration, _)| declaration));
+        needs = blocked;
     }
     Ok(ordered)
 }
@@ -242,28 +333,63 @@ mod tests {
             settings: &[],
             check_settings: no_settings,
             grants: "",
-            contract: |_| unreachable!("not read here"),
+            contract: ContractSource::AmongOthers(consumes_nothing),
             start: |_| unreachable!("not started here"),
         }
     }
 
+    fn consumes_nothing(_: &[&'static str]) -> Result<ServiceContract, AdapterError> {
+        Ok(ServiceContract {
+            service: String::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+        })
+    }
+
+    /// Consumes the events of `a` and of a publisher outside the stack.
+    fn consumes_from_a(_: &[&'static str]) -> Result<ServiceContract, AdapterError> {
+        let consumed = |source: &str| govbus_bus::ConsumedEvents {
+            consumer: format!("c-{source}"),
+            source_service: source.to_owned(),
+            event_types: vec!["x.happened.v1"],
+        };
+        Ok(ServiceContract {
+            service: "c".to_owned(),
+            publishes: Vec::new(),
+            consumes: vec![consumed("a"), consumed("outside")],
+        })
+    }
+
+    fn names(order: &[&ServiceDeclaration]) -> Vec<&'static str> {
+        order.iter().map(|declaration| declaration.name).collect()
+    }
+
     #[test]
-    fn callees_start_first_in_declared_order_otherwise() {
+    fn callees_and_publishers_start_first_in_declared_order_otherwise() {
         let (a, b, c) = (
-            declared("a", &["c"]),
+            declared("a", &["b"]),
             declared("b", &[]),
             declared("c", &[]),
         );
-        let order = start_order(&[&a, &b, &c]).expect("ordered");
-        let names: Vec<&str> = order.iter().map(|declaration| declaration.name).collect();
-        assert_eq!(names, ["b", "c", "a"]);
+        assert_eq!(
+            names(&start_order(&[&a, &b, &c]).expect("ordered")),
+            ["b", "c", "a"]
+        );
+        let consumer = ServiceDeclaration {
+            contract: ContractSource::AmongOthers(consumes_from_a),
+            ..declared("c", &[])
+        };
+        assert_eq!(
+            names(&start_order(&[&consumer, &a, &b]).expect("ordered")),
+            ["b", "a", "c"]
+        );
     }
 
     #[test]
     fn circles_and_unknown_callees_are_refused() {
         let (a, b) = (declared("a", &["b"]), declared("b", &["a"]));
         let error = start_order(&[&a, &b]).expect_err("a circle");
-        assert!(error.contains("a, b call each other"), "{error}");
+        assert!(error.contains("a, b depend on each other"), "{error}");
         let lonely = declared("a", &["nobody"]);
         let error = start_order(&[&lonely]).expect_err("unknown");
         assert!(error.contains("calls nobody"), "{error}");

@@ -1,10 +1,11 @@
 //! Building and running the licensing service.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, HandleError, ServiceAdapter};
 use govbus_identity_client::IdentityClient;
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
@@ -59,23 +60,70 @@ pub struct LicensingConfig {
     pub deadline_check_interval: Duration,
 }
 
-/// A running licensing service.
-/// What licensing publishes and consumes, without starting it (for NATS permissions). The
-/// handler here does nothing: only the declaration counts.
+/// What licensing publishes and consumes, without starting it (for NATS permissions): the same
+/// declaration as a running licensing's, with a handler that is never run.
 pub fn contract() -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    consuming(publishing(), NotRunning).contract()
+}
+
+/// The durable consumer of identity's events.
+pub const IDENTITY_CONSUMER: &str = "licensing-identity";
+
+/// What licensing publishes.
+fn publishing() -> ServiceAdapter {
     ServiceAdapter::new(SERVICE)
         .publishes::<ApplicationSubmitted>()
         .publishes::<NibIssued>()
         .publishes::<LicenceDecided>()
         .publishes::<LicenceDeemedApproved>()
         .publishes::<LicenceFlaggedForReview>()
-        .consumer(
-            Consumer::new("licensing-identity")
-                .on(|_event: CitizenDeceased, _meta| async { Ok(()) }),
-        )
-        .contract()
 }
 
+/// What licensing consumes, and what handles it: `reactions` (the office, in a running
+/// licensing).
+fn consuming(adapter: ServiceAdapter, reactions: impl IdentityReactions) -> ServiceAdapter {
+    adapter.consumer(
+        Consumer::new(IDENTITY_CONSUMER)
+            .purpose(IDENTITY_CONSUMER_PURPOSE)
+            .on(move |event: CitizenDeceased, meta| {
+                let reactions = reactions.clone();
+                async move { reactions.citizen_deceased(event, meta).await }
+            }),
+    )
+}
+
+/// What licensing does with identity's events.
+trait IdentityReactions: Clone + Send + Sync + 'static {
+    fn citizen_deceased(
+        &self,
+        event: CitizenDeceased,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+impl IdentityReactions for Office {
+    fn citizen_deceased(
+        &self,
+        event: CitizenDeceased,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        self.on_citizen_deceased(event, meta)
+    }
+}
+
+/// The handler of a declaration that is only read, never started.
+#[derive(Debug, Clone, Copy)]
+struct NotRunning;
+
+impl IdentityReactions for NotRunning {
+    async fn citizen_deceased(&self, _: CitizenDeceased, _: EventMeta) -> Result<(), HandleError> {
+        Err(HandleError::permanent(
+            "a declaration read for its contract never handles events",
+        ))
+    }
+}
+
+/// A running licensing service.
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -98,30 +146,14 @@ impl Application {
         .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
             .map_err(|error| StartError::Dependency(error.into()))?;
-        let mut declaration = ServiceAdapter::new(SERVICE)
-            .publishes::<ApplicationSubmitted>()
-            .publishes::<NibIssued>()
-            .publishes::<LicenceDecided>()
-            .publishes::<LicenceDeemedApproved>()
-            .publishes::<LicenceFlaggedForReview>();
+        let mut declaration = publishing();
         if let Some(log) = &processing_log {
             declaration = declaration.observe_deliveries(Arc::new(log.clone()));
         }
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
         let office = Office::new(db.clone(), publisher, identity, config.deadlines);
-        let on_death = office.clone();
-        let adapter = declaration
-            .consumer(
-                Consumer::new("licensing-identity")
-                    .purpose(IDENTITY_CONSUMER_PURPOSE)
-                    .on(move |event: CitizenDeceased, meta| {
-                        let office = on_death.clone();
-                        async move { office.on_citizen_deceased(event, meta).await }
-                    }),
-            )
-            .start(&bus)
-            .await?;
+        let adapter = consuming(declaration, office.clone()).start(&bus).await?;
         let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(

@@ -17,15 +17,18 @@
 //!   its events.
 //! - [`deadlines`]: the watcher that deems overdue applications approved.
 //! - [`grpc`]: the gRPC API and error mapping.
+//! - [`declaration`]: licensing as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires it together.
 
 pub mod app;
 pub mod deadlines;
+pub mod declaration;
 pub mod domain;
 pub mod grpc;
 pub mod office;
 pub mod store;
 
 pub use app::{Application, LicensingConfig, contract};
+pub use declaration::DECLARATION;
 pub use domain::Deadlines;
 pub use govbus_kit::StartError;

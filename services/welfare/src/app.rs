@@ -1,9 +1,10 @@
 //! Building and running the welfare service.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use govbus_bus::{Bus, BusOptions, Consumer, ServiceAdapter};
+use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, HandleError, ServiceAdapter};
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
@@ -55,24 +56,95 @@ pub struct WelfareConfig {
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
 }
 
-/// A running welfare service.
-/// What welfare publishes and consumes, without starting it (for NATS permissions). The
-/// handlers here do nothing: only the declaration counts.
+/// What welfare publishes and consumes, without starting it (for NATS permissions): the same
+/// declaration as a running welfare's, with handlers that are never run.
 pub fn contract() -> Result<govbus_bus::ServiceContract, govbus_bus::AdapterError> {
+    consuming(publishing(), NotRunning).contract()
+}
+
+/// What welfare publishes.
+fn publishing() -> ServiceAdapter {
     ServiceAdapter::new(SERVICE)
         .publishes::<HouseholdRegistered>()
         .publishes::<HouseholdAssessed>()
         .publishes::<BenefitGranted>()
         .publishes::<BenefitRefused>()
         .publishes::<BenefitSuspended>()
-        .consumer(
-            Consumer::new(IDENTITY_CONSUMER)
-                .on(|_event: CitizenDeceased, _meta| async { Ok(()) })
-                .on(|_event: CitizenRelocated, _meta| async { Ok(()) }),
-        )
-        .contract()
 }
 
+/// What welfare consumes, and what handles it: `reactions` (the office, in a running welfare).
+fn consuming(adapter: ServiceAdapter, reactions: impl IdentityReactions) -> ServiceAdapter {
+    let on_move = reactions.clone();
+    adapter.consumer(
+        Consumer::new(IDENTITY_CONSUMER)
+            .purpose(IDENTITY_CONSUMER_PURPOSE)
+            .on(move |event: CitizenDeceased, meta| {
+                let reactions = reactions.clone();
+                async move { reactions.citizen_deceased(event, meta).await }
+            })
+            .on(move |event: CitizenRelocated, meta| {
+                let reactions = on_move.clone();
+                async move { reactions.citizen_relocated(event, meta).await }
+            }),
+    )
+}
+
+/// What welfare does with identity's events.
+trait IdentityReactions: Clone + Send + Sync + 'static {
+    fn citizen_deceased(
+        &self,
+        event: CitizenDeceased,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    fn citizen_relocated(
+        &self,
+        event: CitizenRelocated,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+impl IdentityReactions for Office {
+    fn citizen_deceased(
+        &self,
+        event: CitizenDeceased,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        self.on_citizen_deceased(event, meta)
+    }
+
+    fn citizen_relocated(
+        &self,
+        event: CitizenRelocated,
+        meta: EventMeta,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        self.on_citizen_relocated(event, meta)
+    }
+}
+
+/// The handlers of a declaration that is only read, never started.
+#[derive(Debug, Clone, Copy)]
+struct NotRunning;
+
+impl IdentityReactions for NotRunning {
+    async fn citizen_deceased(&self, _: CitizenDeceased, _: EventMeta) -> Result<(), HandleError> {
+        Err(HandleError::permanent(
+            "a declaration read for its contract never handles events",
+        ))
+    }
+
+    async fn citizen_relocated(
+        &self,
+        _: CitizenRelocated,
+        _: EventMeta,
+    ) -> Result<(), HandleError> {
+        Err(HandleError::permanent(
+            "a declaration read for its contract never handles events",
+        ))
+    }
+}
+
+/// A running welfare service.
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
@@ -94,34 +166,14 @@ impl Application {
         .unzip();
         let identity = IdentityClient::new(&config.identity_url, SERVICE, config.tls.as_ref())
             .map_err(|error| StartError::Dependency(error.into()))?;
-        let mut declaration = ServiceAdapter::new(SERVICE)
-            .publishes::<HouseholdRegistered>()
-            .publishes::<HouseholdAssessed>()
-            .publishes::<BenefitGranted>()
-            .publishes::<BenefitRefused>()
-            .publishes::<BenefitSuspended>();
+        let mut declaration = publishing();
         if let Some(log) = &processing_log {
             declaration = declaration.observe_deliveries(Arc::new(log.clone()));
         }
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
         let office = Office::new(db.clone(), publisher, identity);
-        let (on_death, on_move) = (office.clone(), office.clone());
-        let adapter = declaration
-            .consumer(
-                Consumer::new(IDENTITY_CONSUMER)
-                    .purpose(IDENTITY_CONSUMER_PURPOSE)
-                    .on(move |event: CitizenDeceased, meta| {
-                        let office = on_death.clone();
-                        async move { office.on_citizen_deceased(event, meta).await }
-                    })
-                    .on(move |event: CitizenRelocated, meta| {
-                        let office = on_move.clone();
-                        async move { office.on_citizen_relocated(event, meta).await }
-                    }),
-            )
-            .start(&bus)
-            .await?;
+        let adapter = consuming(declaration, office.clone()).start(&bus).await?;
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<WelfareServiceServer<WelfareApi>>(
             SERVICE,

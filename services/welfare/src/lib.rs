@@ -13,13 +13,16 @@
 //! - [`store`]: households, members, benefits.
 //! - [`office`]: commands and reactions to events, each one transaction with its events.
 //! - [`grpc`]: the gRPC API and error mapping.
+//! - [`declaration`]: welfare as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires it together.
 
 pub mod app;
+pub mod declaration;
 pub mod domain;
 pub mod grpc;
 pub mod office;
 pub mod store;
 
 pub use app::{Application, WelfareConfig, contract};
+pub use declaration::DECLARATION;
 pub use govbus_kit::StartError;

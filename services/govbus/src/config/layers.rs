@@ -5,9 +5,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use govbus_kit::declaration::{ServiceDeclaration, SettingKind};
 use govbus_kit::duration;
 
-use super::StackConfig;
+use super::{ServiceSection, StackConfig};
+use crate::services::{SERVICES, declared};
 
 /// The type of a key's value, for reading it from text (environment and flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,37 +19,157 @@ enum Kind {
     Bool,
 }
 
-/// Every configuration key. A test checks it against [`StackConfig`].
-const KEYS: &[(&str, Kind)] = &[
-    ("data_dir", Kind::Text),
-    ("shutdown_timeout", Kind::Text),
-    ("nats.url", Kind::Text),
-    ("nats.listen", Kind::Text),
-    ("nats.server_binary", Kind::Text),
-    ("nats.stream_replicas", Kind::Integer),
-    ("identity.listen", Kind::Text),
-    ("identity.database_url", Kind::Text),
-    ("welfare.listen", Kind::Text),
-    ("welfare.database_url", Kind::Text),
-    ("licensing.listen", Kind::Text),
-    ("licensing.database_url", Kind::Text),
-    ("licensing.verification_deadline", Kind::Text),
-    ("licensing.approval_deadline", Kind::Text),
-    ("evaluation.listen", Kind::Text),
-    ("evaluation.database_url", Kind::Text),
-    ("storage.keep_processed_events", Kind::Text),
-    ("storage.keep_idempotency_keys", Kind::Text),
-    ("storage.keep_published_events", Kind::Text),
-    ("console.enabled", Kind::Bool),
-    ("console.listen", Kind::Text),
-    ("telemetry.log", Kind::Text),
-    ("telemetry.log_format", Kind::Text),
-    ("telemetry.otlp_endpoint", Kind::Text),
-    ("telemetry.keep_traces", Kind::Integer),
-    ("tls.enabled", Kind::Bool),
-    ("tls.dir", Kind::Text),
-    ("tls.policy", Kind::Text),
+/// The stack's own configuration keys; each service's come from its declaration
+/// ([`service_keys`]). A test checks them against [`StackConfig`].
+const STACK_KEYS: &[(&str, Kind, &str)] = &[
+    ("data_dir", Kind::Text, "databases, NATS store, logs"),
+    (
+        "shutdown_timeout",
+        Kind::Text,
+        "how long a graceful stop may take",
+    ),
+    (
+        "nats.url",
+        Kind::Text,
+        "an existing NATS server (comma-separated for a cluster); unset = embedded",
+    ),
+    (
+        "nats.listen",
+        Kind::Text,
+        "the embedded server's client address (port 0 = any free port, printed at start)",
+    ),
+    ("nats.server_binary", Kind::Text, "the `nats-server` to run"),
+    (
+        "nats.stream_replicas",
+        Kind::Integer,
+        "copies of each stream the services create; 3 or 5 with `nats.url` naming a cluster's \
+         members",
+    ),
+    (
+        "storage.keep_processed_events",
+        Kind::Text,
+        "processed event ids kept (at least 366d, how long streams keep events)",
+    ),
+    (
+        "storage.keep_idempotency_keys",
+        Kind::Text,
+        "idempotency keys and their responses kept",
+    ),
+    (
+        "storage.keep_published_events",
+        Kind::Text,
+        "published outbox rows kept",
+    ),
+    ("console.enabled", Kind::Bool, "serve the console"),
+    (
+        "console.listen",
+        Kind::Text,
+        "console, HTTP API and `/metrics`",
+    ),
+    (
+        "telemetry.log",
+        Kind::Text,
+        "log filter (`RUST_LOG` syntax); `GOVBUS_LOG` works too",
+    ),
+    ("telemetry.log_format", Kind::Text, "`text` or `json`"),
+    (
+        "telemetry.otlp_endpoint",
+        Kind::Text,
+        "OTLP/gRPC endpoint for traces",
+    ),
+    (
+        "telemetry.keep_traces",
+        Kind::Integer,
+        "recent traces kept in memory for the console",
+    ),
+    ("tls.enabled", Kind::Bool, "every gRPC hop over mutual TLS"),
+    (
+        "tls.dir",
+        Kind::Text,
+        "certificates (`ca.pem`, `<name>.pem`, `<name>-key.pem`); unset = `<data_dir>/certs`",
+    ),
+    (
+        "tls.policy",
+        Kind::Text,
+        "who may call which gRPC method; unset = `<data_dir>/access-policy.toml`",
+    ),
 ];
+
+/// A service's own key: every service has these two.
+const LISTEN: &str = "listen";
+/// See [`LISTEN`].
+const DATABASE_URL: &str = "database_url";
+
+/// Every key of `declaration`'s section, with its kind and meaning.
+fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, Kind, String)> {
+    let name = declaration.name;
+    let mut keys = vec![
+        (
+            format!("{name}.{LISTEN}"),
+            Kind::Text,
+            format!("{name}'s gRPC address"),
+        ),
+        (
+            format!("{name}.{DATABASE_URL}"),
+            Kind::Text,
+            format!("`sqlite://…` or `postgres://…`; unset = `sqlite://<data_dir>/{name}.db`"),
+        ),
+    ];
+    for setting in declaration.settings {
+        let kind = match setting.kind {
+            // Durations are read as text and checked with the section.
+            SettingKind::Text | SettingKind::Duration => Kind::Text,
+            SettingKind::Integer => Kind::Integer,
+            SettingKind::Bool => Kind::Bool,
+        };
+        let doc = setting.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        keys.push((format!("{name}.{}", setting.key), kind, doc));
+    }
+    keys
+}
+
+/// Every configuration key with its kind and meaning, the stack's first.
+fn all_keys() -> Vec<(String, Kind, String)> {
+    STACK_KEYS
+        .iter()
+        .map(|(key, kind, doc)| ((*key).to_owned(), *kind, (*doc).to_owned()))
+        .chain(
+            SERVICES
+                .iter()
+                .flat_map(|declaration| service_keys(declaration)),
+        )
+        .collect()
+}
+
+/// Every key as a Markdown table: its environment variable, its default and its meaning
+/// (`govbus config keys`).
+pub fn keys_table() -> String {
+    let defaults = Layers::defaults();
+    let mut leaves = Vec::new();
+    flatten("", &defaults.table, &mut leaves);
+    let default_of = |key: &str| {
+        leaves.iter().find(|(leaf, _)| leaf == key).map_or_else(
+            || "unset".to_owned(),
+            |(_, value)| match value {
+                toml::Value::String(text) if text.is_empty() => "unset".to_owned(),
+                toml::Value::String(text) => format!("`{text}`"),
+                toml::Value::Integer(number) => format!("`{number}`"),
+                toml::Value::Boolean(yes) => format!("`{yes}`"),
+                other => format!("`{other:?}`"),
+            },
+        )
+    };
+    let mut table =
+        String::from("| Key | Environment variable | Default | Meaning |\n|---|---|---|---|\n");
+    for (key, _, doc) in all_keys() {
+        table.push_str(&format!(
+            "| `{key}` | `{}` | {} | {doc} |\n",
+            env_name(&key),
+            default_of(&key)
+        ));
+    }
+    table
+}
 
 /// Shorter environment names kept for what every govbus binary reads.
 const ALIASES: &[(&str, &str)] = &[("GOVBUS_LOG", "telemetry.log")];
@@ -138,7 +260,7 @@ impl fmt::Display for ConfigError {
 /// let config = Layers::defaults()
 ///     .set("identity.listen", "127.0.0.1:6001", Origin::Flag("--set".into()))?
 ///     .build()?;
-/// assert_eq!(config.identity.listen.port(), 6001);
+/// assert_eq!(config.service("identity").map(|identity| identity.listen.port()), Some(6001));
 ///
 /// let error = Layers::defaults()
 ///     .set("console.listen", "eight thousand", Origin::Env("GOVBUS_CONSOLE_LISTEN".into()))?
@@ -156,10 +278,17 @@ pub struct Layers {
 impl Layers {
     /// The built-in defaults.
     pub fn defaults() -> Self {
-        let table = toml::Table::try_from(StackConfig::default()).unwrap_or_default();
+        let defaults = StackConfig::default();
+        let mut table = toml::Table::try_from(&defaults).unwrap_or_default();
+        for section in &defaults.services {
+            table.insert(
+                section.name.to_owned(),
+                toml::Value::Table(section.to_table()),
+            );
+        }
         let mut origins = BTreeMap::new();
-        for (key, _) in KEYS {
-            origins.insert((*key).to_owned(), Origin::Default);
+        for (key, _, _) in all_keys() {
+            origins.insert(key, Origin::Default);
         }
         Self { table, origins }
     }
@@ -193,8 +322,11 @@ impl Layers {
         mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let by_name: BTreeMap<String, &str> =
-            KEYS.iter().map(|(key, _)| (env_name(key), *key)).collect();
+        let keys = all_keys();
+        let by_name: BTreeMap<String, &str> = keys
+            .iter()
+            .map(|(key, _, _)| (env_name(key), key.as_str()))
+            .collect();
         let mut canonical = Vec::new();
         for (name, value) in vars {
             if let Some(key) = by_name.get(&name) {
@@ -251,16 +383,55 @@ impl Layers {
 
     /// The typed, validated configuration.
     pub fn build(self) -> Result<StackConfig, ConfigError> {
-        let config: StackConfig = serde_path_to_error::deserialize(toml::Value::Table(
-            self.table.clone(),
-        ))
-        .map_err(|error| {
+        let mut stack = self.table.clone();
+        let mut services = Vec::with_capacity(SERVICES.len());
+        for declaration in SERVICES {
+            let table = match stack.remove(declaration.name) {
+                Some(toml::Value::Table(table)) => table,
+                _ => toml::Table::new(),
+            };
+            services.push(self.section(declaration, table)?);
+        }
+        let mut config: StackConfig = serde_path_to_error::deserialize(toml::Value::Table(stack))
+            .map_err(|error| {
             let key = error.path().to_string();
             let origin = self.origins.get(&key).cloned();
             ConfigError::of_key(&key, origin, error.into_inner().to_string())
         })?;
+        config.services = services;
         self.validate(&config)?;
         Ok(config)
+    }
+
+    /// `declaration`'s section from its table (which holds only its keys: layers refuse others).
+    fn section(
+        &self,
+        declaration: &ServiceDeclaration,
+        mut table: toml::Table,
+    ) -> Result<ServiceSection, ConfigError> {
+        let key = |name: &str| format!("{}.{name}", declaration.name);
+        let text = |value: toml::Value, name: &str| match value {
+            toml::Value::String(text) => Ok(text),
+            _ => Err(self.problem(&key(name), "must be text")),
+        };
+        let listen = match table.remove(LISTEN) {
+            Some(value) => text(value, LISTEN)?
+                .parse::<SocketAddr>()
+                .map_err(|error| self.problem(&key(LISTEN), error.to_string()))?,
+            None => ServiceSection::defaults_of(declaration).listen,
+        };
+        let database_url = table
+            .remove(DATABASE_URL)
+            .map(|value| text(value, DATABASE_URL))
+            .transpose()?;
+        let mut settings = ServiceSection::defaults_of(declaration).settings;
+        settings.extend(table);
+        Ok(ServiceSection {
+            name: declaration.name,
+            listen,
+            database_url,
+            settings,
+        })
     }
 
     fn problem(&self, key: &str, problem: impl Into<String>) -> ConfigError {
@@ -291,33 +462,20 @@ impl Layers {
             }
             _ => return Err(self.problem("nats.stream_replicas", "must be 1, 3 or 5")),
         }
-        for (key, deadline) in [
-            (
-                "licensing.verification_deadline",
-                config.licensing.verification_deadline,
-            ),
-            (
-                "licensing.approval_deadline",
-                config.licensing.approval_deadline,
-            ),
-        ] {
-            if deadline.is_zero() {
-                return Err(self.problem(key, "must be longer than zero"));
-            }
-        }
-        for (service, url) in [
-            ("identity", &config.identity.database_url),
-            ("welfare", &config.welfare.database_url),
-            ("licensing", &config.licensing.database_url),
-            ("evaluation", &config.evaluation.database_url),
-        ] {
-            if let Some(url) = url
+        for (declaration, section) in SERVICES.iter().zip(&config.services) {
+            (declaration.check_settings)(&section.settings).map_err(|problem| {
+                self.problem(
+                    &format!("{}.{}", declaration.name, problem.key),
+                    problem.problem,
+                )
+            })?;
+            if let Some(url) = &section.database_url
                 && !(url.starts_with("sqlite:")
                     || url.starts_with("postgres://")
                     || url.starts_with("postgresql://"))
             {
                 return Err(self.problem(
-                    &format!("{service}.database_url"),
+                    &format!("{}.{DATABASE_URL}", section.name),
                     "must start with sqlite:, postgres:// or postgresql://",
                 ));
             }
@@ -362,17 +520,16 @@ impl Layers {
         }
         tracing_subscriber::EnvFilter::try_new(&config.telemetry.log)
             .map_err(|error| self.problem("telemetry.log", error.to_string()))?;
-        let mut listens: Vec<(&str, SocketAddr)> = vec![
-            ("identity.listen", config.identity.listen),
-            ("welfare.listen", config.welfare.listen),
-            ("licensing.listen", config.licensing.listen),
-            ("evaluation.listen", config.evaluation.listen),
-        ];
+        let mut listens: Vec<(String, SocketAddr)> = config
+            .services
+            .iter()
+            .map(|section| (format!("{}.{LISTEN}", section.name), section.listen))
+            .collect();
         if config.console.enabled {
-            listens.push(("console.listen", config.console.listen));
+            listens.push(("console.listen".to_owned(), config.console.listen));
         }
         if config.nats.url.is_none() {
-            listens.push(("nats.listen", config.nats.listen));
+            listens.push(("nats.listen".to_owned(), config.nats.listen));
         }
         let mut seen = HashSet::new();
         for (key, address) in &listens {
@@ -393,14 +550,20 @@ pub(crate) fn env_name(key: &str) -> String {
 }
 
 fn kind_of(key: &str) -> Option<Kind> {
-    KEYS.iter()
-        .find(|(known, _)| *known == key)
-        .map(|(_, kind)| *kind)
+    if let Some((_, kind, _)) = STACK_KEYS.iter().find(|(known, _, _)| *known == key) {
+        return Some(*kind);
+    }
+    let (service, _) = key.split_once('.')?;
+    service_keys(declared(service)?)
+        .into_iter()
+        .find(|(known, _, _)| known == key)
+        .map(|(_, kind, _)| kind)
 }
 
 fn known_keys() -> String {
-    KEYS.iter()
-        .map(|(key, _)| *key)
+    all_keys()
+        .into_iter()
+        .map(|(key, _, _)| key)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -466,21 +629,51 @@ mod tests {
         let mut full = StackConfig::default();
         full.nats.url = Some("nats://127.0.0.1:4222".into());
         full.nats.server_binary = Some("/usr/bin/nats-server".into());
-        for service in [&mut full.identity, &mut full.welfare, &mut full.evaluation] {
+        for service in &mut full.services {
             service.database_url = Some("sqlite://x.db".into());
         }
-        full.licensing.database_url = Some("sqlite://x.db".into());
         full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
         full.tls.dir = Some("/etc/govbus/certs".into());
         full.tls.policy = Some("/etc/govbus/access-policy.toml".into());
-        let table = toml::Table::try_from(full).expect("serialisable");
+        let mut table = toml::Table::try_from(&full).expect("serialisable");
+        for section in &full.services {
+            table.insert(
+                section.name.to_owned(),
+                toml::Value::Table(section.to_table()),
+            );
+        }
         let mut leaves = Vec::new();
         flatten("", &table, &mut leaves);
         let mut serialised: Vec<String> = leaves.into_iter().map(|(key, _)| key).collect();
         serialised.sort();
-        let mut known: Vec<String> = KEYS.iter().map(|(key, _)| (*key).to_owned()).collect();
+        let mut known: Vec<String> = all_keys().into_iter().map(|(key, _, _)| key).collect();
         known.sort();
         assert_eq!(serialised, known);
+    }
+
+    #[test]
+    fn the_key_table_lists_every_key_with_its_variable_and_default() {
+        let table = keys_table();
+        for (key, _, _) in all_keys() {
+            assert!(
+                table.contains(&format!("| `{key}` | `{}` |", env_name(&key))),
+                "{key}"
+            );
+        }
+        assert!(
+            table.contains(
+                "| `licensing.approval_deadline` | `GOVBUS_LICENSING_APPROVAL_DEADLINE` | `10d` |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `identity.listen` | `GOVBUS_IDENTITY_LISTEN` | `127.0.0.1:50051` |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `nats.url` | `GOVBUS_NATS_URL` | unset |"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -518,11 +711,12 @@ mod tests {
             .build()
             .expect("valid");
         assert_eq!(config.data_dir, PathBuf::from("/srv/govbus"));
-        assert_eq!(config.identity.listen.port(), 7001);
-        assert_eq!(config.welfare.listen.port(), 9002);
+        let port = |service: &str| config.service(service).map(|section| section.listen.port());
+        assert_eq!(port("identity"), Some(7001));
+        assert_eq!(port("welfare"), Some(9002));
         assert_eq!(config.telemetry.keep_traces, 50);
         assert!(!config.console.enabled);
-        assert_eq!(config.evaluation.listen.port(), 50054);
+        assert_eq!(port("evaluation"), Some(50054));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! command-line flags. Every key has one environment variable: the key's path in capitals with
 //! `_` for `.`, e.g. `identity.listen` ↔ `GOVBUS_IDENTITY_LISTEN`. An error names the bad key
 //! and the layer that set it.
+//!
+//! Each service has a section of its own, named after it: `listen`, `database_url` and the
+//! settings its declaration lists ([`crate::services`]).
 
 mod layers;
 
@@ -12,10 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use govbus_kit::declaration::{Section, ServiceDeclaration};
 use govbus_kit::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
-pub use layers::{ConfigError, Layers, Origin};
+pub use layers::{ConfigError, Layers, Origin, keys_table};
 
 /// The whole stack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,14 +32,6 @@ pub struct StackConfig {
     pub shutdown_timeout: Duration,
     /// The NATS server.
     pub nats: NatsConfig,
-    /// The identity service.
-    pub identity: ServiceConfig,
-    /// The welfare service.
-    pub welfare: ServiceConfig,
-    /// The licensing service.
-    pub licensing: LicensingConfig,
-    /// The SPBE evaluation service.
-    pub evaluation: ServiceConfig,
     /// What every service's database keeps, and for how long.
     #[serde(default)]
     pub storage: StorageConfig,
@@ -45,6 +41,56 @@ pub struct StackConfig {
     pub telemetry: TelemetryConfig,
     /// Mutual TLS between the services.
     pub tls: TlsConfig,
+    /// Each declared service's section, in the order of [`crate::services::SERVICES`]. In a
+    /// file, each is a table named after its service.
+    #[serde(skip)]
+    pub services: Vec<ServiceSection>,
+}
+
+/// A service's section: its address, its database and its own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSection {
+    /// The service.
+    pub name: &'static str,
+    /// Where its gRPC API listens.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/<service>.db`.
+    pub database_url: Option<String>,
+    /// The settings its declaration lists, defaults filled in.
+    pub settings: Section,
+}
+
+impl ServiceSection {
+    /// The section of `declaration` with its defaults.
+    pub fn defaults_of(declaration: &ServiceDeclaration) -> Self {
+        Self {
+            name: declaration.name,
+            listen: SocketAddr::from(([127, 0, 0, 1], declaration.default_port)),
+            database_url: None,
+            settings: declaration
+                .settings
+                .iter()
+                .filter_map(|setting| {
+                    // Defaults are checked by the services' list's test.
+                    let value = setting.default_value().ok()?;
+                    Some((setting.key.to_owned(), value))
+                })
+                .collect(),
+        }
+    }
+
+    /// As a TOML table, as a file would hold it.
+    pub fn to_table(&self) -> toml::Table {
+        let mut table = self.settings.clone();
+        table.insert(
+            "listen".to_owned(),
+            toml::Value::String(self.listen.to_string()),
+        );
+        if let Some(url) = &self.database_url {
+            table.insert("database_url".to_owned(), toml::Value::String(url.clone()));
+        }
+        table
+    }
 }
 
 /// Mutual TLS between the services (and for the console's and operators' gRPC calls).
@@ -85,34 +131,6 @@ pub struct NatsConfig {
 
 fn one_replica() -> usize {
     1
-}
-
-/// A service's address and database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// Where its gRPC API listens.
-    pub listen: SocketAddr,
-    /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/<service>.db`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-}
-
-/// The licensing service, with its statutory deadlines.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LicensingConfig {
-    /// Where its gRPC API listens.
-    pub listen: SocketAddr,
-    /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/licensing.db`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-    /// Time to verify a standard certificate (menengah tinggi) before it is deemed approved.
-    #[serde(with = "govbus_kit::duration")]
-    pub verification_deadline: Duration,
-    /// Time to approve a licence (tinggi) before it is deemed approved.
-    #[serde(with = "govbus_kit::duration")]
-    pub approval_deadline: Duration,
 }
 
 /// How long every service keeps what guards against repeats (see docs/operating.md).
@@ -186,7 +204,6 @@ pub struct TelemetryConfig {
 impl Default for StackConfig {
     fn default() -> Self {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let deadlines = govbus_licensing::Deadlines::default();
         Self {
             data_dir: PathBuf::from(".govbus"),
             shutdown_timeout: Duration::from_secs(30),
@@ -195,24 +212,6 @@ impl Default for StackConfig {
                 listen: loopback(0),
                 server_binary: None,
                 stream_replicas: 1,
-            },
-            identity: ServiceConfig {
-                listen: loopback(50051),
-                database_url: None,
-            },
-            welfare: ServiceConfig {
-                listen: loopback(50052),
-                database_url: None,
-            },
-            licensing: LicensingConfig {
-                listen: loopback(50053),
-                database_url: None,
-                verification_deadline: deadlines.verification,
-                approval_deadline: deadlines.approval,
-            },
-            evaluation: ServiceConfig {
-                listen: loopback(50054),
-                database_url: None,
             },
             storage: StorageConfig::default(),
             console: ConsoleConfig {
@@ -230,6 +229,10 @@ impl Default for StackConfig {
                 dir: None,
                 policy: None,
             },
+            services: crate::services::SERVICES
+                .iter()
+                .map(|declaration| ServiceSection::defaults_of(declaration))
+                .collect(),
         }
     }
 }
@@ -239,10 +242,9 @@ impl StackConfig {
     pub fn on_free_ports(mut self) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         self.nats.listen = any;
-        self.identity.listen = any;
-        self.welfare.listen = any;
-        self.licensing.listen = any;
-        self.evaluation.listen = any;
+        for service in &mut self.services {
+            service.listen = any;
+        }
         self.console.listen = any;
         self
     }
@@ -259,16 +261,21 @@ impl StackConfig {
 
     /// The database URL of `service`: the configured one or a SQLite file in the data folder.
     pub fn database_url(&self, service: &str) -> String {
-        let configured = match service {
-            "identity" => &self.identity.database_url,
-            "welfare" => &self.welfare.database_url,
-            "licensing" => &self.licensing.database_url,
-            "evaluation" => &self.evaluation.database_url,
-            _ => &None,
-        };
-        configured
-            .clone()
+        self.service(service)
+            .and_then(|section| section.database_url.clone())
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join(format!("{service}.db"))))
+    }
+
+    /// The section of `service`.
+    pub fn service(&self, service: &str) -> Option<&ServiceSection> {
+        self.services.iter().find(|section| section.name == service)
+    }
+
+    /// The section of `service`, to change it.
+    pub fn service_mut(&mut self, service: &str) -> Option<&mut ServiceSection> {
+        self.services
+            .iter_mut()
+            .find(|section| section.name == service)
     }
 }
 

@@ -69,6 +69,10 @@ pub enum StackError {
         /// What is wrong.
         reason: String,
     },
+    /// The services' declarations do not make a stack (a programming error): a service calls
+    /// one that is not declared, or services call each other in a circle.
+    #[error("the services' declarations: {0}")]
+    Declarations(String),
     /// A part did not report healthy in time.
     #[error("{part} is not healthy after {waited:?}: {reason}")]
     Unhealthy {

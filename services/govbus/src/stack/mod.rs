@@ -20,7 +20,7 @@ mod users;
 
 pub use callers::{CONSOLE, OPERATOR};
 pub use error::StackError;
-pub use trust::{Certificates, SHIPPED_POLICY};
+pub use trust::{Certificates, certificate_names, shipped_policy};
 
 use std::time::{Duration, Instant};
 
@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::StackConfig;
 use crate::console::{AuditAccess, Console, ConsoleState};
-use crate::endpoints::{Endpoints, ServiceEndpoint, check_health};
+use crate::endpoints::{Endpoints, check_health};
 use crate::observability::Observability;
 use data_dir::DataDirLock;
 use nats::SupervisedNats;
-use services::start_services;
+use services::{RunningServices, Shared};
 use trust::open_policy;
 use users::NatsUsers;
 
@@ -44,10 +44,7 @@ use users::NatsUsers;
 #[derive(Debug)]
 pub struct Stack {
     nats: Option<SupervisedNats>,
-    identity: govbus_identity::Application,
-    welfare: govbus_welfare::Application,
-    licensing: govbus_licensing::Application,
-    evaluation: govbus_evaluation::Application,
+    services: RunningServices,
     console: Option<Console>,
     endpoints: Endpoints,
     /// The operator's identity, for the health checks.
@@ -107,16 +104,15 @@ impl Stack {
                 (Some(supervised), url, users)
             }
         };
-        let started = Box::pin(start_services(
-            &config,
-            &nats_url,
-            &users,
-            certificates.as_ref(),
-            access.as_ref(),
-            subject_key.as_ref(),
-        ))
-        .await;
-        let (identity, welfare, licensing, evaluation) = match started {
+        let shared = Shared {
+            config: &config,
+            nats_url: &nats_url,
+            users: &users,
+            certificates: certificates.as_ref(),
+            access: access.as_ref(),
+            audit_subject_key: subject_key.as_ref(),
+        };
+        let services = match Box::pin(RunningServices::start(&shared)).await {
             Ok(services) => services,
             Err(error) => {
                 stop_watching_policy.cancel();
@@ -124,23 +120,15 @@ impl Stack {
                 return Err(error);
             }
         };
-        let services = vec![
-            ServiceEndpoint::new("identity", identity.address()),
-            ServiceEndpoint::new("welfare", welfare.address()),
-            ServiceEndpoint::new("licensing", licensing.address()),
-            ServiceEndpoint::new("evaluation", evaluation.address()),
-        ];
+        let endpoints = services.endpoints();
         let mut stack = Self {
             nats,
-            identity,
-            welfare,
-            licensing,
-            evaluation,
+            services,
             console: None,
             endpoints: Endpoints {
                 nats_url: nats_url.clone(),
                 nats_embedded: config.nats.url.is_none(),
-                services,
+                services: endpoints,
                 console: None,
                 data_dir: config.data_dir.clone(),
                 certificates_dir: certificates
@@ -240,11 +228,7 @@ impl Stack {
             if let Some(console) = self.console {
                 console.stop().await;
             }
-            // Callers of identity first, so their in-flight calls to it can finish.
-            self.welfare.stop().await;
-            self.licensing.stop().await;
-            self.evaluation.stop().await;
-            self.identity.stop().await;
+            self.services.stop().await;
         };
         if tokio::time::timeout(timeout, services).await.is_err() {
             tracing::error!(

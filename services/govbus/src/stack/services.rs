@@ -1,118 +1,128 @@
-//! Starting the services in dependency order, each stopped again when a later one fails.
+//! Starting the declared services in dependency order, each after the services it calls; when
+//! one fails to start, those already started are stopped again, in reverse.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
 
 use govbus_kit::access::AccessPolicy;
 use govbus_kit::audit::SubjectKey;
+use govbus_kit::declaration::{
+    RunningService, ServiceDeclaration, ServiceEnvironment, start_order,
+};
 
 use super::error::StackError;
 use super::trust::Certificates;
 use super::users::NatsUsers;
 use crate::config::StackConfig;
+use crate::endpoints::ServiceEndpoint;
+use crate::services::{SERVICES, others_than};
 
-pub(super) type Services = (
-    govbus_identity::Application,
-    govbus_welfare::Application,
-    govbus_licensing::Application,
-    govbus_evaluation::Application,
-);
+/// What a service needs from the stack to start, beside its own configuration.
+pub(super) struct Shared<'a> {
+    pub(super) config: &'a StackConfig,
+    pub(super) nats_url: &'a str,
+    pub(super) users: &'a NatsUsers,
+    pub(super) certificates: Option<&'a Certificates>,
+    pub(super) access: Option<&'a AccessPolicy>,
+    pub(super) audit_subject_key: Option<&'a SubjectKey>,
+}
 
-pub(super) async fn start_services(
-    config: &StackConfig,
-    nats_url: &str,
-    users: &NatsUsers,
-    certificates: Option<&Certificates>,
-    access: Option<&AccessPolicy>,
-    audit_subject_key: Option<&SubjectKey>,
-) -> Result<Services, StackError> {
-    let tls = |service: &str| match certificates {
-        Some(certificates) => certificates.identity(service).map(Some),
-        None => Ok(None),
-    };
-    let scheme = if certificates.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let bus = |service: &str| users.options(nats_url, service).wait_for_server(true);
-    let failed = |service: &'static str| move |source| StackError::Service { service, source };
-    let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
-        database_url: config.database_url("identity"),
-        listen: config.identity.listen,
-        bus: bus("identity"),
-        storage: config.storage.settings(),
-        tls: tls("identity")?,
-        access: access.cloned(),
-        audit_subject_key: audit_subject_key.cloned(),
-        call_report_interval: Duration::from_secs(60),
-    })
-    .await
-    .map_err(failed("identity"))?;
-    let identity_url = format!("{scheme}://{}", identity.address());
-    let rest = async {
-        let welfare = govbus_welfare::Application::build(govbus_welfare::WelfareConfig {
-            database_url: config.database_url("welfare"),
-            listen: config.welfare.listen,
-            identity_url: identity_url.clone(),
-            bus: bus("welfare"),
-            storage: config.storage.settings(),
-            tls: tls("welfare")?,
-            access: access.cloned(),
-            audit_subject_key: audit_subject_key.cloned(),
-        })
-        .await
-        .map_err(failed("welfare"))?;
-        let licensing =
-            match govbus_licensing::Application::build(govbus_licensing::LicensingConfig {
-                database_url: config.database_url("licensing"),
-                listen: config.licensing.listen,
-                identity_url,
-                bus: bus("licensing"),
-                storage: config.storage.settings(),
-                tls: tls("licensing")?,
-                access: access.cloned(),
-                audit_subject_key: audit_subject_key.cloned(),
-                deadlines: govbus_licensing::Deadlines {
-                    verification: config.licensing.verification_deadline,
-                    approval: config.licensing.approval_deadline,
-                },
-                deadline_check_interval: Duration::from_secs(1),
-            })
-            .await
-            {
-                Ok(licensing) => licensing,
-                Err(source) => {
-                    welfare.stop().await;
-                    return Err(failed("licensing")(source));
+/// The started services, in the order they started.
+#[derive(Debug)]
+pub(super) struct RunningServices {
+    started: Vec<(&'static str, Box<dyn RunningService>)>,
+}
+
+impl RunningServices {
+    /// Starts every declared service, or none: on a failure, what started is stopped again.
+    pub(super) async fn start(shared: &Shared<'_>) -> Result<Self, StackError> {
+        let order = start_order(SERVICES).map_err(StackError::Declarations)?;
+        let mut running = Self {
+            started: Vec::with_capacity(order.len()),
+        };
+        for declaration in order {
+            match running.start_one(declaration, shared).await {
+                Ok(service) => running.started.push((declaration.name, service)),
+                Err(error) => {
+                    running.stop().await;
+                    return Err(error);
                 }
-            };
-        let evaluation =
-            match govbus_evaluation::Application::build(govbus_evaluation::EvaluationConfig {
-                database_url: config.database_url("evaluation"),
-                listen: config.evaluation.listen,
-                bus: bus("evaluation"),
-                storage: config.storage.settings(),
-                tls: tls("evaluation")?,
-                access: access.cloned(),
-                evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
-                instruments_dir: None,
-            })
+            }
+        }
+        Ok(running)
+    }
+
+    async fn start_one(
+        &self,
+        declaration: &'static ServiceDeclaration,
+        shared: &Shared<'_>,
+    ) -> Result<Box<dyn RunningService>, StackError> {
+        let name = declaration.name;
+        let section = shared
+            .config
+            .service(name)
+            .ok_or_else(|| StackError::Declarations(format!("{name} has no configuration")))?;
+        let scheme = if shared.certificates.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut peers = BTreeMap::new();
+        for called in declaration.calls {
+            let address = self.address_of(called).ok_or_else(|| {
+                StackError::Declarations(format!("{name} calls {called}, not started"))
+            })?;
+            peers.insert(*called, format!("{scheme}://{address}"));
+        }
+        let tls = match shared.certificates {
+            Some(certificates) => Some(certificates.identity(name)?),
+            None => None,
+        };
+        let environment = ServiceEnvironment {
+            database_url: shared.config.database_url(name),
+            listen: section.listen,
+            bus: shared
+                .users
+                .options(shared.nats_url, name)
+                .wait_for_server(true),
+            storage: shared.config.storage.settings(),
+            tls,
+            access: shared.access.cloned(),
+            audit_subject_key: shared.audit_subject_key.cloned(),
+            peers,
+            others: others_than(name),
+            settings: section.settings.clone(),
+        };
+        (declaration.start)(environment)
             .await
-            {
-                Ok(evaluation) => evaluation,
-                Err(source) => {
-                    welfare.stop().await;
-                    licensing.stop().await;
-                    return Err(failed("evaluation")(source));
-                }
-            };
-        Ok((welfare, licensing, evaluation))
-    };
-    match Box::pin(rest).await {
-        Ok((welfare, licensing, evaluation)) => Ok((identity, welfare, licensing, evaluation)),
-        Err(error) => {
-            identity.stop().await;
-            Err(error)
+            .map_err(|source| StackError::Service {
+                service: name,
+                source,
+            })
+    }
+
+    fn address_of(&self, service: &str) -> Option<std::net::SocketAddr> {
+        self.started
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, running)| running.address())
+    }
+
+    /// Where each service listens, in the order of the services' list.
+    pub(super) fn endpoints(&self) -> Vec<ServiceEndpoint> {
+        SERVICES
+            .iter()
+            .filter_map(|declaration| {
+                let address = self.address_of(declaration.name)?;
+                Some(ServiceEndpoint::new(declaration.name, address))
+            })
+            .collect()
+    }
+
+    /// Stops them in reverse order of their start: callers before the services they call, so
+    /// their calls in flight can finish.
+    pub(super) async fn stop(self) {
+        for (_, service) in self.started.into_iter().rev() {
+            service.stop().await;
         }
     }
 }

@@ -5,6 +5,7 @@ use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix
 
 use super::callers::CONSOLE;
 use super::error::StackError;
+use crate::services::{SERVICES, others_than};
 
 /// The NATS users of the embedded server: one per service with the permissions its contract
 /// needs, and the console with an operator's. Passwords are random and new at every start;
@@ -19,25 +20,18 @@ pub(super) struct NatsUsers {
 impl NatsUsers {
     pub(super) fn generate() -> Result<Self, StackError> {
         let topology = govbus_bus::Topology::default();
-        let contract =
-            |service: &'static str,
-             result: Result<govbus_bus::ServiceContract, govbus_bus::AdapterError>| {
-                result.map_err(|error| StackError::Contract {
-                    service,
-                    reason: error.to_string(),
-                })
-            };
-        let contracts = [
-            contract("identity", govbus_identity::contract())?,
-            contract("welfare", govbus_welfare::contract())?,
-            contract("licensing", govbus_licensing::contract())?,
-            contract(
-                "evaluation",
-                govbus_evaluation::contract(
-                    &govbus_evaluation::EvaluationConfig::default_evidence_services(),
-                ),
-            )?,
-        ];
+        let contracts = SERVICES
+            .iter()
+            .map(|declaration| {
+                declaration
+                    .contract
+                    .among(&others_than(declaration.name))
+                    .map_err(|error| StackError::Contract {
+                        service: declaration.name,
+                        reason: error.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut users: Vec<NatsUser> = contracts
             .iter()
             .map(|contract| NatsUser {

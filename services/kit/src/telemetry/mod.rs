@@ -15,15 +15,14 @@
 //! subjects, event types and pseudonymous references only.
 
 pub mod grpc;
+mod per_service;
 pub mod trace_store;
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -54,6 +53,10 @@ pub enum LogFormat {
 pub struct TelemetrySettings {
     /// `service.name` of exported spans (`govbus` when the whole stack runs in one process).
     pub service_name: String,
+    /// The services running in this process whose spans (those with their name in
+    /// `govbus.service`) are exported under their own `service.name`; the rest under
+    /// [`Self::service_name`].
+    pub span_services: Vec<String>,
     /// Log filter in `RUST_LOG` syntax, e.g. `info` or `warn,govbus_bus=debug`.
     pub log_filter: String,
     /// Text or JSON logs.
@@ -68,6 +71,7 @@ impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
             service_name: "govbus".to_owned(),
+            span_services: Vec::new(),
             log_filter: "info".to_owned(),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
@@ -85,6 +89,7 @@ impl TelemetrySettings {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         Self {
             service_name: service.to_owned(),
+            span_services: Vec::new(),
             log_filter: var("GOVBUS_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("GOVBUS_TELEMETRY_LOG_FORMAT").as_deref() {
                 Some("json") => LogFormat::Json,
@@ -145,21 +150,20 @@ impl Telemetry {
                 Resource::builder_empty()
                     .with_attributes([
                         KeyValue::new("service.name", settings.service_name.clone()),
+                        KeyValue::new("service.namespace", "govbus"),
                         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
                     ])
                     .build(),
             )
             .with_span_processor(traces.processor());
         if let Some(endpoint) = &settings.otlp_endpoint {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|source| TelemetryError::Otlp {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
+            let exporter =
+                per_service::PerServiceExporter::build(endpoint, &settings.span_services).map_err(
+                    |source| TelemetryError::Otlp {
+                        endpoint: endpoint.clone(),
+                        source,
+                    },
+                )?;
             let batch =
                 opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
                     exporter,

@@ -1,0 +1,105 @@
+//! Licensing as a stack knows it before starting it: [`DECLARATION`].
+
+use std::time::Duration;
+
+use govbus_kit::declaration::{
+    ContractSource, RunningService, Section, ServiceDeclaration, ServiceEnvironment, Setting,
+    SettingKind, SettingProblem, Starting, read_settings,
+};
+use govbus_proto::licensing::v1::licensing_service_server::SERVICE_NAME;
+use serde::Deserialize;
+
+use crate::app::{Application, LicensingConfig, SERVICE, contract};
+use crate::domain::Deadlines;
+
+/// Licensing in a stack.
+pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
+    name: SERVICE,
+    summary: "Risk-based business licensing (OSS-RBA style) with service-level deadlines; \
+              closes the applications of the dead",
+    grpc_services: &[SERVICE_NAME],
+    calls: &["identity"],
+    default_port: 50053,
+    settings: &[
+        Setting {
+            key: "verification_deadline",
+            kind: SettingKind::Duration,
+            default: "5d",
+            doc: "Time to verify a standard certificate (menengah tinggi) before it is deemed \
+                  approved",
+        },
+        Setting {
+            key: "approval_deadline",
+            kind: SettingKind::Duration,
+            default: "10d",
+            doc: "Time to approve a licence (tinggi) before it is deemed approved",
+        },
+    ],
+    check_settings,
+    grants: include_str!("../grants.toml"),
+    contract: ContractSource::Fixed(contract),
+    start,
+};
+
+/// Licensing's settings beyond its address and database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(with = "govbus_kit::duration")]
+    verification_deadline: Duration,
+    #[serde(with = "govbus_kit::duration")]
+    approval_deadline: Duration,
+}
+
+fn check_settings(section: &Section) -> Result<(), SettingProblem> {
+    let settings: Settings = read_settings(section)?;
+    SettingProblem::unless_positive("verification_deadline", settings.verification_deadline)?;
+    SettingProblem::unless_positive("approval_deadline", settings.approval_deadline)
+}
+
+fn start(environment: ServiceEnvironment) -> Starting {
+    Box::pin(async move {
+        let settings: Settings = environment.settings()?;
+        let identity_url = environment.peer("identity")?.to_owned();
+        let application = Application::build(LicensingConfig {
+            database_url: environment.database_url,
+            listen: environment.listen,
+            identity_url,
+            bus: environment.bus,
+            storage: environment.storage,
+            tls: environment.tls,
+            access: environment.access,
+            audit_subject_key: environment.audit_subject_key,
+            deadlines: Deadlines {
+                verification: settings.verification_deadline,
+                approval: settings.approval_deadline,
+            },
+            deadline_check_interval: Duration::from_secs(1),
+        })
+        .await?;
+        Ok(Box::new(application) as Box<dyn RunningService>)
+    })
+}
+
+govbus_kit::running_service!(Application);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_defaults_are_the_domain_defaults() {
+        let section: Section = DECLARATION
+            .settings
+            .iter()
+            .map(|setting| {
+                let value = setting.default_value().expect("a valid default");
+                (setting.key.to_owned(), value)
+            })
+            .collect();
+        let settings: Settings = read_settings(&section).expect("readable");
+        let deadlines = Deadlines::default();
+        assert_eq!(settings.verification_deadline, deadlines.verification);
+        assert_eq!(settings.approval_deadline, deadlines.approval);
+    }
+}
