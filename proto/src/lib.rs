@@ -16,39 +16,9 @@
 // Generated code: its doc comments and names come from the .proto files.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
-/// The `govbus` protobuf packages.
-pub mod govbus {
-    /// `govbus.bus.v1`: options that tie messages to the bus.
-    pub mod bus {
-        pub mod v1 {
-            tonic::include_proto!("govbus.bus.v1");
-        }
-    }
-    /// `govbus.evaluation.v1`: SPBE evaluation.
-    pub mod evaluation {
-        pub mod v1 {
-            tonic::include_proto!("govbus.evaluation.v1");
-        }
-    }
-    /// `govbus.identity.v1`: the population register.
-    pub mod identity {
-        pub mod v1 {
-            tonic::include_proto!("govbus.identity.v1");
-        }
-    }
-    /// `govbus.licensing.v1`: risk-based business licensing.
-    pub mod licensing {
-        pub mod v1 {
-            tonic::include_proto!("govbus.licensing.v1");
-        }
-    }
-    /// `govbus.welfare.v1`: social-welfare data and programmes.
-    pub mod welfare {
-        pub mod v1 {
-            tonic::include_proto!("govbus.welfare.v1");
-        }
-    }
-}
+// `pub mod govbus { pub mod <name> { pub mod v1 { … } } }` for every package under
+// `govbus/`, and `pub use govbus::<name>` for each: made by build.rs.
+include!(concat!(env!("OUT_DIR"), "/govbus_packages.rs"));
 
 /// The encoded descriptors of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -57,5 +27,3 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 mod events {
     include!(concat!(env!("OUT_DIR"), "/govbus_events.rs"));
 }
-
-pub use govbus::{bus, evaluation, identity, licensing, welfare};

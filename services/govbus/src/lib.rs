@@ -8,6 +8,7 @@
 //!
 //! - [`cli`]: the operators' commands, clients of the console's API.
 //! - [`demo`]: the demo workload over gRPC.
+//! - [`scaffold`]: `govbus new service`, a new service from the templates.
 //! - [`stack`]: starting NATS, the services and the console in order, and stopping them.
 //! - [`console`]: the web console and the operators' HTTP API, `/metrics`, `/healthz`.
 //! - [`config`]: the layered, validated configuration of `govbus up`.
@@ -23,6 +24,7 @@ pub mod console;
 pub mod demo;
 pub mod endpoints;
 pub mod observability;
+pub mod scaffold;
 pub mod services;
 pub mod stack;
 

@@ -52,6 +52,22 @@ enum Command {
     /// Prints what the stack is configured from: every key, or the access policy it ships.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Makes a new part of the workspace.
+    #[command(subcommand)]
+    New(NewCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NewCommand {
+    /// A complete, compiling service: its contracts, its crate with tests, its grants, and its
+    /// line in the stack's list of services.
+    Service {
+        /// Its name: lowercase letters and digits, e.g. `parcel`.
+        name: String,
+        /// The workspace (default: the one the current folder is in).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +352,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::Subject { nik, remote }) => {
             Ok(cli::audit_subject(&client_of(&remote)?, remote.output(), &nik).await?)
         }
+        Command::New(NewCommand::Service { name, workspace }) => {
+            let workspace = match workspace {
+                Some(workspace) => workspace,
+                None => govbus::scaffold::find_workspace(
+                    &std::env::current_dir().context("reading the current folder")?,
+                )?,
+            };
+            let made = govbus::scaffold::new_service(&workspace, &name)?;
+            println!("{made}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Keys) => {
             print!("{}", govbus::config::keys_table());
             Ok(ExitCode::SUCCESS)
@@ -438,7 +465,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  data        {}", endpoints.data_dir.display());
     println!("Ready. Press Ctrl-C to stop.");
-    let signal = stop_signal().await?;
+    let signal = govbus_kit::runtime::stop_signal()
+        .await
+        .context("listening for Ctrl-C and SIGTERM")?;
     println!("Stopping ({signal})…");
     stack.stop().await;
     telemetry.shutdown();
@@ -526,17 +555,4 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         cli::exit::FAILED
     }))
-}
-
-/// Waits for Ctrl-C (SIGINT) or SIGTERM (what service managers send); names the one received.
-async fn stop_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => {
-            interrupted.context("listening for Ctrl-C")?;
-            Ok("Ctrl-C")
-        }
-        _ = terminate.recv() => Ok("SIGTERM"),
-    }
 }

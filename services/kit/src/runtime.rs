@@ -181,3 +181,13 @@ impl ServiceRuntime {
         self.storage.stop().await;
     }
 }
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, what service managers (systemd, Kubernetes) send, and
+/// names the one received.
+pub async fn stop_signal() -> std::io::Result<&'static str> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "Ctrl-C"),
+        _ = terminate.recv() => Ok("SIGTERM"),
+    }
+}
