@@ -12,12 +12,16 @@
 //! - [`kk`]: the family card number.
 //! - [`regions`]: Kemendagri region codes, shipped with the crate (MIT, see `data/README.md`).
 //! - [`person`]: names, free-text lines and calendar dates.
+//! - [`calendar`]: government working days (national holidays and cuti bersama by year's
+//!   decree, shipped with the crate) and deadlines counted in them.
 
+pub mod calendar;
 pub mod kk;
 pub mod nik;
 pub mod person;
 pub mod regions;
 
+pub use calendar::{Deadline, WorkingCalendar};
 pub use kk::{KkError, KkNumber};
 pub use nik::{Nik, NikError};
 pub use person::{DateError, PersonName, TextError, format_date, past_date, text_line};
