@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use govbus_bus::{Bus, BusOptions, Consumer, EventMeta, HandleError, ServiceAdapter};
+use govbus_civil::calendar::WorkingCalendar;
 use govbus_identity_client::IdentityClient;
 use govbus_kit::audit::CallAudit;
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
@@ -152,7 +153,24 @@ impl Application {
         }
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
-        let office = Office::new(db.clone(), publisher, identity, config.deadlines);
+        let calendar = WorkingCalendar::shipped().map_err(|error| StartError::Data {
+            what: "the working-day calendar",
+            source: error.into(),
+        })?;
+        let office = Office::new(db.clone(), publisher, identity, config.deadlines, calendar);
+        let recounted = office
+            .recount_provisional_deadlines()
+            .await
+            .map_err(|error| StartError::Data {
+                what: "the provisional deadlines",
+                source: error.into(),
+            })?;
+        if recounted > 0 {
+            tracing::info!(
+                message = "Deadlines counted again with the days off now known.",
+                recounted
+            );
+        }
         let adapter = consuming(declaration, office.clone()).start(&bus).await?;
         let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
         let listener = bind(config.listen).await?;

@@ -10,7 +10,7 @@ use govbus_proto::licensing::v1::licensing_service_server::SERVICE_NAME;
 use serde::Deserialize;
 
 use crate::app::{Application, LicensingConfig, SERVICE, contract};
-use crate::domain::Deadlines;
+use crate::domain::{Deadlines, Period};
 
 /// Licensing in a stack.
 pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
@@ -22,17 +22,18 @@ pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
     default_port: 50053,
     settings: &[
         Setting {
-            key: "verification_deadline",
-            kind: SettingKind::Duration,
-            default: "5d",
-            doc: "Time to verify a standard certificate (menengah tinggi) before it is deemed \
-                  approved",
+            key: "verification_working_days",
+            kind: SettingKind::Integer,
+            default: "5",
+            doc: "Working days to verify a standard certificate (menengah tinggi) before it is \
+                  deemed approved (fiktif positif)",
         },
         Setting {
-            key: "approval_deadline",
-            kind: SettingKind::Duration,
-            default: "10d",
-            doc: "Time to approve a licence (tinggi) before it is deemed approved",
+            key: "approval_working_days",
+            kind: SettingKind::Integer,
+            default: "10",
+            doc: "Working days to approve a licence (tinggi) before it is deemed approved \
+                  (fiktif positif)",
         },
     ],
     check_settings,
@@ -45,16 +46,24 @@ pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    #[serde(with = "govbus_kit::duration")]
-    verification_deadline: Duration,
-    #[serde(with = "govbus_kit::duration")]
-    approval_deadline: Duration,
+    verification_working_days: u32,
+    approval_working_days: u32,
 }
 
 fn check_settings(section: &Section) -> Result<(), SettingProblem> {
     let settings: Settings = read_settings(section)?;
-    SettingProblem::unless_positive("verification_deadline", settings.verification_deadline)?;
-    SettingProblem::unless_positive("approval_deadline", settings.approval_deadline)
+    for (key, days) in [
+        (
+            "verification_working_days",
+            settings.verification_working_days,
+        ),
+        ("approval_working_days", settings.approval_working_days),
+    ] {
+        if !(1..=365).contains(&days) {
+            return Err(SettingProblem::new(key, "must be 1 to 365 working days"));
+        }
+    }
+    Ok(())
 }
 
 fn start(environment: ServiceEnvironment) -> Starting {
@@ -71,8 +80,8 @@ fn start(environment: ServiceEnvironment) -> Starting {
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
             deadlines: Deadlines {
-                verification: settings.verification_deadline,
-                approval: settings.approval_deadline,
+                verification: Period::WorkingDays(settings.verification_working_days),
+                approval: Period::WorkingDays(settings.approval_working_days),
             },
             deadline_check_interval: Duration::from_secs(1),
         })
@@ -99,7 +108,13 @@ mod tests {
             .collect();
         let settings: Settings = read_settings(&section).expect("readable");
         let deadlines = Deadlines::default();
-        assert_eq!(settings.verification_deadline, deadlines.verification);
-        assert_eq!(settings.approval_deadline, deadlines.approval);
+        assert_eq!(
+            Period::WorkingDays(settings.verification_working_days),
+            deadlines.verification
+        );
+        assert_eq!(
+            Period::WorkingDays(settings.approval_working_days),
+            deadlines.approval
+        );
     }
 }

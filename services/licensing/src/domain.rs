@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use govbus_civil::calendar::{Deadline, WorkingCalendar};
 use govbus_proto::licensing::v1 as pb;
+use time::OffsetDateTime;
 
 /// A business activity's risk level (PP 5/2021, PP 28/2025).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,31 +133,59 @@ impl RiskLevel {
     }
 }
 
+/// How long a stage may wait for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Government working days ([`govbus_civil::calendar`]): due at 24:00 WIB of the last one,
+    /// counted from the day after submission.
+    WorkingDays(u32),
+    /// Clock time from submission, for rules given in hours (and for tests).
+    Exactly(Duration),
+}
+
 /// Service-level deadlines of the stages that wait for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadlines {
     /// Verification of a standard certificate.
-    pub verification: Duration,
+    pub verification: Period,
     /// Approval of a licence.
-    pub approval: Duration,
+    pub approval: Period,
 }
 
 impl Default for Deadlines {
     fn default() -> Self {
-        // Calendar time; a working-day calendar (weekends, national holidays) is not modelled.
         Self {
-            verification: Duration::from_secs(5 * 24 * 60 * 60),
-            approval: Duration::from_secs(10 * 24 * 60 * 60),
+            verification: Period::WorkingDays(5),
+            approval: Period::WorkingDays(10),
         }
     }
 }
 
 impl Deadlines {
-    /// The deadline of a stage.
-    pub fn of(&self, stage: Stage) -> Duration {
+    /// The period of a stage.
+    pub fn of(&self, stage: Stage) -> Period {
         match stage {
             Stage::Verification => self.verification,
             Stage::Approval => self.approval,
+        }
+    }
+
+    /// When `stage` of an application submitted at `submitted` falls due; provisional when the
+    /// count reaches a year whose days off are not shipped yet.
+    pub fn due(
+        &self,
+        stage: Stage,
+        submitted: OffsetDateTime,
+        calendar: &WorkingCalendar,
+    ) -> Deadline {
+        match self.of(stage) {
+            Period::WorkingDays(days) => calendar.deadline(submitted, days),
+            Period::Exactly(duration) => Deadline {
+                at: submitted.saturating_add(
+                    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX),
+                ),
+                provisional: false,
+            },
         }
     }
 }
@@ -227,6 +257,23 @@ pub fn kbli_code(text: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_count_working_days_or_clock_time() {
+        let calendar = WorkingCalendar::shipped().expect("shipped");
+        // Submitted on Friday 13 March 2026, 15:00 WIB: Nyepi (18–19 March), Idulfitri and its
+        // leave (20–24 March) are not working days. Five working days: 16, 17, 25, 26, 27 March.
+        let submitted = time::macros::datetime!(2026-03-13 15:00 +7);
+        let due = Deadlines::default().due(Stage::Verification, submitted, calendar);
+        assert_eq!(due.at, time::macros::datetime!(2026-03-28 00:00 +7));
+        assert!(!due.provisional);
+        let exact = Deadlines {
+            verification: Period::Exactly(Duration::from_secs(90)),
+            approval: Period::WorkingDays(10),
+        };
+        let due = exact.due(Stage::Verification, submitted, calendar);
+        assert_eq!(due.at, submitted + time::Duration::seconds(90));
+    }
 
     #[test]
     fn each_risk_level_has_its_pathway() {

@@ -30,5 +30,5 @@ pub mod store;
 
 pub use app::{Application, LicensingConfig, contract};
 pub use declaration::DECLARATION;
-pub use domain::Deadlines;
+pub use domain::{Deadlines, Period};
 pub use govbus_kit::StartError;

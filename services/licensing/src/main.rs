@@ -16,12 +16,12 @@
 //! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
 //! - `GOVBUS_LICENSING_LISTEN`: the gRPC address (default `127.0.0.1:50053`);
 //! - `GOVBUS_LICENSING_VERIFICATION_DAYS`, `GOVBUS_LICENSING_APPROVAL_DAYS`: service-level
-//!   deadlines (default 5 and 10 days).
+//!   deadlines in government working days (default 5 and 10).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use govbus_licensing::{Application, Deadlines, LicensingConfig};
+use govbus_licensing::{Application, Deadlines, LicensingConfig, Period};
 
 /// mimalloc: see the workspace's `Cargo.toml`.
 #[global_allocator]
@@ -33,14 +33,16 @@ async fn main() -> anyhow::Result<()> {
         &govbus_kit::telemetry::TelemetrySettings::from_env("licensing"),
     )?;
     let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-    let days = |name: &str, default: u64| -> anyhow::Result<Duration> {
+    let days = |name: &str, default: u32| -> anyhow::Result<Period> {
         let value = match std::env::var(name) {
             Ok(text) => text
-                .parse::<u64>()
-                .with_context(|| format!("{name}={text:?} is not a whole number of days"))?,
+                .parse::<u32>()
+                .ok()
+                .filter(|days| (1..=365).contains(days))
+                .with_context(|| format!("{name}={text:?} is not 1 to 365 working days"))?,
             Err(_) => default,
         };
-        Ok(Duration::from_secs(value * 24 * 60 * 60))
+        Ok(Period::WorkingDays(value))
     };
     let listen =
         std::env::var("GOVBUS_LICENSING_LISTEN").unwrap_or_else(|_| "127.0.0.1:50053".to_owned());
@@ -65,9 +67,9 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(config)
         .await
         .context("starting the licensing service")?;
-    tokio::signal::ctrl_c()
+    govbus_kit::runtime::stop_signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     app.stop().await;
     telemetry.shutdown();
     Ok(())

@@ -1,20 +1,19 @@
 //! The licensing office: applications, decisions, deadlines, and the reaction to deaths.
 
-use std::time::Duration;
-
 use govbus_bus::{Causality, EventMeta, HandleError, PublishError, Publisher};
+use govbus_civil::calendar::WorkingCalendar;
 use govbus_civil::{Kelurahan, Nik};
 use govbus_identity_client::{IdentityClient, IdentityUnavailable, Verified};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as pb;
 use govbus_storage::command::{handle_once, run_command, stored_response};
 use govbus_storage::inbox::handle_error;
-use govbus_storage::time::{from_micros, now_micros};
+use govbus_storage::time::{from_micros, now_micros, to_micros};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::domain::{Deadlines, Pathway, RiskLevel, Status};
+use crate::domain::{Deadlines, Pathway, RiskLevel, Stage, Status};
 use crate::store::{self, StoredApplication};
 
 /// Why a command failed.
@@ -82,22 +81,50 @@ pub struct Office {
     publisher: Publisher,
     identity: IdentityClient,
     deadlines: Deadlines,
+    calendar: &'static WorkingCalendar,
 }
 
 impl Office {
-    /// An office over `db` with these service-level deadlines.
+    /// An office over `db` with these service-level deadlines, counted in `calendar`'s working
+    /// days.
     pub fn new(
         db: Database,
         publisher: Publisher,
         identity: IdentityClient,
         deadlines: Deadlines,
+        calendar: &'static WorkingCalendar,
     ) -> Self {
         Self {
             db,
             publisher,
             identity,
             deadlines,
+            calendar,
         }
+    }
+
+    /// Counts again the deadlines that reached a year whose days off were not shipped when
+    /// they were set, from each application's submission; returns how many changed. Run at
+    /// start: a new release with the year's decree sets them right.
+    pub async fn recount_provisional_deadlines(&self) -> Result<usize, LicensingError> {
+        let deadlines = self.deadlines.clone();
+        let calendar = self.calendar;
+        self.db
+            .write(async move |tx| {
+                let pending = store::provisional_pending(tx).await?;
+                let mut changed = 0;
+                for (application_ref, stage, submitted_at) in pending {
+                    let Some(stage) = Stage::from_stored(&stage) else {
+                        continue;
+                    };
+                    let due = deadlines.due(stage, from_micros(submitted_at), calendar);
+                    store::set_due(tx, &application_ref, to_micros(due.at), due.provisional)
+                        .await?;
+                    changed += usize::from(!due.provisional);
+                }
+                Ok::<_, LicensingError>(changed)
+            })
+            .await
     }
 
     /// Receives an application: verifies the applicant, issues the NIB, and either issues the
@@ -120,13 +147,14 @@ impl Office {
         };
         let publisher = self.publisher.clone();
         let deadlines = self.deadlines.clone();
+        let calendar = self.calendar;
         run_command(&self.db, idempotency, async move |tx| {
             let application_ref = Uuid::now_v7().to_string();
             let risk = application.risk_level;
-            let (document, status, stage, due_at) = match risk.pathway() {
+            let (document, status, stage, due) = match risk.pathway() {
                 Pathway::Immediate { document, .. } => (document, Status::Issued, None, None),
                 Pathway::Pending { document, stage } => {
-                    let due = now_micros().saturating_add(micros(deadlines.of(stage)));
+                    let due = deadlines.due(stage, from_micros(now_micros()), calendar);
                     (document, Status::Pending, Some(stage), Some(due))
                 }
             };
@@ -140,7 +168,8 @@ impl Office {
                 document: document.to_owned(),
                 status,
                 stage,
-                due_at,
+                due_at: due.map(|due| to_micros(due.at)),
+                due_provisional: due.is_some_and(|due| due.provisional),
                 decision_reason: String::new(),
                 flagged_for_review: false,
                 flag_reason: String::new(),
@@ -377,10 +406,6 @@ fn new_nib() -> String {
     format!("{}", 1_000_000_000_000 + random % 9_000_000_000_000)
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 fn rfc3339(micros: i64) -> String {
     from_micros(micros).format(&Rfc3339).unwrap_or_default()
 }
@@ -399,5 +424,6 @@ fn to_proto(application: &StoredApplication) -> pb::Application {
         decision_reason: application.decision_reason.clone(),
         flagged_for_review: application.flagged_for_review,
         flag_reason: application.flag_reason.clone(),
+        deadline_provisional: application.status == Status::Pending && application.due_provisional,
     }
 }

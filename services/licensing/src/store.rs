@@ -6,12 +6,23 @@ use govbus_storage::{DbError, Migration, Sql};
 use crate::domain::{RiskLevel, Stage, Status};
 
 /// The licensing service's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "applications",
-    sqlite: TABLES,
-    postgres: TABLES,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "applications",
+        sqlite: TABLES,
+        postgres: TABLES,
+    },
+    Migration {
+        version: 2,
+        description: "deadlines counted into a year whose days off are not known yet",
+        sqlite: PROVISIONAL,
+        postgres: PROVISIONAL,
+    },
+];
+
+const PROVISIONAL: &str =
+    "ALTER TABLE applications ADD COLUMN due_provisional BIGINT NOT NULL DEFAULT 0;";
 
 const TABLES: &str = "
     CREATE TABLE applications (
@@ -60,6 +71,8 @@ pub struct StoredApplication {
     pub stage: Option<Stage>,
     /// Deadline (microseconds since the epoch), if pending.
     pub due_at: Option<i64>,
+    /// Whether the deadline counted days of a year whose days off are not shipped yet.
+    pub due_provisional: bool,
     /// Reason of a refusal.
     pub decision_reason: String,
     /// Flagged for review.
@@ -79,6 +92,7 @@ type Row = (
     String,
     Option<String>,
     Option<i64>,
+    i64,
     String,
     i64,
     String,
@@ -88,7 +102,7 @@ type Row = (
 macro_rules! columns {
     () => {
         "application_ref, applicant_ref, kbli_code, kelurahan_code, risk_level, nib, document, \
-         status, stage, due_at, decision_reason, flagged_for_review, flag_reason"
+         status, stage, due_at, due_provisional, decision_reason, flagged_for_review, flag_reason"
     };
 }
 
@@ -105,6 +119,7 @@ fn application(row: Row) -> Result<StoredApplication, DbError> {
         status,
         stage,
         due_at,
+        due_provisional,
         decision_reason,
         flagged,
         flag_reason,
@@ -123,6 +138,7 @@ fn application(row: Row) -> Result<StoredApplication, DbError> {
             Some(stage) => Some(Stage::from_stored(&stage).ok_or_else(|| corrupt("stage"))?),
         },
         due_at,
+        due_provisional: due_provisional != 0,
         decision_reason,
         flagged_for_review: flagged != 0,
         flag_reason,
@@ -140,9 +156,9 @@ pub async fn insert(
     let inserted = sql
         .execute(
             "INSERT INTO applications (application_ref, applicant_ref, business_name, kbli_code,
-                 kelurahan_code, risk_level, nib, document, status, stage, due_at, decided_at,
-                 submitted_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 kelurahan_code, risk_level, nib, document, status, stage, due_at, due_provisional,
+                 decided_at, submitted_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (nib) DO NOTHING",
             &[
                 application.application_ref.as_str().into(),
@@ -156,6 +172,7 @@ pub async fn insert(
                 application.status.as_str().into(),
                 application.stage.map(Stage::as_str).into(),
                 application.due_at.into(),
+                i64::from(application.due_provisional).into(),
                 decided_at.into(),
                 now.into(),
                 now.into(),
@@ -266,4 +283,36 @@ pub async fn flag(sql: &mut Sql<'_>, application_ref: &str, reason: &str) -> Res
         )
         .await?;
     Ok(changed == 1)
+}
+
+/// Pending applications whose deadline is provisional, with their stage and submission time,
+/// locked until the command commits.
+pub async fn provisional_pending(sql: &mut Sql<'_>) -> Result<Vec<(String, String, i64)>, DbError> {
+    sql.query_all_for_update(
+        "SELECT application_ref, stage, submitted_at FROM applications
+         WHERE status = 'pending' AND due_provisional = 1",
+        &[],
+    )
+    .await
+}
+
+/// Sets a pending application's deadline.
+pub async fn set_due(
+    sql: &mut Sql<'_>,
+    application_ref: &str,
+    due_at: i64,
+    provisional: bool,
+) -> Result<(), DbError> {
+    sql.execute(
+        "UPDATE applications SET due_at = $1, due_provisional = $2, updated_at = $3
+         WHERE application_ref = $4 AND status = 'pending'",
+        &[
+            due_at.into(),
+            i64::from(provisional).into(),
+            now_micros().into(),
+            application_ref.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use govbus_e2e::{Stack, StackOptions, eventually};
 use govbus_harness::TestBackend;
-use govbus_licensing::Deadlines;
+use govbus_licensing::{Deadlines, Period};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as pb;
 use prost::Message;
@@ -16,6 +16,7 @@ govbus_harness::on_both_backends!(
     medium_high_risk_waits_for_a_verifier,
     no_decision_before_the_deadline_is_deemed_approved,
     deadlines_survive_a_restart,
+    a_deadline_beyond_the_known_years_is_provisional_and_counted_again_at_start,
     invalid_or_unknown_applicants_are_refused,
 );
 
@@ -160,8 +161,8 @@ async fn medium_high_risk_waits_for_a_verifier(backend: TestBackend) {
 
 async fn no_decision_before_the_deadline_is_deemed_approved(backend: TestBackend) {
     let deadlines = Deadlines {
-        verification: Duration::from_secs(3600),
-        approval: Duration::from_millis(300),
+        verification: Period::Exactly(Duration::from_secs(3600)),
+        approval: Period::Exactly(Duration::from_millis(300)),
     };
     let mut stack = stack_with_applicant(backend, deadlines).await;
     let pending = stack
@@ -209,8 +210,8 @@ async fn no_decision_before_the_deadline_is_deemed_approved(backend: TestBackend
 
 async fn deadlines_survive_a_restart(backend: TestBackend) {
     let deadlines = Deadlines {
-        verification: Duration::from_millis(500),
-        approval: Duration::from_secs(3600),
+        verification: Period::Exactly(Duration::from_millis(500)),
+        approval: Period::Exactly(Duration::from_secs(3600)),
     };
     let mut stack = stack_with_applicant(backend, deadlines).await;
     let pending = stack
@@ -231,6 +232,39 @@ async fn deadlines_survive_a_restart(backend: TestBackend) {
     stack
         .wait_for_events(STREAM, "licensing.licence.deemed-approved.v1", 1)
         .await;
+    stack.stop().await;
+}
+
+async fn a_deadline_beyond_the_known_years_is_provisional_and_counted_again_at_start(
+    backend: TestBackend,
+) {
+    // A thousand working days (four years) from any day reach a year whose decree of
+    // national holidays and cuti bersama is not shipped: there only weekends are known.
+    let deadlines = Deadlines {
+        verification: Period::WorkingDays(5),
+        approval: Period::WorkingDays(1_000),
+    };
+    let mut stack = stack_with_applicant(backend, deadlines).await;
+    let pending = stack
+        .licensing
+        .apply_for_licence(application(pb::RiskLevel::Tinggi))
+        .await
+        .expect("applied")
+        .into_inner();
+    assert_eq!(pending.status(), pb::ApplicationStatus::Pending);
+    assert!(pending.deadline_provisional, "{pending:?}");
+    // Due at the end of a working day: 24:00 WIB, 17:00 UTC.
+    assert!(
+        pending.deadline.ends_with("T17:00:00Z"),
+        "{}",
+        pending.deadline
+    );
+    // The restart counts it again: with no new decree shipped, it stays as it was.
+    stack.stop_licensing().await;
+    stack.start_licensing().await;
+    let again = get(&mut stack, &pending.application_ref).await;
+    assert!(again.deadline_provisional);
+    assert_eq!(again.deadline, pending.deadline);
     stack.stop().await;
 }
 

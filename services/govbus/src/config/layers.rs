@@ -662,7 +662,7 @@ mod tests {
         }
         assert!(
             table.contains(
-                "| `licensing.approval_deadline` | `GOVBUS_LICENSING_APPROVAL_DEADLINE` | `10d` |"
+                "| `licensing.approval_working_days` | `GOVBUS_LICENSING_APPROVAL_WORKING_DAYS` | `10` |"
             ),
             "{table}"
         );
@@ -791,15 +791,25 @@ mod tests {
 
         let error = Layers::defaults()
             .set(
-                "licensing.approval_deadline",
-                "ten days",
+                "licensing.approval_working_days",
+                "0",
                 Origin::Flag("--set".into()),
             )
-            .expect("text")
+            .expect("a number")
             .build()
-            .expect_err("not a duration");
-        assert_eq!(error.key(), Some("licensing.approval_deadline"));
-        assert!(error.to_string().contains("ten days"), "{error}");
+            .expect_err("no working days");
+        assert_eq!(error.key(), Some("licensing.approval_working_days"));
+        assert!(error.to_string().contains("1 to 365"), "{error}");
+
+        let error = Layers::defaults()
+            .set(
+                "licensing.approval_working_days",
+                "ten",
+                Origin::Flag("--set".into()),
+            )
+            .expect_err("not a number");
+        assert_eq!(error.key(), Some("licensing.approval_working_days"));
+        assert!(error.to_string().contains("ten"), "{error}");
     }
 
     #[test]
