@@ -9,7 +9,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Names a service may not take: the bus's and the stack's own.
+/// Names a service may not take: the bus's, the workspace's and the stack's own (its
+/// configuration sections among them).
 const RESERVED: &[&str] = &[
     "audit",
     "bus",
@@ -19,10 +20,13 @@ const RESERVED: &[&str] = &[
     "govbus",
     "harness",
     "kit",
+    "nats",
     "natsd",
     "operator",
     "proto",
     "storage",
+    "telemetry",
+    "tls",
 ];
 
 /// Each template and where it goes (`{{name}}` is the service's name).

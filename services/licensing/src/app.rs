@@ -59,6 +59,8 @@ pub struct LicensingConfig {
     pub deadlines: Deadlines,
     /// How often passed deadlines are looked for.
     pub deadline_check_interval: Duration,
+    /// The working-day calendar deadlines are counted in; `None`: the shipped decrees.
+    pub calendar: Option<&'static WorkingCalendar>,
 }
 
 /// What licensing publishes and consumes, without starting it (for NATS permissions): the same
@@ -153,10 +155,13 @@ impl Application {
         }
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
-        let calendar = WorkingCalendar::shipped().map_err(|error| StartError::Data {
-            what: "the working-day calendar",
-            source: error.into(),
-        })?;
+        let calendar = match config.calendar {
+            Some(calendar) => calendar,
+            None => WorkingCalendar::shipped().map_err(|error| StartError::Data {
+                what: "the working-day calendar",
+                source: error.into(),
+            })?,
+        };
         let office = Office::new(db.clone(), publisher, identity, config.deadlines, calendar);
         let recounted = office
             .recount_provisional_deadlines()

@@ -84,6 +84,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
                 approval: Period::WorkingDays(settings.approval_working_days),
             },
             deadline_check_interval: Duration::from_secs(1),
+            calendar: None,
         })
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)

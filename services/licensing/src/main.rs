@@ -15,7 +15,7 @@
 //! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
 //! - `GOVBUS_LICENSING_DATABASE_URL`: default `sqlite://.govbus/licensing.db`;
 //! - `GOVBUS_LICENSING_LISTEN`: the gRPC address (default `127.0.0.1:50053`);
-//! - `GOVBUS_LICENSING_VERIFICATION_DAYS`, `GOVBUS_LICENSING_APPROVAL_DAYS`: service-level
+//! - `GOVBUS_LICENSING_VERIFICATION_WORKING_DAYS`, `GOVBUS_LICENSING_APPROVAL_WORKING_DAYS`: service-level
 //!   deadlines in government working days (default 5 and 10).
 
 use std::time::Duration;
@@ -59,10 +59,11 @@ async fn main() -> anyhow::Result<()> {
         access: govbus_kit::access::AccessPolicy::from_env()?,
         audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,
         deadlines: Deadlines {
-            verification: days("GOVBUS_LICENSING_VERIFICATION_DAYS", 5)?,
-            approval: days("GOVBUS_LICENSING_APPROVAL_DAYS", 10)?,
+            verification: days("GOVBUS_LICENSING_VERIFICATION_WORKING_DAYS", 5)?,
+            approval: days("GOVBUS_LICENSING_APPROVAL_WORKING_DAYS", 10)?,
         },
         deadline_check_interval: Duration::from_secs(30),
+        calendar: None,
     };
     let app = Application::build(config)
         .await

@@ -13,7 +13,7 @@ use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx}
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::domain::{Deadlines, Pathway, RiskLevel, Stage, Status};
+use crate::domain::{Deadlines, Pathway, Period, RiskLevel, Status};
 use crate::store::{self, StoredApplication};
 
 /// Why a command failed.
@@ -103,24 +103,26 @@ impl Office {
         }
     }
 
-    /// Counts again the deadlines that reached a year whose days off were not shipped when
-    /// they were set, from each application's submission; returns how many changed. Run at
-    /// start: a new release with the year's decree sets them right.
+    /// Counts again, with the working days each was set with, the deadlines that reached a
+    /// year whose days off were not shipped when they were set; returns how many moved or
+    /// stopped being provisional. Run at start: a release with the year's decree sets them
+    /// right, and changed settings never reach applications already submitted.
     pub async fn recount_provisional_deadlines(&self) -> Result<usize, LicensingError> {
-        let deadlines = self.deadlines.clone();
         let calendar = self.calendar;
         self.db
             .write(async move |tx| {
                 let pending = store::provisional_pending(tx).await?;
                 let mut changed = 0;
-                for (application_ref, stage, submitted_at) in pending {
-                    let Some(stage) = Stage::from_stored(&stage) else {
+                for (application_ref, due_at, days, submitted_at) in pending {
+                    let Ok(days) = u32::try_from(days) else {
                         continue;
                     };
-                    let due = deadlines.due(stage, from_micros(submitted_at), calendar);
-                    store::set_due(tx, &application_ref, to_micros(due.at), due.provisional)
-                        .await?;
-                    changed += usize::from(!due.provisional);
+                    let due = calendar.deadline(from_micros(submitted_at), days);
+                    let at = to_micros(due.at);
+                    if at != due_at || !due.provisional {
+                        store::set_due(tx, &application_ref, at, due.provisional).await?;
+                        changed += 1;
+                    }
                 }
                 Ok::<_, LicensingError>(changed)
             })
@@ -149,13 +151,19 @@ impl Office {
         let deadlines = self.deadlines.clone();
         let calendar = self.calendar;
         run_command(&self.db, idempotency, async move |tx| {
+            // One clock reading: the deadline is counted from the submission time stored.
+            let submitted_at = now_micros();
             let application_ref = Uuid::now_v7().to_string();
             let risk = application.risk_level;
             let (document, status, stage, due) = match risk.pathway() {
                 Pathway::Immediate { document, .. } => (document, Status::Issued, None, None),
                 Pathway::Pending { document, stage } => {
-                    let due = deadlines.due(stage, from_micros(now_micros()), calendar);
-                    (document, Status::Pending, Some(stage), Some(due))
+                    let due = deadlines.due(stage, from_micros(submitted_at), calendar);
+                    let days = match deadlines.of(stage) {
+                        Period::WorkingDays(days) => Some(days),
+                        Period::Exactly(_) => None,
+                    };
+                    (document, Status::Pending, Some(stage), Some((due, days)))
                 }
             };
             let mut stored = StoredApplication {
@@ -168,14 +176,15 @@ impl Office {
                 document: document.to_owned(),
                 status,
                 stage,
-                due_at: due.map(|due| to_micros(due.at)),
-                due_provisional: due.is_some_and(|due| due.provisional),
+                due_at: due.map(|(due, _)| to_micros(due.at)),
+                due_provisional: due.is_some_and(|(due, _)| due.provisional),
+                due_working_days: due.and_then(|(_, days)| days),
                 decision_reason: String::new(),
                 flagged_for_review: false,
                 flag_reason: String::new(),
             };
             // A drawn NIB that is taken (one in nine trillion) is drawn again.
-            while !store::insert(tx, &stored, &application.business_name).await? {
+            while !store::insert(tx, &stored, &application.business_name, submitted_at).await? {
                 stored.nib = new_nib();
             }
             enqueue(

@@ -19,7 +19,15 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: PROVISIONAL,
         postgres: PROVISIONAL,
     },
+    Migration {
+        version: 3,
+        description: "the working days a deadline was set with, to count it again with them",
+        sqlite: PERIOD,
+        postgres: PERIOD,
+    },
 ];
+
+const PERIOD: &str = "ALTER TABLE applications ADD COLUMN due_working_days BIGINT;";
 
 const PROVISIONAL: &str =
     "ALTER TABLE applications ADD COLUMN due_provisional BIGINT NOT NULL DEFAULT 0;";
@@ -73,6 +81,8 @@ pub struct StoredApplication {
     pub due_at: Option<i64>,
     /// Whether the deadline counted days of a year whose days off are not shipped yet.
     pub due_provisional: bool,
+    /// The working days the deadline was set with (none for a clock-time deadline).
+    pub due_working_days: Option<u32>,
     /// Reason of a refusal.
     pub decision_reason: String,
     /// Flagged for review.
@@ -93,6 +103,7 @@ type Row = (
     Option<String>,
     Option<i64>,
     i64,
+    Option<i64>,
     String,
     i64,
     String,
@@ -102,7 +113,8 @@ type Row = (
 macro_rules! columns {
     () => {
         "application_ref, applicant_ref, kbli_code, kelurahan_code, risk_level, nib, document, \
-         status, stage, due_at, due_provisional, decision_reason, flagged_for_review, flag_reason"
+         status, stage, due_at, due_provisional, due_working_days, decision_reason, flagged_for_review, \
+         flag_reason"
     };
 }
 
@@ -120,6 +132,7 @@ fn application(row: Row) -> Result<StoredApplication, DbError> {
         stage,
         due_at,
         due_provisional,
+        due_working_days,
         decision_reason,
         flagged,
         flag_reason,
@@ -139,26 +152,28 @@ fn application(row: Row) -> Result<StoredApplication, DbError> {
         },
         due_at,
         due_provisional: due_provisional != 0,
+        due_working_days: due_working_days.and_then(|days| u32::try_from(days).ok()),
         decision_reason,
         flagged_for_review: flagged != 0,
         flag_reason,
     })
 }
 
-/// Inserts a new application; false when its NIB is taken (the caller draws another).
+/// Inserts a new application submitted at `now`; false when its NIB is taken (the caller draws
+/// another).
 pub async fn insert(
     sql: &mut Sql<'_>,
     application: &StoredApplication,
     business_name: &str,
+    now: i64,
 ) -> Result<bool, DbError> {
-    let now = now_micros();
     let decided_at = (application.status != crate::domain::Status::Pending).then_some(now);
     let inserted = sql
         .execute(
             "INSERT INTO applications (application_ref, applicant_ref, business_name, kbli_code,
                  kelurahan_code, risk_level, nib, document, status, stage, due_at, due_provisional,
-                 decided_at, submitted_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 due_working_days, decided_at, submitted_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (nib) DO NOTHING",
             &[
                 application.application_ref.as_str().into(),
@@ -173,6 +188,7 @@ pub async fn insert(
                 application.stage.map(Stage::as_str).into(),
                 application.due_at.into(),
                 i64::from(application.due_provisional).into(),
+                application.due_working_days.map(i64::from).into(),
                 decided_at.into(),
                 now.into(),
                 now.into(),
@@ -285,12 +301,15 @@ pub async fn flag(sql: &mut Sql<'_>, application_ref: &str, reason: &str) -> Res
     Ok(changed == 1)
 }
 
-/// Pending applications whose deadline is provisional, with their stage and submission time,
-/// locked until the command commits.
-pub async fn provisional_pending(sql: &mut Sql<'_>) -> Result<Vec<(String, String, i64)>, DbError> {
+/// Pending applications whose deadline is provisional: reference, deadline, the working days
+/// it was set with, submission time; locked until the command commits.
+pub async fn provisional_pending(
+    sql: &mut Sql<'_>,
+) -> Result<Vec<(String, i64, i64, i64)>, DbError> {
     sql.query_all_for_update(
-        "SELECT application_ref, stage, submitted_at FROM applications
-         WHERE status = 'pending' AND due_provisional = 1",
+        "SELECT application_ref, due_at, due_working_days, submitted_at FROM applications
+         WHERE status = 'pending' AND due_provisional = 1 AND due_working_days IS NOT NULL
+           AND due_at IS NOT NULL",
         &[],
     )
     .await

@@ -24,6 +24,8 @@ use tonic::transport::Channel;
 pub struct StackOptions {
     /// Licensing's service-level deadlines.
     pub deadlines: Deadlines,
+    /// Licensing's working-day calendar; `None`: the shipped decrees.
+    pub calendar: Option<&'static govbus_civil::calendar::WorkingCalendar>,
 }
 
 /// One message read back from a stream.
@@ -128,6 +130,7 @@ impl Stack {
             audit_subject_key: None,
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
+            calendar: options.calendar,
         };
         let licensing_app = govbus_licensing::Application::build(licensing_config.clone())
             .await
@@ -190,6 +193,14 @@ impl Stack {
         if let Some(app) = self.licensing_app.take() {
             app.stop().await;
         }
+    }
+
+    /// Counts licensing's deadlines in `calendar` from its next start.
+    pub fn set_licensing_calendar(
+        &mut self,
+        calendar: &'static govbus_civil::calendar::WorkingCalendar,
+    ) {
+        self.licensing_config.calendar = Some(calendar);
     }
 
     /// Starts licensing again on the same database, and reconnects the client.

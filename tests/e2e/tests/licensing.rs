@@ -35,7 +35,14 @@ fn application(risk: pb::RiskLevel) -> pb::ApplyForLicenceRequest {
 }
 
 async fn stack_with_applicant(backend: TestBackend, deadlines: Deadlines) -> Stack {
-    let mut stack = Stack::start(backend, StackOptions { deadlines }).await;
+    let mut stack = Stack::start(
+        backend,
+        StackOptions {
+            deadlines,
+            calendar: None,
+        },
+    )
+    .await;
     stack
         .register_citizen(APPLICANT, "1990-08-17", identity::Sex::Female)
         .await;
@@ -259,12 +266,52 @@ async fn a_deadline_beyond_the_known_years_is_provisional_and_counted_again_at_s
         "{}",
         pending.deadline
     );
-    // The restart counts it again: with no new decree shipped, it stays as it was.
+    // The restart counts it again: with no new decree known, it stays as it was.
     stack.stop_licensing().await;
     stack.start_licensing().await;
     let again = get(&mut stack, &pending.application_ref).await;
     assert!(again.deadline_provisional);
     assert_eq!(again.deadline, pending.deadline);
+    // A release that knows the coming years (test data: one national holiday on a Wednesday of
+    // each) counts it again: later by those weekdays off, and no longer provisional.
+    let mut known = govbus_civil::calendar::WorkingCalendar::shipped()
+        .expect("shipped")
+        .clone();
+    let this_year = time::OffsetDateTime::now_utc().year();
+    let mut added = 0;
+    for year in 2025..=this_year + 6 {
+        if known.knows(year) {
+            continue;
+        }
+        let mut day = time::Date::from_calendar_date(year, time::Month::February, 1).expect("date");
+        while day.weekday() != time::Weekday::Wednesday {
+            day = day.next_day().expect("date");
+        }
+        known
+            .add_year(
+                year,
+                &format!("# source: test data\n{day},libur,Hari libur uji\n"),
+            )
+            .expect("a year");
+        added += 1;
+    }
+    assert!(added > 0);
+    stack.set_licensing_calendar(Box::leak(Box::new(known)));
+    stack.stop_licensing().await;
+    stack.start_licensing().await;
+    let counted = get(&mut stack, &pending.application_ref).await;
+    assert!(!counted.deadline_provisional, "{counted:?}");
+    assert!(
+        counted.deadline > pending.deadline,
+        "{} then {}",
+        pending.deadline,
+        counted.deadline
+    );
+    assert!(
+        counted.deadline.ends_with("T17:00:00Z"),
+        "{}",
+        counted.deadline
+    );
     stack.stop().await;
 }
 
