@@ -199,29 +199,6 @@ impl WorkingCalendar {
             provisional,
         }
     }
-
-    /// Working days from the day of `from` to the day of `until` (both in WIB), neither
-    /// counted: how many of a deadline's days are left, or (negative) how many it is overdue.
-    pub fn working_days_between(&self, from: OffsetDateTime, until: OffsetDateTime) -> i64 {
-        let (start, end) = (from.to_offset(WIB).date(), until.to_offset(WIB).date());
-        let (low, high, sign) = if start <= end {
-            (start, end, 1)
-        } else {
-            (end, start, -1)
-        };
-        let mut count = 0;
-        let mut date = low;
-        while let Some(next) = date.next_day() {
-            if next >= high {
-                break;
-            }
-            date = next;
-            if self.is_working_day(date) {
-                count += 1;
-            }
-        }
-        sign * count
-    }
 }
 
 /// 24:00 WIB at the end of `date`.
@@ -291,17 +268,6 @@ mod tests {
             beyond.provisional,
             "1 January 2027 is counted without its decree"
         );
-    }
-
-    #[test]
-    fn days_between_count_working_days_either_way() {
-        let (monday, friday) = (
-            datetime!(2026-01-12 09:00 +7),
-            datetime!(2026-01-16 09:00 +7),
-        );
-        // 16 January 2026 is Isra Mikraj; between Monday and that Friday: Tue, Wed, Thu.
-        assert_eq!(calendar().working_days_between(monday, friday), 3);
-        assert_eq!(calendar().working_days_between(friday, monday), -3);
     }
 
     #[test]

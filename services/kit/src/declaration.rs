@@ -113,27 +113,32 @@ pub enum SettingKind {
 impl Setting {
     /// The value `text` (from an environment variable or a flag) stands for.
     pub fn parse(&self, text: &str) -> Result<toml::Value, String> {
-        match self.kind {
-            SettingKind::Text => Ok(toml::Value::String(text.to_owned())),
-            SettingKind::Duration => {
-                crate::duration::parse(text).map(|_| toml::Value::String(text.trim().to_owned()))
-            }
-            SettingKind::Integer => text
-                .trim()
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .map_err(|_| format!("{text:?} is not a whole number")),
-            SettingKind::Bool => match text.trim() {
-                "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
-                "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
-                _ => Err(format!("{text:?} is not true or false")),
-            },
-        }
+        parse_value(self.kind, text)
     }
 
     /// Its default value.
     pub fn default_value(&self) -> Result<toml::Value, String> {
         self.parse(self.default)
+    }
+}
+
+/// The value `text` (from an environment variable or a flag) stands for, as a `kind`.
+pub fn parse_value(kind: SettingKind, text: &str) -> Result<toml::Value, String> {
+    match kind {
+        SettingKind::Text => Ok(toml::Value::String(text.to_owned())),
+        SettingKind::Duration => {
+            crate::duration::parse(text).map(|_| toml::Value::String(text.trim().to_owned()))
+        }
+        SettingKind::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{text:?} is not a whole number")),
+        SettingKind::Bool => match text.trim() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
     }
 }
 

@@ -5,92 +5,96 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use govbus_kit::declaration::{ServiceDeclaration, SettingKind};
+use govbus_kit::declaration::{ServiceDeclaration, SettingKind, parse_value};
 use govbus_kit::duration;
 
 use super::{ServiceSection, StackConfig};
 use crate::services::{SERVICES, declared};
 
-/// The type of a key's value, for reading it from text (environment and flags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    Integer,
-    Bool,
-}
-
 /// The stack's own configuration keys; each service's come from its declaration
 /// ([`service_keys`]). A test checks them against [`StackConfig`].
-const STACK_KEYS: &[(&str, Kind, &str)] = &[
-    ("data_dir", Kind::Text, "databases, NATS store, logs"),
+const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
+    ("data_dir", SettingKind::Text, "databases, NATS store, logs"),
     (
         "shutdown_timeout",
-        Kind::Text,
+        SettingKind::Text,
         "how long a graceful stop may take",
     ),
     (
         "nats.url",
-        Kind::Text,
+        SettingKind::Text,
         "an existing NATS server (comma-separated for a cluster); unset = embedded",
     ),
     (
         "nats.listen",
-        Kind::Text,
+        SettingKind::Text,
         "the embedded server's client address (port 0 = any free port, printed at start)",
     ),
-    ("nats.server_binary", Kind::Text, "the `nats-server` to run"),
+    (
+        "nats.server_binary",
+        SettingKind::Text,
+        "the `nats-server` to run",
+    ),
     (
         "nats.stream_replicas",
-        Kind::Integer,
+        SettingKind::Integer,
         "copies of each stream the services create; 3 or 5 with `nats.url` naming a cluster's \
          members",
     ),
     (
         "storage.keep_processed_events",
-        Kind::Text,
+        SettingKind::Text,
         "processed event ids kept (at least 366d, how long streams keep events)",
     ),
     (
         "storage.keep_idempotency_keys",
-        Kind::Text,
+        SettingKind::Text,
         "idempotency keys and their responses kept",
     ),
     (
         "storage.keep_published_events",
-        Kind::Text,
+        SettingKind::Text,
         "published outbox rows kept",
     ),
-    ("console.enabled", Kind::Bool, "serve the console"),
+    ("console.enabled", SettingKind::Bool, "serve the console"),
     (
         "console.listen",
-        Kind::Text,
+        SettingKind::Text,
         "console, HTTP API and `/metrics`",
     ),
     (
         "telemetry.log",
-        Kind::Text,
+        SettingKind::Text,
         "log filter (`RUST_LOG` syntax); `GOVBUS_LOG` works too",
     ),
-    ("telemetry.log_format", Kind::Text, "`text` or `json`"),
+    (
+        "telemetry.log_format",
+        SettingKind::Text,
+        "`text` or `json`",
+    ),
     (
         "telemetry.otlp_endpoint",
-        Kind::Text,
+        SettingKind::Text,
         "OTLP/gRPC endpoint for traces",
     ),
     (
         "telemetry.keep_traces",
-        Kind::Integer,
+        SettingKind::Integer,
         "recent traces kept in memory for the console",
     ),
-    ("tls.enabled", Kind::Bool, "every gRPC hop over mutual TLS"),
+    (
+        "tls.enabled",
+        SettingKind::Bool,
+        "every gRPC hop over mutual TLS",
+    ),
     (
         "tls.dir",
-        Kind::Text,
+        SettingKind::Text,
         "certificates (`ca.pem`, `<name>.pem`, `<name>-key.pem`); unset = `<data_dir>/certs`",
     ),
     (
         "tls.policy",
-        Kind::Text,
+        SettingKind::Text,
         "who may call which gRPC method; unset = `<data_dir>/access-policy.toml`",
     ),
 ];
@@ -101,26 +105,25 @@ const LISTEN: &str = "listen";
 const DATABASE_URL: &str = "database_url";
 
 /// Every key of `declaration`'s section, with its kind and meaning.
-fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, Kind, String)> {
+fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, SettingKind, String)> {
     let name = declaration.name;
     let mut keys = vec![
         (
             format!("{name}.{LISTEN}"),
-            Kind::Text,
+            SettingKind::Text,
             format!("{name}'s gRPC address"),
         ),
         (
             format!("{name}.{DATABASE_URL}"),
-            Kind::Text,
+            SettingKind::Text,
             format!("`sqlite://…` or `postgres://…`; unset = `sqlite://<data_dir>/{name}.db`"),
         ),
     ];
     for setting in declaration.settings {
         let kind = match setting.kind {
             // Durations are read as text and checked with the section.
-            SettingKind::Text | SettingKind::Duration => Kind::Text,
-            SettingKind::Integer => Kind::Integer,
-            SettingKind::Bool => Kind::Bool,
+            SettingKind::Duration => SettingKind::Text,
+            other => other,
         };
         let doc = setting.doc.split_whitespace().collect::<Vec<_>>().join(" ");
         keys.push((format!("{name}.{}", setting.key), kind, doc));
@@ -129,7 +132,7 @@ fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, Kind, String)>
 }
 
 /// Every configuration key with its kind and meaning, the stack's first.
-fn all_keys() -> Vec<(String, Kind, String)> {
+fn all_keys() -> Vec<(String, SettingKind, String)> {
     STACK_KEYS
         .iter()
         .map(|(key, kind, doc)| ((*key).to_owned(), *kind, (*doc).to_owned()))
@@ -351,31 +354,8 @@ impl Layers {
                 format!("unknown key; known keys are {}", known_keys()),
             )
         })?;
-        let parsed = match kind {
-            Kind::Text => toml::Value::String(value.to_owned()),
-            Kind::Integer => value
-                .trim()
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .map_err(|_| {
-                    ConfigError::of_key(
-                        key,
-                        Some(origin.clone()),
-                        format!("{value:?} is not a whole number"),
-                    )
-                })?,
-            Kind::Bool => match value.trim() {
-                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
-                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
-                _ => {
-                    return Err(ConfigError::of_key(
-                        key,
-                        Some(origin),
-                        format!("{value:?} is not true or false"),
-                    ));
-                }
-            },
-        };
+        let parsed = parse_value(kind, value)
+            .map_err(|problem| ConfigError::of_key(key, Some(origin.clone()), problem))?;
         insert(&mut self.table, key, parsed);
         self.origins.insert(key.to_owned(), origin);
         Ok(self)
@@ -414,17 +394,18 @@ impl Layers {
             toml::Value::String(text) => Ok(text),
             _ => Err(self.problem(&key(name), "must be text")),
         };
+        let defaults = ServiceSection::defaults_of(declaration);
         let listen = match table.remove(LISTEN) {
             Some(value) => text(value, LISTEN)?
                 .parse::<SocketAddr>()
                 .map_err(|error| self.problem(&key(LISTEN), error.to_string()))?,
-            None => ServiceSection::defaults_of(declaration).listen,
+            None => defaults.listen,
         };
         let database_url = table
             .remove(DATABASE_URL)
             .map(|value| text(value, DATABASE_URL))
             .transpose()?;
-        let mut settings = ServiceSection::defaults_of(declaration).settings;
+        let mut settings = defaults.settings;
         settings.extend(table);
         Ok(ServiceSection {
             name: declaration.name,
@@ -549,7 +530,7 @@ pub(crate) fn env_name(key: &str) -> String {
     format!("GOVBUS_{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
-fn kind_of(key: &str) -> Option<Kind> {
+fn kind_of(key: &str) -> Option<SettingKind> {
     if let Some((_, kind, _)) = STACK_KEYS.iter().find(|(known, _, _)| *known == key) {
         return Some(*kind);
     }
