@@ -1,6 +1,8 @@
 //! A delivered event as its handler sees it (where it came from, [`EventMeta`]), what the
 //! handler answers ([`HandleError`]), and who is told of a handled delivery about a person.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use crate::envelope::Envelope;
@@ -28,6 +30,48 @@ impl HandleError {
     /// A failure retrying cannot fix: the message goes to the dead-letter stream at once.
     pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::with_source(HandleErrorKind::Permanent, cause)
+    }
+
+    /// A transient failure whose cause said when to come back (an HTTP `Retry-After`): the
+    /// message is redelivered after `delay` or the back-off delay, whichever is longer (at most
+    /// an hour).
+    pub fn transient_after(
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        delay: Duration,
+    ) -> Self {
+        Self::with_source(
+            HandleErrorKind::Transient,
+            RetryAfter {
+                delay,
+                cause: cause.into(),
+            },
+        )
+    }
+
+    /// The delay the cause asked for, if it did ([`HandleError::transient_after`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        std::error::Error::source(self)
+            .and_then(|source| source.downcast_ref::<RetryAfter>())
+            .map(|retry| retry.delay)
+    }
+}
+
+/// A cause that said when to retry.
+#[derive(Debug)]
+struct RetryAfter {
+    delay: Duration,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for RetryAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (retry after {} s)", self.cause, self.delay.as_secs())
+    }
+}
+
+impl std::error::Error for RetryAfter {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause.as_ref())
     }
 }
 

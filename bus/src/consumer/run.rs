@@ -638,6 +638,9 @@ fn observe(
     }
 }
 
+/// The longest delay a handler's cause may ask for before its message is delivered again.
+const LONGEST_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// After a handler failed: dead-letter it if the failure is permanent or deliveries are used
 /// up, else redeliver it after a back-off.
 fn after_failure(context: &ConsumerContext, attempt: u64, error: &HandleError) -> Outcome {
@@ -650,10 +653,13 @@ fn after_failure(context: &ConsumerContext, attempt: u64, error: &HandleError) -
             "handler failed on all {attempt} deliveries; last error: {error}"
         )),
         _ => {
-            let delay = context
+            let backoff = context
                 .settings
                 .backoff
                 .delay(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+            let delay = error
+                .retry_after()
+                .map_or(backoff, |asked| asked.min(LONGEST_RETRY_AFTER).max(backoff));
             tracing::warn!(
                 message = "Handler failed; message will be redelivered.",
                 %error,

@@ -23,6 +23,7 @@ pub const WIB: UtcOffset = match UtcOffset::from_hms(7, 0, 0) {
 const SHIPPED: &[(i32, &str)] = &[
     (2025, include_str!("../data/holidays/2025.csv")),
     (2026, include_str!("../data/holidays/2026.csv")),
+    (2027, include_str!("../data/holidays/2027.csv")),
 ];
 
 /// A day off the calendar lists.
@@ -66,6 +67,37 @@ struct Year {
 pub struct WorkingCalendar {
     years: BTreeMap<i32, Year>,
     closed: BTreeSet<Date>,
+}
+
+/// How long something may take: government working days, or clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Working days: due at 24:00 WIB of the last one, counted from the next day
+    /// ([`WorkingCalendar::deadline`]).
+    WorkingDays(u32),
+    /// Clock time, for rules given in hours (and for tests).
+    Exactly(std::time::Duration),
+}
+
+impl Period {
+    /// When something that started at `from` falls due.
+    pub fn due(self, from: OffsetDateTime, calendar: &WorkingCalendar) -> Deadline {
+        match self {
+            Self::WorkingDays(days) => calendar.deadline(from, days),
+            Self::Exactly(duration) => Deadline {
+                at: from.saturating_add(Duration::try_from(duration).unwrap_or(Duration::MAX)),
+                provisional: false,
+            },
+        }
+    }
+
+    /// Its working days, if it is counted in them.
+    pub fn working_days(self) -> Option<u32> {
+        match self {
+            Self::WorkingDays(days) => Some(days),
+            Self::Exactly(_) => None,
+        }
+    }
 }
 
 /// When a deadline in working days falls.
@@ -219,8 +251,9 @@ mod tests {
     #[test]
     fn every_shipped_year_has_its_decrees_days() {
         // The decrees' own totals: 2025, 17 national holidays and 10 joint leave days, one more
-        // added by the amendment of 7 August 2025; 2026, 17 and 8.
-        for (year, holidays, leave) in [(2025, 17, 11), (2026, 17, 8)] {
+        // added by the amendment of 7 August 2025; 2026, 17 and 8; 2027, 18 and 8 (Isra Mikraj
+        // falls twice in 2027: 1448 and 1449 Hijriah).
+        for (year, holidays, leave) in [(2025, 17, 11), (2026, 17, 8), (2027, 18, 8)] {
             let days = calendar().days_off(year).expect("shipped");
             let count = |kind| days.iter().filter(|day| day.kind == kind).count();
             assert_eq!(count(DayOffKind::NationalHoliday), holidays, "{year}");
@@ -232,7 +265,7 @@ mod tests {
                 "{year}"
             );
         }
-        assert!(!calendar().knows(2027));
+        assert!(!calendar().knows(2028));
     }
 
     #[test]
@@ -258,15 +291,15 @@ mod tests {
 
     #[test]
     fn counting_into_a_year_without_its_decree_is_provisional() {
-        // 23 December 2026: Christmas leave and Christmas, the weekend, then 28–30 December.
-        let within = calendar().deadline(datetime!(2026-12-23 09:00 +7), 3);
-        assert_eq!(within.at, datetime!(2026-12-31 00:00 +7));
+        // 23 December 2027: Christmas leave and Christmas, the weekend, then 27–31 December.
+        let within = calendar().deadline(datetime!(2027-12-23 09:00 +7), 3);
+        assert_eq!(within.at, datetime!(2027-12-30 00:00 +7));
         assert!(!within.provisional);
-        let beyond = calendar().deadline(datetime!(2026-12-23 09:00 +7), 5);
-        assert_eq!(beyond.at, datetime!(2027-01-02 00:00 +7));
+        let beyond = calendar().deadline(datetime!(2027-12-23 09:00 +7), 6);
+        assert_eq!(beyond.at, datetime!(2028-01-04 00:00 +7));
         assert!(
             beyond.provisional,
-            "1 January 2027 is counted without its decree"
+            "1 to 3 January 2028 are counted without their decree"
         );
     }
 

@@ -16,6 +16,7 @@ use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures_util::StreamExt;
 use govbus_bus::dead_letter::headers::REPLAY_FOR;
 use govbus_bus::{Bus, Envelope, EventMeta, HandleError};
+use govbus_proto::complaints::v1 as complaints;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as licensing;
 use govbus_storage::inbox::handle_error;
@@ -102,6 +103,8 @@ pub struct EvidenceSnapshot {
     pub calls: Vec<CallCount>,
     /// Licensing deadlines.
     pub licensing: DeadlineCounts,
+    /// Complaint handling, by measure ([`complaint_measures`]).
+    pub complaints: BTreeMap<String, u64>,
 }
 
 /// A suggested level and why.
@@ -183,7 +186,17 @@ impl Evidence {
                 &[],
             )
             .await?;
+        let complaints: Vec<(String, i64)> = sql
+            .query_all(
+                "SELECT measure, events FROM evidence_complaints ORDER BY measure",
+                &[],
+            )
+            .await?;
         Ok(EvidenceSnapshot {
+            complaints: complaints
+                .into_iter()
+                .map(|(measure, events)| (measure, count(events)))
+                .collect(),
             events: events
                 .into_iter()
                 .map(
@@ -343,6 +356,14 @@ pub async fn apply(sql: &mut Sql<'_>, event: &ObservedEvent<'_>) -> Result<bool,
         )
         .await?;
     }
+    for measure in complaint_measures(&envelope.event_type, event.payload) {
+        sql.execute(
+            "INSERT INTO evidence_complaints (measure, events) VALUES ($1, 1)
+             ON CONFLICT (measure) DO UPDATE SET events = evidence_complaints.events + 1",
+            &[measure.as_str().into()],
+        )
+        .await?;
+    }
     sql.execute(
         "INSERT INTO evidence_positions (stream, last_sequence) VALUES ($1, $2)
          ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence",
@@ -350,6 +371,42 @@ pub async fn apply(sql: &mut Sql<'_>, event: &ObservedEvent<'_>) -> Result<bool,
     )
     .await?;
     Ok(true)
+}
+
+/// What a complaints event counts towards: `filed`, `accepted`, `refused`, `responded`,
+/// `forwarded`, `escalated:<stage>`, and per class `on-time:<class>` (a response within its
+/// deadline) or `late:<class>` (a response deadline that passed: escalated, or answered late
+/// before the escalation).
+pub fn complaint_measures(event_type: &str, payload: &[u8]) -> Vec<String> {
+    match event_type {
+        "complaints.complaint.filed.v1" => vec!["filed".to_owned()],
+        "complaints.complaint.accepted.v1" => vec!["accepted".to_owned()],
+        "complaints.complaint.refused.v1" => vec!["refused".to_owned()],
+        "complaints.complaint.forwarded.v1" => vec!["forwarded".to_owned()],
+        "complaints.complaint.responded.v1" => {
+            let Ok(responded) = complaints::ComplaintResponded::decode(payload) else {
+                return Vec::new();
+            };
+            let mut measures = vec!["responded".to_owned()];
+            if responded.within_deadline {
+                measures.push(format!("on-time:{}", responded.class));
+            } else if !responded.was_escalated {
+                measures.push(format!("late:{}", responded.class));
+            }
+            measures
+        }
+        "complaints.complaint.escalated.v1" => {
+            let Ok(escalated) = complaints::ComplaintEscalated::decode(payload) else {
+                return Vec::new();
+            };
+            let mut measures = vec![format!("escalated:{}", escalated.stage)];
+            if escalated.stage == "response" {
+                measures.push(format!("late:{}", escalated.class));
+            }
+            measures
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Empties the projection and replays `streams` into it (see [`Evidence::rebuild`]).
@@ -363,6 +420,7 @@ async fn replay(
         "DELETE FROM evidence_flows",
         "DELETE FROM evidence_calls",
         "DELETE FROM evidence_licensing",
+        "DELETE FROM evidence_complaints",
         // Positions are updated, not deleted, so a live consumer waiting on a position row
         // reads the rebuilt one.
         "UPDATE evidence_positions SET last_sequence = 0",
@@ -553,11 +611,176 @@ pub fn suggest(
                 level
             }
         }
+        EvidenceRule::ComplaintService { service } => {
+            complaint_handling(service, &evidence.complaints, &mut facts)
+        }
     };
     Some(Suggestion { level, facts })
+}
+
+/// Indicator 42 (Layanan Pengaduan Pelayanan Publik) on the technical levels: Interaksi (2)
+/// when residents' complaints are filed through `service`; Transaksi (3) when they are also
+/// answered through it; Kolaborasi (4) only when the national channel (SP4N-LAPOR) took
+/// complaints from it; Optimalisasi (5) only when, besides, at least 95 % of the responses due
+/// came within their deadline. Informasi (1), information about the channel alone, is not
+/// something the bus sees.
+fn complaint_handling(
+    service: &str,
+    counts: &BTreeMap<String, u64>,
+    facts: &mut Vec<String>,
+) -> u8 {
+    let get = |measure: &str| counts.get(measure).copied().unwrap_or(0);
+    let filed = get("filed");
+    if filed == 0 {
+        facts.push(format!("no complaint has been filed through {service}"));
+        return 0;
+    }
+    facts.push(format!(
+        "{filed} complaint(s) filed through {service}: {} accepted, {} refused, {} response(s)",
+        get("accepted"),
+        get("refused"),
+        get("responded")
+    ));
+    let mut on_time = 0;
+    let mut due = 0;
+    for class in [
+        "ringan",
+        "normatif",
+        "tidak-berkadar-pengawasan",
+        "berkadar-pengawasan",
+    ] {
+        let (kept, missed) = (
+            get(&format!("on-time:{class}")),
+            get(&format!("late:{class}")),
+        );
+        if kept + missed > 0 {
+            facts.push(format!(
+                "{class}: {kept} of {} response deadline(s) kept ({} %)",
+                kept + missed,
+                kept * 100 / (kept + missed)
+            ));
+        }
+        on_time += kept;
+        due += kept + missed;
+    }
+    for stage in ["verification", "response"] {
+        let escalated = get(&format!("escalated:{stage}"));
+        if escalated > 0 {
+            facts.push(format!("{escalated} complaint(s) escalated at {stage}"));
+        }
+    }
+    let forwarded = get("forwarded");
+    facts.push(if forwarded > 0 {
+        format!("{forwarded} complaint(s) forwarded to the national channel (SP4N-LAPOR)")
+    } else {
+        "no complaint reached the national channel (SP4N-LAPOR): Kolaborasi (4) needs that link"
+            .to_owned()
+    });
+    let mut level = 2;
+    if get("responded") > 0 {
+        level = 3;
+    }
+    if level == 3 && forwarded > 0 {
+        level = 4;
+        if due > 0 && on_time * 100 >= due * 95 {
+            level = 5;
+        } else {
+            facts
+                .push("Optimalisasi (5) needs at least 95 % of response deadlines kept".to_owned());
+        }
+    }
+    level
 }
 
 /// A timestamp for people.
 pub fn rfc3339(micros: i64) -> String {
     from_micros(micros).format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use govbus_proto::complaints::v1 as complaints;
+    use prost::Message;
+
+    use super::*;
+
+    fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs
+            .iter()
+            .map(|(measure, count)| ((*measure).to_owned(), *count))
+            .collect()
+    }
+
+    #[test]
+    fn a_late_response_counts_once_whether_or_not_it_was_escalated_first() {
+        let responded = |within_deadline, was_escalated| {
+            complaints::ComplaintResponded {
+                class: "ringan".to_owned(),
+                within_deadline,
+                was_escalated,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let responded_type = "complaints.complaint.responded.v1";
+        assert_eq!(
+            complaint_measures(responded_type, &responded(true, false)),
+            ["responded", "on-time:ringan"]
+        );
+        assert_eq!(
+            complaint_measures(responded_type, &responded(false, false)),
+            ["responded", "late:ringan"]
+        );
+        // Escalated first: the escalation already counted the deadline as missed.
+        assert_eq!(
+            complaint_measures(responded_type, &responded(false, true)),
+            ["responded"]
+        );
+        let escalated = complaints::ComplaintEscalated {
+            stage: "response".to_owned(),
+            class: "ringan".to_owned(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            complaint_measures("complaints.complaint.escalated.v1", &escalated),
+            ["escalated:response", "late:ringan"]
+        );
+        assert!(complaint_measures("licensing.nib.issued.v1", &[]).is_empty());
+    }
+
+    #[test]
+    fn kolaborasi_needs_the_national_link_and_optimalisasi_95_percent_on_time() {
+        let level = |pairs: &[(&str, u64)]| {
+            let mut facts = Vec::new();
+            complaint_handling("complaints", &counts(pairs), &mut facts)
+        };
+        assert_eq!(level(&[]), 0);
+        assert_eq!(level(&[("filed", 3)]), 2);
+        assert_eq!(
+            level(&[("filed", 3), ("responded", 2), ("on-time:ringan", 2)]),
+            3
+        );
+        let linked = [
+            ("filed", 40),
+            ("responded", 40),
+            ("forwarded", 40),
+            ("on-time:ringan", 19),
+            ("on-time:normatif", 19),
+            ("late:normatif", 2),
+        ];
+        // 38 of 40 deadlines kept: exactly 95 %.
+        assert_eq!(level(&linked), 5);
+        let mut late = linked;
+        late[5] = ("late:normatif", 3);
+        assert_eq!(level(&late), 4);
+        let mut facts = Vec::new();
+        complaint_handling("complaints", &counts(&late), &mut facts);
+        assert!(
+            facts
+                .iter()
+                .any(|fact| fact == "normatif: 19 of 22 response deadline(s) kept (86 %)"),
+            "{facts:?}"
+        );
+    }
 }

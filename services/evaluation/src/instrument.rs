@@ -151,6 +151,11 @@ pub enum EvidenceRule {
         /// The service.
         service: String,
     },
+    /// The complaint service that runs on the bus as `service` (indicator 42).
+    ComplaintService {
+        /// The service.
+        service: String,
+    },
 }
 
 /// A predicate and the lowest index that earns it.
@@ -309,10 +314,13 @@ impl Instrument {
                 ("public-service", Some(service)) => EvidenceRule::PublicService {
                     service: service.clone(),
                 },
+                ("complaint-service", Some(service)) => EvidenceRule::ComplaintService {
+                    service: service.clone(),
+                },
                 (kind, _) => {
                     return Err(invalid(format!(
                         "evidence for indicator {}: kind {kind:?} is not service-connector, or \
-                         public-service with a service",
+                         public-service or complaint-service with a service",
                         entry.indicator
                     )));
                 }

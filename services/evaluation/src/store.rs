@@ -4,12 +4,28 @@ use govbus_storage::time::now_micros;
 use govbus_storage::{DbError, Migration, Sql};
 
 /// The evaluation service's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "instances, scores, targets, integration evidence",
-    sqlite: TABLES,
-    postgres: TABLES,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "instances, scores, targets, integration evidence",
+        sqlite: TABLES,
+        postgres: TABLES,
+    },
+    Migration {
+        version: 2,
+        description: "complaint handling evidence",
+        sqlite: COMPLAINTS,
+        postgres: COMPLAINTS,
+    },
+];
+
+/// Counts of complaint handling, by measure (`filed`, `forwarded`, `on-time:<class>`, …).
+const COMPLAINTS: &str = "
+    CREATE TABLE evidence_complaints (
+        measure TEXT PRIMARY KEY,
+        events BIGINT NOT NULL
+    );
+";
 
 const TABLES: &str = "
     CREATE TABLE instances (

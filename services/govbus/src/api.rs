@@ -38,6 +38,8 @@ pub mod paths {
     pub const TRACE: &str = "/api/traces/{trace_id}";
     /// `GET` with an [`SpbeQuery`](super::SpbeQuery): [`Spbe`](super::Spbe).
     pub const SPBE: &str = "/api/spbe";
+    /// `GET` with a [`ComplaintsQuery`](super::ComplaintsQuery): [`Complaints`](super::Complaints).
+    pub const COMPLAINTS: &str = "/api/complaints";
     /// `POST` a [`VerifyRequest`](super::VerifyRequest): [`Verified`](super::Verified).
     pub const AUDIT_VERIFY: &str = "/api/audit/verify";
     /// `POST` a [`SubjectRequest`](super::SubjectRequest): [`SubjectHistory`](super::SubjectHistory).
@@ -278,6 +280,75 @@ pub struct Spbe {
     pub assessment: Option<serde_json::Value>,
     /// `govbus.evaluation.v1.IntegrationEvidence`.
     pub evidence: serde_json::Value,
+}
+
+/// Which complaints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ComplaintsQuery {
+    /// Only those with this agency (its code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agency: Option<String>,
+    /// Only those in this status: `awaiting_verification`, `refused`, `with_agency`,
+    /// `responded` or `closed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// At most this many (1 to 500, 100 unless given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// From an earlier answer's `next_page_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+}
+
+/// Complaints as operators see them: no complainant, no text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Complaints {
+    /// Newest first.
+    pub complaints: Vec<ComplaintRow>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+    /// Each class with the working days the agency has to respond.
+    pub classes: Vec<ClassDays>,
+    /// Working days verification has.
+    pub verification_working_days: u32,
+    /// Where the agencies' list comes from.
+    pub agencies_source: String,
+}
+
+/// One complaint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComplaintRow {
+    /// Its reference.
+    pub complaint_ref: String,
+    /// `awaiting_verification`, `refused`, `with_agency`, `responded` or `closed`.
+    pub status: String,
+    /// The agency's code.
+    pub agency_code: String,
+    /// The agency's name.
+    pub agency_name: String,
+    /// What it is about.
+    pub category: String,
+    /// How it came.
+    pub channel: String,
+    /// Its class, once accepted.
+    pub class: String,
+    /// When the current stage is due (RFC 3339), if one is.
+    pub deadline: String,
+    /// The current stage passed its deadline.
+    pub escalated: bool,
+    /// The national channel's tracking number, once forwarded.
+    pub national_ref: String,
+    /// When it was filed (RFC 3339).
+    pub filed_at: String,
+}
+
+/// A complaint class and its working days.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassDays {
+    /// The class.
+    pub class: String,
+    /// Working days the agency has.
+    pub working_days: u32,
 }
 
 /// Verify the processing log, optionally against the heads an earlier verification reported.

@@ -543,6 +543,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             summary.relocations, summary.deaths, summary.benefits_suspended
         );
         println!(
+            "  {} complaints filed, {} answered by the agencies.",
+            summary.complaints_filed, summary.complaints_answered
+        );
+        println!(
             "  SPBE Kota Malang: index {} ({}).",
             summary.spbe_index, summary.spbe_predicate
         );

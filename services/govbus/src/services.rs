@@ -10,6 +10,7 @@ pub const SERVICES: &[&ServiceDeclaration] = &[
     &govbus_welfare::DECLARATION,
     &govbus_licensing::DECLARATION,
     &govbus_evaluation::DECLARATION,
+    &govbus_complaints::DECLARATION,
 ];
 
 /// The declaration of `name`, if the stack has such a service.

@@ -302,7 +302,7 @@ async fn a_persons_processing_history_is_complete_and_the_log_verifies() {
         .iter()
         .filter_map(|writer| writer["writer"].as_str())
         .collect();
-    assert_eq!(writers, ["identity", "licensing", "welfare"]);
+    assert_eq!(writers, ["complaints", "identity", "licensing", "welfare"]);
     let again = Command::new(env!("CARGO_BIN_EXE_govbus"))
         .args([
             "audit",

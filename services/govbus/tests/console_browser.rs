@@ -94,12 +94,16 @@ async fn the_console_shows_a_demo_run_and_replays_a_dead_letter() {
         .goto(&format!("{console}/"))
         .await
         .expect("overview");
-    text_of(&browser, "#healthy-count", |text| text == "4/4").await;
-    let services = text_of(&browser, "#services", |text| {
-        text.matches("healthy").count() == 4
+    let all = govbus::services::SERVICES.len();
+    text_of(&browser, "#healthy-count", |text| {
+        text == format!("{all}/{all}")
     })
     .await;
-    for service in ["identity", "welfare", "licensing", "evaluation"] {
+    let services = text_of(&browser, "#services", |text| {
+        text.matches("healthy").count() == all
+    })
+    .await;
+    for service in govbus::services::names() {
         assert!(services.contains(service), "{services}");
     }
     let flow = text_of(&browser, "#flow", |text| text.contains("welfare")).await;
@@ -196,6 +200,25 @@ async fn the_console_shows_a_demo_run_and_replays_a_dead_letter() {
     assert!(rows(&browser, "#waterfall tbody tr").await >= 5);
     assert!(rows(&browser, "#waterfall .span").await >= 5);
     screenshot(&browser, "trace").await;
+
+    // Complaints: where each stands, without complainants or texts.
+    browser
+        .goto(&format!("{console}/#/complaints"))
+        .await
+        .expect("complaints");
+    let complaints = text_of(&browser, "#complaints", |text| text.contains("dinsos")).await;
+    assert!(rows(&browser, "#complaints tbody tr[data-complaint]").await >= 4);
+    assert!(
+        !complaints.contains("belum diterima") && !complaints.contains("Lampu penerangan"),
+        "no complaint text on the page"
+    );
+    for run in complaints.split(|c: char| !c.is_ascii_digit()) {
+        assert!(
+            !(run.len() == 16 && run.starts_with("3573")),
+            "a NIK on the complaints page: {run}"
+        );
+    }
+    screenshot(&browser, "complaints").await;
 
     // SPBE: Kota Malang's index per year, the trend, the domains, the live evidence.
     browser

@@ -34,12 +34,39 @@ async fn the_demo_runs_through_the_stack_and_the_console_shows_it() {
 
     let overview = running.get("/api/overview").await;
     let services = overview["services"].as_array().expect("services");
-    assert_eq!(services.len(), 4);
+    assert_eq!(services.len(), govbus::services::SERVICES.len());
+    assert!(
+        summary.complaints_filed >= 4 && summary.complaints_answered >= 3,
+        "{summary:?}"
+    );
     assert!(
         services.iter().all(|service| service["healthy"] == true),
         "{overview}"
     );
     assert_eq!(overview["nats_embedded"], true);
+
+    // Complaints, as operators see them: no complainant, no text.
+    let complaints = running.get("/api/complaints?limit=500").await;
+    let rows = complaints["complaints"].as_array().expect("complaints");
+    assert_eq!(rows.len() as u64, summary.complaints_filed);
+    let raw = complaints.to_string();
+    assert!(
+        !raw.contains("belum diterima") && !raw.contains("complainant"),
+        "{raw}"
+    );
+    assert!(
+        rows.iter().any(|row| row["status"] == "closed")
+            && rows.iter().any(|row| row["status"] == "refused"),
+        "{raw}"
+    );
+    let refused = running.get("/api/complaints?status=refused").await;
+    assert!(
+        refused["complaints"]
+            .as_array()
+            .expect("complaints")
+            .iter()
+            .all(|row| row["status"] == "refused")
+    );
 
     let flow = running.get("/api/flow").await;
     let edges: Vec<(String, String)> = flow
@@ -174,7 +201,10 @@ async fn the_demo_runs_through_the_stack_and_the_console_shows_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     let parsed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(parsed["services"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        parsed["services"].as_array().map(Vec::len),
+        Some(govbus::services::SERVICES.len())
+    );
 
     let output = govbus(&["trace", &trace_id]);
     assert_eq!(output.status.code(), Some(0));

@@ -328,7 +328,8 @@ async fn a_demo_run_leaves_no_personal_data_in_logs_or_spans() {
             Stdio::from(log),
             // Everything govbus logs, at every level.
             "info,govbus=trace,govbus_bus=trace,govbus_kit=trace,govbus_identity=trace,\
-             govbus_welfare=trace,govbus_licensing=trace,govbus_evaluation=trace",
+             govbus_welfare=trace,govbus_licensing=trace,govbus_evaluation=trace,\
+             govbus_complaints=trace",
         )
     })
     .await
@@ -373,6 +374,16 @@ async fn a_demo_run_leaves_no_personal_data_in_logs_or_spans() {
             personal.push(member.birth_date);
         }
         personal.push(format!("Jl. Merdeka {household}"));
+    }
+    // What residents, officers and agencies wrote in the demo's complaints.
+    for text in [
+        "belum diterima di rekening",
+        "Lampu penerangan jalan",
+        "Lokasi tidak disebutkan",
+        "Sudah kami tindak lanjuti",
+        "Masih belum selesai",
+    ] {
+        personal.push(text.to_owned());
     }
     // The values searched for are what the stack really handled: the register holds them.
     let mut register = std::fs::read(data.path().join("stack/identity.db")).expect("database");

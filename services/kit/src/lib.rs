@@ -11,8 +11,11 @@
 //! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
 //! - [`call_facts`]: what the layers learn about a call (its method, the grant's purpose).
+//! - [`outbound`]: delivering JSON to systems outside govbus over HTTPS, retried by the caller.
+//! - [`periodic`]: a round of work repeated at an interval (deadline watchers).
 //! - [`peer`]: a server's connections: the TLS handshake, the caller read once per connection.
 //! - [`runtime`]: starting and stopping a service in order.
+//! - [`standalone`]: a service binary's environment, read from its declaration's variables.
 //! - [`tls`]: mutual TLS between services and the caller's name from its certificate.
 //! - [`telemetry`]: logs, traces (kept in memory and exported over OTLP) and Prometheus metrics.
 
@@ -23,8 +26,11 @@ pub mod call_facts;
 pub mod declaration;
 pub mod duration;
 pub mod grpc;
+pub mod outbound;
 pub mod peer;
+pub mod periodic;
 pub mod runtime;
+pub mod standalone;
 pub mod telemetry;
 pub mod tls;
 

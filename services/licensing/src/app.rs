@@ -20,7 +20,6 @@ use govbus_proto::licensing::v1::{
 };
 use govbus_storage::{Storage, StorageSettings};
 
-use crate::deadlines::DeadlineWatcher;
 use crate::domain::Deadlines;
 use crate::grpc::LicensingApi;
 use crate::office::Office;
@@ -130,7 +129,7 @@ impl IdentityReactions for NotRunning {
 #[derive(Debug)]
 pub struct Application {
     runtime: ServiceRuntime,
-    watcher: DeadlineWatcher,
+    watcher: govbus_kit::periodic::PeriodicTask,
 }
 
 impl Application {
@@ -177,7 +176,7 @@ impl Application {
             );
         }
         let adapter = consuming(declaration, office.clone()).start(&bus).await?;
-        let watcher = DeadlineWatcher::spawn(office.clone(), config.deadline_check_interval);
+        let watcher = crate::deadlines::watch(office.clone(), config.deadline_check_interval);
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
             SERVICE,

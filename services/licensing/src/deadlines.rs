@@ -5,42 +5,14 @@
 
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use govbus_kit::periodic::PeriodicTask;
 
 use crate::office::Office;
 
-/// A running watcher.
-#[derive(Debug)]
-pub struct DeadlineWatcher {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl DeadlineWatcher {
-    /// Checks for passed deadlines every `interval`.
-    pub fn spawn(office: Office, interval: Duration) -> Self {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                if let Err(error) = office.deem_overdue_approved().await {
-                    tracing::warn!(message = "Cannot process passed deadlines; will retry.", %error);
-                }
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(interval) => {}
-                }
-            }
-        });
-        Self { stop, task }
-    }
-
-    /// Stops after the round in progress.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        if let Err(error) = self.task.await {
-            tracing::error!(message = "Deadline watcher failed.", %error);
-        }
-    }
+/// Checks for passed deadlines every `interval`.
+pub fn watch(office: Office, interval: Duration) -> PeriodicTask {
+    PeriodicTask::spawn("licensing deadlines", interval, move || {
+        let office = office.clone();
+        async move { office.deem_overdue_approved().await.map(|_| ()) }
+    })
 }

@@ -1,7 +1,6 @@
 //! Risk levels, what each requires, and the checks on an application.
 
-use std::time::Duration;
-
+pub use govbus_civil::calendar::Period;
 use govbus_civil::calendar::{Deadline, WorkingCalendar};
 use govbus_proto::licensing::v1 as pb;
 use time::OffsetDateTime;
@@ -133,16 +132,6 @@ impl RiskLevel {
     }
 }
 
-/// How long a stage may wait for a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    /// Government working days ([`govbus_civil::calendar`]): due at 24:00 WIB of the last one,
-    /// counted from the day after submission.
-    WorkingDays(u32),
-    /// Clock time from submission, for rules given in hours (and for tests).
-    Exactly(Duration),
-}
-
 /// Service-level deadlines of the stages that wait for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadlines {
@@ -178,15 +167,7 @@ impl Deadlines {
         submitted: OffsetDateTime,
         calendar: &WorkingCalendar,
     ) -> Deadline {
-        match self.of(stage) {
-            Period::WorkingDays(days) => calendar.deadline(submitted, days),
-            Period::Exactly(duration) => Deadline {
-                at: submitted.saturating_add(
-                    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX),
-                ),
-                provisional: false,
-            },
-        }
+        self.of(stage).due(submitted, calendar)
     }
 }
 
@@ -256,6 +237,8 @@ pub fn kbli_code(text: &str) -> Result<String, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx}
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::domain::{Deadlines, Pathway, Period, RiskLevel, Status};
+use crate::domain::{Deadlines, Pathway, RiskLevel, Status};
 use crate::store::{self, StoredApplication};
 
 /// Why a command failed.
@@ -159,10 +159,7 @@ impl Office {
                 Pathway::Immediate { document, .. } => (document, Status::Issued, None, None),
                 Pathway::Pending { document, stage } => {
                     let due = deadlines.due(stage, from_micros(submitted_at), calendar);
-                    let days = match deadlines.of(stage) {
-                        Period::WorkingDays(days) => Some(days),
-                        Period::Exactly(_) => None,
-                    };
+                    let days = deadlines.of(stage).working_days();
                     (document, Status::Pending, Some(stage), Some((due, days)))
                 }
             };

@@ -9,11 +9,12 @@
 //!
 //! - `state`: what the handlers share.
 //! - `error`: how a failure is answered.
-//! - `pages`, `status`, `events`, `dead_letters`, `traces`, `spbe`, `audit`: the handlers, one
-//!   module per part of the console.
+//! - `pages`, `status`, `events`, `dead_letters`, `traces`, `spbe`, `complaints`, `audit`: the
+//!   handlers, one module per part of the console.
 //! - [`inspect`]: reading streams, consumers and events from JetStream, personal fields masked.
 
 mod audit;
+mod complaints;
 mod dead_letters;
 mod error;
 mod events;
@@ -123,6 +124,7 @@ fn router(state: ConsoleState) -> Router {
         .route(paths::TRACES, get(traces::traces))
         .route(paths::TRACE, get(traces::trace))
         .route(paths::SPBE, get(spbe::spbe))
+        .route(paths::COMPLAINTS, get(complaints::complaints))
         .route(paths::AUDIT_VERIFY, post(audit::verify))
         .route(paths::AUDIT_SUBJECT, post(audit::subject))
         .with_state(state)

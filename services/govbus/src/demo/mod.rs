@@ -3,13 +3,17 @@
 //! Citizens of Kota Malang's five kecamatan are registered in households, the households
 //! assessed and their members applying for PKH, BPNT and PBI-JK; businesses apply for licences
 //! at every risk level; some citizens move and some die, which the bus carries to welfare and
-//! licensing; finally Kota Malang's SPBE assessments are recorded. Every run uses fresh NIKs and
+//! licensing; residents complain (about their benefit, about a street light), and the complaints
+//! are verified, routed, answered, closed or reopened; finally Kota Malang's SPBE assessments are
+//! recorded. Every run uses fresh NIKs and
 //! idempotency keys, so runs add up.
 
 pub mod people;
 
 use std::time::{Duration, Instant};
 
+use govbus_proto::complaints::v1 as complaints;
+use govbus_proto::complaints::v1::complaints_service_client::ComplaintsServiceClient;
 use govbus_proto::evaluation::v1 as evaluation;
 use govbus_proto::evaluation::v1::evaluation_service_client::EvaluationServiceClient;
 use govbus_proto::identity::v1 as identity;
@@ -81,6 +85,10 @@ pub struct Summary {
     pub deaths: u64,
     /// Benefits suspended by welfare after those deaths (read back at the end).
     pub benefits_suspended: u64,
+    /// Complaints filed.
+    pub complaints_filed: u64,
+    /// Complaints the agencies answered.
+    pub complaints_answered: u64,
     /// Events the services published during the run.
     pub events: u64,
     /// The SPBE index of the latest year.
@@ -96,6 +104,7 @@ struct Clients {
     welfare: WelfareServiceClient<Channel>,
     licensing: LicensingServiceClient<Channel>,
     evaluation: EvaluationServiceClient<Channel>,
+    complaints: ComplaintsServiceClient<Channel>,
 }
 
 impl Clients {
@@ -115,6 +124,7 @@ impl Clients {
             welfare: WelfareServiceClient::new(channel("welfare")?),
             licensing: LicensingServiceClient::new(channel("licensing")?),
             evaluation: EvaluationServiceClient::new(channel("evaluation")?),
+            complaints: ComplaintsServiceClient::new(channel("complaints")?),
         })
     }
 }
@@ -168,7 +178,7 @@ where
     let started = Instant::now();
     let events_before = events_published().await?;
     let mut clients = Clients::connect(services, workload.tls.as_ref()).await?;
-    let steps = u64::from(workload.households) + 2;
+    let steps = u64::from(workload.households) + 3;
     let bar = if workload.progress {
         ProgressBar::new(steps)
     } else {
@@ -185,6 +195,7 @@ where
     };
     let mut holders: Vec<(Person, String)> = Vec::new();
     let mut applicants: Vec<Person> = Vec::new();
+    let mut complaints_filed: Vec<String> = Vec::new();
     tally.bar.set_message("households");
     for household in 0..workload.households {
         let (members, kk) = people::household(workload.seed, household);
@@ -197,6 +208,7 @@ where
             &kk,
             &mut holders,
             &mut applicants,
+            &mut complaints_filed,
         ))
         .await;
         tally.bar.inc(1);
@@ -243,6 +255,16 @@ where
             }
         }
     }
+    tally.bar.inc(1);
+
+    tally.bar.set_message("complaints");
+    Box::pin(handle_complaints(
+        &mut clients,
+        &mut tally,
+        workload.seed,
+        &complaints_filed,
+    ))
+    .await;
     tally.bar.inc(1);
 
     tally.bar.set_message("SPBE assessment");
@@ -295,6 +317,7 @@ async fn one_household(
     kk: &str,
     holders: &mut Vec<(Person, String)>,
     applicants: &mut Vec<Person>,
+    complaints_filed: &mut Vec<String>,
 ) {
     let key = |what: &str| format!("demo-{}-{what}-{household}", workload.seed);
     let mut registered = Vec::new();
@@ -370,10 +393,59 @@ async fn one_household(
     ) {
         if decision.status() == welfare::BenefitStatus::Active {
             tally.summary.benefits_granted += 1;
+            // One holder in three complains about the benefit's payment.
+            if household % 3 == 1 {
+                let filed = tally.call(
+                    "FileComplaint",
+                    clients
+                        .complaints
+                        .file_complaint(complaints::FileComplaintRequest {
+                            idempotency_key: key("complaint-benefit"),
+                            complainant_nik: head.nik.clone(),
+                            agency_code: "dinsos-p3ap2kb".to_owned(),
+                            category: complaints::Category::SocialAssistance.into(),
+                            text: "Bantuan bulan ini belum diterima di rekening keluarga kami."
+                                .to_owned(),
+                            channel: complaints::Channel::Counter.into(),
+                            benefit_ref: decision.benefit_ref.clone(),
+                            application_ref: String::new(),
+                        })
+                        .await,
+                );
+                complaints_filed.extend(
+                    filed
+                        .and_then(|filed| filed.complaint)
+                        .map(|c| c.complaint_ref),
+                );
+            }
             holders.push((head.clone(), decision.benefit_ref));
         } else {
             tally.summary.benefits_refused += 1;
         }
+    }
+    // One household in four reports a street light out, by SMS.
+    if household % 4 == 2 {
+        let filed = tally.call(
+            "FileComplaint",
+            clients
+                .complaints
+                .file_complaint(complaints::FileComplaintRequest {
+                    idempotency_key: key("complaint-light"),
+                    complainant_nik: head.nik.clone(),
+                    agency_code: "dpuprpkp".to_owned(),
+                    category: complaints::Category::Infrastructure.into(),
+                    text: format!("Lampu penerangan jalan di Jl. Merdeka {household} mati."),
+                    channel: complaints::Channel::Sms.into(),
+                    benefit_ref: String::new(),
+                    application_ref: String::new(),
+                })
+                .await,
+        );
+        complaints_filed.extend(
+            filed
+                .and_then(|filed| filed.complaint)
+                .map(|c| c.complaint_ref),
+        );
     }
     if household.is_multiple_of(2) {
         let risk = [
@@ -400,6 +472,109 @@ async fn one_household(
         if applied.is_some() {
             tally.summary.licence_applications += 1;
             applicants.push(head);
+        }
+    }
+}
+
+/// Verification, routing and answers: one complaint in six is refused as unclear, the rest
+/// accepted in turn as ringan, normatif or tidak berkadar pengawasan; street lights go to the
+/// kecamatan; the agency answers; the resident closes, or reopens one in four.
+async fn handle_complaints(clients: &mut Clients, tally: &mut Tally, seed: u64, filed: &[String]) {
+    tally.summary.complaints_filed = filed.len() as u64;
+    for (index, complaint_ref) in filed.iter().enumerate() {
+        let key = |what: &str| format!("demo-{seed}-{what}-{complaint_ref}");
+        let decision = if index % 6 == 5 {
+            complaints::verify_complaint_request::Decision::Refuse(complaints::Refusal {
+                ground: complaints::RefusalGround::Unclear.into(),
+                reason: "Lokasi tidak disebutkan; mohon diajukan kembali dengan alamat.".to_owned(),
+            })
+        } else {
+            complaints::verify_complaint_request::Decision::Accept(complaints::Acceptance {
+                class: [
+                    complaints::ComplaintClass::Ringan,
+                    complaints::ComplaintClass::Normatif,
+                    complaints::ComplaintClass::TidakBerkadarPengawasan,
+                ][index % 3]
+                    .into(),
+                agency_code: String::new(),
+            })
+        };
+        let Some(verified) = tally
+            .call(
+                "VerifyComplaint",
+                clients
+                    .complaints
+                    .verify_complaint(complaints::VerifyComplaintRequest {
+                        idempotency_key: key("verify"),
+                        complaint_ref: complaint_ref.clone(),
+                        decision: Some(decision),
+                    })
+                    .await,
+            )
+            .and_then(|verified| verified.complaint)
+        else {
+            continue;
+        };
+        if verified.status() != complaints::ComplaintStatus::WithAgency {
+            continue;
+        }
+        let mut agency = verified.agency_code.clone();
+        if agency == "dpuprpkp" {
+            let routed = tally.call(
+                "RouteComplaint",
+                clients
+                    .complaints
+                    .route_complaint(complaints::RouteComplaintRequest {
+                        idempotency_key: key("route"),
+                        complaint_ref: complaint_ref.clone(),
+                        agency_code: "kec-klojen".to_owned(),
+                        reason: "Penerangan jalan lingkungan ditangani kecamatan".to_owned(),
+                    })
+                    .await,
+            );
+            if routed.is_some() {
+                agency = "kec-klojen".to_owned();
+            }
+        }
+        let answered = tally.call(
+            "RespondToComplaint",
+            clients
+                .complaints
+                .respond_to_complaint(complaints::RespondToComplaintRequest {
+                    idempotency_key: key("respond"),
+                    complaint_ref: complaint_ref.clone(),
+                    agency_code: agency,
+                    response: "Sudah kami tindak lanjuti; mohon dicek kembali.".to_owned(),
+                })
+                .await,
+        );
+        if answered.is_none() {
+            continue;
+        }
+        tally.summary.complaints_answered += 1;
+        if index % 4 == 3 {
+            tally.call(
+                "ReopenComplaint",
+                clients
+                    .complaints
+                    .reopen_complaint(complaints::ReopenComplaintRequest {
+                        idempotency_key: key("reopen"),
+                        complaint_ref: complaint_ref.clone(),
+                        reason: "Masih belum selesai.".to_owned(),
+                    })
+                    .await,
+            );
+        } else {
+            tally.call(
+                "CloseComplaint",
+                clients
+                    .complaints
+                    .close_complaint(complaints::CloseComplaintRequest {
+                        idempotency_key: key("close"),
+                        complaint_ref: complaint_ref.clone(),
+                    })
+                    .await,
+            );
         }
     }
 }

@@ -67,6 +67,25 @@ const views = {
     return `<h2>Recent traces</h2>${table(["Trace", "Root", "Services", "Spans", "Duration", ""], rows, 'id="traces"')}`;
   },
 
+  async complaints() {
+    const data = await api("/api/complaints?limit=200");
+    const counts = {};
+    for (const c of data.complaints) counts[c.status] = (counts[c.status] || 0) + 1;
+    const escalated = data.complaints.filter((c) => c.escalated).length;
+    const forwarded = data.complaints.filter((c) => c.national_ref).length;
+    const card = (label, value, id) => `<div class="card"><div class="muted">${esc(label)}</div><div class="big" id="${id}">${value}</div></div>`;
+    const rows = data.complaints.map((c) => `<tr data-complaint="${esc(c.complaint_ref)}"><td class="mono">${esc(c.filed_at)}</td><td>${esc(c.status.replaceAll("_", " "))}</td><td title="${esc(c.agency_name)}">${esc(c.agency_code)}</td><td>${esc(c.category.replaceAll("_", " "))}</td><td>${esc(c.channel)}</td><td>${esc(c.class.replaceAll("_", " "))}</td><td class="mono ${c.escalated ? "bad" : ""}">${esc(c.deadline)}${c.escalated ? " (escalated)" : ""}</td><td class="mono">${esc(c.national_ref)}</td></tr>`);
+    const classes = data.classes.map((c) => `${esc(c.class.replaceAll("_", " "))} ${c.working_days}`).join(", ");
+    return `<div class="cards">
+      ${card("Awaiting verification", counts.awaiting_verification || 0, "complaints-awaiting")}
+      ${card("With an agency", counts.with_agency || 0, "complaints-with-agency")}
+      ${card("Escalated (past deadline)", escalated, "complaints-escalated")}
+      ${card("Forwarded to SP4N-LAPOR", forwarded, "complaints-forwarded")}
+    </div>
+    <p class="muted">Deadlines in government working days: verification ${data.verification_working_days}; responses ${classes}. Complainants and texts are not shown.</p>
+    <h2>Recent complaints</h2>${table(["Filed", "Status", "Agency", "Category", "Channel", "Class", "Due", "SP4N-LAPOR"], rows, 'id="complaints"')}`;
+  },
+
   async spbe() {
     const spbe = await api("/api/spbe");
     const years = (spbe.history.years || []);
@@ -144,7 +163,7 @@ function trendChart(years) {
 
 async function render() {
   const [, name = "", id] = location.hash.split("/");
-  const key = { "": "overview", consumers: "consumers", events: "events", traces: "traces", spbe: "spbe" }[name] || "overview";
+  const key = { "": "overview", consumers: "consumers", events: "events", traces: "traces", complaints: "complaints", spbe: "spbe" }[name] || "overview";
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === key);
   try {
     view.innerHTML = await views[key](id);

@@ -1,0 +1,169 @@
+//! The instance's agencies (perangkat daerah): the code list complaints are routed with,
+//! shipped as data (`data/agencies.csv`, its source in `data/README.md`).
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// The shipped list.
+const SHIPPED: &str = include_str!("../data/agencies.csv");
+
+/// An agency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    /// Its stable code, e.g. `diskominfo`.
+    pub code: String,
+    /// dinas, badan, sekretariat, inspektorat, satuan, kecamatan or rumah-sakit.
+    pub kind: String,
+    /// Its official name.
+    pub name: String,
+}
+
+/// The agencies, by code.
+#[derive(Debug, Clone)]
+pub struct Agencies {
+    source: String,
+    by_code: BTreeMap<String, Agency>,
+}
+
+/// A shipped list that cannot be read (a programming error, caught by the crate's tests).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the agencies' list, line {line}: {problem}")]
+pub struct AgenciesError {
+    line: usize,
+    problem: String,
+}
+
+const KINDS: &[&str] = &[
+    "sekretariat",
+    "inspektorat",
+    "dinas",
+    "badan",
+    "satuan",
+    "rumah-sakit",
+    "kecamatan",
+];
+
+impl Agencies {
+    /// The shipped list, read once.
+    pub fn shipped() -> Result<&'static Self, AgenciesError> {
+        static SHIPPED_LIST: LazyLock<Result<Agencies, AgenciesError>> =
+            LazyLock::new(|| Agencies::parse(SHIPPED));
+        SHIPPED_LIST.as_ref().map_err(Clone::clone)
+    }
+
+    /// Reads a list: `# source:` lines, then `code,kind,name` rows under that header.
+    pub fn parse(text: &str) -> Result<Self, AgenciesError> {
+        let mut source = Vec::new();
+        let mut by_code = BTreeMap::new();
+        let mut header = false;
+        for (index, line) in text.lines().enumerate() {
+            let problem = |problem: String| AgenciesError {
+                line: index + 1,
+                problem,
+            };
+            let line = line.trim();
+            if let Some(comment) = line.strip_prefix('#') {
+                if let Some(said) = comment.trim().strip_prefix("source:") {
+                    source.push(said.trim().to_owned());
+                }
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if !header {
+                if line != "code,kind,name" {
+                    return Err(problem(format!(
+                        "expected the header code,kind,name, found {line:?}"
+                    )));
+                }
+                header = true;
+                continue;
+            }
+            let mut fields = line.splitn(3, ',');
+            let (Some(code), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(problem("expected code,kind,name".to_owned()));
+            };
+            if !is_code(code) {
+                return Err(problem(format!("{code:?} is not a code (a-z, 0-9, -)")));
+            }
+            if !KINDS.contains(&kind) {
+                return Err(problem(format!("{kind:?} is not one of {KINDS:?}")));
+            }
+            let name = name.trim().trim_matches('"');
+            if name.is_empty() {
+                return Err(problem("the name is empty".to_owned()));
+            }
+            let agency = Agency {
+                code: code.to_owned(),
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+            };
+            if by_code.insert(code.to_owned(), agency).is_some() {
+                return Err(problem(format!("{code:?} twice")));
+            }
+        }
+        if by_code.is_empty() {
+            return Err(AgenciesError {
+                line: 0,
+                problem: "no agency".to_owned(),
+            });
+        }
+        Ok(Self {
+            source: source.join(" "),
+            by_code,
+        })
+    }
+
+    /// The agency with `code`.
+    pub fn get(&self, code: &str) -> Option<&Agency> {
+        self.by_code.get(code)
+    }
+
+    /// Every agency, by code.
+    pub fn iter(&self) -> impl Iterator<Item = &Agency> {
+        self.by_code.values()
+    }
+
+    /// Where the list comes from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+fn is_code(code: &str) -> bool {
+    (2..=40).contains(&code.len())
+        && code
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_list_reads_and_names_its_source() {
+        let agencies = Agencies::shipped().expect("the shipped list");
+        assert!(!agencies.source().is_empty());
+        assert!(agencies.get("diskominfo").is_some());
+        assert_eq!(
+            agencies
+                .iter()
+                .filter(|agency| agency.kind == "kecamatan")
+                .count(),
+            5,
+            "Kota Malang has five kecamatan"
+        );
+    }
+
+    #[test]
+    fn bad_lists_are_refused() {
+        assert!(Agencies::parse("code,kind,name\n").is_err());
+        assert!(Agencies::parse("code,kind,name\nDinas,dinas,X\n").is_err());
+        assert!(Agencies::parse("code,kind,name\ndinsos,kantor,X\n").is_err());
+        assert!(Agencies::parse("code,kind,name\na1,dinas,X\na1,dinas,Y\n").is_err());
+    }
+}
