@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn the_declared_deadlines_are_the_shipped_classes() {
+        let shipped = include_str!("../data/classes.csv");
+        let mut rows = 0;
+        for line in shipped
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        {
+            let (stage, days) = line.split_once(',').expect("stage,working_days");
+            let key = format!("{stage}_working_days");
+            let setting = DECLARATION
+                .settings
+                .iter()
+                .find(|setting| setting.key == key)
+                .unwrap_or_else(|| panic!("no setting {key}"));
+            assert_eq!(setting.default, days, "{key}");
+            rows += 1;
+        }
+        assert_eq!(rows, 5);
+        assert!(shipped.starts_with("# source:"));
+    }
+
+    #[test]
     fn a_plain_http_national_channel_beyond_loopback_is_refused() {
         let mut section = defaults();
         section.insert(

@@ -1,0 +1,301 @@
+//! The bus's HTTP face: every gRPC method of the services as REST/JSON, from the
+//! `google.api.http` binding its contract declares, transcoded over the contracts' descriptors
+//! (gRPC-JSON transcoding: path and query parameters, body mapping, proto3 JSON names, enums as
+//! strings), each call made to the service over gRPC like any caller's. Errors carry the gRPC
+//! code mapped to its HTTP status and every field violation.
+//!
+//! Personal data travels in bodies, never in URLs (which proxies and access logs keep): the
+//! contracts bind every RPC that takes a NIK or a KK number to a `POST` with a body.
+//!
+//! # Layout
+//!
+//! - [`routes`]: the bindings read from the descriptors, their path templates, matching.
+//! - [`transcode`]: an HTTP request into the RPC's message, its answer into JSON.
+//! - [`call`]: calling an RPC with a message known only by its descriptor.
+//! - [`errors`]: gRPC statuses as HTTP statuses and JSON error bodies.
+//! - [`openapi`]: OpenAPI 3.1 documents of the routes, from the same descriptors.
+//! - [`Gateway`]: the HTTP handler over them; `GET /openapi.json` (every route) and
+//!   `GET /openapi/<service>.json` (one service's, e.g. `identity`) serve the documents.
+
+pub mod call;
+pub mod errors;
+pub mod openapi;
+pub mod routes;
+pub mod transcode;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use prost_reflect::DescriptorPool;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::errors::{ErrorBody, FieldViolation};
+use crate::routes::{Matched, RouteError, Routes};
+use crate::transcode::{HttpRequest, request_message, response_json};
+
+/// The largest request body taken (as the services' largest gRPC request).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Metadata passed on to the service from the HTTP request's headers of the same name.
+const PASSED_HEADERS: &[&str] = &["x-request-id", "traceparent", "tracestate"];
+
+/// The REST routes of some services, each served by calling its service.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    routes: Routes,
+    channels: BTreeMap<String, Channel>,
+    /// The OpenAPI documents: every route's, and each service's by its short name.
+    documents: BTreeMap<String, Vec<u8>>,
+}
+
+/// The key of the document of every route.
+const ALL: &str = "";
+
+impl Gateway {
+    /// Serves the services named in `channels` (full service name → a channel to it), with
+    /// the routes their contracts in `pool` declare.
+    pub fn new(
+        pool: &DescriptorPool,
+        channels: BTreeMap<String, Channel>,
+    ) -> Result<Self, RouteError> {
+        let names: Vec<&str> = channels.keys().map(String::as_str).collect();
+        let routes = Routes::of_services(pool, &names)?;
+        let version = env!("CARGO_PKG_VERSION").to_owned();
+        let mut documents = BTreeMap::new();
+        let all = openapi::of_routes(
+            pool,
+            &routes,
+            &openapi::DocumentInfo {
+                title: "govbus".to_owned(),
+                version: version.clone(),
+                description: "Every service on the bus, as REST/JSON.".to_owned(),
+            },
+        );
+        documents.insert(
+            ALL.to_owned(),
+            serde_json::to_vec_pretty(&all).unwrap_or_default(),
+        );
+        for name in &names {
+            // `govbus.identity.v1.IdentityService` is `identity`.
+            let short = name.split('.').nth(1).unwrap_or(name).to_owned();
+            let document = openapi::document(
+                pool,
+                routes
+                    .iter()
+                    .filter(|route| route.method.parent_service().full_name() == *name),
+                &openapi::DocumentInfo {
+                    title: format!("govbus {short}"),
+                    version: version.clone(),
+                    description: format!("The {short} service as REST/JSON ({name})."),
+                },
+            );
+            documents.insert(
+                short,
+                serde_json::to_vec_pretty(&document).unwrap_or_default(),
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                routes,
+                channels,
+                documents,
+            }),
+        })
+    }
+
+    /// Its routes.
+    pub fn routes(&self) -> &Routes {
+        &self.inner.routes
+    }
+
+    /// The OpenAPI document of every route (`None`) or of one service (`identity`).
+    pub fn openapi(&self, service: Option<&str>) -> Option<&[u8]> {
+        self.inner
+            .documents
+            .get(service.unwrap_or(ALL))
+            .map(Vec::as_slice)
+    }
+
+    /// An axum router answering every route, the OpenAPI documents, and 404 or 405 for the
+    /// rest.
+    pub fn router(self) -> axum::Router {
+        axum::Router::new()
+            .route("/openapi.json", axum::routing::get(whole_document))
+            .route("/openapi/{document}", axum::routing::get(service_document))
+            .fallback(handle)
+            .with_state(self)
+    }
+}
+
+async fn whole_document(State(gateway): State<Gateway>) -> Response {
+    served_document(&gateway, None)
+}
+
+async fn service_document(
+    State(gateway): State<Gateway>,
+    axum::extract::Path(document): axum::extract::Path<String>,
+) -> Response {
+    match document.strip_suffix(".json") {
+        Some(service) => served_document(&gateway, Some(service)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "the documents are /openapi/<service>.json",
+        ),
+    }
+}
+
+fn served_document(gateway: &Gateway, service: Option<&str>) -> Response {
+    match gateway.openapi(service) {
+        Some(document) => json(StatusCode::OK, document.to_vec()),
+        None => error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            format!("no service {} here", service.unwrap_or_default()),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response {
+    failure(status, ErrorBody::new(status, code, message, Vec::new()))
+}
+
+fn failure(status: StatusCode, body: ErrorBody) -> Response {
+    json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let (route, captures) = match gateway.inner.routes.find(&parts.method, &path) {
+        Matched::Route(route, captures) => (route, captures),
+        Matched::OtherMethods(methods) => {
+            let allowed: Vec<&str> = methods.iter().map(http::Method::as_str).collect();
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::Unimplemented,
+                format!(
+                    "{} is not served on {path}; use {}",
+                    parts.method,
+                    allowed.join(", ")
+                ),
+            );
+            if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(ALLOW, allow);
+            }
+            return response;
+        }
+        Matched::Nothing => {
+            return error(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                format!("no route {path}; the OpenAPI documents list every route"),
+            );
+        }
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::InvalidArgument,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes, or was cut off"),
+            );
+        }
+    };
+    if !body.is_empty() {
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::InvalidArgument,
+                "the body must be JSON (Content-Type: application/json)",
+            );
+        }
+    }
+    let http_request = HttpRequest {
+        captures,
+        query: &query,
+        body: &body,
+        idempotency_key: parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|value| value.to_str().ok()),
+    };
+    let message = match request_message(route, &http_request) {
+        Ok(message) => message,
+        Err(problem) => {
+            let body = ErrorBody::new(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("invalid request: {problem}"),
+                vec![FieldViolation {
+                    field: problem.field,
+                    description: problem.problem,
+                }],
+            );
+            return failure(StatusCode::BAD_REQUEST, body);
+        }
+    };
+    let service = route.method.parent_service().full_name().to_owned();
+    let Some(channel) = gateway.inner.channels.get(&service).cloned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            format!("no channel to {service}"),
+        );
+    };
+    let mut call = tonic::Request::new(message);
+    for name in PASSED_HEADERS {
+        if let Some(value) = parts.headers.get(*name)
+            && let Ok(text) = value.to_str()
+            && let Ok(value) = text.parse()
+        {
+            call.metadata_mut().insert(*name, value);
+        }
+    }
+    match call::unary(channel, &route.method, call).await {
+        Ok(answer) => match response_json(route, &answer) {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(problem) => {
+                tracing::error!(message = "Cannot write a response as JSON.", %problem);
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Internal,
+                    "the answer could not be written as JSON",
+                )
+            }
+        },
+        Err(status) => {
+            let (http, body) = ErrorBody::of_status(&status);
+            failure(http, body)
+        }
+    }
+    .into_response()
+}

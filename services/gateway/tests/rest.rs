@@ -1,0 +1,303 @@
+//! Identity through REST: a real nats-server, a real identity service on SQLite, the gateway in
+//! front of it, and plain HTTP/1.1 requests of the shapes the bindings declare.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use govbus_bus::BusOptions;
+use govbus_gateway::Gateway;
+use govbus_harness::{NatsServer, TestBackend, TestDatabase};
+use govbus_storage::StorageSettings;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prost_reflect::DescriptorPool;
+use serde_json::{Value, json};
+
+struct TestGateway {
+    _nats: NatsServer,
+    _db: TestDatabase,
+    identity: Option<govbus_identity::Application>,
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestGateway {
+    async fn start() -> Self {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let db = TestDatabase::new(TestBackend::Sqlite)
+            .await
+            .expect("database");
+        let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
+            database_url: db.url().to_owned(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            bus: BusOptions::new(nats.client_url()).client_name("identity"),
+            storage: StorageSettings::default(),
+            tls: None,
+            access: None,
+            audit_subject_key: None,
+            call_report_interval: Duration::from_secs(60),
+        })
+        .await
+        .expect("identity starts");
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", identity.address()))
+                .expect("endpoint")
+                .connect_lazy();
+        let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
+        let gateway = Gateway::new(
+            &pool,
+            BTreeMap::from([("govbus.identity.v1.IdentityService".to_owned(), channel)]),
+        )
+        .expect("gateway");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, gateway.router())
+                .await
+                .expect("serves");
+        });
+        Self {
+            _nats: nats,
+            _db: db,
+            identity: Some(identity),
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            server,
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON answer.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, http::HeaderMap) {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let response = self
+            .client
+            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+            .await
+            .expect("answered");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json, headers)
+    }
+
+    async fn stop(mut self) {
+        self.server.abort();
+        if let Some(identity) = self.identity.take() {
+            identity.stop().await;
+        }
+    }
+}
+
+fn registration(nik: &str) -> Value {
+    json!({
+        "nik": nik,
+        "kkNumber": "3573020101200001",
+        "fullName": "Siti Rahayu",
+        "birthPlace": "Malang",
+        "birthDate": "1990-08-17",
+        "sex": "SEX_FEMALE",
+        "address": {"street": "Jl. Ijen 1", "kelurahanCode": "35.73.02.1001"}
+    })
+}
+
+fn field_violations(answer: &Value) -> Vec<String> {
+    answer["error"]["details"][0]["fieldViolations"]
+        .as_array()
+        .map(|violations| {
+            violations
+                .iter()
+                .filter_map(|violation| violation["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_identity_method_works_through_rest() {
+    let gateway = TestGateway::start().await;
+    let nik = "3573025708900002";
+
+    // A command with its idempotency key in the header: the retry answers as the first time.
+    let key = [("idempotency-key", "rest-register-1")];
+    let (status, registered, headers) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens",
+            Some(registration(nik)),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 200, "{registered}");
+    assert_eq!(headers["content-type"], "application/json");
+    let citizen_ref = registered["citizenRef"]
+        .as_str()
+        .expect("citizenRef")
+        .to_owned();
+    let (status, again, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens",
+            Some(registration(nik)),
+            &key,
+        )
+        .await;
+    assert_eq!((status, &again), (200, &registered));
+    // Without the key, the same citizen is a conflict.
+    let (status, conflict, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens",
+            Some(registration(nik)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["status"], "ALREADY_EXISTS");
+
+    let (status, verified, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens:verify",
+            Some(json!({"nik": nik})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["citizenRef"], citizen_ref);
+    assert_eq!(
+        verified["result"], "VERIFICATION_RESULT_MATCH",
+        "enums as names"
+    );
+
+    let (status, moved, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens:relocate",
+            Some(json!({
+                "nik": nik,
+                "new_address": {"street": "Jl. Baru 2", "kelurahan_code": "35.73.05.1003"}
+            })),
+            &[("idempotency-key", "rest-move-1")],
+        )
+        .await;
+    assert_eq!(status, 200, "proto field names are accepted too: {moved}");
+
+    let (status, died, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens:recordDeath",
+            Some(json!({"nik": nik, "dateOfDeath": "2026-11-30"})),
+            &[("idempotency-key", "rest-death-1")],
+        )
+        .await;
+    assert_eq!(status, 200, "{died}");
+    let (status, twice, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens:recordDeath",
+            Some(json!({"nik": nik, "dateOfDeath": "2026-11-30"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "already deceased is a failed precondition: {twice}"
+    );
+    assert_eq!(twice["error"]["status"], "FAILED_PRECONDITION");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_answered_with_the_reason_and_every_field() {
+    let gateway = TestGateway::start().await;
+    // The service's validation, with every field violation.
+    let (status, answer, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens",
+            Some(json!({"nik": "12", "birthDate": "tomorrow"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["status"], "INVALID_ARGUMENT");
+    let fields = field_violations(&answer);
+    for field in ["nik", "kk_number", "full_name", "birth_date"] {
+        assert!(
+            fields.iter().any(|found| found == field),
+            "{field} in {fields:?}"
+        );
+    }
+    // The gateway's own checks.
+    let (status, unknown, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens:verify",
+            Some(json!({"nik": "3573025708900002", "shoeSize": 42})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{unknown}");
+    assert_eq!(field_violations(&unknown), ["body"]);
+    let (status, clash, _) = gateway
+        .send(
+            "POST",
+            "/identity/v1/citizens",
+            Some(json!({"idempotencyKey": "one"})),
+            &[("idempotency-key", "another")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(field_violations(&clash), ["idempotency_key"]);
+    let (status, _, headers) = gateway
+        .send("GET", "/identity/v1/citizens:verify", None, &[])
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "POST");
+    let (status, missing, _) = gateway.send("GET", "/identity/v2/nothing", None, &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["status"], "NOT_FOUND");
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/identity/v1/citizens:verify", gateway.base))
+        .header("content-type", "text/plain");
+    request = request.header("x-request-id", "plain-text");
+    let response = gateway
+        .client
+        .request(
+            request
+                .body(Full::new(Bytes::from_static(b"nik=1")))
+                .expect("request"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 415);
+    gateway.stop().await;
+}
