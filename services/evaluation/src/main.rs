@@ -51,9 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(config)
         .await
         .context("starting the evaluation service")?;
-    tokio::signal::ctrl_c()
+    govbus_kit::runtime::stop_signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     app.stop().await;
     telemetry.shutdown();
     Ok(())

@@ -11,7 +11,8 @@
 //!   `GOVBUS_AUDIT_SUBJECT_KEY`, as for every service binary (`docs/operating.md`).
 //!
 //! A variable that starts with `GOVBUS_NAME_` but names no setting is refused, so that a
-//! misspelt or retired setting is not silently ignored.
+//! misspelt or retired setting is not silently ignored (`GOVBUS_NAME_URL`, which callers of the
+//! service read, is let be).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +46,51 @@ pub enum StandaloneError {
     Environment(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why a standalone service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Logs and traces could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// The environment names a setting wrongly.
+    #[error(transparent)]
+    Environment(#[from] StandaloneError),
+    /// The service did not start.
+    #[error("starting the {service} service: {source}")]
+    Start {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        #[source]
+        source: crate::StartError,
+    },
+    /// The stop signals cannot be waited for.
+    #[error("waiting for Ctrl-C or SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Runs `declaration`'s service on its own until Ctrl-C or SIGTERM, then stops it in order:
+/// a service binary's whole `main`.
+pub async fn serve(declaration: &ServiceDeclaration) -> Result<(), ServeError> {
+    let telemetry = crate::telemetry::Telemetry::install(
+        &crate::telemetry::TelemetrySettings::from_env(declaration.name),
+    )?;
+    let environment = environment(declaration)?;
+    let service = (declaration.start)(environment)
+        .await
+        .map_err(|source| ServeError::Start {
+            service: declaration.name,
+            source,
+        })?;
+    let signal = crate::runtime::stop_signal().await;
+    if let Ok(signal) = &signal {
+        tracing::info!(message = "Stopping.", signal);
+    }
+    service.stop().await;
+    telemetry.shutdown();
+    signal.map(|_| ()).map_err(ServeError::Signal)
+}
+
 /// The environment variable of `service`'s `key`.
 pub fn variable(service: &str, key: &str) -> String {
     format!(
@@ -67,7 +113,13 @@ fn environment_from(
 ) -> Result<ServiceEnvironment, StandaloneError> {
     let name = declaration.name;
     let prefix = variable(name, "");
-    let own = [variable(name, "database_url"), variable(name, "listen")];
+    // `GOVBUS_<NAME>_URL` is how the services that call this one find it: often set in the same
+    // shell, and not this service's concern.
+    let own = [
+        variable(name, "database_url"),
+        variable(name, "listen"),
+        variable(name, "url"),
+    ];
     let mut settings = Section::new();
     for setting in declaration.settings {
         let key = variable(name, setting.key);
@@ -207,6 +259,8 @@ mod tests {
     #[test]
     fn unknown_invalid_and_missing_variables_are_refused() {
         let identity = ("GOVBUS_IDENTITY_URL", "http://127.0.0.1:1");
+        let own_url = ("GOVBUS_PARCEL_URL", "http://127.0.0.1:2");
+        assert!(environment_from(&PARCEL, vars(&[identity, own_url])).is_ok());
         let unknown = environment_from(&PARCEL, vars(&[identity, ("GOVBUS_PARCEL_DAIS", "5")]));
         assert!(
             matches!(unknown, Err(StandaloneError::Unknown(..))),

@@ -1,23 +1,13 @@
-//! `govbus-welfare`: runs the welfare service.
+//! `govbus-welfare`: runs the welfare service on its own (`govbus up` runs it with the stack).
 //!
-//! Configuration comes from the environment:
-//! - `GOVBUS_LOG`, `GOVBUS_TELEMETRY_LOG_FORMAT`, `GOVBUS_TELEMETRY_OTLP_ENDPOINT`: logs and
-//!   trace export (see `docs/operating.md`);
-//! - `GOVBUS_TLS_DIR`: a folder of certificates (`ca.pem`, `<service>.pem`, `<service>-key.pem`,
-//!   as `govbus certs init` writes them) for mutual TLS; unset serves plain HTTP/2;
-//! - `GOVBUS_AUDIT_SUBJECT_KEY`: the file of the deployment's subject key (64 hex digits); with
-//!   `GOVBUS_TLS_DIR`, every call and event delivery touching a person is entered in the
-//!   processing log (see `docs/security.md`);
-//! - `GOVBUS_ACCESS_POLICY`: the access-policy file (with `GOVBUS_TLS_DIR`);
-//! - `GOVBUS_NATS_URL` (required): the NATS server(s), comma-separated; `GOVBUS_NATS_CREDENTIALS`,
-//!   `GOVBUS_NATS_USER`/`GOVBUS_NATS_PASSWORD`, `GOVBUS_NATS_CA`, `GOVBUS_STREAM_REPLICAS` and the
-//!   rest of the bus settings in `govbus_kit::bus_env` (see `docs/operating.md`);
-//! - `GOVBUS_IDENTITY_URL` (required): the identity service, e.g. `http://127.0.0.1:50051`;
-//! - `GOVBUS_WELFARE_DATABASE_URL`: default `sqlite://.govbus/welfare.db`;
-//! - `GOVBUS_WELFARE_LISTEN`: the gRPC address (default `127.0.0.1:50052`).
-
-use anyhow::Context as _;
-use govbus_welfare::{Application, WelfareConfig};
+//! Configuration comes from the environment, read over the service's declaration
+//! (`govbus_kit::standalone`): `GOVBUS_WELFARE_DATABASE_URL` (default
+//! `sqlite://.govbus/welfare.db`), `GOVBUS_WELFARE_LISTEN` (its default port on 127.0.0.1),
+//! `GOVBUS_WELFARE_<KEY>` for each setting `govbus config keys` lists under `welfare.`,
+//! `GOVBUS_<SERVICE>_URL` for each service it calls, and, as for every service binary (see
+//! `docs/operating.md`), `GOVBUS_LOG`, `GOVBUS_TELEMETRY_*`, `GOVBUS_TLS_DIR`,
+//! `GOVBUS_AUDIT_SUBJECT_KEY`, `GOVBUS_ACCESS_POLICY`, `GOVBUS_NATS_URL` (required) and the bus
+//! settings of `govbus_kit::bus_env`. It stops in order on Ctrl-C or SIGTERM.
 
 /// mimalloc: see the workspace's `Cargo.toml`.
 #[global_allocator]
@@ -25,32 +15,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = govbus_kit::telemetry::Telemetry::install(
-        &govbus_kit::telemetry::TelemetrySettings::from_env("welfare"),
-    )?;
-    let required = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-    let listen =
-        std::env::var("GOVBUS_WELFARE_LISTEN").unwrap_or_else(|_| "127.0.0.1:50052".to_owned());
-    let config = WelfareConfig {
-        database_url: std::env::var("GOVBUS_WELFARE_DATABASE_URL")
-            .unwrap_or_else(|_| "sqlite://.govbus/welfare.db".to_owned()),
-        listen: listen.parse().with_context(|| {
-            format!("GOVBUS_WELFARE_LISTEN={listen:?} is not an address like 127.0.0.1:50052")
-        })?,
-        identity_url: required("GOVBUS_IDENTITY_URL")?,
-        bus: govbus_kit::bus_env::bus_options_from_env("welfare")?,
-        storage: govbus_storage::StorageSettings::default(),
-        tls: govbus_kit::tls::ServiceTls::from_env("welfare")?,
-        access: govbus_kit::access::AccessPolicy::from_env()?,
-        audit_subject_key: govbus_kit::audit::SubjectKey::from_env()?,
-    };
-    let app = Application::build(config)
-        .await
-        .context("starting the welfare service")?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    app.stop().await;
-    telemetry.shutdown();
+    govbus_kit::standalone::serve(&govbus_welfare::DECLARATION).await?;
     Ok(())
 }

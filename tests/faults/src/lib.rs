@@ -26,6 +26,33 @@ use tonic_health::pb::health_client::HealthClient;
 /// How long a part may take to come back before a scenario fails.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
+/// Waits until the service `process` runs at `address` answers its health check; returns how
+/// long that took. Fails with the process's log after [`RECOVERY_LIMIT`].
+pub async fn wait_healthy(address: &str, process: &ServiceProcess) -> anyhow::Result<Duration> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let started = Instant::now();
+    loop {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if answer.is_ok() {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < RECOVERY_LIMIT,
+            "not healthy after {RECOVERY_LIMIT:?}:\n{}",
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// NATS, identity and welfare as processes.
 #[derive(Debug)]
 pub struct Deployment {
@@ -133,28 +160,12 @@ impl Deployment {
 
     /// Waits until `service` answers its health check; returns how long that took.
     pub async fn wait_healthy(&self, service: &str) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let mut health = HealthClient::new(self.channel(service)?);
-        loop {
-            let answer = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if answer.is_ok() {
-                return Ok(started.elapsed());
-            }
-            anyhow::ensure!(
-                started.elapsed() < RECOVERY_LIMIT,
-                "{service} not healthy after {RECOVERY_LIMIT:?}:\n{}",
-                if service == "identity" {
-                    self.identity.log()
-                } else {
-                    self.welfare.log()
-                }
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let process = if service == "identity" {
+            &self.identity
+        } else {
+            &self.welfare
+        };
+        wait_healthy(self.address(service), process).await
     }
 
     /// Registers citizens `0..people` at identity, each in a household of one assessed in

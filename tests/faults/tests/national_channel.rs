@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use govbus_faults::RECOVERY_LIMIT;
+use govbus_faults::{RECOVERY_LIMIT, wait_healthy};
 use govbus_harness::NatsCluster;
 use govbus_harness::service::{ServiceProcess, free_port, workspace_binary};
 use govbus_proto::complaints::v1 as pb;
 use govbus_proto::complaints::v1::complaints_service_client::ComplaintsServiceClient;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 const COMPLAINTS: u64 = 60;
 
@@ -59,26 +57,6 @@ fn channel(address: &str) -> anyhow::Result<Channel> {
             .timeout(Duration::from_secs(10))
             .connect_lazy(),
     )
-}
-
-async fn wait_healthy(address: &str, process: &ServiceProcess) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut health = HealthClient::new(channel(address)?);
-    while health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(
-            started.elapsed() < RECOVERY_LIMIT,
-            "not healthy after {RECOVERY_LIMIT:?}:\n{}",
-            process.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,6 +169,20 @@ impl ServiceProcess {
         self.signal(Signal::SIGINT)
     }
 
+    /// Stops it as systemd or Kubernetes would (SIGTERM) and returns how it exited.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus, HarnessError> {
+        let Some(mut child) = self.child.take() else {
+            return Err(HarnessError::Io {
+                context: "terminating a service process",
+                source: std::io::Error::other("it is not running"),
+            });
+        };
+        let _ = crate::send_signal(&child, Signal::SIGTERM);
+        child
+            .wait()
+            .map_err(HarnessError::io("waiting for a service process to exit"))
+    }
+
     /// Starts it again with the same binary and environment.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         if self.child.is_some() {

@@ -92,13 +92,18 @@ pub async fn close_open_of(
     let now = now_micros();
     let mut closed = Vec::with_capacity(open.len());
     for (request_ref,) in open {
-        sql.execute(
-            "UPDATE requests SET closed = 1, close_reason = $2, updated_at = $3
-             WHERE request_ref = $1 AND closed = 0",
-            &[request_ref.as_str().into(), reason.into(), now.into()],
-        )
-        .await?;
-        closed.push(request_ref);
+        // Only what this command closed: a request another command closed meanwhile is not
+        // reported (and not published) twice.
+        let changed = sql
+            .execute(
+                "UPDATE requests SET closed = 1, close_reason = $2, updated_at = $3
+                 WHERE request_ref = $1 AND closed = 0",
+                &[request_ref.as_str().into(), reason.into(), now.into()],
+            )
+            .await?;
+        if changed == 1 {
+            closed.push(request_ref);
+        }
     }
     Ok(closed)
 }
