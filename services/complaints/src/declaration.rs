@@ -166,14 +166,8 @@ fn check_settings(section: &Section) -> Result<(), SettingProblem> {
         return Err(SettingProblem::new("instance_name", "is required"));
     }
     if !settings.national_channel_url.is_empty() {
-        govbus_kit::outbound::HttpTarget::new(govbus_kit::outbound::HttpTargetSettings {
-            name: "sp4n-lapor",
-            url: settings.national_channel_url.clone(),
-            bearer_token: None,
-            extra_roots_pem: None,
-            timeout: settings.national_channel_timeout,
-        })
-        .map_err(|error| SettingProblem::new("national_channel_url", error.to_string()))?;
+        govbus_kit::outbound::HttpTarget::check_url(&settings.national_channel_url)
+            .map_err(|error| SettingProblem::new("national_channel_url", error.to_string()))?;
     }
     Ok(())
 }

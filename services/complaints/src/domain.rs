@@ -4,8 +4,6 @@
 use govbus_civil::calendar::{Deadline, Period, WorkingCalendar};
 use govbus_proto::complaints::v1 as pb;
 
-use time::format_description::well_known::Rfc3339;
-
 /// Declares a closed set of stored forms with their gRPC enum values.
 macro_rules! stored_enum {
     (
@@ -224,13 +222,6 @@ pub fn due(period: Period, from: i64, calendar: &WorkingCalendar) -> Due {
         working_days: period.working_days(),
         provisional,
     }
-}
-
-/// A stored time (microseconds since the epoch) as RFC 3339.
-pub fn rfc3339(micros: i64) -> String {
-    govbus_storage::time::from_micros(micros)
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Why a text was refused.

@@ -71,7 +71,7 @@ impl NationalChannel {
         let forwarded = Forwarded {
             complaint_ref: &complaint.complaint_ref,
             instance: &self.instance,
-            filed_at: crate::domain::rfc3339(complaint.filed_at),
+            filed_at: govbus_storage::time::rfc3339(complaint.filed_at),
             channel: complaint.channel.as_str(),
             category: complaint.category.as_str(),
             class: complaint

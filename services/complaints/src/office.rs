@@ -9,13 +9,13 @@ use govbus_identity_client::{IdentityClient, IdentityUnavailable, Verified};
 use govbus_proto::complaints::v1 as pb;
 use govbus_storage::command::{handle_once, run_command, stored_response};
 use govbus_storage::inbox::handle_error;
-use govbus_storage::time::now_micros;
+use govbus_storage::time::{now_micros, rfc3339};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
 use uuid::Uuid;
 
 use crate::agencies::Agencies;
 use crate::domain::{
-    self, Category, Channel, ComplaintClass, Deadlines, Due, RefusalGround, Stage, Status, rfc3339,
+    self, Category, Channel, ComplaintClass, Deadlines, RefusalGround, Stage, Status,
 };
 use crate::national::NationalChannel;
 use crate::store::{self, StoredComplaint};
@@ -200,17 +200,14 @@ impl Office {
                 routing_note: String::new(),
                 response: String::new(),
                 reopen_reason: String::new(),
-                due_at: Some(due.at),
-                due_from: Some(due.from),
-                due_working_days: due.working_days,
-                due_provisional: due.provisional,
+                due: Some(due),
                 escalated: false,
                 responded_within_deadline: false,
                 reopened: 0,
                 national_ref: None,
                 filed_at,
             };
-            store::insert(tx, &stored, due).await?;
+            store::insert(tx, &stored).await?;
             enqueue(
                 tx,
                 &publisher,
@@ -251,7 +248,7 @@ impl Office {
             )
             .await?;
             let now = now_micros();
-            let within_deadline = complaint.due_at.is_none_or(|due| now < due);
+            let within_deadline = complaint.due.is_none_or(|due| now < due.at);
             match &verification {
                 Verification::Accept { class, agency_code } => {
                     if let Some(agency) = agency_code {
@@ -261,7 +258,8 @@ impl Office {
                     complaint.class = Some(*class);
                     let due = domain::due(deadlines.response(*class), now, calendar);
                     complaint.escalated = false;
-                    save(tx, &mut complaint, Status::AwaitingVerification, Some(due)).await?;
+                    complaint.due = Some(due);
+                    save(tx, &complaint, Status::AwaitingVerification).await?;
                     enqueue(
                         tx,
                         &publisher,
@@ -284,7 +282,8 @@ impl Office {
                     complaint.refusal_ground = Some(*ground);
                     complaint.refusal_reason.clone_from(reason);
                     complaint.escalated = false;
-                    save(tx, &mut complaint, Status::AwaitingVerification, None).await?;
+                    complaint.due = None;
+                    save(tx, &complaint, Status::AwaitingVerification).await?;
                     enqueue(
                         tx,
                         &publisher,
@@ -320,8 +319,7 @@ impl Office {
             }
             let from = std::mem::replace(&mut complaint.agency_code, agency_code.clone());
             complaint.routing_note.clone_from(&note);
-            let due = current_due(&complaint);
-            save(tx, &mut complaint, Status::WithAgency, due).await?;
+            save(tx, &complaint, Status::WithAgency).await?;
             enqueue(
                 tx,
                 &publisher,
@@ -355,13 +353,14 @@ impl Office {
                     complaint.agency_code.clone(),
                 ));
             }
-            let within_deadline = complaint.due_at.is_none_or(|due| now_micros() < due);
+            let within_deadline = complaint.due.is_none_or(|due| now_micros() < due.at);
             let was_escalated = complaint.escalated;
             complaint.status = Status::Responded;
             complaint.response.clone_from(&response);
             complaint.responded_within_deadline = within_deadline;
             complaint.escalated = false;
-            save(tx, &mut complaint, Status::WithAgency, None).await?;
+            complaint.due = None;
+            save(tx, &complaint, Status::WithAgency).await?;
             enqueue(
                 tx,
                 &publisher,
@@ -392,7 +391,7 @@ impl Office {
             let mut complaint =
                 locked(tx, &complaint_ref, Status::Responded, "responded to").await?;
             complaint.status = Status::Closed;
-            save(tx, &mut complaint, Status::Responded, None).await?;
+            save(tx, &complaint, Status::Responded).await?;
             enqueue(
                 tx,
                 &publisher,
@@ -432,7 +431,8 @@ impl Office {
             complaint.reopen_reason.clone_from(&reason);
             complaint.reopened = complaint.reopened.saturating_add(1);
             complaint.escalated = false;
-            save(tx, &mut complaint, Status::Responded, Some(due)).await?;
+            complaint.due = Some(due);
+            save(tx, &complaint, Status::Responded).await?;
             enqueue(
                 tx,
                 &publisher,
@@ -497,7 +497,7 @@ impl Office {
                     let mut escalated = 0;
                     for complaint in &overdue {
                         let (Some(due_at), Some(stage)) =
-                            (complaint.due_at, Stage::of(complaint.status))
+                            (complaint.due.map(|due| due.at), Stage::of(complaint.status))
                         else {
                             continue;
                         };
@@ -546,15 +546,14 @@ impl Office {
             .write(async move |tx| {
                 let mut changed = 0;
                 for complaint in store::provisional(tx).await? {
-                    let (Some(at), Some(from), Some(days)) = (
-                        complaint.due_at,
-                        complaint.due_from,
-                        complaint.due_working_days,
-                    ) else {
+                    let Some(set) = complaint.due else {
                         continue;
                     };
-                    let due = domain::due(Period::WorkingDays(days), from, calendar);
-                    if due.at != at || !due.provisional {
+                    let Some(days) = set.working_days else {
+                        continue;
+                    };
+                    let due = domain::due(Period::WorkingDays(days), set.from, calendar);
+                    if due.at != set.at || !due.provisional {
                         store::set_due(tx, &complaint.complaint_ref, due).await?;
                         changed += 1;
                     }
@@ -648,15 +647,10 @@ async fn locked(
 /// Writes a command's changes; the row was read locked in `expected`, so it is still there.
 async fn save(
     tx: &mut Tx<'_>,
-    complaint: &mut StoredComplaint,
+    complaint: &StoredComplaint,
     expected: Status,
-    due: Option<Due>,
 ) -> Result<(), ComplaintsError> {
-    complaint.due_at = due.map(|due| due.at);
-    complaint.due_from = due.map(|due| due.from);
-    complaint.due_working_days = due.and_then(|due| due.working_days);
-    complaint.due_provisional = due.is_some_and(|due| due.provisional);
-    if store::update(tx, complaint, expected, due).await? {
+    if store::update(tx, complaint, expected).await? {
         Ok(())
     } else {
         Err(ComplaintsError::WrongStatus {
@@ -664,15 +658,6 @@ async fn save(
             actual: "changed meanwhile",
         })
     }
-}
-
-fn current_due(complaint: &StoredComplaint) -> Option<Due> {
-    Some(Due {
-        at: complaint.due_at?,
-        from: complaint.due_from?,
-        working_days: complaint.due_working_days,
-        provisional: complaint.due_provisional,
-    })
 }
 
 fn class_text(complaint: &StoredComplaint) -> String {
@@ -716,11 +701,11 @@ pub fn to_proto(complaint: &StoredComplaint) -> pb::Complaint {
             .into(),
         refusal_reason: complaint.refusal_reason.clone(),
         response: complaint.response.clone(),
-        deadline: match (waiting, complaint.due_at) {
-            (true, Some(due)) => rfc3339(due),
+        deadline: match (waiting, complaint.due) {
+            (true, Some(due)) => rfc3339(due.at),
             _ => String::new(),
         },
-        deadline_provisional: waiting && complaint.due_provisional,
+        deadline_provisional: waiting && complaint.due.is_some_and(|due| due.provisional),
         escalated: waiting && complaint.escalated,
         responded_within_deadline: complaint.responded_within_deadline,
         reopened: complaint.reopened,

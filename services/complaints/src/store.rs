@@ -82,14 +82,8 @@ pub struct StoredComplaint {
     pub response: String,
     /// Why it was last reopened.
     pub reopen_reason: String,
-    /// The current stage's deadline (microseconds since the epoch).
-    pub due_at: Option<i64>,
-    /// What it was counted from.
-    pub due_from: Option<i64>,
-    /// In how many working days.
-    pub due_working_days: Option<u32>,
-    /// Whether it counted days of a year whose days off are not shipped yet.
-    pub due_provisional: bool,
+    /// The deadline of the stage it waits in, if the city owes something.
+    pub due: Option<Due>,
     /// The current stage's deadline passed and was escalated.
     pub escalated: bool,
     /// The last response came within its deadline.
@@ -187,10 +181,15 @@ fn complaint(row: Row) -> Result<StoredComplaint, DbError> {
         routing_note,
         response,
         reopen_reason,
-        due_at,
-        due_from,
-        due_working_days: due_working_days.and_then(|days| u32::try_from(days).ok()),
-        due_provisional: due_provisional != 0,
+        due: match (due_at, due_from) {
+            (Some(at), Some(from)) => Some(Due {
+                at,
+                from,
+                working_days: due_working_days.and_then(|days| u32::try_from(days).ok()),
+                provisional: due_provisional != 0,
+            }),
+            _ => None,
+        },
         escalated: escalated != 0,
         responded_within_deadline: within != 0,
         reopened: u32::try_from(reopened).unwrap_or(u32::MAX),
@@ -203,12 +202,9 @@ fn complaints(rows: Vec<Row>) -> Result<Vec<StoredComplaint>, DbError> {
     rows.into_iter().map(complaint).collect()
 }
 
-/// Stores a new complaint.
-pub async fn insert(
-    sql: &mut Sql<'_>,
-    complaint: &StoredComplaint,
-    due: Due,
-) -> Result<(), DbError> {
+/// Stores a new complaint (with its verification deadline).
+pub async fn insert(sql: &mut Sql<'_>, complaint: &StoredComplaint) -> Result<(), DbError> {
+    let due = complaint.due;
     sql.execute(
         "INSERT INTO complaints (complaint_ref, complainant_ref, agency_code, category, channel,
              body, benefit_ref, application_ref, status, due_at, due_from, due_working_days,
@@ -224,10 +220,10 @@ pub async fn insert(
             complaint.benefit_ref.as_str().into(),
             complaint.application_ref.as_str().into(),
             complaint.status.as_str().into(),
-            due.at.into(),
-            due.from.into(),
-            due.working_days.map(i64::from).into(),
-            i64::from(due.provisional).into(),
+            due.map(|due| due.at).into(),
+            due.map(|due| due.from).into(),
+            due.and_then(|due| due.working_days).map(i64::from).into(),
+            i64::from(due.is_some_and(|due| due.provisional)).into(),
             complaint.filed_at.into(),
             complaint.filed_at.into(),
         ],
@@ -269,8 +265,8 @@ pub async fn update(
     sql: &mut Sql<'_>,
     complaint: &StoredComplaint,
     expected: Status,
-    due: Option<Due>,
 ) -> Result<bool, DbError> {
+    let due = complaint.due;
     let changed = sql
         .execute(
             "UPDATE complaints SET agency_code = $1, status = $2, complaint_class = $3,

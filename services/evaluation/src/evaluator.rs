@@ -432,8 +432,8 @@ impl Evaluator {
                 event_type: count.event_type.clone(),
                 schema: count.schema.clone(),
                 count: count.events,
-                first_seen: crate::evidence::rfc3339(count.first_seen),
-                last_seen: crate::evidence::rfc3339(count.last_seen),
+                first_seen: govbus_storage::time::rfc3339(count.first_seen),
+                last_seen: govbus_storage::time::rfc3339(count.last_seen),
             });
         }
         for flow in &evidence.flows {

@@ -20,10 +20,9 @@ use govbus_proto::complaints::v1 as complaints;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as licensing;
 use govbus_storage::inbox::handle_error;
-use govbus_storage::time::{from_micros, to_micros};
+use govbus_storage::time::to_micros;
 use govbus_storage::{Database, DbError, Sql};
 use prost::Message;
-use time::format_description::well_known::Rfc3339;
 
 use crate::instrument::{EvidenceRule, Instrument};
 
@@ -690,11 +689,6 @@ fn complaint_handling(
         }
     }
     level
-}
-
-/// A timestamp for people.
-pub fn rfc3339(micros: i64) -> String {
-    from_micros(micros).format(&Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -154,23 +154,28 @@ pub struct Delivered {
 }
 
 impl HttpTarget {
-    /// A target from its settings.
-    pub fn new(settings: HttpTargetSettings) -> Result<Self, TargetError> {
+    /// The endpoint `url` names, if a target may be made for it: absolute, https (plain http
+    /// to loopback only). Configuration checks call this without making a target.
+    pub fn check_url(url: &str) -> Result<Uri, TargetError> {
         let url_problem = |problem: &str| TargetError::Url {
-            url: settings.url.clone(),
+            url: url.to_owned(),
             problem: problem.to_owned(),
         };
-        let uri: Uri = settings
-            .url
+        let uri: Uri = url
             .parse()
             .map_err(|error: http::uri::InvalidUri| url_problem(&error.to_string()))?;
         let host = uri.host().ok_or_else(|| url_problem("it names no host"))?;
         match uri.scheme_str() {
-            Some("https") => {}
-            Some("http") if is_loopback(host) => {}
-            Some("http") => return Err(TargetError::PlainHttp(settings.url.clone())),
-            _ => return Err(url_problem("the scheme must be https")),
+            Some("https") => Ok(uri),
+            Some("http") if is_loopback(host) => Ok(uri),
+            Some("http") => Err(TargetError::PlainHttp(url.to_owned())),
+            _ => Err(url_problem("the scheme must be https")),
         }
+    }
+
+    /// A target from its settings.
+    pub fn new(settings: HttpTargetSettings) -> Result<Self, TargetError> {
+        let uri = Self::check_url(&settings.url)?;
         let authorization = settings
             .bearer_token
             .as_deref()

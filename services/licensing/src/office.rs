@@ -8,9 +8,8 @@ use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as pb;
 use govbus_storage::command::{handle_once, run_command, stored_response};
 use govbus_storage::inbox::handle_error;
-use govbus_storage::time::{from_micros, now_micros, to_micros};
+use govbus_storage::time::{from_micros, now_micros, rfc3339, to_micros};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::domain::{Deadlines, Pathway, RiskLevel, Status};
@@ -410,10 +409,6 @@ fn enqueue<E: govbus_bus::Event>(
 fn new_nib() -> String {
     let random = u128::from_be_bytes(*Uuid::new_v4().as_bytes());
     format!("{}", 1_000_000_000_000 + random % 9_000_000_000_000)
-}
-
-fn rfc3339(micros: i64) -> String {
-    from_micros(micros).format(&Rfc3339).unwrap_or_default()
 }
 
 fn to_proto(application: &StoredApplication) -> pb::Application {

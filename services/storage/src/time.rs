@@ -18,6 +18,13 @@ pub fn from_micros(micros: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A stored timestamp as RFC 3339, as APIs and events show it.
+pub fn rfc3339(micros: i64) -> String {
+    from_micros(micros)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A duration as microseconds, saturating.
 pub fn micros_of(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
