@@ -77,6 +77,25 @@ impl Permissions {
         }
     }
 
+    /// The REST gateway: applications' events on their own subjects and stream, read back by
+    /// sequence and deleted when a publisher withdraws one; no service's subjects.
+    pub fn gateway(topology: &Topology, name: &str) -> Self {
+        let stream = topology.application_stream();
+        let mut publish = vec![
+            "$JS.API.INFO".to_owned(),
+            topology.application_subjects(),
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+        ];
+        for operation in ["INFO", "CREATE", "UPDATE", "MSG.GET", "MSG.DELETE"] {
+            publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
+        }
+        Self {
+            publish,
+            subscribe: vec![format!("{}.>", inbox_prefix(name))],
+        }
+    }
+
     /// An operator's tools (the console): read every stream, replay dead letters.
     pub fn operator(topology: &Topology, name: &str) -> Self {
         Self {

@@ -6,6 +6,7 @@
 //! | everything the `identity` service publishes | subjects `govbus.identity.>`, stream `GOVBUS_IDENTITY` |
 //! | dead letters of consumer `welfare-identity` of `welfare` | subject `govbus.deadletter.welfare.welfare-identity` |
 //! | all dead letters | stream `GOVBUS_DEADLETTER` |
+//! | event `newBirth` of the application `dinkes.simpus` (through the gateway) | subject `govbus.app.dinkes.simpus.newBirth`, stream `GOVBUS_APP` |
 //!
 //! Because every subject a service publishes starts with `<prefix>.<service>.`, NATS permissions
 //! can be granted per service.
@@ -13,7 +14,7 @@
 use crate::error::{Error, error_kind};
 
 /// Service names that would collide with the bus's own subjects.
-const RESERVED_SERVICE_NAMES: &[&str] = &["deadletter", "audit", "bus"];
+const RESERVED_SERVICE_NAMES: &[&str] = &["deadletter", "audit", "bus", "app"];
 
 error_kind! {
     /// Why a name was refused.
@@ -94,6 +95,23 @@ impl Topology {
     /// The subject an event type is published on.
     pub fn event_subject(&self, event_type: &str) -> String {
         format!("{}.{event_type}", self.prefix)
+    }
+
+    /// The stream holding the events applications publish through the gateway.
+    pub fn application_stream(&self) -> String {
+        stream_name(&[&self.prefix, "app"])
+    }
+
+    /// The subjects of every application's events (`<prefix>.app.>`).
+    pub fn application_subjects(&self) -> String {
+        format!("{}.app.>", self.prefix)
+    }
+
+    /// The subject of `event_type` of the application `<agency>.<application>`
+    /// (`<prefix>.app.<agency>.<application>.<event_type>`); the caller checks each part is
+    /// one subject token.
+    pub fn application_subject(&self, application: &str, event_type: &str) -> String {
+        format!("{}.app.{application}.{event_type}", self.prefix)
     }
 
     /// The subjects a service publishes on (`<prefix>.<service>.>`).

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - [`agencies`]: the instance's agencies (perangkat daerah), shipped with the crate.
 //! - [`nik`]: the Nomor Induk Kependudukan.
 //! - [`kk`]: the family card number.
 //! - [`regions`]: Kemendagri region codes, shipped with the crate (MIT, see `data/README.md`).
@@ -15,6 +16,7 @@
 //! - [`calendar`]: government working days (national holidays and cuti bersama by year's
 //!   decree, shipped with the crate) and deadlines counted in them.
 
+pub mod agencies;
 pub mod calendar;
 pub mod kk;
 pub mod nik;

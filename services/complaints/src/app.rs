@@ -22,12 +22,12 @@ use govbus_proto::complaints::v1::{
 };
 use govbus_storage::{Storage, StorageSettings};
 
-use crate::agencies::Agencies;
 use crate::domain::Deadlines;
 use crate::grpc::ComplaintsApi;
 use crate::national::NationalChannel;
 use crate::office::Office;
 use crate::store::MIGRATIONS;
+use govbus_civil::agencies::Agencies;
 
 /// The service name on the bus and in the database's migration records.
 pub const SERVICE: &str = "complaints";

@@ -14,7 +14,6 @@
 //! # Layout
 //!
 //! - [`domain`]: channels, categories, classes with their working days, statuses, text checks.
-//! - [`agencies`]: the shipped list of the city's agencies.
 //! - [`store`]: the `complaints` table, on SQLite and PostgreSQL.
 //! - [`office`]: the commands, escalations and forwarding, each one transaction with its events.
 //! - [`national`]: what is posted to the national channel and what it answers.
@@ -22,7 +21,6 @@
 //! - [`declaration`]: complaints as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires database, bus, relay, watcher and server together.
 
-pub mod agencies;
 pub mod app;
 pub mod declaration;
 pub mod domain;

@@ -13,12 +13,12 @@ use govbus_storage::time::{now_micros, rfc3339};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
 use uuid::Uuid;
 
-use crate::agencies::Agencies;
 use crate::domain::{
     self, Category, Channel, ComplaintClass, Deadlines, RefusalGround, Stage, Status,
 };
 use crate::national::NationalChannel;
 use crate::store::{self, StoredComplaint};
+use govbus_civil::agencies::Agencies;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use govbus_bus::{Backoff, Bus, BusOptions, ServiceAdapter};
+use govbus_civil::agencies::Agencies;
 use govbus_civil::calendar::{Period, WorkingCalendar};
-use govbus_complaints::agencies::Agencies;
 use govbus_complaints::office::Office;
 use govbus_complaints::store::MIGRATIONS;
 use govbus_complaints::{Application, ComplaintsConfig, Deadlines, NationalSettings};
@@ -861,7 +861,9 @@ async fn concurrent_escalation_rounds_escalate_each_deadline_once(backend: TestB
     for round in rounds {
         escalated += round.await.expect("task").expect("a round");
     }
-    assert_eq!(escalated, 10, "each deadline escalated once in all");
+    // The services' own watchers take their first look as they start, which on a slow
+    // database can fall among the filings: they may have escalated some of these first.
+    assert!(escalated <= 10, "{escalated} escalations of 10 deadlines");
     for complaint_ref in &filed {
         assert!(test.get(complaint_ref).await.escalated);
     }
@@ -870,10 +872,18 @@ async fn concurrent_escalation_rounds_escalate_each_deadline_once(backend: TestB
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        test.events("complaints.complaint.escalated.v1").await.len(),
-        10
-    );
+    let escalations: Vec<pb::ComplaintEscalated> = test
+        .events("complaints.complaint.escalated.v1")
+        .await
+        .iter()
+        .map(|payload| prost::Message::decode(payload.as_slice()).expect("decodes"))
+        .collect();
+    let escalated: std::collections::BTreeSet<&str> = escalations
+        .iter()
+        .map(|escalation| escalation.complaint_ref.as_str())
+        .collect();
+    assert_eq!(escalations.len(), 10, "each deadline escalated once in all");
+    assert_eq!(escalated.len(), 10, "every complaint's deadline escalated");
     test.stop().await;
 }
 

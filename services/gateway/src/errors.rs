@@ -7,7 +7,10 @@
 //!                         "fieldViolations": [{"field": "nik", "description": "…"}]}]}}
 //! ```
 
-use http::StatusCode;
+use axum::body::Body;
+use axum::response::Response;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -142,6 +145,23 @@ impl ErrorBody {
             },
         }
     }
+}
+
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub(crate) fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response {
+    failure(status, ErrorBody::new(status, code, message, Vec::new()))
+}
+
+pub(crate) fn failure(status: StatusCode, body: ErrorBody) -> Response {
+    json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -7,37 +7,81 @@
 //! Personal data travels in bodies, never in URLs (which proxies and access logs keep): the
 //! contracts bind every RPC that takes a NIK or a KK number to a `POST` with a body.
 //!
+//! Every call is an application's: it signs in with an OAuth2 client of the gateway's
+//! (`POST /oauth2/token`, client credentials) or a token of the deployment's identity provider,
+//! sends it as a bearer token, and is let through only within its rate limit and to the methods
+//! the access policy grants it, by the same grants as services. The services hear of the
+//! application in the call's metadata, which they believe only from the gateway's certificate,
+//! and record it with the gateway in their processing logs.
+//!
 //! # Layout
 //!
+//! - [`applications`]: the registry of applications, their hashed secrets, their revocation.
+//! - [`tokens`]: the gateway's own access tokens and their signing key.
+//! - [`providers`]: tokens of the deployment's identity provider, through its published keys.
+//! - [`signin`]: the token endpoint, and each request's token checked.
+//! - [`rate`]: rate limits per application.
+//! - [`serve`]: HTTPS (or plain HTTP on loopback) with the callers' client certificates.
 //! - [`routes`]: the bindings read from the descriptors, their path templates, matching.
 //! - [`transcode`]: an HTTP request into the RPC's message, its answer into JSON.
 //! - [`call`]: calling an RPC with a message known only by its descriptor.
 //! - [`errors`]: gRPC statuses as HTTP statuses and JSON error bodies.
+//! - [`schema`]: JSON Schemas of the contracts' messages in their JSON form.
 //! - [`openapi`]: OpenAPI 3.1 documents of the routes, from the same descriptors.
+//! - [`directory`]: who is on the bus and what they offer, as GovStack identifiers; the event
+//!   types; the Katalog Layanan Interoperabilitas Data.
+//! - [`callers`]: who calls the directory and publish/subscribe: a token or a client
+//!   certificate, and the `X-GovStack-Client` header that must name them.
+//! - [`metaservices`]: the directory over HTTP: `GET /listClients`,
+//!   `/r1/{instance}/{class}/{member}/{application}/listMethods`, `…/allowedMethods`,
+//!   `…/getOpenAPI` as the GovStack Information Mediator specifies them,
+//!   `/directory/event-types` and `/directory/catalogue` (`?format=csv`).
+//! - [`pubsub`]: publish/subscribe over HTTP as the GovStack Information Mediator specifies it:
+//!   rooms, their event types, publishing into JetStream.
 //! - [`Gateway`]: the HTTP handler over them; `GET /openapi.json` (every route) and
-//!   `GET /openapi/<service>.json` (one service's, e.g. `identity`) serve the documents.
+//!   `GET /openapi/<service>.json` (one service's, e.g. `identity`) serve the documents,
+//!   `GET /.well-known/jwks.json` the keys that verify the gateway's tokens.
 
+pub mod applications;
 pub mod call;
+pub mod callers;
+pub mod directory;
 pub mod errors;
+pub mod metaservices;
 pub mod openapi;
+pub mod providers;
+pub mod pubsub;
+pub mod rate;
 pub mod routes;
+pub mod schema;
+pub mod serve;
+pub mod signin;
+pub mod tokens;
 pub mod transcode;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use govbus_kit::access::{APPLICATION_METADATA, AccessPolicy};
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::errors::{ErrorBody, FieldViolation};
+use crate::directory::Directory;
+use crate::errors::{ErrorBody, FieldViolation, error, failure, json};
+use crate::metaservices::Metaservices;
+use crate::pubsub::PubSub;
+use crate::pubsub::http::PubSubRoutes;
 use crate::routes::{Matched, RouteError, Routes};
+use crate::signin::{SignIn, count_refusal};
 use crate::transcode::{HttpRequest, request_message, response_json};
+
+/// The `aud` of the gateway's own tokens.
+pub const AUDIENCE: &str = "govbus";
 
 /// The largest request body taken (as the services' largest gRPC request).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -53,10 +97,14 @@ pub struct Gateway {
 
 #[derive(Debug)]
 struct Inner {
-    routes: Routes,
+    routes: Arc<Routes>,
     channels: BTreeMap<String, Channel>,
+    sign_in: Arc<SignIn>,
+    policy: AccessPolicy,
     /// The OpenAPI documents: every route's, and each service's by its short name.
-    documents: BTreeMap<String, Vec<u8>>,
+    documents: Arc<BTreeMap<String, Vec<u8>>>,
+    metaservices: Metaservices,
+    pubsub: PubSubRoutes,
 }
 
 /// The key of the document of every route.
@@ -64,10 +112,16 @@ const ALL: &str = "";
 
 impl Gateway {
     /// Serves the services named in `channels` (full service name → a channel to it), with
-    /// the routes their contracts in `pool` declare.
+    /// the routes their contracts in `pool` declare, to the applications `sign_in` lets in and
+    /// `policy` grants the methods; `directory` says who is on the bus; `pubsub` publishes
+    /// applications' events (`None`: a gateway without the bus answers its routes with 503).
     pub fn new(
         pool: &DescriptorPool,
         channels: BTreeMap<String, Channel>,
+        sign_in: Arc<SignIn>,
+        policy: AccessPolicy,
+        directory: Directory,
+        pubsub: Option<PubSub>,
     ) -> Result<Self, RouteError> {
         let names: Vec<&str> = channels.keys().map(String::as_str).collect();
         let routes = Routes::of_services(pool, &names)?;
@@ -105,11 +159,27 @@ impl Gateway {
                 serde_json::to_vec_pretty(&document).unwrap_or_default(),
             );
         }
+        let routes = Arc::new(routes);
+        let documents = Arc::new(documents);
+        let directory = Arc::new(directory);
+        let pubsub = PubSubRoutes::new(pubsub, Arc::clone(&directory), Arc::clone(&sign_in));
+        let metaservices = Metaservices::new(
+            pool,
+            directory,
+            Arc::clone(&routes),
+            Arc::clone(&documents),
+            Arc::clone(&sign_in),
+            policy.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 routes,
                 channels,
+                sign_in,
+                policy,
                 documents,
+                metaservices,
+                pubsub,
             }),
         })
     }
@@ -131,11 +201,40 @@ impl Gateway {
     /// rest.
     pub fn router(self) -> axum::Router {
         axum::Router::new()
+            .route("/oauth2/token", axum::routing::post(token))
+            .route("/.well-known/jwks.json", axum::routing::get(jwks))
             .route("/openapi.json", axum::routing::get(whole_document))
             .route("/openapi/{document}", axum::routing::get(service_document))
+            .merge(metaservices::router(self.inner.metaservices.clone()))
+            .merge(pubsub::http::router(self.inner.pubsub.clone()))
             .fallback(handle)
             .with_state(self)
     }
+}
+
+async fn token(State(gateway): State<Gateway>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(body) => gateway.inner.sign_in.token(&parts.headers, &body).await,
+        Err(_) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidArgument,
+            "a token request is a small form",
+        ),
+    }
+}
+
+async fn jwks(State(gateway): State<Gateway>) -> Response {
+    json(
+        StatusCode::OK,
+        gateway
+            .inner
+            .sign_in
+            .issuer()
+            .jwks()
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 async fn whole_document(State(gateway): State<Gateway>) -> Response {
@@ -167,27 +266,15 @@ fn served_document(gateway: &Gateway, service: Option<&str>) -> Response {
     }
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response {
-    failure(status, ErrorBody::new(status, code, message, Vec::new()))
-}
-
-fn failure(status: StatusCode, body: ErrorBody) -> Response {
-    json(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
+    // Signed in before anything else is said, even whether a route exists.
+    let application = match gateway.inner.sign_in.authenticate(&parts.headers).await {
+        Ok(client) => client,
+        Err(refusal) => return signin::refused(refusal, &path),
+    };
     let (route, captures) = match gateway.inner.routes.find(&parts.method, &path) {
         Matched::Route(route, captures) => (route, captures),
         Matched::OtherMethods(methods) => {
@@ -214,6 +301,26 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
             );
         }
     };
+    let service = route.method.parent_service().full_name().to_owned();
+    let method = format!("{service}/{}", route.method.name());
+    if gateway
+        .inner
+        .policy
+        .grant(&application.name, &method)
+        .is_none()
+    {
+        tracing::warn!(
+            message = "Call refused by the access policy.",
+            application = &*application.name,
+            %method,
+        );
+        count_refusal("no_grant", Some(&application.name));
+        return error(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            format!("{} may not call {method}", application.name),
+        );
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -263,7 +370,6 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
             return failure(StatusCode::BAD_REQUEST, body);
         }
     };
-    let service = route.method.parent_service().full_name().to_owned();
     let Some(channel) = gateway.inner.channels.get(&service).cloned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -272,6 +378,9 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         );
     };
     let mut call = tonic::Request::new(message);
+    if let Ok(name) = application.name.parse() {
+        call.metadata_mut().insert(APPLICATION_METADATA, name);
+    }
     for name in PASSED_HEADERS {
         if let Some(value) = parts.headers.get(*name)
             && let Ok(text) = value.to_str()

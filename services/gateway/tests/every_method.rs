@@ -9,17 +9,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use govbus_bus::BusOptions;
-use govbus_gateway::Gateway;
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
 use govbus_storage::{RelaySettings, StorageSettings};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
+
+mod support;
 
 fn storage() -> StorageSettings {
     StorageSettings {
@@ -44,7 +40,8 @@ fn channel(address: std::net::SocketAddr) -> tonic::transport::Channel {
 /// A REST client that knows the API only from its OpenAPI document.
 struct DocumentClient {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `Bearer <token>` of the test's application.
+    authorization: String,
     /// operationId → (method, path template, the operation).
     operations: BTreeMap<String, (String, String, Value)>,
     called: BTreeSet<String>,
@@ -53,11 +50,10 @@ struct DocumentClient {
 }
 
 impl DocumentClient {
-    async fn new(base: String) -> (Self, Value) {
-        let client = Client::builder(TokioExecutor::new()).build_http();
+    async fn new(base: String, token: &str) -> (Self, Value) {
         let mut this = Self {
             base,
-            client,
+            authorization: format!("Bearer {token}"),
             operations: BTreeMap::new(),
             called: BTreeSet::new(),
             answers: Vec::new(),
@@ -80,29 +76,19 @@ impl DocumentClient {
     }
 
     async fn raw(&self, method: &str, path_and_query: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path_and_query}", self.base));
+        let mut headers = vec![("authorization", self.authorization.as_str())];
         if body.is_some() {
-            request = request.header("content-type", "application/json");
+            headers.push(("content-type", "application/json"));
         }
         let body = body.map(Value::to_string).unwrap_or_default();
-        let response = self
-            .client
-            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-            .await
-            .expect("answered");
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        let answer = support::send(
+            method,
+            &format!("{}{path_and_query}", self.base),
+            &headers,
+            &body,
         )
+        .await;
+        (answer.status, answer.json)
     }
 
     /// Calls `operation` with its path parameters from `values`, its query parameters from
@@ -297,17 +283,14 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
             channel(evaluation.address()),
         ),
     ]);
-    let gateway = Gateway::new(&pool, channels).expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("listener");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, gateway.router())
-            .await
-            .expect("serves");
-    });
-    let (mut rest, document) = DocumentClient::new(base).await;
+    let services: Vec<&str> = channels.keys().map(String::as_str).collect();
+    let access = support::Access::start(support::AccessOptions::new(support::every_method_of(
+        &services,
+    )))
+    .await;
+    let (base, server) = support::serve(access.gateway(&pool, channels)).await;
+    let token = access.token(support::APPLICATION);
+    let (mut rest, document) = DocumentClient::new(base, &token).await;
 
     // identity
     let citizen = |nik: &str, kk: &str| {

@@ -2,15 +2,16 @@
 //! installed by `scripts/install-openapi-validator`), and matching the routes the gateway serves.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use govbus_gateway::Gateway;
 use govbus_gateway::routes::Matched;
+
+mod support;
 use prost_reflect::DescriptorPool;
 use serde_json::Value;
 
-fn gateway() -> (DescriptorPool, Gateway) {
+async fn gateway() -> (DescriptorPool, Gateway, support::Access) {
     let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
     // The documents need no service: channels that are never used.
     let channels: BTreeMap<String, tonic::transport::Channel> = pool
@@ -22,29 +23,15 @@ fn gateway() -> (DescriptorPool, Gateway) {
             (service.full_name().to_owned(), channel)
         })
         .collect();
-    let gateway = Gateway::new(&pool, channels).expect("gateway");
-    (pool, gateway)
-}
-
-fn validator() -> PathBuf {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-openapi-validator");
-    let output = Command::new(&script)
-        .output()
-        .expect("scripts/install-openapi-validator runs");
-    assert!(
-        output.status.success(),
-        "installing the validator: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(stdout.lines().last().expect("the validator's path").trim())
+    let access = support::Access::start(support::AccessOptions::new(String::new())).await;
+    let gateway = access.gateway(&pool, channels);
+    (pool, gateway, access)
 }
 
 #[tokio::test]
 async fn every_document_is_valid_openapi_3_1() {
-    let (_, gateway) = gateway();
-    let validator = validator();
+    let (_, gateway, _access) = gateway().await;
+    let validator = support::openapi_validator();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut documents = vec![(
         "all".to_owned(),
@@ -94,7 +81,7 @@ async fn every_document_is_valid_openapi_3_1() {
 
 #[tokio::test]
 async fn the_documents_describe_exactly_the_served_routes() {
-    let (_, gateway) = gateway();
+    let (_, gateway, _access) = gateway().await;
     let whole: Value = serde_json::from_slice(gateway.openapi(None).expect("whole")).expect("JSON");
     let paths = whole["paths"].as_object().expect("paths");
     let mut documented = 0;

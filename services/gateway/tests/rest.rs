@@ -4,24 +4,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use govbus_bus::BusOptions;
-use govbus_gateway::Gateway;
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
 use govbus_storage::StorageSettings;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
 
+mod support;
+
 struct TestGateway {
+    _access: support::Access,
+    authorization: String,
     _nats: NatsServer,
     _db: TestDatabase,
     identity: Option<govbus_identity::Application>,
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -48,26 +45,22 @@ impl TestGateway {
                 .expect("endpoint")
                 .connect_lazy();
         let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
-        let gateway = Gateway::new(
-            &pool,
-            BTreeMap::from([("govbus.identity.v1.IdentityService".to_owned(), channel)]),
-        )
-        .expect("gateway");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listener");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, gateway.router())
-                .await
-                .expect("serves");
-        });
+        let service = "govbus.identity.v1.IdentityService";
+        let access =
+            support::Access::start(support::AccessOptions::new(support::every_method_of(&[
+                service,
+            ])))
+            .await;
+        let gateway = access.gateway(&pool, BTreeMap::from([(service.to_owned(), channel)]));
+        let (base, server) = support::serve(gateway).await;
+        let authorization = format!("Bearer {}", access.token(support::APPLICATION));
         Self {
+            _access: access,
+            authorization,
             _nats: nats,
             _db: db,
             identity: Some(identity),
             base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
             server,
         }
     }
@@ -80,31 +73,14 @@ impl TestGateway {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value, http::HeaderMap) {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+        let mut all = vec![("authorization", self.authorization.as_str())];
         if body.is_some() {
-            request = request.header("content-type", "application/json");
+            all.push(("content-type", "application/json"));
         }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
+        all.extend_from_slice(headers);
         let body = body.map(|body| body.to_string()).unwrap_or_default();
-        let response = self
-            .client
-            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-            .await
-            .expect("answered");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, json, headers)
+        let answer = support::send(method, &format!("{}{path}", self.base), &all, &body).await;
+        (answer.status, answer.json, answer.headers)
     }
 
     async fn stop(mut self) {
@@ -284,20 +260,17 @@ async fn bad_requests_are_answered_with_the_reason_and_every_field() {
     let (status, missing, _) = gateway.send("GET", "/identity/v2/nothing", None, &[]).await;
     assert_eq!(status, 404);
     assert_eq!(missing["error"]["status"], "NOT_FOUND");
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(format!("{}/identity/v1/citizens:verify", gateway.base))
-        .header("content-type", "text/plain");
-    request = request.header("x-request-id", "plain-text");
-    let response = gateway
-        .client
-        .request(
-            request
-                .body(Full::new(Bytes::from_static(b"nik=1")))
-                .expect("request"),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(response.status().as_u16(), 415);
+    let plain = support::send(
+        "POST",
+        &format!("{}/identity/v1/citizens:verify", gateway.base),
+        &[
+            ("content-type", "text/plain"),
+            ("authorization", &gateway.authorization),
+            ("x-request-id", "plain-text"),
+        ],
+        "nik=1",
+    )
+    .await;
+    assert_eq!(plain.status, 415);
     gateway.stop().await;
 }

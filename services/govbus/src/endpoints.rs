@@ -39,6 +39,10 @@ pub struct Endpoints {
     pub services: Vec<ServiceEndpoint>,
     /// The console, when enabled.
     pub console: Option<SocketAddr>,
+    /// The REST gateway, when it runs.
+    pub gateway: Option<SocketAddr>,
+    /// The URL applications reach it at.
+    pub gateway_url: Option<String>,
     /// The data folder.
     pub data_dir: PathBuf,
     /// The certificate folder when the services speak mutual TLS.

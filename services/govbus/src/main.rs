@@ -52,6 +52,10 @@ enum Command {
     /// Prints what the stack is configured from: every key, or the access policy it ships.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Registers agencies' applications with the REST gateway, lists, revokes them and
+    /// replaces their secrets (on the gateway's registry, running stack or not).
+    #[command(subcommand)]
+    Applications(ApplicationsCommand),
     /// Makes a new part of the workspace.
     #[command(subcommand)]
     New(NewCommand),
@@ -68,6 +72,76 @@ enum NewCommand {
         #[arg(long)]
         workspace: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplicationsCommand {
+    /// Registers an application: prints its client id and, once, its client secret.
+    Register {
+        /// `<agency>.<application>`, e.g. `disnaker-pmptsp.sicantik`: the agency's code, then the
+        /// application's own name.
+        name: String,
+        /// What it is and who runs it.
+        #[arg(long)]
+        description: String,
+        /// It signs in with the identity provider's tokens only: no secret is made.
+        #[arg(long)]
+        identity_provider: bool,
+        /// Its own rate limit, requests per second (default: `gateway.rate_limit`).
+        #[arg(long, requires = "rate_burst")]
+        rate_limit: Option<u32>,
+        /// Its own burst, with --rate-limit.
+        #[arg(long, requires = "rate_limit")]
+        rate_burst: Option<u32>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists every registered application, revoked ones too.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes an application: its secrets and tokens are refused from now on.
+    Revoke {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Gives an application a new client secret.
+    RotateSecret {
+        /// Its name.
+        name: String,
+        /// How long the previous secret stays valid, so that the application's instances
+        /// can move over (`0s` when it leaked).
+        #[arg(long, default_value = "24h", value_parser = govbus_kit::duration::parse)]
+        keep_previous: Duration,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a command that works on the stack's data finds its configuration.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// A TOML configuration file (default: ./govbus.toml when present).
+    #[arg(long, env = "GOVBUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data folder.
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Any configuration key, e.g. `--set gateway.database_url=postgres://…` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +445,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", govbus::stack::shipped_policy());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Applications(command) => applications(command).await,
         Command::Trace(args) => Ok(cli::trace(
             &client_of(&args.remote)?,
             args.remote.output(),
@@ -380,9 +455,76 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn configuration(args: &UpArgs) -> anyhow::Result<govbus::StackConfig> {
+async fn applications(command: ApplicationsCommand) -> anyhow::Result<ExitCode> {
+    use govbus::cli::applications as commands;
+    let output = |json: bool| if json { Output::Json } else { Output::Human };
+    let outcome = match command {
+        ApplicationsCommand::Register {
+            name,
+            description,
+            identity_provider,
+            rate_limit,
+            rate_burst,
+            config,
+            json,
+        } => {
+            let registration = commands::Registration {
+                name,
+                description,
+                identity_provider,
+                rate: rate_limit.zip(rate_burst),
+            };
+            commands::register(&stored_configuration(&config)?, registration, output(json)).await
+        }
+        ApplicationsCommand::List { config, json } => {
+            commands::list(&stored_configuration(&config)?, output(json)).await
+        }
+        ApplicationsCommand::Revoke { name, config } => {
+            commands::revoke(&stored_configuration(&config)?, &name).await
+        }
+        ApplicationsCommand::RotateSecret {
+            name,
+            keep_previous,
+            config,
+            json,
+        } => {
+            commands::rotate_secret(
+                &stored_configuration(&config)?,
+                &name,
+                keep_previous,
+                output(json),
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(error.exit_code())
+        }
+    }
+}
+
+/// The configuration a command on the stack's data reads: file, environment, flags.
+fn stored_configuration(args: &ConfigArgs) -> anyhow::Result<govbus::StackConfig> {
+    let mut layers = config_file_layers(args.config.as_ref())?;
+    if let Some(dir) = &args.data_dir {
+        layers = layers.set("data_dir", dir, Origin::Flag("--data-dir".to_owned()))?;
+    }
+    for setting in &args.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--set {setting:?}: write KEY=VALUE"))?;
+        layers = layers.set(key.trim(), value, Origin::Flag(format!("--set {key}")))?;
+    }
+    Ok(layers.build()?)
+}
+
+/// The defaults, the configuration file and the environment.
+fn config_file_layers(file: Option<&PathBuf>) -> anyhow::Result<Layers> {
     let mut layers = Layers::defaults();
-    match &args.config {
+    match file {
         Some(path) => layers = layers.file(path)?,
         None => {
             let default = PathBuf::from("govbus.toml");
@@ -391,7 +533,11 @@ fn configuration(args: &UpArgs) -> anyhow::Result<govbus::StackConfig> {
             }
         }
     }
-    layers = layers.env(std::env::vars())?;
+    Ok(layers.env(std::env::vars())?)
+}
+
+fn configuration(args: &UpArgs) -> anyhow::Result<govbus::StackConfig> {
+    let mut layers = config_file_layers(args.config.as_ref())?;
     for (key, value, flag) in [
         ("data_dir", &args.data_dir, "--data-dir"),
         ("nats.url", &args.nats_url, "--nats-url"),
@@ -458,6 +604,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     for service in &endpoints.services {
         println!("  {:<11} grpc://{}", service.name, service.address);
+    }
+    if let Some(gateway) = &endpoints.gateway_url {
+        println!("  gateway     {gateway}/ (REST for applications; /openapi.json)");
     }
     if let Some(console) = endpoints.console {
         println!("  console     http://{console}/");

@@ -13,6 +13,24 @@ pub const SERVICES: &[&ServiceDeclaration] = &[
     &govbus_complaints::DECLARATION,
 ];
 
+/// The agency each service belongs to in the directory unless configured otherwise
+/// (`<service>.agency`): Kota Malang's, as the shipped list of agencies is.
+const SEEDED_AGENCIES: &[(&str, &str)] = &[
+    ("identity", "dispendukcapil"),
+    ("welfare", "dinsos-p3ap2kb"),
+    ("licensing", "disnaker-pmptsp"),
+    ("evaluation", "diskominfo"),
+    ("complaints", "diskominfo"),
+];
+
+/// The agency `service` belongs to unless configured otherwise (`None`: the operator's).
+pub fn seeded_agency(service: &str) -> Option<&'static str> {
+    SEEDED_AGENCIES
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map(|(_, agency)| *agency)
+}
+
 /// The declaration of `name`, if the stack has such a service.
 pub fn declared(name: &str) -> Option<&'static ServiceDeclaration> {
     SERVICES
@@ -75,5 +93,14 @@ mod tests {
                 .unwrap_or_else(|error| panic!("{}'s grants: {error}", declaration.name));
         }
         govbus_kit::declaration::start_order(SERVICES).expect("an order to start them in");
+    }
+
+    #[test]
+    fn seeded_agencies_are_agencies_of_the_shipped_list() {
+        let agencies = govbus_civil::agencies::Agencies::shipped().expect("the list");
+        for (service, agency) in SEEDED_AGENCIES {
+            assert!(declared(service).is_some(), "{service} is not a service");
+            assert!(agencies.get(agency).is_some(), "{agency} is not an agency");
+        }
     }
 }

@@ -35,7 +35,11 @@ impl IdentityApi {
 
 /// The calling service, when it names itself (a short lowercase name).
 fn caller<T>(request: &Request<T>) -> Option<std::sync::Arc<str>> {
-    // Over mutual TLS the caller is who its certificate says, whatever it claims.
+    // Over mutual TLS the caller is who the access layer established from the certificate
+    // (an application only through the gateway), whatever it claims.
+    if let Some(established) = govbus_kit::call_facts::Caller::of(request) {
+        return Some(std::sync::Arc::clone(&established.name));
+    }
     if let Some(certified) = govbus_kit::peer::caller_of_request(request) {
         return Some(std::sync::Arc::clone(certified));
     }

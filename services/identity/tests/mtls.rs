@@ -32,7 +32,7 @@ impl Secured {
         let certificates = tempfile::tempdir().expect("temp dir");
         generate_development_certificates(
             certificates.path(),
-            &["identity", "welfare", "licensing"],
+            &["identity", "welfare", "licensing", "gateway"],
         )
         .expect("certificates");
         let app = Application::build(IdentityConfig {
@@ -139,11 +139,18 @@ async fn the_caller_is_who_its_certificate_names() {
     for _ in 0..3 {
         liar.verify(&some_nik()).await.expect("answered");
     }
+    let counted = counted_calls(&secured).await;
+    assert_eq!(counted, vec![("licensing".to_owned(), 3)]);
+    secured.app.stop().await;
+}
+
+/// The calls identity reported counting, by caller: waits for its first report.
+async fn counted_calls(secured: &Secured) -> Vec<(String, u64)> {
     let bus = govbus_bus::Bus::connect(BusOptions::new(secured.nats.client_url()))
         .await
         .expect("bus");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let counted = loop {
+    loop {
         let mut callers = Vec::new();
         if let Ok(mut stream) = bus.jetstream().get_stream("GOVBUS_IDENTITY").await
             && let Ok(info) = stream.info().await
@@ -159,11 +166,66 @@ async fn the_caller_is_who_its_certificate_names() {
             }
         }
         if !callers.is_empty() {
-            break callers;
+            return callers;
         }
         assert!(Instant::now() < deadline, "no call report published");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_is_believed_only_from_the_gateway() {
+    let secured = Secured::start().await;
+    let client = async |certificate: &str| {
+        let channel = Endpoint::from_shared(secured.url())
+            .expect("url")
+            .tls_config(secured.tls(certificate).client_config("identity"))
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connected");
+        IdentityServiceClient::new(channel)
     };
-    assert_eq!(counted, vec![("licensing".to_owned(), 3)]);
+    let verify = |application: &str| {
+        let mut request = tonic::Request::new(identity::VerifyCitizenRequest {
+            nik: some_nik().as_str().to_owned(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            govbus_kit::access::APPLICATION_METADATA,
+            application.parse().expect("metadata"),
+        );
+        request
+    };
+    // The gateway calling for an application: the application is the caller.
+    let mut gateway = client("gateway").await;
+    for _ in 0..2 {
+        gateway
+            .verify_citizen(verify("disnaker-pmptsp.sicantik"))
+            .await
+            .expect("answered");
+    }
+    // Anyone else naming an application, or the gateway naming something that is not one.
+    let mut welfare = client("welfare").await;
+    let refused = welfare
+        .verify_citizen(verify("disnaker-pmptsp.sicantik"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("only the gateway"),
+        "{}",
+        refused.message()
+    );
+    let refused = gateway
+        .verify_citizen(verify("welfare"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    assert_eq!(
+        counted_calls(&secured).await,
+        vec![("disnaker-pmptsp.sicantik".to_owned(), 2)]
+    );
     secured.app.stop().await;
 }

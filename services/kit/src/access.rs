@@ -16,7 +16,15 @@
 //! A grant's `purpose` is what the processing log records for the calls it lets through
 //! (UU 27/2022 asks for the purpose of every processing of personal data).
 //!
-//! A caller is the service named in its client certificate (see [`crate::tls`]); a method is
+//! A grant may also (or instead) give `events`: the event types a caller may subscribe to over
+//! the gateway, by CloudEvents type (`identity.citizen.deceased.v1`) or a whole service's
+//! (`identity.*`). Its purpose is what lets personal fields reach the subscriber: a grant
+//! without one delivers the events with their personal fields left out.
+//!
+//! A caller is the service named in its client certificate (see [`crate::tls`]), or an
+//! application of an agency (`<agency>.<application>`, e.g. `disnaker-pmptsp.sicantik`) calling through
+//! the gateway: the gateway names it in [`APPLICATION_METADATA`], which is believed only from
+//! the certificate named [`GATEWAY`] and refused from any other. A method is
 //! `package.Service/Method`, or `package.Service/*` for all of a service's methods. Anything
 //! not granted is refused with `PermissionDenied` and logged. Health checks and reflection are
 //! open to every caller holding a certificate. [`AccessPolicy::watch`] reloads the file when it
@@ -32,6 +40,30 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
+
+/// The call metadata in which the gateway names the application it calls for.
+pub const APPLICATION_METADATA: &str = "govbus-application";
+
+/// The certificate name of the gateway, the one caller whose [`APPLICATION_METADATA`] is
+/// believed.
+pub const GATEWAY: &str = "gateway";
+
+/// Whether `name` is an application's name: `<agency>.<application>`, each part lowercase
+/// letters, digits and `-`, starting with a letter, at most 64 bytes in all. Services'
+/// names have no dot, so the two never collide in the policy.
+pub fn is_application_name(name: &str) -> bool {
+    let part = |part: &str| {
+        part.len() >= 2
+            && part.starts_with(|c: char| c.is_ascii_lowercase())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    name.len() <= 64
+        && name
+            .split_once('.')
+            .is_some_and(|(agency, application)| part(agency) && part(application))
+}
 
 /// A policy file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +98,10 @@ struct PolicyFile {
 #[serde(deny_unknown_fields)]
 struct Grant {
     callers: Vec<String>,
+    #[serde(default)]
     methods: Vec<String>,
+    #[serde(default)]
+    events: Vec<String>,
     #[serde(default)]
     purpose: Option<String>,
 }
@@ -82,6 +117,9 @@ pub struct Grants(BTreeMap<String, CallerGrants>);
 struct CallerGrants {
     methods: BTreeMap<String, Option<Arc<str>>>,
     services: BTreeMap<String, Option<Arc<str>>>,
+    /// Event types, and every type of a service (`identity` from `identity.*`).
+    events: BTreeMap<String, Option<Arc<str>>>,
+    event_services: BTreeMap<String, Option<Arc<str>>>,
 }
 
 impl Grants {
@@ -90,8 +128,23 @@ impl Grants {
         let file: PolicyFile = toml::from_str(text).map_err(|error| error.to_string())?;
         let mut grants: BTreeMap<String, CallerGrants> = BTreeMap::new();
         for (index, grant) in file.grant.iter().enumerate() {
-            if grant.callers.is_empty() || grant.methods.is_empty() {
-                return Err(format!("grant {}: needs callers and methods", index + 1));
+            if grant.callers.is_empty() || (grant.methods.is_empty() && grant.events.is_empty()) {
+                return Err(format!(
+                    "grant {}: needs callers, and methods or events",
+                    index + 1
+                ));
+            }
+            for event in &grant.events {
+                let valid = match event.strip_suffix(".*") {
+                    Some(service) => is_name(service),
+                    None => event.split('.').count() >= 2 && event.split('.').all(is_name),
+                };
+                if !valid {
+                    return Err(format!(
+                        "grant {}: {event:?} is not an event type (service.aggregate.happened.v1) or service.*",
+                        index + 1
+                    ));
+                }
             }
             for method in &grant.methods {
                 let valid = method
@@ -117,6 +170,14 @@ impl Grants {
             let purpose: Option<Arc<str>> = grant.purpose.as_deref().map(Arc::from);
             for caller in &grant.callers {
                 let granted = grants.entry(caller.clone()).or_default();
+                for event in &grant.events {
+                    match event.strip_suffix(".*") {
+                        Some(service) => granted
+                            .event_services
+                            .insert(service.to_owned(), purpose.clone()),
+                        None => granted.events.insert(event.clone(), purpose.clone()),
+                    };
+                }
                 for method in &grant.methods {
                     match method.strip_suffix("/*") {
                         Some(service) => {
@@ -150,6 +211,28 @@ impl Grants {
             .or_else(|| granted.services.get(service))
             .cloned()
     }
+}
+
+impl Grants {
+    /// `Some` if `caller` may subscribe to `event_type`, with the purpose its grant states
+    /// (the grant naming the type itself before a `service.*` one).
+    pub fn event_grant(&self, caller: &str, event_type: &str) -> Option<Option<Arc<str>>> {
+        let granted = self.0.get(caller)?;
+        let service = event_type.split('.').next()?;
+        granted
+            .events
+            .get(event_type)
+            .or_else(|| granted.event_services.get(service))
+            .cloned()
+    }
+}
+
+/// A name part of an event type: lowercase letters, digits, `-` and `_`.
+fn is_name(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-_".contains(&byte))
 }
 
 /// Infrastructure every authenticated caller may use.
@@ -201,6 +284,14 @@ impl AccessPolicy {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .grant(caller, path)
+    }
+
+    /// `Some` if `caller` may subscribe to `event_type`, with the purpose its grant states.
+    pub fn event_grant(&self, caller: &str, event_type: &str) -> Option<Option<Arc<str>>> {
+        self.grants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .event_grant(caller, event_type)
     }
 
     /// Rereads the file (if the policy came from one); on error the policy in force stays.
@@ -298,6 +389,29 @@ pub struct AccessControlled<S> {
     service: &'static str,
 }
 
+/// A `PermissionDenied` answer with `reason`, logged and counted.
+fn refusal<R: Default>(
+    service: &'static str,
+    caller: &str,
+    method: &str,
+    reason: String,
+) -> http::Response<R> {
+    tracing::warn!(
+        message = "Call refused by the access policy.",
+        service,
+        %caller,
+        %method,
+        %reason,
+    );
+    metrics::counter!(
+        "govbus_grpc_server_denied_total",
+        "service" => service,
+        "caller" => caller.to_owned(),
+    )
+    .increment(1);
+    tonic::Status::permission_denied(reason).into_http()
+}
+
 impl<S, B, R> Service<http::Request<B>> for AccessControlled<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Send,
@@ -328,38 +442,64 @@ where
             }
         };
         // Read from the certificate once, when the connection was made (`crate::peer`).
-        let caller = request
+        let certified = request
             .extensions()
             .get::<crate::peer::Peer>()
             .and_then(|peer| peer.caller().cloned());
+        let caller = match (certified, request.headers().get(APPLICATION_METADATA)) {
+            (None, _) => None,
+            (Some(certified), None) => Some(crate::call_facts::Caller {
+                name: certified,
+                via: None,
+            }),
+            (Some(certified), Some(application)) => {
+                let application = application
+                    .to_str()
+                    .ok()
+                    .filter(|name| &*certified == GATEWAY && is_application_name(name));
+                match application {
+                    Some(application) => Some(crate::call_facts::Caller {
+                        name: Arc::from(application),
+                        via: Some(certified),
+                    }),
+                    None => {
+                        let reason = if &*certified == GATEWAY {
+                            format!("{APPLICATION_METADATA} does not name an application")
+                        } else {
+                            format!(
+                                "{certified} may not call for an application; only the {GATEWAY} may"
+                            )
+                        };
+                        let refused = refusal(self.service, &certified, &method, reason);
+                        return Box::pin(async move { Ok(refused) });
+                    }
+                }
+            }
+        };
         if let Some(policy) = &self.policy {
             let grant = caller
-                .as_deref()
-                .and_then(|caller| policy.grant(caller, &method));
-            if let Some(Some(purpose)) = &grant {
-                request
-                    .extensions_mut()
-                    .insert(crate::call_facts::GrantedPurpose(purpose.clone()));
+                .as_ref()
+                .and_then(|caller| policy.grant(&caller.name, &method));
+            match grant {
+                Some(Some(purpose)) => {
+                    request
+                        .extensions_mut()
+                        .insert(crate::call_facts::GrantedPurpose(purpose));
+                }
+                Some(None) => {}
+                None => {
+                    let name = caller.as_ref().map_or_else(
+                        || "(no certificate)".to_owned(),
+                        |caller| caller.name.to_string(),
+                    );
+                    let reason = format!("{name} may not call {method}");
+                    let refused = refusal(self.service, &name, &method, reason);
+                    return Box::pin(async move { Ok(refused) });
+                }
             }
-            if grant.is_none() {
-                let caller =
-                    caller.map_or_else(|| "(no certificate)".to_owned(), |c| c.to_string());
-                tracing::warn!(
-                    message = "Call refused by the access policy.",
-                    service = self.service,
-                    %caller,
-                    %method,
-                );
-                metrics::counter!(
-                    "govbus_grpc_server_denied_total",
-                    "service" => self.service,
-                    "caller" => caller.clone(),
-                )
-                .increment(1);
-                let status =
-                    tonic::Status::permission_denied(format!("{caller} may not call {method}"));
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
+        }
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
         }
         Box::pin(self.inner.call(request))
     }
@@ -400,6 +540,47 @@ mod tests {
     }
 
     #[test]
+    fn event_grants_name_types_or_a_whole_service_with_their_purpose() {
+        let grants = Grants::parse(
+            r#"
+            [[grant]]
+            callers = ["dinkes.simpus"]
+            events = ["identity.citizen.deceased.v1"]
+            purpose = "Close the deceased's health records"
+
+            [[grant]]
+            callers = ["bappeda.dashboard"]
+            events = ["welfare.*"]
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(
+            grants.event_grant("dinkes.simpus", "identity.citizen.deceased.v1"),
+            Some(Some(Arc::from("Close the deceased's health records")))
+        );
+        assert_eq!(
+            grants.event_grant("dinkes.simpus", "identity.citizen.registered.v1"),
+            None
+        );
+        assert_eq!(
+            grants.event_grant("bappeda.dashboard", "welfare.benefit.granted.v1"),
+            Some(None),
+            "granted without a purpose: personal fields left out"
+        );
+        assert_eq!(
+            grants.event_grant("bappeda.dashboard", "identity.citizen.deceased.v1"),
+            None
+        );
+        assert!(
+            !grants.allows(
+                "dinkes.simpus",
+                "/govbus.identity.v1.IdentityService/VerifyCitizen"
+            ),
+            "an event grant grants no method"
+        );
+    }
+
+    #[test]
     fn a_bad_policy_is_refused_with_a_reason() {
         for (text, expected) in [
             (
@@ -411,6 +592,11 @@ mod tests {
                 "needs callers",
             ),
             ("[[grnt]]\ncallers = [\"a\"]", "unknown field"),
+            ("[[grant]]\ncallers = [\"a\"]", "methods or events"),
+            (
+                "[[grant]]\ncallers = [\"a\"]\nevents = [\"Identity.Citizen\"]",
+                "not an event type",
+            ),
         ] {
             let error = Grants::parse(text).expect_err(text);
             assert!(error.contains(expected), "{error}");

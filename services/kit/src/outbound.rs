@@ -232,6 +232,74 @@ impl HttpTarget {
         outcome
     }
 
+    /// Reads the JSON document at the target's endpoint (an identity provider's discovery
+    /// document or key set, say), within the target's time limit.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, DeliveryError> {
+        let name = self.name;
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri.clone())
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|error| DeliveryError::refused(name, error.to_string()))?;
+        let (status, _, body) = self.exchange(request).await?;
+        if !status.is_success() {
+            return Err(DeliveryError::later(
+                name,
+                format!("it answered {status}{}", error_code(&body)),
+                None,
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|error| {
+            DeliveryError::later(
+                name,
+                format!("its answer is not the JSON expected: {error}"),
+                None,
+            )
+        })
+    }
+
+    /// Sends `request` and reads the answer (at most [`MAX_ANSWER_BYTES`]), within the
+    /// target's time limit: its status, its `Retry-After`, its body.
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), DeliveryError> {
+        let name = self.name;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|error| {
+                DeliveryError::later(name, format!("cannot reach it: {error}"), None)
+            })?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(retry_after);
+            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|error| {
+                    DeliveryError::later(name, format!("cannot read its answer: {error}"), None)
+                })?
+                .to_bytes();
+            Ok::<_, DeliveryError>((status, retry_after, body))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                DeliveryError::later(
+                    name,
+                    format!("no answer within {} s", self.timeout.as_secs_f64()),
+                    None,
+                )
+            })?
+    }
+
     async fn post(
         &self,
         idempotency_key: &str,
@@ -254,34 +322,7 @@ impl HttpTarget {
         let request = request
             .body(Full::new(Bytes::from(json)))
             .map_err(|error| DeliveryError::refused(name, error.to_string()))?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|error| {
-                DeliveryError::later(name, format!("cannot reach it: {error}"), None)
-            })?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(retry_after);
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|error| {
-                    DeliveryError::later(name, format!("cannot read its answer: {error}"), None)
-                })?
-                .to_bytes();
-            Ok::<_, DeliveryError>((status, retry_after, body))
-        };
-        let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                DeliveryError::later(
-                    name,
-                    format!("no answer within {} s", self.timeout.as_secs_f64()),
-                    None,
-                )
-            })??;
+        let (status, retry_after, body) = self.exchange(request).await?;
         if status.is_success() {
             tracing::debug!(
                 message = "Delivered.",

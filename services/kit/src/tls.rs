@@ -237,6 +237,55 @@ pub fn generate_development_certificates(dir: &Path, names: &[&str]) -> Result<(
     }
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_key = rcgen::KeyPair::generate()?;
+    let ca_params = development_ca_params()?;
+    let ca_certificate = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    write_private(
+        &dir.join("ca-key.pem"),
+        &pem("PRIVATE KEY", issuer.key().serialized_der())?,
+    )?;
+    for name in names {
+        issue_development_certificate(dir, name, &issuer)?;
+    }
+    // The CA certificate last: its presence means the set is complete.
+    fs::write(&ca_path, pem("CERTIFICATE", ca_certificate.der())?).map_err(io(&ca_path))?;
+    Ok(())
+}
+
+/// Issues a certificate to each of `names` that has none in `dir`, with the development CA
+/// whose key is there (`ca-key.pem`): a stack made before a service or caller was added gets
+/// that one's certificate too. Returns the names issued; nothing when `dir` holds no
+/// development CA (certificates from the deployment's own CA are the operators' to issue).
+pub fn issue_missing_development_certificates(
+    dir: &Path,
+    names: &[&str],
+) -> Result<Vec<String>, TlsError> {
+    let key_path = dir.join("ca-key.pem");
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !dir.join(format!("{name}.pem")).exists())
+        .collect();
+    if missing.is_empty() || !key_path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = fs::read_to_string(&key_path).map_err(|source| TlsError::File {
+        path: key_path.clone(),
+        source,
+    })?;
+    let (_, der) = pem_rfc7468::decode_vec(text.as_bytes())
+        .map_err(|error| TlsError::Pem(error.to_string()))?;
+    let key = rcgen::KeyPair::try_from(der.as_slice())?;
+    // The same subject and key as the CA certificate in `ca.pem`: what a certificate it
+    // signed names as its issuer.
+    let issuer = rcgen::Issuer::new(development_ca_params()?, key);
+    for name in &missing {
+        issue_development_certificate(dir, name, &issuer)?;
+    }
+    Ok(missing.into_iter().map(str::to_owned).collect())
+}
+
+fn development_ca_params() -> Result<rcgen::CertificateParams, TlsError> {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     ca_params
@@ -248,44 +297,44 @@ pub fn generate_development_certificates(dir: &Path, names: &[&str]) -> Result<(
     ];
     ca_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     ca_params.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    let ca_certificate = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    Ok(ca_params)
+}
+
+fn issue_development_certificate(
+    dir: &Path,
+    name: &str,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> Result<(), TlsError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned(), "localhost".to_owned()])?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        format!("{SERVICE_URI_PREFIX}{name}").try_into()?,
+    ));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    let certificate = params.signed_by(&key, issuer)?;
+    let path = dir.join(format!("{name}.pem"));
+    // The key first: a certificate without its key would be taken for a complete pair.
     write_private(
-        &dir.join("ca-key.pem"),
-        &pem("PRIVATE KEY", issuer.key().serialized_der())?,
+        &dir.join(format!("{name}-key.pem")),
+        &pem("PRIVATE KEY", key.serialized_der())?,
     )?;
-    for name in names {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params =
-            rcgen::CertificateParams::new(vec![(*name).to_owned(), "localhost".to_owned()])?;
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
-                127, 0, 0, 1,
-            ])));
-        params.subject_alt_names.push(rcgen::SanType::URI(
-            format!("{SERVICE_URI_PREFIX}{name}").try_into()?,
-        ));
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, *name);
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-        let certificate = params.signed_by(&key, &issuer)?;
-        let path = dir.join(format!("{name}.pem"));
-        fs::write(&path, pem("CERTIFICATE", certificate.der())?).map_err(io(&path))?;
-        write_private(
-            &dir.join(format!("{name}-key.pem")),
-            &pem("PRIVATE KEY", key.serialized_der())?,
-        )?;
-    }
-    // The CA certificate last: its presence means the set is complete.
-    fs::write(&ca_path, pem("CERTIFICATE", ca_certificate.der())?).map_err(io(&ca_path))?;
-    Ok(())
+    fs::write(&path, pem("CERTIFICATE", certificate.der())?).map_err(|source| TlsError::File {
+        path: path.clone(),
+        source,
+    })
 }
 
 fn pem(label: &str, der: &[u8]) -> Result<Vec<u8>, TlsError> {
@@ -338,6 +387,40 @@ mod tests {
             generate_development_certificates(dir.path(), &["welfare"]),
             Err(TlsError::Exists(_))
         ));
+    }
+
+    #[test]
+    fn a_missing_certificate_is_issued_by_the_same_development_ca() {
+        use rustls_pki_types::pem::PemObject as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        generate_development_certificates(dir.path(), &["identity"]).expect("generated");
+        let issued = issue_missing_development_certificates(dir.path(), &["identity", "gateway"])
+            .expect("issued");
+        assert_eq!(issued, vec!["gateway".to_owned()]);
+        let gateway =
+            ServiceTls::from_files("gateway", &CertificatePaths::in_dir(dir.path(), "gateway"))
+                .expect("a usable identity");
+        // Verified up to the CA in ca.pem, as a server verifies a client.
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(gateway.ca_pem()) {
+            roots.add(certificate.expect("CA")).expect("added");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let pem = fs::read(dir.path().join("gateway.pem")).expect("certificate");
+        let leaf = CertificateDer::from_pem_slice(&pem).expect("PEM");
+        verifier
+            .verify_client_cert(&leaf, &[], rustls_pki_types::UnixTime::now())
+            .expect("signed by the CA in ca.pem");
+        assert!(
+            issue_missing_development_certificates(dir.path(), &["identity", "gateway"])
+                .expect("nothing to do")
+                .is_empty()
+        );
     }
 
     #[test]

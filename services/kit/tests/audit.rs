@@ -59,6 +59,7 @@ fn call(log: &ProcessingLog, requester: &str, method: &str, nik: &str) {
     log.record(Processing {
         kind: EntryKind::Call,
         requester: &std::sync::Arc::from(requester),
+        via: None,
         action: &std::sync::Arc::from(method),
         purpose: &std::sync::Arc::from("verify a resident"),
         subject: DataSubject::Nik(nik),
@@ -136,13 +137,21 @@ async fn rewrite(server: &NatsServer, blocks: &[(String, Block)]) -> Vec<StoredB
         .expect("info")
         .config
         .clone();
-    js.delete_stream(&name).await.expect("stream deleted");
     // The server removes the old store in the background; creating the stream again can fail
-    // until it has.
+    // until it has, or (creating a stream is idempotent) find the old one still there.
     let mut attempts = 0;
-    while let Err(error) = js.create_stream(config.clone()).await {
+    loop {
+        let _ = js.delete_stream(&name).await;
+        if let Ok(mut created) = js.create_stream(config.clone()).await
+            && created
+                .info()
+                .await
+                .is_ok_and(|info| info.state.messages == 0)
+        {
+            break;
+        }
         attempts += 1;
-        assert!(attempts < 100, "stream not recreated: {error}");
+        assert!(attempts < 100, "stream not recreated empty");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for (subject, block) in blocks {

@@ -14,6 +14,7 @@
 //! - [`server`]: starting, stopping, killing and restarting one server process.
 //! - [`cluster`]: several servers routed into one JetStream cluster.
 //! - [`browser`]: a headless Chromium through chromedriver, for the console's tests.
+//! - [`oidc`]: a real OpenID provider (npm `oidc-provider`), for sign-in tests.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //! - [`service`]: govbus service binaries as processes to crash and restart.
 //!
@@ -26,6 +27,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod database;
+pub mod oidc;
 pub mod server;
 pub mod service;
 
@@ -36,6 +38,7 @@ pub use govbus_natsd::{
     JetStreamSync, MINIMUM_VERSION, NATS_SERVER_CONFIG, NatsServerBinary, find_nats_server,
     nats_server_config,
 };
+pub use oidc::{OidcClient, OidcProvider};
 pub use server::NatsServer;
 pub use service::ServiceProcess;
 
@@ -56,6 +59,9 @@ pub enum HarnessError {
     /// The browser for a browser test is missing or did not start.
     #[error("browser: {0}")]
     Browser(String),
+    /// The OpenID provider is missing or did not start.
+    #[error("OpenID provider: {0}")]
+    Oidc(String),
     /// A test database could not be created.
     #[error("test database: {0}")]
     Database(String),

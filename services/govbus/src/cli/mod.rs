@@ -1,6 +1,7 @@
 //! The operators' commands against a running stack. They read the console's HTTP API, print
 //! tables for people or JSON (`--json`) for scripts, and exit with a code scripts can test.
 
+pub mod applications;
 pub mod client;
 mod render;
 

@@ -23,7 +23,7 @@ fn payload(event: &EventView, pretty: bool) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
     for row in rows {
         for (index, cell) in row.iter().enumerate() {
@@ -308,7 +308,11 @@ pub(super) fn audit_history(history: &SubjectHistory) -> String {
             vec![
                 entry.at.clone(),
                 entry.writer.clone(),
-                entry.requester.clone(),
+                if entry.via.is_empty() {
+                    entry.requester.clone()
+                } else {
+                    format!("{} via {}", entry.requester, entry.via)
+                },
                 entry.kind.as_str().to_owned(),
                 entry.action.clone(),
                 entry.purpose.clone(),

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use govbus_kit::declaration::{ServiceDeclaration, SettingKind, parse_value};
 use govbus_kit::duration;
@@ -63,6 +64,91 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
         "console, HTTP API and `/metrics`",
     ),
     (
+        "gateway.enabled",
+        SettingKind::Bool,
+        "serve the REST gateway",
+    ),
+    (
+        "gateway.listen",
+        SettingKind::Text,
+        "the REST gateway for applications",
+    ),
+    (
+        "gateway.database_url",
+        SettingKind::Text,
+        "the registry of applications; unset = `sqlite://<data_dir>/gateway.db`",
+    ),
+    (
+        "gateway.issuer",
+        SettingKind::Text,
+        "the `iss` of its tokens, the URL applications use; unset = `https://<gateway.listen>`",
+    ),
+    (
+        "gateway.tls_certificate",
+        SettingKind::Text,
+        "its HTTPS certificate chain (PEM); unset = plain HTTP, on a loopback address only",
+    ),
+    (
+        "gateway.tls_key",
+        SettingKind::Text,
+        "the key of `gateway.tls_certificate` (PEM)",
+    ),
+    (
+        "gateway.token_lifetime",
+        SettingKind::Text,
+        "how long the tokens it issues are valid",
+    ),
+    (
+        "gateway.rate_limit",
+        SettingKind::Integer,
+        "requests per second per application (per gateway replica), unless registered otherwise",
+    ),
+    (
+        "gateway.rate_burst",
+        SettingKind::Integer,
+        "requests per application at once after a quiet spell",
+    ),
+    (
+        "gateway.identity_provider.issuer",
+        SettingKind::Text,
+        "the identity provider whose tokens applications may present (its `iss`); unset = none",
+    ),
+    (
+        "gateway.identity_provider.audience",
+        SettingKind::Text,
+        "the `aud` its tokens for the gateway carry",
+    ),
+    (
+        "gateway.identity_provider.client_claim",
+        SettingKind::Text,
+        "the claim naming the application; unset = `client_id`, else `azp`",
+    ),
+    (
+        "gateway.identity_provider.leeway_seconds",
+        SettingKind::Integer,
+        "clock difference tolerated on its tokens' expiry; unset = 30",
+    ),
+    (
+        "gateway.identity_provider.ca_file",
+        SettingKind::Text,
+        "PEM authorities trusted for its HTTPS besides the system's",
+    ),
+    (
+        "instance.id",
+        SettingKind::Text,
+        "the instance's identifier in the directory (`INSTANCE/CLASS/MEMBER/APPLICATION`)",
+    ),
+    (
+        "instance.member_class",
+        SettingKind::Text,
+        "the class of the instance's members, its agencies",
+    ),
+    (
+        "instance.operator",
+        SettingKind::Text,
+        "the agency that runs the bus (an agency code)",
+    ),
+    (
         "telemetry.log",
         SettingKind::Text,
         "log filter (`RUST_LOG` syntax); `GOVBUS_LOG` works too",
@@ -103,6 +189,8 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
 const LISTEN: &str = "listen";
 /// See [`LISTEN`].
 const DATABASE_URL: &str = "database_url";
+/// See [`LISTEN`].
+const AGENCY: &str = "agency";
 
 /// Every key of `declaration`'s section, with its kind and meaning.
 fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, SettingKind, String)> {
@@ -117,6 +205,14 @@ fn service_keys(declaration: &ServiceDeclaration) -> Vec<(String, SettingKind, S
             format!("{name}.{DATABASE_URL}"),
             SettingKind::Text,
             format!("`sqlite://…` or `postgres://…`; unset = `sqlite://<data_dir>/{name}.db`"),
+        ),
+        (
+            format!("{name}.{AGENCY}"),
+            SettingKind::Text,
+            format!(
+                "the agency {name} belongs to in the directory; unset = {}",
+                crate::services::seeded_agency(name).unwrap_or("`instance.operator`")
+            ),
         ),
     ];
     for setting in declaration.settings {
@@ -405,14 +501,128 @@ impl Layers {
             .remove(DATABASE_URL)
             .map(|value| text(value, DATABASE_URL))
             .transpose()?;
+        let agency = table
+            .remove(AGENCY)
+            .map(|value| text(value, AGENCY))
+            .transpose()?
+            .or(defaults.agency);
         let mut settings = defaults.settings;
         settings.extend(table);
         Ok(ServiceSection {
             name: declaration.name,
             listen,
             database_url,
+            agency,
             settings,
         })
+    }
+
+    fn validate_gateway(&self, config: &StackConfig) -> Result<(), ConfigError> {
+        let gateway = &config.gateway;
+        if gateway.token_lifetime < Duration::from_secs(10)
+            || gateway.token_lifetime > Duration::from_secs(3600)
+        {
+            return Err(self.problem(
+                "gateway.token_lifetime",
+                "must be between 10s and 1h: tokens are short-lived, revocation reaches them only when they expire elsewhere",
+            ));
+        }
+        for (key, value) in [
+            ("gateway.rate_limit", gateway.rate_limit),
+            ("gateway.rate_burst", gateway.rate_burst),
+        ] {
+            if value == 0 {
+                return Err(self.problem(key, "must be at least 1"));
+            }
+        }
+        if let Some(url) = &gateway.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(self.problem(
+                "gateway.database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        match (&gateway.tls_certificate, &gateway.tls_key) {
+            (Some(_), Some(_)) => {}
+            (Some(_), None) => {
+                return Err(self.problem("gateway.tls_certificate", "needs gateway.tls_key too"));
+            }
+            (None, Some(_)) => {
+                return Err(self.problem("gateway.tls_key", "needs gateway.tls_certificate too"));
+            }
+            (None, None) if gateway.enabled && !gateway.listen.ip().is_loopback() => {
+                return Err(self.problem(
+                    "gateway.listen",
+                    format!(
+                        "{} is beyond loopback, where tokens and personal data would cross the network in clear: set gateway.tls_certificate and gateway.tls_key",
+                        gateway.listen
+                    ),
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(issuer) = &gateway.issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            return Err(self.problem("gateway.issuer", "must be an http(s) URL"));
+        }
+        if let Some(provider) = &gateway.identity_provider {
+            govbus_kit::outbound::HttpTarget::check_url(&provider.issuer).map_err(|error| {
+                self.problem("gateway.identity_provider.issuer", error.to_string())
+            })?;
+            if provider.audience.trim().is_empty() {
+                return Err(self.problem(
+                    "gateway.identity_provider.audience",
+                    "must name the audience its tokens for the gateway carry",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_instance(&self, config: &StackConfig) -> Result<(), ConfigError> {
+        let instance = &config.instance;
+        for (key, value) in [
+            ("instance.id", &instance.id),
+            ("instance.member_class", &instance.member_class),
+        ] {
+            let valid = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+            if !valid {
+                return Err(
+                    self.problem(key, "must be letters, digits, '-', '_' or '.' (64 at most)")
+                );
+            }
+        }
+        let agencies = govbus_civil::agencies::Agencies::shipped()
+            .map_err(|error| self.problem("instance.operator", error.to_string()))?;
+        let unknown = |code: &str| {
+            format!(
+                "{code:?} is not one of the instance's agencies ({})",
+                agencies
+                    .iter()
+                    .map(|agency| agency.code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        if agencies.get(&instance.operator).is_none() {
+            return Err(self.problem("instance.operator", unknown(&instance.operator)));
+        }
+        for section in &config.services {
+            if let Some(agency) = &section.agency
+                && agencies.get(agency).is_none()
+            {
+                return Err(self.problem(&format!("{}.{AGENCY}", section.name), unknown(agency)));
+            }
+        }
+        Ok(())
     }
 
     fn problem(&self, key: &str, problem: impl Into<String>) -> ConfigError {
@@ -443,6 +653,7 @@ impl Layers {
             }
             _ => return Err(self.problem("nats.stream_replicas", "must be 1, 3 or 5")),
         }
+        self.validate_instance(config)?;
         for (declaration, section) in SERVICES.iter().zip(&config.services) {
             (declaration.check_settings)(&section.settings).map_err(|problem| {
                 self.problem(
@@ -496,6 +707,7 @@ impl Layers {
                 "must be an http:// or https:// URL, e.g. http://127.0.0.1:4317",
             ));
         }
+        self.validate_gateway(config)?;
         if !(1..=1_000_000).contains(&config.telemetry.keep_traces) {
             return Err(self.problem("telemetry.keep_traces", "must be between 1 and 1000000"));
         }
@@ -511,6 +723,9 @@ impl Layers {
         }
         if config.nats.url.is_none() {
             listens.push(("nats.listen".to_owned(), config.nats.listen));
+        }
+        if config.gateway.enabled {
+            listens.push(("gateway.listen".to_owned(), config.gateway.listen));
         }
         let mut seen = HashSet::new();
         for (key, address) in &listens {
@@ -612,10 +827,22 @@ mod tests {
         full.nats.server_binary = Some("/usr/bin/nats-server".into());
         for service in &mut full.services {
             service.database_url = Some("sqlite://x.db".into());
+            service.agency = Some("diskominfo".into());
         }
         full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
         full.tls.dir = Some("/etc/govbus/certs".into());
         full.tls.policy = Some("/etc/govbus/access-policy.toml".into());
+        full.gateway.database_url = Some("sqlite://gateway.db".into());
+        full.gateway.issuer = Some("https://api.example.go.id".into());
+        full.gateway.tls_certificate = Some("/etc/govbus/gateway.pem".into());
+        full.gateway.tls_key = Some("/etc/govbus/gateway-key.pem".into());
+        full.gateway.identity_provider = Some(govbus_gateway::providers::ProviderSettings {
+            issuer: "https://sso.example.go.id/realms/apps".into(),
+            audience: "govbus".into(),
+            client_claim: Some("azp".into()),
+            leeway_seconds: Some(30),
+            ca_file: Some("/etc/govbus/sso-ca.pem".into()),
+        });
         let mut table = toml::Table::try_from(&full).expect("serialisable");
         for section in &full.services {
             table.insert(
@@ -835,6 +1062,16 @@ mod tests {
             ("telemetry.otlp_endpoint", "collector:4317"),
             ("telemetry.log", "info,=="),
             ("shutdown_timeout", "0s"),
+            // Plain HTTP beyond loopback, half a TLS pair, tokens too long-lived.
+            ("gateway.listen", "0.0.0.0:8480"),
+            ("gateway.tls_key", "/etc/govbus/gateway-key.pem"),
+            ("gateway.token_lifetime", "1d"),
+            ("gateway.rate_limit", "0"),
+            // The directory's names: not an identifier, not an agency of the instance.
+            ("instance.id", "ID 3573"),
+            ("instance.member_class", "GOV/X"),
+            ("instance.operator", "kominfo"),
+            ("identity.agency", "dukcapil"),
         ] {
             let error = Layers::defaults()
                 .set(key, value, Origin::Flag("--set".into()))
@@ -843,5 +1080,61 @@ mod tests {
                 .expect_err(key);
             assert_eq!(error.key(), Some(key), "{error}");
         }
+        // An identity provider in clear beyond loopback; one without its audience.
+        let error = Layers::defaults()
+            .set(
+                "gateway.identity_provider.issuer",
+                "http://sso.example.go.id",
+                Origin::Flag("--set".into()),
+            )
+            .and_then(|layers| {
+                layers.set(
+                    "gateway.identity_provider.audience",
+                    "govbus",
+                    Origin::Flag("--set".into()),
+                )
+            })
+            .expect("text")
+            .build()
+            .expect_err("plain http");
+        assert_eq!(
+            error.key(),
+            Some("gateway.identity_provider.issuer"),
+            "{error}"
+        );
+        let error = Layers::defaults()
+            .set(
+                "gateway.identity_provider.issuer",
+                "https://sso.example.go.id",
+                Origin::Flag("--set".into()),
+            )
+            .expect("text")
+            .build()
+            .expect_err("no audience");
+        assert!(error.to_string().contains("audience"), "{error}");
+        // Beyond loopback with its certificate, it is fine.
+        Layers::defaults()
+            .set(
+                "gateway.listen",
+                "0.0.0.0:8480",
+                Origin::Flag("--set".into()),
+            )
+            .and_then(|layers| {
+                layers.set(
+                    "gateway.tls_certificate",
+                    "/etc/govbus/gateway.pem",
+                    Origin::Flag("--set".into()),
+                )
+            })
+            .and_then(|layers| {
+                layers.set(
+                    "gateway.tls_key",
+                    "/etc/govbus/gateway-key.pem",
+                    Origin::Flag("--set".into()),
+                )
+            })
+            .expect("text")
+            .build()
+            .expect("valid");
     }
 }

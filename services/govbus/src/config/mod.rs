@@ -37,6 +37,10 @@ pub struct StackConfig {
     pub storage: StorageConfig,
     /// The web console (and the operators' HTTP API and `/metrics`).
     pub console: ConsoleConfig,
+    /// The REST gateway for applications.
+    pub gateway: GatewayConfig,
+    /// How the directory names the instance and its members.
+    pub instance: InstanceConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
     /// Mutual TLS between the services.
@@ -56,6 +60,8 @@ pub struct ServiceSection {
     pub listen: SocketAddr,
     /// `sqlite://…` or `postgres://…`. Unset: `sqlite://<data_dir>/<service>.db`.
     pub database_url: Option<String>,
+    /// The agency it belongs to in the directory. Unset: `instance.operator`.
+    pub agency: Option<String>,
     /// The settings its declaration lists, defaults filled in.
     pub settings: Section,
 }
@@ -67,6 +73,7 @@ impl ServiceSection {
             name: declaration.name,
             listen: SocketAddr::from(([127, 0, 0, 1], declaration.default_port)),
             database_url: None,
+            agency: crate::services::seeded_agency(declaration.name).map(str::to_owned),
             settings: declaration
                 .settings
                 .iter()
@@ -88,6 +95,9 @@ impl ServiceSection {
         );
         if let Some(url) = &self.database_url {
             table.insert("database_url".to_owned(), toml::Value::String(url.clone()));
+        }
+        if let Some(agency) = &self.agency {
+            table.insert("agency".to_owned(), toml::Value::String(agency.clone()));
         }
         table
     }
@@ -186,6 +196,68 @@ pub struct ConsoleConfig {
     pub listen: SocketAddr,
 }
 
+/// How the directory names the instance and its members (GovStack identifiers,
+/// `INSTANCE/CLASS/MEMBER/APPLICATION`): the members are the agencies of the shipped list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// The instance's identifier. Default `ID-3573`: Indonesia and Kota Malang's region code.
+    pub id: String,
+    /// The class of its members. Default `GOV`.
+    pub member_class: String,
+    /// The agency that runs the bus: the member of services no other agency owns, and of the
+    /// stack's own parts. Default `diskominfo`.
+    pub operator: String,
+}
+
+impl InstanceConfig {
+    /// The directory's instance.
+    pub fn directory_instance(&self) -> govbus_gateway::directory::Instance {
+        govbus_gateway::directory::Instance {
+            id: self.id.clone(),
+            member_class: self.member_class.clone(),
+            operator: self.operator.clone(),
+        }
+    }
+}
+
+/// The REST gateway: every service's methods as REST/JSON, for registered applications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Serve it at all (it needs `tls.enabled`: services believe the application it names
+    /// only from its certificate).
+    pub enabled: bool,
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…` for the registry of applications. Unset:
+    /// `sqlite://<data_dir>/gateway.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// The `iss` of its tokens, the URL applications reach it at. Unset: `https://<listen>`
+    /// (`http://` without TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Its HTTPS certificate chain (PEM), the one applications check. With `tls_key`; unset:
+    /// plain HTTP, which only a loopback `listen` may serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<PathBuf>,
+    /// The key of `tls_certificate` (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a token it issues is valid.
+    #[serde(with = "govbus_kit::duration")]
+    pub token_lifetime: Duration,
+    /// Requests per second an application may make (each gateway replica on its own), unless
+    /// its registration says otherwise.
+    pub rate_limit: u32,
+    /// Requests an application may make at once after a quiet spell.
+    pub rate_burst: u32,
+    /// The deployment's identity provider, whose tokens applications may present instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider: Option<govbus_gateway::providers::ProviderSettings>,
+}
+
 /// Logs, traces and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +290,23 @@ impl Default for StackConfig {
                 enabled: true,
                 listen: loopback(8080),
             },
+            gateway: GatewayConfig {
+                enabled: true,
+                listen: loopback(8480),
+                database_url: None,
+                issuer: None,
+                tls_certificate: None,
+                tls_key: None,
+                token_lifetime: Duration::from_secs(300),
+                rate_limit: 50,
+                rate_burst: 100,
+                identity_provider: None,
+            },
+            instance: InstanceConfig {
+                id: "ID-3573".to_owned(),
+                member_class: "GOV".to_owned(),
+                operator: "diskominfo".to_owned(),
+            },
             telemetry: TelemetryConfig {
                 log: "info".to_owned(),
                 log_format: LogFormat::Text,
@@ -246,6 +335,7 @@ impl StackConfig {
             service.listen = any;
         }
         self.console.listen = any;
+        self.gateway.listen = any;
         self
     }
 
@@ -257,6 +347,27 @@ impl StackConfig {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("certs"))
         })
+    }
+
+    /// The URL applications reach the gateway at: `gateway.issuer`, or its listening address
+    /// (`address`, once bound) under the scheme it serves.
+    pub fn gateway_url(&self, address: SocketAddr) -> String {
+        self.gateway.issuer.clone().unwrap_or_else(|| {
+            let scheme = if self.gateway.tls_certificate.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{address}")
+        })
+    }
+
+    /// The gateway's database URL: the configured one or a SQLite file in the data folder.
+    pub fn gateway_database_url(&self) -> String {
+        self.gateway
+            .database_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join("gateway.db")))
     }
 
     /// The database URL of `service`: the configured one or a SQLite file in the data folder.

@@ -31,6 +31,9 @@ pub enum StackError {
     /// The console did not start.
     #[error("console did not start: {0}")]
     Console(#[from] crate::console::ConsoleError),
+    /// The REST gateway did not start.
+    #[error("gateway did not start: {0}")]
+    Gateway(String),
     /// The console's connection to the bus failed.
     #[error("console's bus connection: {0}")]
     ConsoleBus(#[source] govbus_bus::ConnectError),

@@ -8,17 +8,19 @@
 //! - [`users`]: its users, one per service, with the permissions of the service's contract.
 //! - [`trust`]: certificates and the access policy.
 //! - [`services`]: starting the services in order, with the rollback of a failed start.
+//! - [`gateway`]: the REST gateway for applications, in front of the services.
 //! - [`callers`]: the callers that are not services (the console, operators' tools).
 
 mod callers;
 mod data_dir;
 mod error;
+mod gateway;
 mod nats;
 mod services;
 mod trust;
 mod users;
 
-pub use callers::{CONSOLE, OPERATOR};
+pub use callers::{CONSOLE, GATEWAY, OPERATOR};
 pub use error::StackError;
 pub use trust::{Certificates, certificate_names, shipped_policy};
 
@@ -35,6 +37,7 @@ use crate::console::{AuditAccess, Console, ConsoleState};
 use crate::endpoints::{Endpoints, check_health};
 use crate::observability::Observability;
 use data_dir::DataDirLock;
+use gateway::RunningGateway;
 use nats::SupervisedNats;
 use services::{RunningServices, Shared};
 use trust::open_policy;
@@ -45,6 +48,7 @@ use users::NatsUsers;
 pub struct Stack {
     nats: Option<SupervisedNats>,
     services: RunningServices,
+    gateway: Option<RunningGateway>,
     console: Option<Console>,
     endpoints: Endpoints,
     /// The operator's identity, for the health checks.
@@ -124,12 +128,15 @@ impl Stack {
         let mut stack = Self {
             nats,
             services,
+            gateway: None,
             console: None,
             endpoints: Endpoints {
                 nats_url: nats_url.clone(),
                 nats_embedded: config.nats.url.is_none(),
                 services: endpoints,
                 console: None,
+                gateway: None,
+                gateway_url: None,
                 data_dir: config.data_dir.clone(),
                 certificates_dir: certificates
                     .as_ref()
@@ -144,6 +151,34 @@ impl Stack {
             users: users.clone(),
             _lock: lock,
         };
+        if config.gateway.enabled {
+            match (&certificates, &access) {
+                (Some(certificates), Some(access)) => {
+                    match RunningGateway::start(
+                        &config,
+                        certificates,
+                        access,
+                        &stack.endpoints.services,
+                        users.options(&nats_url, GATEWAY),
+                    )
+                    .await
+                    {
+                        Ok(gateway) => {
+                            stack.endpoints.gateway = Some(gateway.address());
+                            stack.endpoints.gateway_url = Some(gateway.url().to_owned());
+                            stack.gateway = Some(gateway);
+                        }
+                        Err(error) => {
+                            stack.stop().await;
+                            return Err(error);
+                        }
+                    }
+                }
+                _ => tracing::warn!(
+                    message = "The REST gateway is not started: it needs tls.enabled, since services believe the application it names only from its certificate.",
+                ),
+            }
+        }
         if config.console.enabled {
             let console = async {
                 let bus = Bus::connect(users.options(&nats_url, CONSOLE))
@@ -227,6 +262,9 @@ impl Stack {
         let services = async {
             if let Some(console) = self.console {
                 console.stop().await;
+            }
+            if let Some(gateway) = self.gateway {
+                gateway.stop().await;
             }
             self.services.stop().await;
         };

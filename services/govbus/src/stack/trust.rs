@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use govbus_kit::access::AccessPolicy;
 use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
-use super::callers::{CONSOLE, OPERATOR};
+use super::callers::{CONSOLE, GATEWAY, OPERATOR};
 use super::error::StackError;
 use crate::config::StackConfig;
 
@@ -18,7 +18,21 @@ pub struct Certificates {
 impl Certificates {
     /// Opens `dir`, making a development CA and certificates there if it holds none.
     pub fn open(dir: PathBuf) -> Result<Self, StackError> {
-        if !dir.join("ca.pem").is_file() {
+        if dir.join("ca.pem").is_file() {
+            let issued =
+                govbus_kit::tls::issue_missing_development_certificates(&dir, &certificate_names())
+                    .map_err(|source| StackError::Certificates {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+            if !issued.is_empty() {
+                tracing::warn!(
+                    message = "Issued development certificates to parts added since the CA was made.",
+                    names = %issued.join(", "),
+                    dir = %dir.display(),
+                );
+            }
+        } else {
             govbus_kit::tls::generate_development_certificates(&dir, &certificate_names())
                 .map_err(|source| StackError::Certificates {
                     dir: dir.clone(),
@@ -64,10 +78,11 @@ pub(super) fn open_policy(config: &StackConfig) -> Result<AccessPolicy, StackErr
     Ok(AccessPolicy::from_file(&path)?)
 }
 
-/// Every name the stack issues a certificate to: each service, the console, operators' tools.
+/// Every name the stack issues a certificate to: each service, the console, operators' tools,
+/// the gateway.
 pub fn certificate_names() -> Vec<&'static str> {
     let mut names = crate::services::names();
-    names.extend([CONSOLE, OPERATOR]);
+    names.extend([CONSOLE, OPERATOR, GATEWAY]);
     names
 }
 

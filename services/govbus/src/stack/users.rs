@@ -3,7 +3,7 @@
 use govbus_bus::BusOptions;
 use govbus_bus::permissions::{NatsUser, Permissions, authorization, inbox_prefix};
 
-use super::callers::CONSOLE;
+use super::callers::{CONSOLE, GATEWAY};
 use super::error::StackError;
 use crate::services::{SERVICES, others_than};
 
@@ -40,6 +40,11 @@ impl NatsUsers {
                 permissions: Permissions::for_service(contract, &topology),
             })
             .collect();
+        users.push(NatsUser {
+            name: GATEWAY.to_owned(),
+            password: uuid::Uuid::new_v4().simple().to_string(),
+            permissions: Permissions::gateway(&topology, GATEWAY),
+        });
         users.push(NatsUser {
             name: CONSOLE.to_owned(),
             password: uuid::Uuid::new_v4().simple().to_string(),

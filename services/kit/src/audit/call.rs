@@ -14,6 +14,7 @@ use crate::call_facts::{CalledMethod, GrantedPurpose};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallContext {
     caller: Arc<str>,
+    via: Option<Arc<str>>,
     method: Arc<str>,
     purpose: Arc<str>,
     trace_id: Option<opentelemetry::trace::TraceId>,
@@ -25,14 +26,20 @@ fn placeholder(cell: &'static std::sync::OnceLock<Arc<str>>, text: &str) -> Arc<
 }
 
 impl CallContext {
-    /// The context of `request`: the caller named by its certificate, the method tonic routed
-    /// it to, the purpose of the grant that let it through, the current trace.
+    /// The context of `request`: the caller the access layer established (the service its
+    /// certificate names, or the application the gateway called for, with the gateway), the
+    /// method tonic routed it to, the purpose of the grant that let it through, the current
+    /// trace.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
         static NO_CALLER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         static NO_METHOD: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         static NO_PURPOSE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-        let caller = crate::peer::caller_of_request(request)
-            .map_or_else(|| placeholder(&NO_CALLER, "(no certificate)"), Arc::clone);
+        let established = crate::call_facts::Caller::of(request);
+        let caller = established
+            .map(|caller| Arc::clone(&caller.name))
+            .or_else(|| crate::peer::caller_of_request(request).cloned())
+            .unwrap_or_else(|| placeholder(&NO_CALLER, "(no certificate)"));
+        let via = established.and_then(|caller| caller.via.clone());
         let method = request.extensions().get::<CalledMethod>().map_or_else(
             || placeholder(&NO_METHOD, "(unknown method)"),
             |method| Arc::clone(&method.0),
@@ -49,15 +56,21 @@ impl CallContext {
         let trace_id = span_context.is_valid().then(|| span_context.trace_id());
         Self {
             caller,
+            via,
             method,
             purpose,
             trace_id,
         }
     }
 
-    /// The calling service.
+    /// The calling service or application.
     pub fn caller(&self) -> &str {
         &self.caller
+    }
+
+    /// The intermediary the call came through (the gateway), if any.
+    pub fn via(&self) -> Option<&str> {
+        self.via.as_deref()
     }
 }
 
@@ -78,6 +91,7 @@ impl CallAudit {
             log.record(Processing {
                 kind: EntryKind::Call,
                 requester: &call.caller,
+                via: call.via.as_ref(),
                 action: &call.method,
                 purpose: &call.purpose,
                 subject,

@@ -37,8 +37,13 @@ pub struct Entry {
     pub writer: String,
     /// A call or an event delivery.
     pub kind: EntryKind,
-    /// Who asked: the calling service (from its certificate) or the event's publisher.
+    /// Who asked: the calling service (from its certificate), the application the gateway
+    /// called for, or the event's publisher.
     pub requester: String,
+    /// The intermediary the call came through (`gateway` for an application's REST call),
+    /// empty for a direct call or a delivery.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via: String,
     /// The gRPC method (`package.Service/Method`), or the event type and the consumer.
     pub action: String,
     /// Why, as the access policy's grant or the consumer's declaration states.
@@ -73,6 +78,17 @@ impl Entry {
             // Length-prefixed, so no two different entries hash the same bytes.
             hasher.update(u64::try_from(field.len()).unwrap_or(u64::MAX).to_be_bytes());
             hasher.update(field.as_bytes());
+        }
+        // Only when there is one, so that entries written before there were intermediaries
+        // keep their hashes.
+        if !self.via.is_empty() {
+            hasher.update(b"via");
+            hasher.update(
+                u64::try_from(self.via.len())
+                    .unwrap_or(u64::MAX)
+                    .to_be_bytes(),
+            );
+            hasher.update(self.via.as_bytes());
         }
         hex::encode(hasher.finalize())
     }
@@ -130,6 +146,7 @@ mod tests {
             writer: "identity".to_owned(),
             kind: EntryKind::Call,
             requester: "welfare".to_owned(),
+            via: String::new(),
             action: "govbus.identity.v1.IdentityService/VerifyCitizen".to_owned(),
             purpose: "eligibility".to_owned(),
             subject: "ab".repeat(32),
@@ -155,6 +172,7 @@ mod tests {
             Box::new(|e| e.subject = "cd".repeat(32)),
             Box::new(|e| e.trace_id = "1".repeat(32)),
             Box::new(|e| e.prev = "1".repeat(64)),
+            Box::new(|e| e.via = "gateway".to_owned()),
         ];
         // Moving text between neighbouring fields must change the hash too.
         changes.push(Box::new(|e| {
@@ -167,5 +185,31 @@ mod tests {
             assert_ne!(changed.computed_hash(), original.hash);
         }
         assert_eq!(original.computed_hash(), original.hash);
+    }
+
+    #[test]
+    fn an_entry_without_an_intermediary_hashes_as_before_there_were_any() {
+        // The hash of `entry()` as entries were hashed before `via` existed.
+        let mut hasher = Sha256::new();
+        hasher.update(b"govbus.audit.entry.v1\n");
+        hasher.update(1_u64.to_be_bytes());
+        let original = entry();
+        for field in [
+            original.prev.as_str(),
+            original.at.as_str(),
+            original.writer.as_str(),
+            original.kind.as_str(),
+            original.requester.as_str(),
+            original.action.as_str(),
+            original.purpose.as_str(),
+            original.subject.as_str(),
+            original.trace_id.as_str(),
+        ] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        assert_eq!(original.hash, hex::encode(hasher.finalize()));
+        let stored = serde_json::to_value(&original).expect("serialised");
+        assert!(stored.get("via").is_none(), "{stored}");
     }
 }

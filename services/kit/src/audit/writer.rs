@@ -49,6 +49,7 @@ struct Pending {
     at: OffsetDateTime,
     kind: EntryKind,
     requester: Arc<str>,
+    via: Option<Arc<str>>,
     action: Arc<str>,
     purpose: Arc<str>,
     subject: [u8; 32],
@@ -62,6 +63,8 @@ pub struct Processing<'a> {
     pub kind: EntryKind,
     /// Who asked.
     pub requester: &'a Arc<str>,
+    /// The intermediary the request came through, if any.
+    pub via: Option<&'a Arc<str>>,
     /// The method, or the event type and consumer.
     pub action: &'a Arc<str>,
     /// Why.
@@ -141,6 +144,7 @@ impl ProcessingLog {
             at: OffsetDateTime::now_utc(),
             kind: processing.kind,
             requester: Arc::clone(processing.requester),
+            via: processing.via.map(Arc::clone),
             action: Arc::clone(processing.action),
             purpose: Arc::clone(processing.purpose),
             subject: self.inner.key.digest_bytes(processing.subject),
@@ -164,6 +168,7 @@ impl DeliveryObserver for ProcessingLog {
         self.record(Processing {
             kind: EntryKind::Delivery,
             requester: &Arc::from(delivery.publisher),
+            via: None,
             action: &Arc::from(format!("{} via {}", delivery.event_type, delivery.consumer)),
             purpose: &Arc::from(delivery.purpose),
             subject: DataSubject::Citizen(delivery.data_subject),
@@ -383,6 +388,11 @@ impl Chain {
                 writer: self.signer.writer().to_owned(),
                 kind: pending.kind,
                 requester: pending.requester.to_string(),
+                via: pending
+                    .via
+                    .as_deref()
+                    .map(str::to_owned)
+                    .unwrap_or_default(),
                 action: pending.action.to_string(),
                 purpose: pending.purpose.to_string(),
                 subject: hex::encode(pending.subject),

@@ -1,5 +1,7 @@
-//! The instance's agencies (perangkat daerah): the code list complaints are routed with,
-//! shipped as data (`data/agencies.csv`, its source in `data/README.md`).
+//! The instance's agencies (perangkat daerah): the members of the directory, the code list
+//! complaints are routed with, the agencies SPBE indicator 18 counts;
+//! shipped as data (`data/agencies.csv`, its source in `data/README.md`) or read from a deployment's
+//! own file of the same form.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -1,0 +1,392 @@
+//! Publish/subscribe over HTTP as the GovStack Information Mediator's PubSub API specifies it,
+//! on a real nats-server: an application registers its event types and publishes into its own
+//! room only, each event checked against its schema and answered once JetStream stored it as a
+//! CloudEvent on the application's own subject; services' rooms hold their contracts' types,
+//! which HTTP cannot change; a retry with the same Idempotency-Key publishes once, also when
+//! sent concurrently, on SQLite and PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use govbus_bus::{Bus, BusOptions};
+use govbus_gateway::applications::{ApplicationName, SignsInWith};
+use govbus_gateway::pubsub::PubSub;
+use govbus_harness::{NatsServer, TestBackend};
+use serde_json::{Value as Json, json};
+
+mod support;
+
+const SIMPUS: &str = "dinkes.simpus";
+const SIKS: &str = "dinsos-p3ap2kb.siks";
+const ROOM: &str = "/r1/ID-3573/GOV/dinkes/simpus";
+const IDENTITY_ROOM: &str = "/r1/ID-3573/GOV/dispendukcapil/identity";
+
+struct Running {
+    base: String,
+    access: support::Access,
+    bus: Bus,
+    _nats: NatsServer,
+}
+
+async fn running(backend: TestBackend) -> Running {
+    let nats = NatsServer::start().expect("nats-server");
+    let bus = Bus::connect(BusOptions::new(nats.client_url()).client_name("gateway"))
+        .await
+        .expect("bus");
+    let mut options = support::AccessOptions::new(String::new());
+    options.backend = backend;
+    let access = support::Access::start(options).await;
+    for name in [SIMPUS, SIKS] {
+        access
+            .applications
+            .register(
+                &ApplicationName::parse(name).expect("name"),
+                "An agency's application",
+                None,
+                SignsInWith::Secret,
+            )
+            .await
+            .expect("registered");
+    }
+    let pubsub = PubSub::start(bus.clone(), access.applications.db().clone())
+        .await
+        .expect("publish/subscribe");
+    let pool =
+        prost_reflect::DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
+    let gateway = access.gateway_with(&pool, BTreeMap::new(), Some(pubsub));
+    let (base, _server) = support::serve(gateway).await;
+    // Let the running gateway read the registrations.
+    tokio::time::sleep(govbus_gateway::applications::REFRESH_INTERVAL * 2).await;
+    Running {
+        base,
+        access,
+        bus,
+        _nats: nats,
+    }
+}
+
+impl Running {
+    /// `method path` as `application`, naming itself; the status and the body.
+    async fn call(
+        &self,
+        application: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Json>,
+        extra: &[(&str, &str)],
+    ) -> (u16, Json) {
+        let token = format!("Bearer {}", self.access.token(application));
+        let client = format!("ID-3573/GOV/{}", application.replacen('.', "/", 1));
+        let mut headers = vec![
+            ("authorization", token.as_str()),
+            ("x-govstack-client", client.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        let body = body.map(Json::to_string).unwrap_or_default();
+        let answer = support::send(method, &format!("{}{path}", self.base), &headers, &body).await;
+        (answer.status, answer.json)
+    }
+
+    async fn stream_messages(&self) -> u64 {
+        let mut stream = self
+            .bus
+            .jetstream()
+            .get_stream("GOVBUS_APP")
+            .await
+            .expect("the applications' stream");
+        stream.info().await.expect("info").state.messages
+    }
+}
+
+fn birth_schema() -> Json {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["weight"],
+        "properties": {
+            "weight": {"type": "number", "minimum": 0},
+            "place": {"type": "string"},
+        },
+        "additionalProperties": false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_registers_its_types_and_publishes_only_in_its_own_room() {
+    let running = running(TestBackend::Sqlite).await;
+    let types = format!("{ROOM}/api/v1/eventType");
+    let registration = json!({"eventType": "newBirth", "schema": birth_schema()});
+
+    let (status, answer) = running
+        .call(SIMPUS, "POST", &types, Some(&registration), &[])
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = running
+        .call(SIMPUS, "POST", &types, Some(&registration), &[])
+        .await;
+    assert_eq!(status, 409, "registered once");
+    let (status, answer) = running
+        .call(SIKS, "POST", &types, Some(&registration), &[])
+        .await;
+    assert_eq!(status, 403, "another application's room: {answer}");
+    let (status, answer) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{IDENTITY_ROOM}/api/v1/eventType"),
+            Some(&registration),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("contract")),
+        "{answer}"
+    );
+    for bad in [
+        json!({"eventType": "new.birth", "schema": birth_schema()}),
+        json!({"eventType": "death", "schema": {"type": 12}}),
+        json!({"eventType": "death", "schema": "a string"}),
+    ] {
+        let (status, answer) = running.call(SIMPUS, "POST", &types, Some(&bad), &[]).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+
+    // The rooms list their types: the application's own, a service's from its contract.
+    let (status, listed) = running.call(SIKS, "GET", &types, None, &[]).await;
+    assert_eq!((status, listed), (200, json!(["newBirth"])));
+    let (status, listed) = running
+        .call(
+            SIKS,
+            "GET",
+            &format!("{IDENTITY_ROOM}/api/v1/eventType"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|types| types.contains(&json!("identity.citizen.deceased.v1"))),
+        "{listed}"
+    );
+    let (status, described) = running
+        .call(
+            SIKS,
+            "GET",
+            &format!("{IDENTITY_ROOM}/api/v1/eventType/identity.citizen.deceased.v1"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        described["schema"]["title"],
+        "govbus.identity.v1.CitizenDeceased"
+    );
+    let (status, _) = running
+        .call(
+            SIMPUS,
+            "DELETE",
+            &format!("{IDENTITY_ROOM}/api/v1/eventType/identity.citizen.deceased.v1"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 403, "a service's types are its contract's");
+
+    // Publishing: checked against the schema, stored on the application's own subject.
+    let publish = format!("{ROOM}/pub/v1/newBirth");
+    let event = json!({"weight": 3200, "place": "RSUD Kota Malang"});
+    let before = running.stream_messages().await;
+    let (status, published) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &publish,
+            Some(&json!({"eventType": "newBirth", "event": event, "subject": "birth-42"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{published}");
+    let id = published["id"].as_str().expect("an id").to_owned();
+    assert_eq!(running.stream_messages().await, before + 1);
+    let stream = running
+        .bus
+        .jetstream()
+        .get_stream("GOVBUS_APP")
+        .await
+        .expect("stream");
+    let stored = stream
+        .get_last_raw_message_by_subject("govbus.app.dinkes.simpus.newBirth")
+        .await
+        .expect("on the application's subject");
+    let headers = stored.headers;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("ce-id"), id);
+    assert_eq!(header("ce-type"), "dinkes.simpus.newBirth");
+    assert_eq!(header("ce-subject"), "birth-42");
+    assert_eq!(header("ce-specversion"), "1.0");
+    assert_eq!(header("content-type"), "application/json");
+    assert_eq!(header("Nats-Msg-Id"), id);
+    let data: Json = serde_json::from_slice(&stored.payload).expect("JSON data");
+    assert_eq!(data, event);
+
+    let status_path = format!("{publish}/{id}");
+    let (status, item) = running.call(SIMPUS, "GET", &status_path, None, &[]).await;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["event"], event);
+    assert_eq!(item["publisherId"]["applicationCode"], "simpus");
+    let problems = support::against_component(
+        &support::govstack_document("GovStack_IM_PubSub_API"),
+        "EventItem",
+        &item,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let (status, _) = running.call(SIKS, "GET", &status_path, None, &[]).await;
+    assert_eq!(status, 403, "a publication is its publisher's to read");
+
+    // Refused publications, each with its reason.
+    let (status, answer) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &publish,
+            Some(&json!({"eventType": "newBirth", "event": {"weight": "heavy", "colour": 1}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let fields: Vec<&str> = answer["error"]["details"][0]["fieldViolations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter_map(|violation| violation["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"event/weight"), "{answer}");
+    for (who, path, body, expected) in [
+        (
+            SIMPUS,
+            format!("{ROOM}/pub/v1/death"),
+            json!({"eventType": "death", "event": {}}),
+            404,
+        ),
+        (
+            SIMPUS,
+            format!("{IDENTITY_ROOM}/pub/v1/identity.citizen.deceased.v1"),
+            json!({"eventType": "identity.citizen.deceased.v1", "event": {"citizenRef": "x"}}),
+            403,
+        ),
+        (
+            SIKS,
+            publish.clone(),
+            json!({"eventType": "newBirth", "event": event}),
+            403,
+        ),
+        (
+            SIMPUS,
+            publish.clone(),
+            json!({"eventType": "otherType", "event": event}),
+            400,
+        ),
+    ] {
+        let (status, answer) = running.call(who, "POST", &path, Some(&body), &[]).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "a reason: {answer}");
+    }
+    assert_eq!(
+        running.stream_messages().await,
+        before + 1,
+        "nothing refused was stored"
+    );
+
+    // Withdrawn: gone from the stream and from its status.
+    let (status, _) = running
+        .call(SIMPUS, "DELETE", &status_path, None, &[])
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = running.call(SIMPUS, "GET", &status_path, None, &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(running.stream_messages().await, before);
+
+    // Named but not authenticated; authenticated but not named.
+    let anonymous = support::send(
+        "GET",
+        &format!("{}{types}", running.base),
+        &[("x-govstack-client", "ID-3573/GOV/dinkes/simpus")],
+        "",
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    let token = format!("Bearer {}", running.access.token(SIMPUS));
+    let unnamed = support::send(
+        "GET",
+        &format!("{}{types}", running.base),
+        &[("authorization", &token)],
+        "",
+    )
+    .await;
+    assert_eq!(unnamed.status, 400);
+}
+
+async fn a_retried_publication_is_stored_once(backend: TestBackend) {
+    let running = running(backend).await;
+    let (status, _) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{ROOM}/api/v1/eventType"),
+            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let before = running.stream_messages().await;
+    let publish = format!("{ROOM}/pub/v1/newBirth");
+    let body = json!({"eventType": "newBirth", "event": {"weight": 2900}});
+    let key = [("idempotency-key", "kelahiran-2026-0001")];
+    let attempts = (0..8).map(|_| running.call(SIMPUS, "POST", &publish, Some(&body), &key));
+    let answers = futures_util::future::join_all(attempts).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, 201, "{answer}");
+            answer["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one id for every retry: {ids:?}");
+    let (status, _) = running
+        .call(SIMPUS, "POST", &publish, Some(&body), &key)
+        .await;
+    assert_eq!(status, 201, "a later retry too");
+    assert_eq!(running.stream_messages().await, before + 1, "stored once");
+    let (status, answer) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &publish,
+            Some(&json!({"eventType": "newBirth", "event": {"weight": 1}})),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 409, "the key of another publication: {answer}");
+    assert_eq!(running.stream_messages().await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publication_is_stored_once_on_sqlite() {
+    a_retried_publication_is_stored_once(TestBackend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publication_is_stored_once_on_postgres() {
+    a_retried_publication_is_stored_once(TestBackend::Postgres).await;
+}

@@ -1,0 +1,221 @@
+//! The REST gateway in the stack: the registry of applications in its own database, its token
+//! signing key in the data folder, a channel to every service over mutual TLS with the
+//! gateway's certificate, the access policy in force, its own NATS user for the applications'
+//! events, its listener.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use govbus_bus::{Bus, BusOptions};
+use govbus_civil::agencies::Agencies;
+use govbus_gateway::Gateway;
+use govbus_gateway::applications::{Applications, ClientTable, RateLimit};
+use govbus_gateway::directory::{Directory, Provider};
+use govbus_gateway::providers::IdentityProvider;
+use govbus_gateway::pubsub::PubSub;
+use govbus_gateway::rate::RateLimiter;
+use govbus_gateway::signin::SignIn;
+use govbus_gateway::tokens::TokenIssuer;
+use govbus_kit::access::AccessPolicy;
+use prost_reflect::DescriptorPool;
+use tokio_util::sync::CancellationToken;
+
+use super::callers::GATEWAY;
+use super::error::StackError;
+use super::trust::Certificates;
+use crate::config::StackConfig;
+use crate::endpoints::{ServiceEndpoint, grpc_channel};
+use crate::services::{SERVICES, others_than};
+
+/// The directory of `services` (those running) and the events they publish.
+fn directory(
+    config: &StackConfig,
+    services: &[ServiceEndpoint],
+    pool: &DescriptorPool,
+) -> Result<Directory, StackError> {
+    let mut providers = Vec::new();
+    let mut contracts = Vec::new();
+    for endpoint in services {
+        let Some(declaration) = SERVICES.iter().find(|d| d.name == endpoint.name) else {
+            continue;
+        };
+        let agency = config
+            .services
+            .iter()
+            .find(|section| section.name == declaration.name)
+            .and_then(|section| section.agency.clone())
+            .unwrap_or_else(|| config.instance.operator.clone());
+        providers.push(Provider {
+            name: declaration.name.to_owned(),
+            summary: declaration.summary.to_owned(),
+            agency,
+            grpc_services: declaration
+                .grpc_services
+                .iter()
+                .map(|service| (*service).to_owned())
+                .collect(),
+        });
+        contracts.push(
+            declaration
+                .contract
+                .among(&others_than(declaration.name))
+                .map_err(|error| failed("the services' contracts")(&error))?,
+        );
+    }
+    let agencies = Agencies::shipped().map_err(|error| failed("the agencies' list")(&error))?;
+    Directory::new(
+        config.instance.directory_instance(),
+        agencies.clone(),
+        providers,
+        govbus_gateway::directory::event_types(&contracts, &govbus_bus::Topology::default()),
+        pool,
+    )
+    .map_err(|error| failed("its directory")(&error))
+}
+
+/// The running gateway.
+#[derive(Debug)]
+pub(super) struct RunningGateway {
+    address: SocketAddr,
+    url: String,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    applications: Applications,
+}
+
+fn failed(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> StackError + '_ {
+    move |error| StackError::Gateway(format!("{what}: {error}"))
+}
+
+impl RunningGateway {
+    /// Starts it in front of `services`, on the bus with `bus`.
+    pub(super) async fn start(
+        config: &StackConfig,
+        certificates: &Certificates,
+        policy: &AccessPolicy,
+        services: &[ServiceEndpoint],
+        bus: BusOptions,
+    ) -> Result<Self, StackError> {
+        let settings = &config.gateway;
+        let tls = certificates.identity(GATEWAY)?;
+        let mut channels = BTreeMap::new();
+        for endpoint in services {
+            let Some(declaration) = SERVICES.iter().find(|d| d.name == endpoint.name) else {
+                continue;
+            };
+            let channel = grpc_channel(endpoint, Some(&tls))
+                .map_err(|error| failed("a channel to a service")(&error))?;
+            for service in declaration.grpc_services {
+                channels.insert((*service).to_owned(), channel.clone());
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|error| failed(&format!("listening on {}", settings.listen))(&error))?;
+        let address = listener
+            .local_addr()
+            .map_err(|error| failed("its address")(&error))?;
+        let issuer = config.gateway_url(address);
+        let https = match (&settings.tls_certificate, &settings.tls_key) {
+            (Some(certificate), Some(key)) => {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path).map_err(|error| {
+                        StackError::Gateway(format!("reading {}: {error}", path.display()))
+                    })
+                };
+                Some(
+                    govbus_gateway::serve::https_config(
+                        &read(certificate)?,
+                        &read(key)?,
+                        tls.ca_pem(),
+                    )
+                    .map_err(|error| failed("its HTTPS")(&error))?,
+                )
+            }
+            _ => None,
+        };
+        let key = config.data_dir.join("gateway").join("token-signing.p8");
+        let issuer = TokenIssuer::load_or_create(
+            &key,
+            &issuer,
+            govbus_gateway::AUDIENCE,
+            settings.token_lifetime,
+        )
+        .map_err(|error| failed("its token signing key")(&error))?;
+        let providers = match &settings.identity_provider {
+            Some(provider) => vec![
+                IdentityProvider::new(provider.clone())
+                    .map_err(|error| failed("the identity provider")(&error))?,
+            ],
+            None => Vec::new(),
+        };
+        let applications = Applications::open(&config.gateway_database_url())
+            .await
+            .map_err(|error| failed("the registry of applications")(&error))?;
+        let stop = CancellationToken::new();
+        let clients = ClientTable::follow(applications.clone(), stop.clone())
+            .await
+            .map_err(|error| failed("reading the registry of applications")(&error))?;
+        let limit = RateLimit::new(settings.rate_limit, settings.rate_burst)
+            .map_err(|error| failed("its rate limit")(&error))?;
+        let sign_in = Arc::new(SignIn::new(
+            applications.clone(),
+            clients,
+            issuer,
+            providers,
+            RateLimiter::new(limit),
+        ));
+        let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|error| failed("the contracts' descriptors")(&error))?;
+        let directory = directory(config, services, &pool)?;
+        let bus = Bus::connect(bus)
+            .await
+            .map_err(|error| failed("its connection to the bus")(&error))?;
+        let pubsub = PubSub::start(bus, applications.db().clone())
+            .await
+            .map_err(|error| failed("publish/subscribe")(&error))?;
+        let gateway = Gateway::new(
+            &pool,
+            channels,
+            sign_in,
+            policy.clone(),
+            directory,
+            Some(pubsub),
+        )
+        .map_err(|error| failed("its routes")(&error))?;
+        let server = tokio::spawn(govbus_gateway::serve::serve(
+            listener,
+            gateway.router(),
+            https,
+            stop.clone(),
+        ));
+        tracing::info!(message = "Gateway listening.", url = %config.gateway_url(address));
+        Ok(Self {
+            address,
+            url: config.gateway_url(address),
+            stop,
+            server,
+            applications,
+        })
+    }
+
+    /// Where it listens.
+    pub(super) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The URL applications reach it at.
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops taking requests, finishes those it has, closes the registry.
+    pub(super) async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.server.await {
+            tracing::error!(message = "The gateway's server task failed.", %error);
+        }
+        self.applications.db().close().await;
+    }
+}
