@@ -17,6 +17,8 @@ use crate::topology::Topology;
 pub struct Permissions {
     /// Subjects it may publish to.
     pub publish: Vec<String>,
+    /// Subjects it may not publish to, though `publish` would allow them.
+    pub publish_denied: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
 }
@@ -73,13 +75,16 @@ impl Permissions {
         publish.dedup();
         Self {
             publish,
+            publish_denied: Vec::new(),
             subscribe: vec![format!("{}.>", inbox_prefix(service))],
         }
     }
 
     /// The REST gateway: applications' events on their own subjects and stream, read back by
-    /// sequence and deleted when a publisher withdraws one; no service's subjects.
-    pub fn gateway(topology: &Topology, name: &str) -> Self {
+    /// sequence and deleted when a publisher withdraws one; consumers of its own on the streams
+    /// of `contracts`' services and the applications' stream, for subscribers, but never one of
+    /// the services' own consumers (each is denied by name); no service's subjects.
+    pub fn gateway(topology: &Topology, name: &str, contracts: &[ServiceContract]) -> Self {
         let stream = topology.application_stream();
         let mut publish = vec![
             "$JS.API.INFO".to_owned(),
@@ -90,8 +95,46 @@ impl Permissions {
         for operation in ["INFO", "CREATE", "UPDATE", "MSG.GET", "MSG.DELETE"] {
             publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
         }
+        let streams = contracts
+            .iter()
+            .map(|contract| topology.service_stream(&contract.service))
+            .chain([stream.clone()]);
+        for source in streams {
+            if source != stream {
+                publish.push(format!("$JS.API.STREAM.INFO.{source}"));
+            }
+            for api in [
+                format!("$JS.API.CONSUMER.CREATE.{source}.*"),
+                format!("$JS.API.CONSUMER.CREATE.{source}.*.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{source}.*"),
+                format!("$JS.API.CONSUMER.INFO.{source}.*"),
+                format!("$JS.API.CONSUMER.DELETE.{source}.*"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{source}.*"),
+                format!("$JS.ACK.{source}.*.>"),
+            ] {
+                publish.push(api);
+            }
+        }
+        let mut publish_denied = Vec::new();
+        for contract in contracts {
+            for consumed in &contract.consumes {
+                let source = topology.service_stream(&consumed.source_service);
+                let consumer = &consumed.consumer;
+                publish_denied.extend([
+                    format!("$JS.API.CONSUMER.*.{source}.{consumer}"),
+                    format!("$JS.API.CONSUMER.*.{source}.{consumer}.>"),
+                    format!("$JS.API.CONSUMER.*.*.{source}.{consumer}"),
+                    format!("$JS.ACK.{source}.{consumer}.>"),
+                ]);
+            }
+        }
+        publish.sort();
+        publish.dedup();
+        publish_denied.sort();
+        publish_denied.dedup();
         Self {
             publish,
+            publish_denied,
             subscribe: vec![format!("{}.>", inbox_prefix(name))],
         }
     }
@@ -100,6 +143,7 @@ impl Permissions {
     pub fn operator(topology: &Topology, name: &str) -> Self {
         Self {
             publish: vec!["$JS.API.>".to_owned(), format!("{}.>", topology.prefix())],
+            publish_denied: Vec::new(),
             subscribe: vec![
                 format!("{}.>", topology.prefix()),
                 format!("{}.>", inbox_prefix(name)),
@@ -130,8 +174,13 @@ pub fn authorization(users: &[NatsUser]) -> String {
     };
     let mut block = String::from("authorization {\n  users = [\n");
     for user in users {
+        let denied = if user.permissions.publish_denied.is_empty() {
+            String::new()
+        } else {
+            format!(", deny: [{}]", list(&user.permissions.publish_denied))
+        };
         block.push_str(&format!(
-            "    {{\n      user: {}\n      password: {}\n      permissions: {{\n        publish: {{ allow: [{}] }}\n        subscribe: {{ allow: [{}] }}\n      }}\n    }}\n",
+            "    {{\n      user: {}\n      password: {}\n      permissions: {{\n        publish: {{ allow: [{}]{denied} }}\n        subscribe: {{ allow: [{}] }}\n      }}\n    }}\n",
             quote(&user.name),
             quote(&user.password),
             list(&user.permissions.publish),
@@ -212,12 +261,58 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_consumes_for_subscribers_but_never_as_a_service() {
+        let topology = Topology::new("govbus").expect("topology");
+        let permissions = Permissions::gateway(&topology, "gateway", &[welfare()]);
+        for expected in [
+            "govbus.app.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.GOVBUS_WELFARE.*",
+            "$JS.API.CONSUMER.MSG.NEXT.GOVBUS_APP.*",
+        ] {
+            assert!(
+                permissions
+                    .publish
+                    .iter()
+                    .any(|subject| subject == expected),
+                "{expected}"
+            );
+        }
+        assert!(
+            !permissions
+                .publish
+                .iter()
+                .any(|subject| subject.starts_with("govbus.welfare")),
+            "no service's events"
+        );
+        for denied in [
+            "$JS.API.CONSUMER.*.GOVBUS_IDENTITY.welfare-identity",
+            "$JS.API.CONSUMER.*.*.GOVBUS_IDENTITY.welfare-identity",
+            "$JS.ACK.GOVBUS_IDENTITY.welfare-identity.>",
+        ] {
+            assert!(
+                permissions
+                    .publish_denied
+                    .iter()
+                    .any(|subject| subject == denied),
+                "{denied}"
+            );
+        }
+        let block = authorization(&[NatsUser {
+            name: "gateway".to_owned(),
+            password: "x".to_owned(),
+            permissions,
+        }]);
+        assert!(block.contains("deny: ["), "{block}");
+    }
+
+    #[test]
     fn the_authorization_block_quotes_every_value() {
         let block = authorization(&[NatsUser {
             name: "welfare".to_owned(),
             password: "p\"w".to_owned(),
             permissions: Permissions {
                 publish: vec!["govbus.welfare.>".to_owned()],
+                publish_denied: Vec::new(),
                 subscribe: vec!["_INBOX_welfare.>".to_owned()],
             },
         }]);

@@ -160,3 +160,110 @@ async fn services_do_only_what_their_contracts_grant() {
     welfare.shutdown().await;
     identity.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_publishes_applications_events_and_none_of_a_service() {
+    let topology = govbus_bus::Topology::new("govbus").expect("topology");
+    let identity_contract = identity_adapter().contract().expect("identity contract");
+    let users = vec![
+        NatsUser {
+            name: "identity".to_owned(),
+            password: "identity-secret".to_owned(),
+            permissions: Permissions::for_service(&identity_contract, &topology),
+        },
+        NatsUser {
+            name: "gateway".to_owned(),
+            password: "gateway-secret".to_owned(),
+            permissions: Permissions::gateway(
+                &topology,
+                "gateway",
+                &[
+                    identity_contract.clone(),
+                    welfare_adapter(Arc::new(AtomicUsize::new(0)))
+                        .contract()
+                        .expect("welfare contract"),
+                ],
+            ),
+        },
+    ];
+    let server =
+        tokio::task::spawn_blocking(move || NatsServer::start_with_config(&authorization(&users)))
+            .await
+            .expect("joined")
+            .expect("nats-server with users");
+    let identity_bus = Bus::connect(options(&server, "identity"))
+        .await
+        .expect("identity connects");
+    let identity = identity_adapter()
+        .start(&identity_bus)
+        .await
+        .expect("identity provisions its stream");
+    let gateway = Bus::connect(options(&server, "gateway"))
+        .await
+        .expect("the gateway connects");
+
+    // Its own stream and subjects: created, published to and read back.
+    govbus_bus::provision::ensure_stream(
+        gateway.jetstream(),
+        gateway.stream_settings(),
+        &topology.application_stream(),
+        vec![topology.application_subjects()],
+        "applications' events",
+    )
+    .await
+    .expect("the gateway makes the applications' stream");
+    let stored = gateway
+        .jetstream()
+        .publish(
+            topology.application_subject("dinkes.simpus", "newBirth"),
+            "{}".into(),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+    let stream = gateway
+        .jetstream()
+        .get_stream(topology.application_stream())
+        .await
+        .expect("its stream");
+    stream
+        .get_raw_message(stored.sequence)
+        .await
+        .expect("read back");
+
+    // A service's event, a service's stream: refused.
+    let forged = gateway
+        .publisher("identity")
+        .expect("a publisher object")
+        .publish(&CitizenDeceased {
+            citizen_ref: "cit-9".to_owned(),
+            date_of_death: "2024-11-28".to_owned(),
+        })
+        .await;
+    assert!(forged.is_err(), "the gateway published an identity event");
+
+    // A consumer of its own on identity's stream, for a subscriber; never welfare's.
+    let identity_stream = gateway
+        .jetstream()
+        .get_stream("GOVBUS_IDENTITY")
+        .await
+        .expect("the gateway reads identity's stream's info");
+    let consumer = |name: &str| async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: "govbus.identity.citizen.deceased.v1".to_owned(),
+        ..Default::default()
+    };
+    identity_stream
+        .create_consumer(consumer("gw-subscriber"))
+        .await
+        .expect("a subscriber's consumer");
+    assert!(
+        identity_stream
+            .create_consumer(consumer("welfare-identity"))
+            .await
+            .is_err(),
+        "the gateway took welfare's consumer name"
+    );
+    identity.shutdown().await;
+}

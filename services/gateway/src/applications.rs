@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: TABLES,
     },
     crate::pubsub::MIGRATION,
+    crate::pubsub::subscriptions::MIGRATION,
 ];
 
 /// The migrations' component name.

@@ -392,6 +392,14 @@ impl Directory {
             .collect()
     }
 
+    /// The protobuf message of `event_type`'s data, if a service publishes it.
+    pub fn event_message(&self, event_type: &str) -> Option<&str> {
+        self.events
+            .iter()
+            .find(|event| event.entry.event_type == event_type)
+            .map(|event| event.entry.message.as_str())
+    }
+
     /// Every event type: its schema (JSON Schema of its data in proto3 JSON), its personal
     /// fields, the service that publishes it and those that consume it, each by its
     /// identifier.

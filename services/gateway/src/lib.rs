@@ -162,7 +162,13 @@ impl Gateway {
         let routes = Arc::new(routes);
         let documents = Arc::new(documents);
         let directory = Arc::new(directory);
-        let pubsub = PubSubRoutes::new(pubsub, Arc::clone(&directory), Arc::clone(&sign_in));
+        let pubsub = PubSubRoutes::new(
+            pubsub,
+            Arc::clone(&directory),
+            Arc::clone(&sign_in),
+            policy.clone(),
+            pool.clone(),
+        );
         let metaservices = Metaservices::new(
             pool,
             directory,

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prost_reflect::ReflectMessage as _;
 use prost_reflect::{
     DescriptorPool, EnumDescriptor, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
     Value,
@@ -80,6 +81,51 @@ fn collect_personal(
         }
     }
     seen.pop();
+}
+
+/// Clears `message`'s personal fields, in nested messages too: what a subscriber whose grant
+/// names no purpose gets.
+pub fn strip_personal(pool: &DescriptorPool, message: &mut prost_reflect::DynamicMessage) {
+    let personal = personal_extension(pool);
+    strip(personal.as_ref(), message, 0);
+}
+
+fn strip(
+    personal: Option<&ExtensionDescriptor>,
+    message: &mut prost_reflect::DynamicMessage,
+    depth: usize,
+) {
+    // Contracts nest a few levels; a message holding itself is not followed forever.
+    if depth > 16 {
+        return;
+    }
+    for field in message.descriptor().fields() {
+        if is_personal(personal, &field) {
+            message.clear_field(&field);
+            continue;
+        }
+        if !matches!(field.kind(), Kind::Message(_)) || !message.has_field(&field) {
+            continue;
+        }
+        match message.get_field_mut(&field) {
+            Value::Message(inner) => strip(personal, inner, depth + 1),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(inner) = item {
+                        strip(personal, inner, depth + 1);
+                    }
+                }
+            }
+            Value::Map(entries) => {
+                for value in entries.values_mut() {
+                    if let Value::Message(inner) = value {
+                        strip(personal, inner, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn personal_extension(pool: &DescriptorPool) -> Option<ExtensionDescriptor> {

@@ -27,12 +27,25 @@ struct Running {
     _nats: NatsServer,
 }
 
+/// What the subscribers may read: siks an application's births, for a purpose, and identity's
+/// events without one (their personal fields left out).
+const POLICY: &str = r#"
+[[grant]]
+callers = ["dinsos-p3ap2kb.siks"]
+events = ["dinkes.simpus.newBirth"]
+purpose = "Add newborns to their household's welfare record"
+
+[[grant]]
+callers = ["dinsos-p3ap2kb.siks"]
+events = ["identity.*"]
+"#;
+
 async fn running(backend: TestBackend) -> Running {
     let nats = NatsServer::start().expect("nats-server");
     let bus = Bus::connect(BusOptions::new(nats.client_url()).client_name("gateway"))
         .await
         .expect("bus");
-    let mut options = support::AccessOptions::new(String::new());
+    let mut options = support::AccessOptions::new(POLICY.to_owned());
     options.backend = backend;
     let access = support::Access::start(options).await;
     for name in [SIMPUS, SIKS] {
@@ -389,4 +402,218 @@ async fn a_retried_publication_is_stored_once_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_publication_is_stored_once_on_postgres() {
     a_retried_publication_is_stored_once(TestBackend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_subscriber_gets_each_event_until_it_confirms_it_once() {
+    let running = running(TestBackend::Sqlite).await;
+    let (status, _) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{ROOM}/api/v1/eventType"),
+            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let subs = format!("{ROOM}/api/v1/subs/newBirth");
+    let pull = format!("{ROOM}/pull/v1/newBirth");
+    let pulling = json!({"eventType": "newBirth", "delivery": "PULL", "options": {"TTL": 600}});
+
+    let (status, item) = running.call(SIKS, "POST", &subs, Some(&pulling), &[]).await;
+    assert_eq!(status, 200, "{item}");
+    let problems = support::against_component(
+        &support::govstack_document("GovStack_IM_PubSub_API"),
+        "SubscriptionItem",
+        &item,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(item["subscriberId"]["memberCode"], "dinsos-p3ap2kb");
+    assert_eq!(item["options"]["TTL"], 600);
+    let (status, _) = running.call(SIKS, "POST", &subs, Some(&pulling), &[]).await;
+    assert_eq!(status, 409, "subscribed once");
+    for (who, body, expected) in [
+        (SIMPUS, pulling.clone(), 403),
+        (
+            SIKS,
+            json!({"eventType": "newBirth", "delivery": "PUSH"}),
+            501,
+        ),
+        (
+            SIKS,
+            json!({"eventType": "newBirth", "delivery": "PULL", "options": {"TTL": 0}}),
+            400,
+        ),
+    ] {
+        let (status, answer) = running.call(who, "POST", &subs, Some(&body), &[]).await;
+        assert_eq!(status, expected, "{body}: {answer}");
+    }
+    let (status, listed) = running
+        .call(SIKS, "GET", &format!("{ROOM}/api/v1/subs"), None, &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // Nothing yet.
+    let (status, _) = running.call(SIKS, "GET", &pull, None, &[]).await;
+    assert_eq!(status, 404);
+    for weight in [1, 2, 3] {
+        let (status, answer) = running
+            .call(
+                SIMPUS,
+                "POST",
+                &format!("{ROOM}/pub/v1/newBirth"),
+                Some(&json!({"eventType": "newBirth", "event": {"weight": weight}})),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    for weight in [1, 2, 3] {
+        let (status, item) = running.call(SIKS, "GET", &pull, None, &[]).await;
+        assert_eq!(status, 200, "{item}");
+        assert_eq!(item["event"]["weight"], weight, "in the order published");
+        let problems = support::against_component(
+            &support::govstack_document("GovStack_IM_PubSub_API"),
+            "EventItem",
+            &item,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let id = item["id"].as_str().expect("id").to_owned();
+        let (_, again) = running.call(SIKS, "GET", &pull, None, &[]).await;
+        assert_eq!(
+            again["id"],
+            id.as_str(),
+            "the same event until it is confirmed"
+        );
+        let confirm = format!("{pull}/{id}");
+        let (status, _) = running.call(SIKS, "DELETE", &confirm, None, &[]).await;
+        assert_eq!(status, 204);
+        let (status, _) = running.call(SIKS, "DELETE", &confirm, None, &[]).await;
+        assert_eq!(status, 404, "confirmed once");
+    }
+    let (status, _) = running.call(SIKS, "GET", &pull, None, &[]).await;
+    assert_eq!(status, 404, "every event confirmed");
+
+    // A service's events, granted without a purpose: their personal fields are left out.
+    let identity = govbus_bus::ServiceAdapter::new("identity")
+        .publishes::<govbus_proto::identity::v1::CitizenDeceased>()
+        .start(&running.bus)
+        .await
+        .expect("identity's stream");
+    let deceased = format!("{IDENTITY_ROOM}/api/v1/subs/identity.citizen.deceased.v1");
+    let (status, answer) = running
+        .call(
+            SIKS,
+            "POST",
+            &deceased,
+            Some(&json!({"delivery": "PULL"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    identity
+        .publisher()
+        .publish(&govbus_proto::identity::v1::CitizenDeceased {
+            citizen_ref: "cit-1".to_owned(),
+            date_of_death: "2026-11-30".to_owned(),
+        })
+        .await
+        .expect("published");
+    let identity_pull = format!("{IDENTITY_ROOM}/pull/v1/identity.citizen.deceased.v1");
+    let (status, item) = running.call(SIKS, "GET", &identity_pull, None, &[]).await;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["event"]["dateOfDeath"], "2026-11-30");
+    assert!(
+        item["event"].get("citizenRef").is_none(),
+        "a personal field without a purpose: {item}"
+    );
+    assert_eq!(
+        item["publisherId"]["memberCode"], "dispendukcapil",
+        "{item}"
+    );
+    let (status, _) = running.call(SIKS, "DELETE", &deceased, None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, _) = running.call(SIKS, "GET", &identity_pull, None, &[]).await;
+    assert_eq!(status, 404, "no subscription any more");
+    identity.shutdown().await;
+}
+
+async fn concurrent_pulls_hand_out_one_event_and_it_is_confirmed_once(backend: TestBackend) {
+    let running = running(backend).await;
+    let (status, _) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{ROOM}/api/v1/eventType"),
+            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = running
+        .call(
+            SIKS,
+            "POST",
+            &format!("{ROOM}/api/v1/subs/newBirth"),
+            Some(&json!({"delivery": "PULL"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    for weight in [1, 2] {
+        let (status, _) = running
+            .call(
+                SIMPUS,
+                "POST",
+                &format!("{ROOM}/pub/v1/newBirth"),
+                Some(&json!({"eventType": "newBirth", "event": {"weight": weight}})),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let pull = format!("{ROOM}/pull/v1/newBirth");
+    let pulls = (0..8).map(|_| running.call(SIKS, "GET", &pull, None, &[]));
+    let pulled = futures_util::future::join_all(pulls).await;
+    let ids: std::collections::BTreeSet<String> = pulled
+        .iter()
+        .map(|(status, item)| {
+            assert_eq!(*status, 200, "{item}");
+            assert_eq!(item["event"]["weight"], 1, "{item}");
+            item["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one event in hand: {ids:?}");
+    let id = ids.into_iter().next().expect("the id");
+    let confirm = format!("{pull}/{id}");
+    let confirms = (0..8).map(|_| running.call(SIKS, "DELETE", &confirm, None, &[]));
+    let statuses: Vec<u16> = futures_util::future::join_all(confirms)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 204).count(),
+        1,
+        "confirmed once: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|status| [204, 404].contains(status)));
+    let (status, next) = running.call(SIKS, "GET", &pull, None, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        next["event"]["weight"], 2,
+        "the next one, not the confirmed one again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_and_confirmations_on_sqlite() {
+    concurrent_pulls_hand_out_one_event_and_it_is_confirmed_once(TestBackend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_and_confirmations_on_postgres() {
+    concurrent_pulls_hand_out_one_event_and_it_is_confirmed_once(TestBackend::Postgres).await;
 }

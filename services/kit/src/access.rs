@@ -17,8 +17,8 @@
 //! (UU 27/2022 asks for the purpose of every processing of personal data).
 //!
 //! A grant may also (or instead) give `events`: the event types a caller may subscribe to over
-//! the gateway, by CloudEvents type (`identity.citizen.deceased.v1`) or a whole service's
-//! (`identity.*`). Its purpose is what lets personal fields reach the subscriber: a grant
+//! the gateway, by CloudEvents type (`identity.citizen.deceased.v1`, an application's
+//! `dinkes.simpus.newBirth`) or every type under a prefix (`identity.*`, `dinkes.simpus.*`). Its purpose is what lets personal fields reach the subscriber: a grant
 //! without one delivers the events with their personal fields left out.
 //!
 //! A caller is the service named in its client certificate (see [`crate::tls`]), or an
@@ -117,9 +117,9 @@ pub struct Grants(BTreeMap<String, CallerGrants>);
 struct CallerGrants {
     methods: BTreeMap<String, Option<Arc<str>>>,
     services: BTreeMap<String, Option<Arc<str>>>,
-    /// Event types, and every type of a service (`identity` from `identity.*`).
+    /// Event types, and every type under a prefix (`identity` from `identity.*`).
     events: BTreeMap<String, Option<Arc<str>>>,
-    event_services: BTreeMap<String, Option<Arc<str>>>,
+    event_prefixes: BTreeMap<String, Option<Arc<str>>>,
 }
 
 impl Grants {
@@ -136,12 +136,12 @@ impl Grants {
             }
             for event in &grant.events {
                 let valid = match event.strip_suffix(".*") {
-                    Some(service) => is_name(service),
+                    Some(prefix) => prefix.split('.').all(is_name),
                     None => event.split('.').count() >= 2 && event.split('.').all(is_name),
                 };
                 if !valid {
                     return Err(format!(
-                        "grant {}: {event:?} is not an event type (service.aggregate.happened.v1) or service.*",
+                        "grant {}: {event:?} is not an event type (service.aggregate.happened.v1) or a prefix with .*",
                         index + 1
                     ));
                 }
@@ -172,9 +172,9 @@ impl Grants {
                 let granted = grants.entry(caller.clone()).or_default();
                 for event in &grant.events {
                     match event.strip_suffix(".*") {
-                        Some(service) => granted
-                            .event_services
-                            .insert(service.to_owned(), purpose.clone()),
+                        Some(prefix) => granted
+                            .event_prefixes
+                            .insert(prefix.to_owned(), purpose.clone()),
                         None => granted.events.insert(event.clone(), purpose.clone()),
                     };
                 }
@@ -215,24 +215,26 @@ impl Grants {
 
 impl Grants {
     /// `Some` if `caller` may subscribe to `event_type`, with the purpose its grant states
-    /// (the grant naming the type itself before a `service.*` one).
+    /// (the grant naming the type itself first, then the longest prefix).
     pub fn event_grant(&self, caller: &str, event_type: &str) -> Option<Option<Arc<str>>> {
         let granted = self.0.get(caller)?;
-        let service = event_type.split('.').next()?;
-        granted
-            .events
-            .get(event_type)
-            .or_else(|| granted.event_services.get(service))
+        if let Some(purpose) = granted.events.get(event_type) {
+            return Some(purpose.clone());
+        }
+        event_type
+            .rmatch_indices('.')
+            .find_map(|(at, _)| granted.event_prefixes.get(&event_type[..at]))
             .cloned()
     }
 }
 
-/// A name part of an event type: lowercase letters, digits, `-` and `_`.
+/// A part of an event type: letters, digits, `-` and `_` (an application's types, such as
+/// `newBirth`, may have capitals).
 fn is_name(part: &str) -> bool {
     !part.is_empty()
         && part
             .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-_".contains(&byte))
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte))
 }
 
 /// Infrastructure every authenticated caller may use.
@@ -550,7 +552,7 @@ mod tests {
 
             [[grant]]
             callers = ["bappeda.dashboard"]
-            events = ["welfare.*"]
+            events = ["welfare.*", "dinkes.simpus.*"]
             "#,
         )
         .expect("valid");
@@ -569,6 +571,15 @@ mod tests {
         );
         assert_eq!(
             grants.event_grant("bappeda.dashboard", "identity.citizen.deceased.v1"),
+            None
+        );
+        assert_eq!(
+            grants.event_grant("bappeda.dashboard", "dinkes.simpus.newBirth"),
+            Some(None),
+            "an application's types, under its prefix"
+        );
+        assert_eq!(
+            grants.event_grant("bappeda.dashboard", "dinkes.other.x"),
             None
         );
         assert!(
@@ -594,7 +605,7 @@ mod tests {
             ("[[grnt]]\ncallers = [\"a\"]", "unknown field"),
             ("[[grant]]\ncallers = [\"a\"]", "methods or events"),
             (
-                "[[grant]]\ncallers = [\"a\"]\nevents = [\"Identity.Citizen\"]",
+                "[[grant]]\ncallers = [\"a\"]\nevents = [\"identity citizen\"]",
                 "not an event type",
             ),
         ] {

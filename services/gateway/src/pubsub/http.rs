@@ -1,9 +1,11 @@
 //! The publish/subscribe API's routes, at the paths of the GovStack Information Mediator's
 //! PubSub specification: `…/api/v1/eventType` (a room's types), `…/pub/v1/{eventType}`
-//! (publishing, a publication's status, withdrawing it). Every caller is authenticated and names
-//! itself in `X-GovStack-Client` ([`crate::callers`]).
+//! (publishing, a publication's status, withdrawing it), `…/api/v1/subs` (the caller's
+//! subscriptions), `…/pull/v1/{eventType}` (the next event, and confirming it). Every caller is
+//! authenticated and names itself in `X-GovStack-Client` ([`crate::callers`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,6 +16,10 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value as Json, json};
 use tonic::Code;
 
+use govbus_kit::access::AccessPolicy;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+use super::subscriptions::{Subscription, Topic};
 use super::{PubSub, PubSubError};
 use crate::callers::{Refused, caller};
 use crate::directory::{ClientId, Directory, Principal, Provider};
@@ -34,17 +40,28 @@ struct Inner {
     pubsub: Option<PubSub>,
     directory: Arc<Directory>,
     sign_in: Arc<SignIn>,
+    policy: AccessPolicy,
+    pool: DescriptorPool,
 }
 
 impl PubSubRoutes {
     /// Over `pubsub` (`None`: the gateway has no bus, and answers 503), for the callers
-    /// `sign_in` lets in, in the rooms of `directory`.
-    pub fn new(pubsub: Option<PubSub>, directory: Arc<Directory>, sign_in: Arc<SignIn>) -> Self {
+    /// `sign_in` lets in, in the rooms of `directory`, subscribing to what `policy` grants them;
+    /// services' events read with the contracts in `pool`.
+    pub fn new(
+        pubsub: Option<PubSub>,
+        directory: Arc<Directory>,
+        sign_in: Arc<SignIn>,
+        policy: AccessPolicy,
+        pool: DescriptorPool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pubsub,
                 directory,
                 sign_in,
+                policy,
+                pool,
             }),
         }
     }
@@ -66,6 +83,19 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: PubSubRoutes) -> a
         .route(
             &format!("{ROOM}/pub/v1/{{event_type}}/{{event_id}}"),
             get(publication).delete(withdraw),
+        )
+        .route(&format!("{ROOM}/api/v1/subs"), get(list_subscriptions))
+        .route(
+            &format!("{ROOM}/api/v1/subs/{{event_type}}"),
+            post(subscribe)
+                .get(subscription)
+                .patch(change_subscription)
+                .delete(unsubscribe),
+        )
+        .route(&format!("{ROOM}/pull/v1/{{event_type}}"), get(pull))
+        .route(
+            &format!("{ROOM}/pull/v1/{{event_type}}/{{event_id}}"),
+            axum::routing::delete(confirm),
         )
         .with_state(state)
 }
@@ -114,6 +144,24 @@ macro_rules! in_room {
 }
 
 in_room!(RoomPath, TypePath, EventPath);
+
+/// A path that names an event type in a room.
+trait OfType: InRoom {
+    /// The type, as the room names it.
+    fn event_type(&self) -> &str;
+}
+
+impl OfType for TypePath {
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+}
+
+impl OfType for EventPath {
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+}
 
 /// A room: a service's (its contract's event types) or an application's (its own).
 #[derive(Debug, Clone)]
@@ -518,6 +566,454 @@ async fn withdraw(
             .withdraw(&application, &path.event_type, &path.event_id)
             .await
             .map_err(|problem| Box::new(failed(problem)))?;
+        Ok(no_content())
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+/// The body of `addSub` and `patchSub`: a `SubscriptionItem`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionBody {
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    subscriber_id: Option<SubscriberId>,
+    #[serde(default)]
+    delivery: Option<String>,
+    #[serde(default)]
+    options: Option<SubscriptionOptions>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriberId {
+    instance_id: Option<String>,
+    member_class: Option<String>,
+    member_code: Option<String>,
+    application_code: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct SubscriptionOptions {
+    #[serde(rename = "TTL", default)]
+    ttl: Option<u64>,
+    #[serde(rename = "FIFO", default)]
+    _fifo: Option<bool>,
+}
+
+/// The default and the bounds of a subscription's `TTL`: how long an event handed out waits
+/// for its confirmation before it is handed out again.
+const DEFAULT_TTL_SECONDS: u64 = 3600;
+const MAX_TTL_SECONDS: u64 = 86_400;
+
+impl PubSubRoutes {
+    /// What a subscription to `event_type` (as the room names it) in `room` is to, with the
+    /// protobuf message of its data for a service's events.
+    async fn topic(
+        &self,
+        room: &Room,
+        event_type: &str,
+    ) -> Result<(Topic, Option<String>), Refused> {
+        let pubsub = self.pubsub()?;
+        let topology = pubsub.topology();
+        match room {
+            Room::Service(provider) => {
+                let published = self
+                    .inner
+                    .directory
+                    .published_by(&provider.name)
+                    .into_iter()
+                    .any(|(name, _)| name == event_type);
+                let message = self.inner.directory.event_message(event_type);
+                match (published, message) {
+                    (true, Some(message)) => Ok((
+                        Topic {
+                            room: provider.name.clone(),
+                            event_type: event_type.to_owned(),
+                            stream: topology.service_stream(&provider.name),
+                            subject: topology.event_subject(event_type),
+                        },
+                        Some(message.to_owned()),
+                    )),
+                    _ => Err(failed_boxed(PubSubError::UnknownType(
+                        event_type.to_owned(),
+                    ))),
+                }
+            }
+            Room::Application(application) => {
+                pubsub
+                    .type_of(application, event_type)
+                    .await
+                    .map_err(failed_boxed)?
+                    .ok_or_else(|| failed_boxed(PubSubError::UnknownType(event_type.to_owned())))?;
+                Ok((
+                    Topic {
+                        room: application.clone(),
+                        event_type: format!("{application}.{event_type}"),
+                        stream: topology.application_stream(),
+                        subject: topology.application_subject(application, event_type),
+                    },
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// The purpose `principal`'s grant of `event_type` states, if it is granted at all.
+    fn granted(
+        &self,
+        principal: &Principal,
+        event_type: &str,
+    ) -> Result<Option<Arc<str>>, Refused> {
+        self.inner
+            .policy
+            .event_grant(principal.name(), event_type)
+            .ok_or_else(|| {
+                tracing::warn!(
+                    message = "Subscription refused by the access policy.",
+                    caller = principal.name(),
+                    %event_type,
+                );
+                crate::signin::count_refusal("no_grant", None);
+                Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    Code::PermissionDenied,
+                    format!(
+                        "{} is not granted the events {event_type}",
+                        principal.name()
+                    ),
+                ))
+            })
+    }
+
+    /// `principal`'s subscription to `event_type` in `room`, or 404.
+    async fn own_subscription(
+        &self,
+        principal: &Principal,
+        room: &Room,
+        event_type: &str,
+    ) -> Result<(Subscription, Option<String>), Refused> {
+        let (topic, message) = self.topic(room, event_type).await?;
+        let subscription = self
+            .pubsub()?
+            .subscription(principal.name(), &topic.event_type)
+            .await
+            .map_err(failed_boxed)?
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::NOT_FOUND,
+                    Code::NotFound,
+                    format!(
+                        "{} has no subscription to {}",
+                        principal.name(),
+                        topic.event_type
+                    ),
+                ))
+            })?;
+        Ok((subscription, message))
+    }
+
+    /// The caller, the room, and the caller's subscription to the path's type (or 404), with
+    /// the protobuf message of a service's events.
+    async fn subscribed(
+        &self,
+        parts: &Parts,
+        path: &impl OfType,
+    ) -> Result<(Principal, Subscription, Option<String>), Refused> {
+        let (principal, room) = self.enter(parts, path).await?;
+        let (subscription, message) = self
+            .own_subscription(&principal, &room, path.event_type())
+            .await?;
+        Ok((principal, subscription, message))
+    }
+
+    fn item_of(&self, subscription: &Subscription, room_type: &str) -> Json {
+        let subscriber = self.inner.directory.client_id_of(&subscription.subscriber);
+        json!({
+            "id": subscription.id,
+            "subscriberId": {
+                "instanceId": subscriber.instance,
+                "memberClass": subscriber.member_class,
+                "memberCode": subscriber.member_code,
+                "applicationCode": subscriber.application_code,
+            },
+            "eventType": room_type,
+            "delivery": subscription.delivery,
+            "options": {"TTL": subscription.ack_wait.as_secs(), "FIFO": true},
+        })
+    }
+}
+
+fn failed_boxed(problem: PubSubError) -> Refused {
+    Box::new(failed(problem))
+}
+
+/// The type's name as `room` names it: the full type in a service's room, the application's own
+/// name in its room.
+fn room_type<'a>(room: &Room, full: &'a str) -> &'a str {
+    match room {
+        Room::Service(_) => full,
+        Room::Application(application) => full
+            .strip_prefix(application.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(full),
+    }
+}
+
+fn ttl_of(body: &SubscriptionBody) -> Result<Duration, Refused> {
+    let seconds = body
+        .options
+        .as_ref()
+        .and_then(|options| options.ttl)
+        .unwrap_or(DEFAULT_TTL_SECONDS);
+    if (1..=MAX_TTL_SECONDS).contains(&seconds) {
+        Ok(Duration::from_secs(seconds))
+    } else {
+        Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            format!("options.TTL is 1 to {MAX_TTL_SECONDS} seconds"),
+        )))
+    }
+}
+
+fn check_delivery(body: &SubscriptionBody) -> Result<(), Refused> {
+    match body.delivery.as_deref() {
+        None | Some("PULL") => Ok(()),
+        // PUSH is the specification's default: asking for it (or leaving it out) must not be
+        // taken for a pull subscription the subscriber would never pull.
+        Some("PUSH") => Err(Box::new(error(
+            StatusCode::NOT_IMPLEMENTED,
+            Code::Unimplemented,
+            "push delivery (webhooks) is not available yet: subscribe with delivery PULL",
+        ))),
+        Some(other) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            format!("delivery {other:?} is not PUSH or PULL"),
+        ))),
+    }
+}
+
+async fn list_subscriptions(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<RoomPath>,
+    parts: Parts,
+) -> Response {
+    let answer = async {
+        let (principal, room) = routes.enter(&parts, &path).await?;
+        let room_name = match &room {
+            Room::Service(provider) => provider.name.clone(),
+            Room::Application(application) => application.clone(),
+        };
+        let subscriptions = routes
+            .pubsub()?
+            .subscriptions_of(principal.name(), &room_name)
+            .await
+            .map_err(failed_boxed)?;
+        let items: Vec<Json> = subscriptions
+            .iter()
+            .map(|subscription| {
+                routes.item_of(subscription, room_type(&room, &subscription.event_type))
+            })
+            .collect();
+        Ok(json_value(StatusCode::OK, &Json::Array(items)))
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn subscribe(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<TypePath>,
+    parts: Parts,
+    body: Bytes,
+) -> Response {
+    let answer = async {
+        let (principal, room) = routes.enter(&parts, &path).await?;
+        let body: SubscriptionBody = if body.is_empty() {
+            SubscriptionBody::default()
+        } else {
+            body_of(&body)?
+        };
+        if body
+            .event_type
+            .as_deref()
+            .is_some_and(|named| named != path.event_type)
+        {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                "the body's eventType is not the path's",
+            )));
+        }
+        if let Some(subscriber) = &body.subscriber_id {
+            let caller = routes.inner.directory.client_id_of(principal.name());
+            let named = ClientId {
+                instance: subscriber.instance_id.clone().unwrap_or_default(),
+                member_class: subscriber.member_class.clone().unwrap_or_default(),
+                member_code: subscriber.member_code.clone().unwrap_or_default(),
+                application_code: subscriber.application_code.clone(),
+            };
+            if named != caller {
+                return Err(Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    Code::PermissionDenied,
+                    format!("a caller subscribes itself ({caller}), not {named}"),
+                )));
+            }
+        }
+        check_delivery(&body)?;
+        let ttl = ttl_of(&body)?;
+        let (topic, _) = routes.topic(&room, &path.event_type).await?;
+        routes.granted(&principal, &topic.event_type)?;
+        let subscription = routes
+            .pubsub()?
+            .subscribe(principal.name(), &topic, ttl)
+            .await
+            .map_err(failed_boxed)?;
+        tracing::info!(
+            message = "Subscribed.",
+            subscriber = principal.name(),
+            event_type = %topic.event_type,
+        );
+        Ok(json_value(
+            StatusCode::OK,
+            &routes.item_of(&subscription, &path.event_type),
+        ))
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn subscription(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<TypePath>,
+    parts: Parts,
+) -> Response {
+    let answer = async {
+        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+        Ok(json_value(
+            StatusCode::OK,
+            &routes.item_of(&subscription, &path.event_type),
+        ))
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn change_subscription(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<TypePath>,
+    parts: Parts,
+    body: Bytes,
+) -> Response {
+    let answer = async {
+        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+        let body: SubscriptionBody = body_of(&body)?;
+        check_delivery(&body)?;
+        let ttl = ttl_of(&body)?;
+        let changed = routes
+            .pubsub()?
+            .change_ack_wait(&subscription, ttl)
+            .await
+            .map_err(failed_boxed)?;
+        Ok(json_value(
+            StatusCode::CREATED,
+            &routes.item_of(&changed, &path.event_type),
+        ))
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn unsubscribe(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<TypePath>,
+    parts: Parts,
+) -> Response {
+    let answer = async {
+        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+        routes
+            .pubsub()?
+            .unsubscribe(&subscription)
+            .await
+            .map_err(failed_boxed)?;
+        Ok(no_content())
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn pull(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<TypePath>,
+    parts: Parts,
+) -> Response {
+    let answer = async {
+        let (principal, subscription, message) = routes.subscribed(&parts, &path).await?;
+        // The grant is read again: a withdrawn grant stops the events at once.
+        let purpose = routes.granted(&principal, &subscription.event_type)?;
+        let publisher = routes.inner.directory.client_id_of(&subscription.room);
+        let pool = &routes.inner.pool;
+        let render = |id: &str, sequence: u64, delivered: &async_nats::jetstream::Message| {
+            let event = match &message {
+                Some(name) => {
+                    let descriptor = pool
+                        .get_message_by_name(name)
+                        .ok_or_else(|| PubSubError::Bus(format!("the contracts lack {name}")))?;
+                    let mut decoded = DynamicMessage::decode(descriptor, delivered.payload.clone())
+                        .map_err(|problem| {
+                            PubSubError::Bus(format!("an event that is not its {name}: {problem}"))
+                        })?;
+                    if purpose.is_none() {
+                        crate::schema::strip_personal(pool, &mut decoded);
+                    }
+                    decoded
+                        .serialize_with_options(
+                            serde_json::value::Serializer,
+                            &SerializeOptions::new(),
+                        )
+                        .map_err(|problem| PubSubError::Bus(problem.to_string()))?
+                }
+                None => serde_json::from_slice(&delivered.payload).map_err(|problem| {
+                    PubSubError::Bus(format!("an application's event is not JSON: {problem}"))
+                })?,
+            };
+            Ok(json!({
+                "id": id,
+                "sequence": sequence,
+                "publisherId": {
+                    "instanceId": publisher.instance,
+                    "memberClass": publisher.member_class,
+                    "memberCode": publisher.member_code,
+                    "applicationCode": publisher.application_code,
+                },
+                "eventType": path.event_type,
+                "event": event,
+            }))
+        };
+        let next = routes
+            .pubsub()?
+            .pull(&subscription, render)
+            .await
+            .map_err(failed_boxed)?;
+        Ok(match next {
+            Some(item) => json_value(StatusCode::OK, &item),
+            None => error(StatusCode::NOT_FOUND, Code::NotFound, "no event available"),
+        })
+    };
+    answer.await.unwrap_or_else(|refused: Refused| *refused)
+}
+
+async fn confirm(
+    State(routes): State<PubSubRoutes>,
+    Path(path): Path<EventPath>,
+    parts: Parts,
+) -> Response {
+    let answer = async {
+        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+        routes
+            .pubsub()?
+            .confirm(&subscription, &path.event_id)
+            .await
+            .map_err(failed_boxed)?;
         Ok(no_content())
     };
     answer.await.unwrap_or_else(|refused: Refused| *refused)

@@ -16,7 +16,9 @@
 //! retry return the first publication's id without publishing again.
 
 pub mod http;
+pub mod subscriptions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
@@ -142,6 +144,8 @@ pub struct PubSub {
 struct Inner {
     bus: Bus,
     db: Database,
+    /// Per subscription, the lock its pulls in this gateway take turns with.
+    pull_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PubSub {
@@ -160,11 +164,16 @@ impl PubSub {
         .await
         .map_err(|error| PubSubError::Bus(error.to_string()))?;
         Ok(Self {
-            inner: Arc::new(Inner { bus, db }),
+            inner: Arc::new(Inner {
+                bus,
+                db,
+                pull_turns: std::sync::Mutex::default(),
+            }),
         })
     }
 
-    fn topology(&self) -> &Topology {
+    /// The bus's names.
+    pub fn topology(&self) -> &Topology {
         self.inner.bus.topology()
     }
 

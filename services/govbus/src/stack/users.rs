@@ -43,7 +43,7 @@ impl NatsUsers {
         users.push(NatsUser {
             name: GATEWAY.to_owned(),
             password: uuid::Uuid::new_v4().simple().to_string(),
-            permissions: Permissions::gateway(&topology, GATEWAY),
+            permissions: Permissions::gateway(&topology, GATEWAY, &contracts),
         });
         users.push(NatsUser {
             name: CONSOLE.to_owned(),
