@@ -101,14 +101,21 @@ impl DeadLetter {
 
 /// What went wrong with a message, and where it came from: the input to [`DeadLetters::write`].
 #[derive(Debug, Clone)]
-pub(crate) struct Failure<'a> {
-    pub(crate) service: &'a str,
-    pub(crate) consumer: &'a str,
-    pub(crate) stream: &'a str,
-    pub(crate) stream_sequence: u64,
-    pub(crate) subject: &'a str,
-    pub(crate) deliveries: u64,
-    pub(crate) reason: &'a str,
+pub struct Failure<'a> {
+    /// The service (or bus component, such as the gateway) whose consumer gave up.
+    pub service: &'a str,
+    /// That consumer.
+    pub consumer: &'a str,
+    /// The stream the message came from.
+    pub stream: &'a str,
+    /// Its sequence there.
+    pub stream_sequence: u64,
+    /// Its subject.
+    pub subject: &'a str,
+    /// How many times it was delivered.
+    pub deliveries: u64,
+    /// Why the consumer gave up.
+    pub reason: &'a str,
 }
 
 /// Access to the dead-letter stream.
@@ -145,7 +152,7 @@ impl DeadLetters {
     }
 
     /// Stores a dead letter and waits for JetStream's acknowledgement.
-    pub(crate) async fn write(
+    pub async fn write(
         &self,
         original_headers: Option<&HeaderMap>,
         payload: Bytes,

@@ -86,14 +86,23 @@ impl Permissions {
     /// the services' own consumers (each is denied by name); no service's subjects.
     pub fn gateway(topology: &Topology, name: &str, contracts: &[ServiceContract]) -> Self {
         let stream = topology.application_stream();
+        let dead_letters = topology.dead_letter_stream();
         let mut publish = vec![
             "$JS.API.INFO".to_owned(),
             topology.application_subjects(),
             format!("$JS.API.DIRECT.GET.{stream}"),
             format!("$JS.API.DIRECT.GET.{stream}.>"),
+            // Webhook deliveries it gives up on.
+            format!(
+                "{}.{name}.>",
+                topology.dead_letter_subjects().trim_end_matches(".>")
+            ),
         ];
         for operation in ["INFO", "CREATE", "UPDATE", "MSG.GET", "MSG.DELETE"] {
             publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
+        }
+        for operation in ["INFO", "CREATE", "UPDATE"] {
+            publish.push(format!("$JS.API.STREAM.{operation}.{dead_letters}"));
         }
         let streams = contracts
             .iter()

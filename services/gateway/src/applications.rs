@@ -25,20 +25,13 @@ use ring::rand::SecureRandom as _;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-/// The gateway database's migrations: the registry's, then publish/subscribe's.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "registered applications",
-        sqlite: TABLES,
-        postgres: TABLES,
-    },
-    crate::pubsub::MIGRATION,
-    crate::pubsub::subscriptions::MIGRATION,
-];
-
-/// The migrations' component name.
-pub const COMPONENT: &str = "gateway";
+/// The registry's table (migration 1 of the gateway's database, [`crate::database`]).
+pub const MIGRATION: Migration = Migration {
+    version: 1,
+    description: "registered applications",
+    sqlite: TABLES,
+    postgres: TABLES,
+};
 
 const TABLES: &str = "
     CREATE TABLE gateway_applications (
@@ -224,24 +217,9 @@ const COLUMNS: &str = "name, agency, description, secret_hash, previous_secret_h
     previous_valid_until, rate_per_second, burst, registered_at, changed_at, revoked_at";
 
 impl Applications {
-    /// The registry in `db` (opened with [`MIGRATIONS`]).
+    /// The registry in `db` (the gateway's database, [`crate::database::open`]).
     pub fn new(db: Database) -> Self {
         Self { db }
-    }
-
-    /// Opens the gateway's database at `url` with its tables.
-    pub async fn open(url: &str) -> Result<Self, DbError> {
-        let db = govbus_storage::open(
-            url,
-            COMPONENT,
-            MIGRATIONS,
-            govbus_storage::DatabaseOptions {
-                name: COMPONENT.to_owned(),
-                ..govbus_storage::DatabaseOptions::default()
-            },
-        )
-        .await?;
-        Ok(Self::new(db))
     }
 
     /// Its database.

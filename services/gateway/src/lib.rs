@@ -16,6 +16,7 @@
 //!
 //! # Layout
 //!
+//! - [`database`]: the gateway's own database and its migrations.
 //! - [`applications`]: the registry of applications, their hashed secrets, their revocation.
 //! - [`tokens`]: the gateway's own access tokens and their signing key.
 //! - [`providers`]: tokens of the deployment's identity provider, through its published keys.
@@ -45,6 +46,7 @@
 pub mod applications;
 pub mod call;
 pub mod callers;
+pub mod database;
 pub mod directory;
 pub mod errors;
 pub mod metaservices;
@@ -188,6 +190,12 @@ impl Gateway {
                 pubsub,
             }),
         })
+    }
+
+    /// How subscribers get their events: what the webhooks' deliveries post
+    /// ([`pubsub::webhooks::spawn`]).
+    pub fn subscribers_items(&self) -> pubsub::items::Items {
+        self.inner.pubsub.items()
     }
 
     /// Its routes.

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use govbus_bus::{Bus, BusOptions};
 use govbus_gateway::applications::{ApplicationName, SignsInWith};
+use std::sync::{Arc, Mutex};
+
 use govbus_gateway::pubsub::PubSub;
+use govbus_gateway::pubsub::webhooks::{self, WebhookSettings};
 use govbus_harness::{NatsServer, TestBackend};
 use serde_json::{Value as Json, json};
 
@@ -24,6 +27,8 @@ struct Running {
     base: String,
     access: support::Access,
     bus: Bus,
+    pubsub: PubSub,
+    gateway: govbus_gateway::Gateway,
     _nats: NatsServer,
 }
 
@@ -65,14 +70,16 @@ async fn running(backend: TestBackend) -> Running {
         .expect("publish/subscribe");
     let pool =
         prost_reflect::DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
-    let gateway = access.gateway_with(&pool, BTreeMap::new(), Some(pubsub));
-    let (base, _server) = support::serve(gateway).await;
+    let gateway = access.gateway_with(&pool, BTreeMap::new(), Some(pubsub.clone()));
+    let (base, _server) = support::serve(gateway.clone()).await;
     // Let the running gateway read the registrations.
     tokio::time::sleep(govbus_gateway::applications::REFRESH_INTERVAL * 2).await;
     Running {
         base,
         access,
         bus,
+        pubsub,
+        gateway,
         _nats: nats,
     }
 }
@@ -435,10 +442,16 @@ async fn a_pull_subscriber_gets_each_event_until_it_confirms_it_once() {
     assert_eq!(status, 409, "subscribed once");
     for (who, body, expected) in [
         (SIMPUS, pulling.clone(), 403),
+        // A push subscription needs its webhook, at an https (or loopback) address.
         (
             SIKS,
             json!({"eventType": "newBirth", "delivery": "PUSH"}),
-            501,
+            400,
+        ),
+        (
+            SIKS,
+            json!({"eventType": "newBirth", "pushUrl": "http://example.go.id/hook"}),
+            400,
         ),
         (
             SIKS,
@@ -616,4 +629,357 @@ async fn concurrent_pulls_and_confirmations_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_and_confirmations_on_postgres() {
     concurrent_pulls_hand_out_one_event_and_it_is_confirmed_once(TestBackend::Postgres).await;
+}
+
+/// A webhook receiver: it checks every delivery's Standard Webhooks signature against the
+/// secrets it was told, and fails as told.
+#[derive(Default)]
+struct Receiver {
+    secrets: Vec<String>,
+    fail_first: usize,
+    always_fail: bool,
+    /// Each request: the event id, its weight, whether it was answered 2xx, and which of the
+    /// secrets its signatures verified with.
+    requests: Vec<(String, Json, bool, Vec<usize>)>,
+    /// The last request's id, timestamp and signature headers, and its body.
+    last: Option<([String; 3], Vec<u8>)>,
+}
+
+/// The secrets of `secrets` one of `header`'s signatures verifies with, checked as a receiver
+/// following the Standard Webhooks specification does.
+fn verified_with(
+    secrets: &[String],
+    header: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> Vec<usize> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, secret)| {
+            let key = engine
+                .decode(secret.trim_start_matches("whsec_"))
+                .expect("a base64 secret");
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+            header.split(' ').any(|signature| {
+                signature
+                    .strip_prefix("v1,")
+                    .and_then(|tag| engine.decode(tag).ok())
+                    .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+            })
+        })
+        .map(|(index, _)| index)
+        .collect()
+}
+
+async fn receiver(state: Arc<Mutex<Receiver>>) -> String {
+    use axum::extract::State;
+    let router = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |State(state): State<Arc<Mutex<Receiver>>>,
+                 headers: http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let item: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+                    let mut state = state.lock().expect("receiver");
+                    let verified = verified_with(
+                        &state.secrets,
+                        &header("webhook-signature"),
+                        &header("webhook-id"),
+                        &header("webhook-timestamp"),
+                        &body,
+                    );
+                    let fail = state.always_fail || state.requests.len() < state.fail_first;
+                    state.last = Some((
+                        [
+                            header("webhook-id"),
+                            header("webhook-timestamp"),
+                            header("webhook-signature"),
+                        ],
+                        body.to_vec(),
+                    ));
+                    state.requests.push((
+                        header("webhook-id"),
+                        item["event"]["weight"].clone(),
+                        !fail,
+                        verified,
+                    ));
+                    if fail {
+                        http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("serves");
+    });
+    url
+}
+
+/// Waits, boundedly, until `done` holds of the receiver.
+async fn until(state: &Arc<Mutex<Receiver>>, what: &str, done: impl Fn(&Receiver) -> bool) {
+    for _ in 0..400 {
+        if done(&state.lock().expect("receiver")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let state = state.lock().expect("receiver");
+    panic!("{what} never happened; requests: {:?}", state.requests);
+}
+
+fn fast_retries() -> WebhookSettings {
+    WebhookSettings {
+        attempts: 3,
+        first_retry: std::time::Duration::from_millis(100),
+        longest_retry: std::time::Duration::from_millis(400),
+        timeout: std::time::Duration::from_secs(5),
+        scan_interval: std::time::Duration::from_millis(100),
+    }
+}
+
+async fn push_subscription(running: &Running, url: &str) -> String {
+    let (status, _) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{ROOM}/api/v1/eventType"),
+            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, item) = running
+        .call(
+            SIKS,
+            "POST",
+            &format!("{ROOM}/api/v1/subs/newBirth"),
+            Some(&json!({"eventType": "newBirth", "pushUrl": url})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["delivery"], "PUSH");
+    let secret = item["secret"].as_str().expect("the signing secret, once");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let (_, again) = running
+        .call(
+            SIKS,
+            "GET",
+            &format!("{ROOM}/api/v1/subs/newBirth"),
+            None,
+            &[],
+        )
+        .await;
+    assert!(
+        again.get("secret").is_none(),
+        "the secret is shown only once: {again}"
+    );
+    secret.to_owned()
+}
+
+async fn publish_weight(running: &Running, weight: i64) {
+    let (status, answer) = running
+        .call(
+            SIMPUS,
+            "POST",
+            &format!("{ROOM}/pub/v1/newBirth"),
+            Some(&json!({"eventType": "newBirth", "event": {"weight": weight}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_then_recovers_gets_every_event_once_in_order_signed() {
+    let running = running(TestBackend::Sqlite).await;
+    let state = Arc::new(Mutex::new(Receiver {
+        fail_first: 2,
+        ..Receiver::default()
+    }));
+    let url = receiver(Arc::clone(&state)).await;
+    let secret = push_subscription(&running, &url).await;
+    state.lock().expect("receiver").secrets.push(secret);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let deliveries = webhooks::spawn(
+        running.pubsub.clone(),
+        running.gateway.subscribers_items(),
+        fast_retries(),
+        stop.clone(),
+    );
+    for weight in [1, 2, 3] {
+        publish_weight(&running, weight).await;
+    }
+    until(&state, "three deliveries", |receiver| {
+        receiver.requests.iter().filter(|request| request.2).count() == 3
+    })
+    .await;
+    {
+        let receiver = state.lock().expect("receiver");
+        let delivered: Vec<&Json> = receiver
+            .requests
+            .iter()
+            .filter(|request| request.2)
+            .map(|request| &request.1)
+            .collect();
+        assert_eq!(
+            delivered,
+            [&json!(1), &json!(2), &json!(3)],
+            "in order, once each"
+        );
+        assert_eq!(receiver.requests.len(), 5, "two failures, then each once");
+        assert!(
+            receiver.requests.iter().all(|request| request.3 == [0]),
+            "every delivery signed with the secret: {:?}",
+            receiver.requests
+        );
+    }
+
+    // The documented receivers' check agrees, and refuses a changed body.
+    let (headers, body) = state
+        .lock()
+        .expect("receiver")
+        .last
+        .clone()
+        .expect("a delivery");
+    let secret = state.lock().expect("receiver").secrets[0].clone();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+    let check = |body: &[u8]| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("python3")
+            .arg(examples.join("verify_webhook.py"))
+            .arg(&secret)
+            .args(&headers)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("written");
+        child.wait().expect("checked").code()
+    };
+    assert_eq!(
+        check(&body),
+        Some(0),
+        "the Python example accepts a genuine delivery"
+    );
+    let mut changed = body.clone();
+    changed.extend_from_slice(b" ");
+    assert_eq!(check(&changed), Some(1), "and refuses a changed one");
+
+    // A rotated secret: deliveries carry both signatures while they overlap.
+    let (status, rotated) = running
+        .call(
+            SIKS,
+            "PATCH",
+            &format!("{ROOM}/api/v1/subs/newBirth"),
+            Some(&json!({"rotateSecret": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_secret = rotated["secret"].as_str().expect("a new secret").to_owned();
+    state.lock().expect("receiver").secrets.push(new_secret);
+    publish_weight(&running, 4).await;
+    until(&state, "the fourth delivery", |receiver| {
+        receiver.requests.iter().filter(|request| request.2).count() == 4
+    })
+    .await;
+    let last = state
+        .lock()
+        .expect("receiver")
+        .requests
+        .last()
+        .cloned()
+        .expect("a request");
+    assert_eq!(
+        last.3,
+        [0, 1],
+        "signed with the old secret and the new: {last:?}"
+    );
+    stop.cancel();
+    deliveries.await.expect("deliveries stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_always_fails_ends_in_a_dead_letter_that_is_replayed_to_it() {
+    let running = running(TestBackend::Sqlite).await;
+    let state = Arc::new(Mutex::new(Receiver {
+        always_fail: true,
+        ..Receiver::default()
+    }));
+    let url = receiver(Arc::clone(&state)).await;
+    let secret = push_subscription(&running, &url).await;
+    state.lock().expect("receiver").secrets.push(secret);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let deliveries = webhooks::spawn(
+        running.pubsub.clone(),
+        running.gateway.subscribers_items(),
+        fast_retries(),
+        stop.clone(),
+    );
+    publish_weight(&running, 9).await;
+    let dead_letters = running.bus.dead_letters();
+    let mut letters = Vec::new();
+    for _ in 0..400 {
+        letters = dead_letters.list(1, 10).await.unwrap_or_default();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let letter = letters.first().expect("a dead letter");
+    assert_eq!(letter.service, "gateway");
+    assert!(letter.consumer.starts_with("gw-"), "{}", letter.consumer);
+    assert!(
+        letter.reason.contains("500"),
+        "the answer it got: {}",
+        letter.reason
+    );
+    assert_eq!(letter.deliveries, 3);
+    assert_eq!(
+        state.lock().expect("receiver").requests.len(),
+        3,
+        "the retry budget, then no more"
+    );
+
+    // Replayed once the receiver works again: delivered, to this webhook.
+    state.lock().expect("receiver").always_fail = false;
+    dead_letters
+        .replay(letter.sequence)
+        .await
+        .expect("replayed");
+    until(&state, "the replayed delivery", |receiver| {
+        receiver
+            .requests
+            .iter()
+            .any(|request| request.2 && request.1 == json!(9))
+    })
+    .await;
+    stop.cancel();
+    deliveries.await.expect("deliveries stop");
 }

@@ -52,9 +52,11 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
     )
     .expect("policy written");
     let config = support::config(data.path());
-    let applications = Applications::open(&config.gateway_database_url())
-        .await
-        .expect("registry");
+    let applications = Applications::new(
+        govbus_gateway::database::open(&config.gateway_database_url())
+            .await
+            .expect("the gateway's database"),
+    );
     let secret = applications
         .register(
             &ApplicationName::parse(APPLICATION).expect("name"),

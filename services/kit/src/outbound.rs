@@ -311,16 +311,36 @@ impl HttpTarget {
         let key = HeaderValue::from_str(idempotency_key).map_err(|_| {
             DeliveryError::refused(name, "the idempotency key cannot be a header value")
         })?;
+        self.post_bytes(
+            vec![(
+                http::header::HeaderName::from_static("idempotency-key"),
+                key,
+            )],
+            Bytes::from(json),
+        )
+        .await
+    }
+
+    /// Posts `body` (JSON) with `headers` besides the target's own, within its time limit:
+    /// what a caller that signs its deliveries itself (a webhook) sends.
+    pub async fn post_bytes(
+        &self,
+        headers: Vec<(http::header::HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> Result<Delivered, DeliveryError> {
+        let name = self.name;
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header("idempotency-key", key);
+            .header(CONTENT_TYPE, "application/json");
+        for (header, value) in headers {
+            request = request.header(header, value);
+        }
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
         let request = request
-            .body(Full::new(Bytes::from(json)))
+            .body(Full::new(body))
             .map_err(|error| DeliveryError::refused(name, error.to_string()))?;
         let (status, retry_after, body) = self.exchange(request).await?;
         if status.is_success() {

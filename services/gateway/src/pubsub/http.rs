@@ -17,9 +17,10 @@ use serde_json::{Value as Json, json};
 use tonic::Code;
 
 use govbus_kit::access::AccessPolicy;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::DescriptorPool;
 
-use super::subscriptions::{Subscription, Topic};
+use super::items::Items;
+use super::subscriptions::{Delivery, Subscription, Topic};
 use super::{PubSub, PubSubError};
 use crate::callers::{Refused, caller};
 use crate::directory::{ClientId, Directory, Principal, Provider};
@@ -41,7 +42,7 @@ struct Inner {
     directory: Arc<Directory>,
     sign_in: Arc<SignIn>,
     policy: AccessPolicy,
-    pool: DescriptorPool,
+    items: Items,
 }
 
 impl PubSubRoutes {
@@ -55,15 +56,23 @@ impl PubSubRoutes {
         policy: AccessPolicy,
         pool: DescriptorPool,
     ) -> Self {
+        let items = Items::new(pool, Arc::clone(&directory), policy.clone());
         Self {
             inner: Arc::new(Inner {
                 pubsub,
                 directory,
                 sign_in,
                 policy,
-                pool,
+                items,
             }),
         }
+    }
+}
+
+impl PubSubRoutes {
+    /// How its subscribers get their events (for the webhooks' deliveries).
+    pub fn items(&self) -> Items {
+        self.inner.items.clone()
     }
 }
 
@@ -583,6 +592,12 @@ struct SubscriptionBody {
     delivery: Option<String>,
     #[serde(default)]
     options: Option<SubscriptionOptions>,
+    /// govbus's extension: where a push subscription's events are posted.
+    #[serde(default)]
+    push_url: Option<String>,
+    /// govbus's extension, in a `patchSub`: a new signing secret for a push subscription.
+    #[serde(default)]
+    rotate_secret: bool,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -730,7 +745,7 @@ impl PubSubRoutes {
 
     fn item_of(&self, subscription: &Subscription, room_type: &str) -> Json {
         let subscriber = self.inner.directory.client_id_of(&subscription.subscriber);
-        json!({
+        let mut item = json!({
             "id": subscription.id,
             "subscriberId": {
                 "instanceId": subscriber.instance,
@@ -741,7 +756,11 @@ impl PubSubRoutes {
             "eventType": room_type,
             "delivery": subscription.delivery,
             "options": {"TTL": subscription.ack_wait.as_secs(), "FIFO": true},
-        })
+        });
+        if let Some(url) = &subscription.push_url {
+            item["pushUrl"] = Json::String(url.clone());
+        }
+        item
     }
 }
 
@@ -778,21 +797,30 @@ fn ttl_of(body: &SubscriptionBody) -> Result<Duration, Refused> {
     }
 }
 
-fn check_delivery(body: &SubscriptionBody) -> Result<(), Refused> {
-    match body.delivery.as_deref() {
-        None | Some("PULL") => Ok(()),
-        // PUSH is the specification's default: asking for it (or leaving it out) must not be
-        // taken for a pull subscription the subscriber would never pull.
-        Some("PUSH") => Err(Box::new(error(
-            StatusCode::NOT_IMPLEMENTED,
-            Code::Unimplemented,
-            "push delivery (webhooks) is not available yet: subscribe with delivery PULL",
-        ))),
-        Some(other) => Err(Box::new(error(
+/// The delivery a subscription asks for: `PUSH` (the specification's default) needs the
+/// webhook's `pushUrl`, https (or http to a loopback address).
+fn delivery_of(body: &SubscriptionBody) -> Result<Delivery, Refused> {
+    let invalid = |message: String| {
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             Code::InvalidArgument,
-            format!("delivery {other:?} is not PUSH or PULL"),
-        ))),
+            message,
+        ))
+    };
+    match (body.delivery.as_deref(), &body.push_url) {
+        (Some("PULL"), None) => Ok(Delivery::Pull),
+        (Some("PULL"), Some(_)) => Err(invalid(
+            "a pull subscription has no pushUrl".to_owned(),
+        )),
+        (None | Some("PUSH"), Some(url)) => {
+            govbus_kit::outbound::HttpTarget::check_url(url)
+                .map_err(|problem| invalid(format!("pushUrl: {problem}")))?;
+            Ok(Delivery::Push { url: url.clone() })
+        }
+        (None | Some("PUSH"), None) => Err(invalid(
+            "a push subscription (the default delivery) needs pushUrl, its webhook; or ask for delivery PULL".to_owned(),
+        )),
+        (Some(other), _) => Err(invalid(format!("delivery {other:?} is not PUSH or PULL"))),
     }
 }
 
@@ -863,24 +891,27 @@ async fn subscribe(
                 )));
             }
         }
-        check_delivery(&body)?;
+        let delivery = delivery_of(&body)?;
         let ttl = ttl_of(&body)?;
         let (topic, _) = routes.topic(&room, &path.event_type).await?;
         routes.granted(&principal, &topic.event_type)?;
-        let subscription = routes
+        let (subscription, secret) = routes
             .pubsub()?
-            .subscribe(principal.name(), &topic, ttl)
+            .subscribe(principal.name(), &topic, ttl, &delivery)
             .await
             .map_err(failed_boxed)?;
         tracing::info!(
             message = "Subscribed.",
             subscriber = principal.name(),
             event_type = %topic.event_type,
+            delivery = %subscription.delivery,
         );
-        Ok(json_value(
-            StatusCode::OK,
-            &routes.item_of(&subscription, &path.event_type),
-        ))
+        let mut item = routes.item_of(&subscription, &path.event_type);
+        if let Some(secret) = secret {
+            // Shown once: the gateway keeps it to sign, but never shows it again.
+            item["secret"] = Json::String(secret);
+        }
+        Ok(json_value(StatusCode::OK, &item))
     };
     answer.await.unwrap_or_else(|refused: Refused| *refused)
 }
@@ -909,17 +940,43 @@ async fn change_subscription(
     let answer = async {
         let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
         let body: SubscriptionBody = body_of(&body)?;
-        check_delivery(&body)?;
-        let ttl = ttl_of(&body)?;
-        let changed = routes
-            .pubsub()?
-            .change_ack_wait(&subscription, ttl)
-            .await
-            .map_err(failed_boxed)?;
-        Ok(json_value(
-            StatusCode::CREATED,
-            &routes.item_of(&changed, &path.event_type),
-        ))
+        if body
+            .delivery
+            .as_deref()
+            .is_some_and(|delivery| delivery != subscription.delivery)
+            || body.push_url.is_some()
+        {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                "a subscription's delivery and webhook stay as they are: subscribe anew to change them",
+            )));
+        }
+        let pubsub = routes.pubsub()?;
+        let mut changed = subscription.clone();
+        if body
+            .options
+            .as_ref()
+            .and_then(|options| options.ttl)
+            .is_some()
+        {
+            changed = pubsub
+                .change_ack_wait(&subscription, ttl_of(&body)?)
+                .await
+                .map_err(failed_boxed)?;
+        }
+        let mut item = routes.item_of(&changed, &path.event_type);
+        if body.rotate_secret {
+            let secret = pubsub.rotate_secret(&subscription).await.map_err(|_| {
+                Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    Code::InvalidArgument,
+                    "only a push subscription has a signing secret",
+                ))
+            })?;
+            item["secret"] = Json::String(secret);
+        }
+        Ok(json_value(StatusCode::CREATED, &item))
     };
     answer.await.unwrap_or_else(|refused: Refused| *refused)
 }
@@ -947,51 +1004,28 @@ async fn pull(
     parts: Parts,
 ) -> Response {
     let answer = async {
-        let (principal, subscription, message) = routes.subscribed(&parts, &path).await?;
+        let (principal, subscription, _) = routes.subscribed(&parts, &path).await?;
+        if subscription.delivery != "PULL" {
+            return Err(Box::new(error(
+                StatusCode::CONFLICT,
+                Code::FailedPrecondition,
+                "a push subscription's events are posted to its webhook, not pulled",
+            )));
+        }
         // The grant is read again: a withdrawn grant stops the events at once.
-        let purpose = routes.granted(&principal, &subscription.event_type)?;
-        let publisher = routes.inner.directory.client_id_of(&subscription.room);
-        let pool = &routes.inner.pool;
-        let render = |id: &str, sequence: u64, delivered: &async_nats::jetstream::Message| {
-            let event = match &message {
-                Some(name) => {
-                    let descriptor = pool
-                        .get_message_by_name(name)
-                        .ok_or_else(|| PubSubError::Bus(format!("the contracts lack {name}")))?;
-                    let mut decoded = DynamicMessage::decode(descriptor, delivered.payload.clone())
-                        .map_err(|problem| {
-                            PubSubError::Bus(format!("an event that is not its {name}: {problem}"))
-                        })?;
-                    if purpose.is_none() {
-                        crate::schema::strip_personal(pool, &mut decoded);
-                    }
-                    decoded
-                        .serialize_with_options(
-                            serde_json::value::Serializer,
-                            &SerializeOptions::new(),
-                        )
-                        .map_err(|problem| PubSubError::Bus(problem.to_string()))?
-                }
-                None => serde_json::from_slice(&delivered.payload).map_err(|problem| {
-                    PubSubError::Bus(format!("an application's event is not JSON: {problem}"))
-                })?,
-            };
-            Ok(json!({
-                "id": id,
-                "sequence": sequence,
-                "publisherId": {
-                    "instanceId": publisher.instance,
-                    "memberClass": publisher.member_class,
-                    "memberCode": publisher.member_code,
-                    "applicationCode": publisher.application_code,
-                },
-                "eventType": path.event_type,
-                "event": event,
-            }))
-        };
+        routes.granted(&principal, &subscription.event_type)?;
         let next = routes
             .pubsub()?
-            .pull(&subscription, render)
+            .pull(&subscription, |subscription, id, sequence, payload| {
+                let items = &routes.inner.items;
+                items.item(
+                    subscription,
+                    items.room_type(subscription),
+                    id,
+                    sequence,
+                    payload,
+                )
+            })
             .await
             .map_err(failed_boxed)?;
         Ok(match next {

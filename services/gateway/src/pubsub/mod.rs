@@ -16,7 +16,9 @@
 //! retry return the first publication's id without publishing again.
 
 pub mod http;
+pub mod items;
 pub mod subscriptions;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -163,6 +165,11 @@ impl PubSub {
         )
         .await
         .map_err(|error| PubSubError::Bus(error.to_string()))?;
+        // Where webhook deliveries given up on go.
+        bus.dead_letters()
+            .ensure_stream(settings)
+            .await
+            .map_err(|error| PubSubError::Bus(error.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 bus,
@@ -170,6 +177,11 @@ impl PubSub {
                 pull_turns: std::sync::Mutex::default(),
             }),
         })
+    }
+
+    /// Its bus.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
     /// The bus's names.

@@ -20,6 +20,19 @@ use uuid::Uuid;
 
 use super::{PubSub, PubSubError};
 
+/// Whether `message` is an operator's replay of a dead letter for a consumer other than
+/// `consumer` (replays go to the original subject, so every consumer of it sees them).
+pub(crate) fn is_replay_for_another(
+    message: &async_nats::jetstream::Message,
+    consumer: &str,
+) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(govbus_bus::dead_letter::headers::REPLAY_FOR))
+        .is_some_and(|replay_for| replay_for.as_str() != consumer)
+}
+
 /// The gateway database's tables for subscriptions (migration 3 of the component `gateway`).
 pub const MIGRATION: Migration = Migration {
     version: 3,
@@ -52,6 +65,36 @@ const TABLES: &str = "
     )
 ";
 
+/// The push subscriptions' webhook address and signing secrets (migration 4).
+pub const PUSH_MIGRATION: Migration = Migration {
+    version: 4,
+    description: "push subscriptions: their webhooks and signing secrets",
+    sqlite: PUSH_COLUMNS,
+    postgres: PUSH_COLUMNS,
+};
+
+const PUSH_COLUMNS: &str = "
+    ALTER TABLE gateway_subscriptions ADD COLUMN push_url TEXT;
+    ALTER TABLE gateway_subscriptions ADD COLUMN secret TEXT;
+    ALTER TABLE gateway_subscriptions ADD COLUMN previous_secret TEXT;
+    ALTER TABLE gateway_subscriptions ADD COLUMN previous_secret_until BIGINT
+";
+
+/// How long a rotated webhook secret still signs deliveries beside the new one.
+pub const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// How a subscription's events reach its subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// It pulls them and confirms each.
+    Pull,
+    /// They are posted to its webhook.
+    Push {
+        /// The webhook's address.
+        url: String,
+    },
+}
+
 /// How long a pull waits for an event before answering that there is none.
 const PULL_WAIT: Duration = Duration::from_millis(500);
 
@@ -83,9 +126,14 @@ pub struct Subscription {
     pub delivery: String,
     /// How long a handed-out event waits for its confirmation before it is handed out again.
     pub ack_wait: Duration,
-    stream: String,
-    consumer: String,
+    /// A push subscription's webhook.
+    pub push_url: Option<String>,
+    pub(crate) stream: String,
+    pub(crate) consumer: String,
     confirmed_through: i64,
+    /// The secrets its deliveries are signed with: the current one, and the one before while
+    /// it overlaps.
+    pub(crate) secrets: Vec<String>,
 }
 
 type SubscriptionRow = (
@@ -98,14 +146,38 @@ type SubscriptionRow = (
     String,
     i64,
     i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
 );
 
 const SUBSCRIPTION_COLUMNS: &str = "id, subscriber, room, event_type, delivery, stream_name, \
-    consumer, ack_wait_seconds, confirmed_through";
+    consumer, ack_wait_seconds, confirmed_through, push_url, secret, previous_secret, \
+    previous_secret_until";
 
 impl Subscription {
     fn of_row(row: SubscriptionRow) -> Self {
-        let (id, subscriber, room, event_type, delivery, stream, consumer, wait, confirmed) = row;
+        let (
+            id,
+            subscriber,
+            room,
+            event_type,
+            delivery,
+            stream,
+            consumer,
+            wait,
+            confirmed,
+            push_url,
+            secret,
+            previous,
+            until,
+        ) = row;
+        let now = now_micros();
+        let secrets = secret
+            .into_iter()
+            .chain(previous.filter(|_| until.is_some_and(|until| until > now)))
+            .collect();
         Self {
             id,
             subscriber,
@@ -113,11 +185,28 @@ impl Subscription {
             event_type,
             delivery,
             ack_wait: Duration::from_secs(u64::try_from(wait).unwrap_or(1)),
+            push_url,
             stream,
             consumer,
             confirmed_through: confirmed,
+            secrets,
         }
     }
+}
+
+/// A webhook signing secret as Standard Webhooks writes it: `whsec_` and 32 random bytes in
+/// base64.
+fn new_secret() -> Result<String, PubSubError> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| PubSubError::Bus("no randomness for a webhook secret".to_owned()))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
 }
 
 /// The durable name of subscription `id`'s consumer: `gw-` and a digest, so that it can never be
@@ -128,13 +217,19 @@ fn consumer_name(id: &str) -> String {
 }
 
 impl PubSub {
-    /// Subscribes `subscriber` to `topic`, delivering by pull; events published from now on.
+    /// Subscribes `subscriber` to `topic`, delivering as `delivery` says; events published
+    /// from now on. A push subscription's signing secret is in the answer, and only there.
     pub async fn subscribe(
         &self,
         subscriber: &str,
         topic: &Topic,
         ack_wait: Duration,
-    ) -> Result<Subscription, PubSubError> {
+        delivery: &Delivery,
+    ) -> Result<(Subscription, Option<String>), PubSubError> {
+        let (mode, push_url, secret) = match delivery {
+            Delivery::Pull => ("PULL", None, None),
+            Delivery::Push { url } => ("PUSH", Some(url.clone()), Some(new_secret()?)),
+        };
         let id = Uuid::now_v7().to_string();
         let consumer = consumer_name(&id);
         let stream = self.stream_named(&topic.stream).await?;
@@ -163,6 +258,8 @@ impl PubSub {
             topic.event_type.clone(),
             topic.stream.clone(),
             consumer.clone(),
+            push_url.clone(),
+            secret.clone(),
         );
         let inserted = self
             .inner
@@ -170,18 +267,22 @@ impl PubSub {
             .write(async move |tx| {
                 tx.execute(
                     "INSERT INTO gateway_subscriptions (id, subscriber, room, event_type, delivery, \
-                     stream_name, consumer, ack_wait_seconds, confirmed_through, created_at) \
-                     VALUES ($1, $2, $3, $4, 'PULL', $5, $6, $7, 0, $8) \
+                     stream_name, consumer, ack_wait_seconds, confirmed_through, created_at, \
+                     push_url, secret) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11) \
                      ON CONFLICT (subscriber, event_type) DO NOTHING",
                     &[
                         row.0.as_str().into(),
                         row.1.as_str().into(),
                         row.2.as_str().into(),
                         row.3.as_str().into(),
+                        mode.into(),
                         row.4.as_str().into(),
                         row.5.as_str().into(),
                         wait.into(),
                         now_micros().into(),
+                        row.6.as_deref().into(),
+                        row.7.as_deref().into(),
                     ],
                 )
                 .await
@@ -195,17 +296,85 @@ impl PubSub {
                 topic.event_type
             )));
         }
-        Ok(Subscription {
-            id,
-            subscriber: subscriber.to_owned(),
-            room: topic.room.clone(),
-            event_type: topic.event_type.clone(),
-            delivery: "PULL".to_owned(),
-            ack_wait,
-            stream: topic.stream.clone(),
-            consumer,
-            confirmed_through: 0,
-        })
+        Ok((
+            Subscription {
+                id,
+                subscriber: subscriber.to_owned(),
+                room: topic.room.clone(),
+                event_type: topic.event_type.clone(),
+                delivery: mode.to_owned(),
+                ack_wait,
+                push_url,
+                stream: topic.stream.clone(),
+                consumer,
+                confirmed_through: 0,
+                secrets: secret.iter().cloned().collect(),
+            },
+            secret,
+        ))
+    }
+
+    /// Gives push `subscription` a new signing secret; the one before still signs deliveries
+    /// beside it for [`SECRET_OVERLAP`], so that the subscriber can move over.
+    pub async fn rotate_secret(&self, subscription: &Subscription) -> Result<String, PubSubError> {
+        let secret = new_secret()?;
+        let (id, key, overlap) = (
+            subscription.id.clone(),
+            secret.clone(),
+            i64::try_from(SECRET_OVERLAP.as_micros()).unwrap_or(i64::MAX),
+        );
+        let changed = self
+            .inner
+            .db
+            .write(async move |tx| {
+                let now = now_micros();
+                tx.execute(
+                    "UPDATE gateway_subscriptions SET previous_secret = secret, \
+                     previous_secret_until = $3, secret = $2 \
+                     WHERE id = $1 AND delivery = 'PUSH'",
+                    &[
+                        id.as_str().into(),
+                        key.as_str().into(),
+                        (now + overlap).into(),
+                    ],
+                )
+                .await
+            })
+            .await?;
+        if changed == 1 {
+            Ok(secret)
+        } else {
+            Err(PubSubError::UnknownType(subscription.event_type.clone()))
+        }
+    }
+
+    /// Every push subscription, for the webhooks' deliveries.
+    pub async fn push_subscriptions(&self) -> Result<Vec<Subscription>, PubSubError> {
+        let mut sql = self.inner.db.read().await?;
+        let rows: Vec<SubscriptionRow> = sql
+            .query_all(
+                govbus_storage::statement::Statement::generated(format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions \
+                     WHERE delivery = 'PUSH' ORDER BY id"
+                )),
+                &[],
+            )
+            .await?;
+        Ok(rows.into_iter().map(Subscription::of_row).collect())
+    }
+
+    /// The subscription `id`, if it still exists.
+    pub async fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, PubSubError> {
+        let mut sql = self.inner.db.read().await?;
+        let row: Option<SubscriptionRow> = sql
+            .query_opt(
+                govbus_storage::statement::Statement::generated(format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions WHERE id = $1"
+                )),
+                &[id.into()],
+            )
+            .await?;
+        Ok(row.map(Subscription::of_row))
     }
 
     /// `subscriber`'s subscriptions in `room`.
@@ -326,12 +495,12 @@ impl PubSub {
     }
 
     /// The next unconfirmed event of `subscription`, as `render` makes it an event item from the
-    /// stored message (its id, stream sequence, headers and payload); the same one again until
-    /// it is confirmed; `None` when there is none.
+    /// subscription and the stored event's id, stream sequence and payload (`None`: not for this
+    /// subscriber any more); the same one again until it is confirmed; `None` when there is none.
     pub async fn pull(
         &self,
         subscription: &Subscription,
-        render: impl Fn(&str, u64, &async_nats::jetstream::Message) -> Result<Json, PubSubError>,
+        render: impl Fn(&Subscription, &str, u64, &[u8]) -> Result<Option<Json>, PubSubError>,
     ) -> Result<Option<Json>, PubSubError> {
         // Pulls of one subscription take turns in this gateway; another gateway's pull that
         // took the event meanwhile is found by looking again after an empty fetch.
@@ -366,7 +535,9 @@ impl PubSub {
                 }
             };
             let at = i64::try_from(sequence).unwrap_or(i64::MAX);
-            if at <= subscription.confirmed_through {
+            if at <= subscription.confirmed_through
+                || is_replay_for_another(&message, &subscription.consumer)
+            {
                 // Confirmed already, redelivered because the confirmation came late.
                 message
                     .ack()
@@ -380,7 +551,9 @@ impl PubSub {
                 .and_then(|headers| headers.get(govbus_bus::envelope::headers::ID))
                 .map(|value| value.as_str().to_owned())
                 .unwrap_or_else(|| format!("{}:{sequence}", subscription.stream));
-            let item = render(&id, sequence, &message)?;
+            let Some(item) = render(subscription, &id, sequence, &message.payload)? else {
+                return Ok(None);
+            };
             let (subscription_id, event_id, text) =
                 (subscription.id.clone(), id.clone(), item.to_string());
             // Another pull of the same subscription may have taken it first: hand out theirs.

@@ -139,7 +139,11 @@ impl Access {
     /// A registry on a fresh database of `options.backend` with [`APPLICATION`] registered.
     pub(crate) async fn start(options: AccessOptions) -> Self {
         let db = TestDatabase::new(options.backend).await.expect("database");
-        let applications = Applications::open(db.url()).await.expect("registry");
+        let applications = Applications::new(
+            govbus_gateway::database::open(db.url())
+                .await
+                .expect("database"),
+        );
         let secret = applications
             .register(
                 &ApplicationName::parse(APPLICATION).expect("name"),

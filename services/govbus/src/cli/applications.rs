@@ -77,8 +77,9 @@ async fn open(config: &StackConfig) -> Result<Applications, ApplicationsError> {
         // The first command may come before the first `govbus up`.
         let _ = std::fs::create_dir_all(dir);
     }
-    Applications::open(&url)
+    govbus_gateway::database::open(&url)
         .await
+        .map(Applications::new)
         .map_err(|source| ApplicationsError::Open { url, source })
 }
 

@@ -81,6 +81,7 @@ pub(super) struct RunningGateway {
     url: String,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
     applications: Applications,
 }
 
@@ -150,9 +151,11 @@ impl RunningGateway {
             ],
             None => Vec::new(),
         };
-        let applications = Applications::open(&config.gateway_database_url())
-            .await
-            .map_err(|error| failed("the registry of applications")(&error))?;
+        let applications = Applications::new(
+            govbus_gateway::database::open(&config.gateway_database_url())
+                .await
+                .map_err(|error| failed("its database")(&error))?,
+        );
         let stop = CancellationToken::new();
         let clients = ClientTable::follow(applications.clone(), stop.clone())
             .await
@@ -181,9 +184,15 @@ impl RunningGateway {
             sign_in,
             policy.clone(),
             directory,
-            Some(pubsub),
+            Some(pubsub.clone()),
         )
         .map_err(|error| failed("its routes")(&error))?;
+        let webhooks = govbus_gateway::pubsub::webhooks::spawn(
+            pubsub,
+            gateway.subscribers_items(),
+            govbus_gateway::pubsub::webhooks::WebhookSettings::default(),
+            stop.clone(),
+        );
         let server = tokio::spawn(govbus_gateway::serve::serve(
             listener,
             gateway.router(),
@@ -196,6 +205,7 @@ impl RunningGateway {
             url: config.gateway_url(address),
             stop,
             server,
+            webhooks,
             applications,
         })
     }
@@ -215,6 +225,9 @@ impl RunningGateway {
         self.stop.cancel();
         if let Err(error) = self.server.await {
             tracing::error!(message = "The gateway's server task failed.", %error);
+        }
+        if let Err(error) = self.webhooks.await {
+            tracing::error!(message = "The gateway's webhook deliveries failed.", %error);
         }
         self.applications.db().close().await;
     }
