@@ -1,4 +1,4 @@
-//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,commit,e2e,memory]
+//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,gateway,commit,e2e,memory]
 //! [--postgres] [--sync-always] [--json FILE]`: every govbus path beside its raw baseline, in one
 //! run, with the ratios.
 
@@ -10,6 +10,7 @@ use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::commit::{self, CommitSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e::{self, EndToEndSettings};
+use govbus_bench::gateway;
 use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_bench::{Comparison, Run};
@@ -21,7 +22,7 @@ struct Args {
     /// Smaller runs (a minute or two), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios: publish, consume, calls, commit, e2e, memory.
+    /// Only these scenarios: publish, consume, calls, gateway, commit, e2e, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run the commit and end-to-end scenarios' databases on PostgreSQL
@@ -114,6 +115,23 @@ async fn main() -> anyhow::Result<()> {
         for citizens in [10_000, 1_000_000 / scale] {
             bench.grow_to(citizens).await?;
             results.push(bench.compare(&server.client_url(), settings).await?);
+            print(results.last());
+        }
+    }
+
+    if wanted("gateway") {
+        let server = nats()?;
+        let dir = tempfile::tempdir()?;
+        let mut bench = CallBench::new(dir.path())?;
+        bench.grow_to(100_000 / scale).await?;
+        let settings = CallSettings {
+            calls: 64_000 / scale,
+            in_flight: 64,
+        };
+        for comparison in
+            gateway::compare(&bench, &server.client_url(), settings, dir.path()).await?
+        {
+            results.push(comparison);
             print(results.last());
         }
     }

@@ -50,7 +50,10 @@ impl CallBench {
     /// Makes certificates and an empty register in `dir`.
     pub fn new(dir: &Path) -> anyhow::Result<Self> {
         let certificates = dir.join("certs");
-        generate_development_certificates(&certificates, &["identity", "bench", "hello"])?;
+        generate_development_certificates(
+            &certificates,
+            &["identity", "bench", "hello", "gateway"],
+        )?;
         Ok(Self {
             certificates,
             database_url: format!("sqlite://{}", dir.join("identity.db").display()),
@@ -110,8 +113,34 @@ impl CallBench {
         database_url: &str,
         method: &str,
     ) -> anyhow::Result<Application> {
+        // Boxed: the service's start is a large future, and the scenarios await several.
+        Box::pin(self.identity_with(nats_url, database_url, method, &["bench"])).await
+    }
+
+    /// identity on this register, letting `callers` call `method`.
+    pub(crate) async fn identity_for(
+        &self,
+        nats_url: &str,
+        method: &str,
+        callers: &[&str],
+    ) -> anyhow::Result<Application> {
+        Box::pin(self.identity_with(nats_url, &self.database_url, method, callers)).await
+    }
+
+    async fn identity_with(
+        &self,
+        nats_url: &str,
+        database_url: &str,
+        method: &str,
+        callers: &[&str],
+    ) -> anyhow::Result<Application> {
+        let callers = callers
+            .iter()
+            .map(|caller| format!("{caller:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let grants = Grants::parse(&format!(
-            "[[grant]]\ncallers = [\"bench\"]\nmethods = [\"govbus.identity.v1.IdentityService/{method}\"]\npurpose = \"Benchmark\"\n"
+            "[[grant]]\ncallers = [{callers}]\nmethods = [\"govbus.identity.v1.IdentityService/{method}\"]\npurpose = \"Benchmark\"\n"
         ))
         .map_err(anyhow::Error::msg)?;
         Ok(Application::build(IdentityConfig {
@@ -156,20 +185,7 @@ impl CallBench {
         let channel = channel(identity.address(), "identity", &self.tls("bench")?).await?;
         let citizens = self.citizens;
         let run = drive(settings, move |task, call| {
-            let mut client = IdentityServiceClient::new(channel.clone());
-            // Spread the lookups over the whole register.
-            let index = (task as u64 * 7_919 + call * 104_729) % citizens.max(1);
-            async move {
-                let answer = client
-                    .verify_citizen(VerifyCitizenRequest {
-                        nik: nik(index),
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                anyhow::ensure!(!answer.citizen_ref.is_empty(), "citizen {index} not found");
-                Ok(())
-            }
+            verify(channel.clone(), spread(task, call, citizens))
         })
         .await?;
         identity.stop().await;
@@ -228,8 +244,26 @@ pub(crate) async fn channel(
         .context("connecting")
 }
 
+/// The citizen call `call` of task `task` asks for: the lookups spread over the whole register.
+pub(crate) fn spread(task: usize, call: u64, citizens: u64) -> u64 {
+    (task as u64 * 7_919 + call * 104_729) % citizens.max(1)
+}
+
+/// One `VerifyCitizen` of citizen `index` over `channel`, which must find them.
+pub(crate) async fn verify(channel: tonic::transport::Channel, index: u64) -> anyhow::Result<()> {
+    let answer = IdentityServiceClient::new(channel)
+        .verify_citizen(VerifyCitizenRequest {
+            nik: nik(index),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(!answer.citizen_ref.is_empty(), "citizen {index} not found");
+    Ok(())
+}
+
 /// Runs `settings.calls` calls from `settings.in_flight` tasks, timing each.
-async fn drive<F, Fut>(settings: CallSettings, call: F) -> anyhow::Result<Run>
+pub(crate) async fn drive<F, Fut>(settings: CallSettings, call: F) -> anyhow::Result<Run>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,

@@ -16,6 +16,7 @@
 //!   what group commit recovers.
 //! - [`consume`]: a govbus consumer with its idempotent inbox vs a raw pull consumer that acks.
 //! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
+//! - [`gateway`]: `VerifyCitizen` as REST through the gateway vs the same call over gRPC.
 //! - [`e2e`]: a gRPC command through the outbox, JetStream and a consumer into a projection:
 //!   peak rate, latency at half of it, peak memory.
 //! - [`memory`]: each service as its own process under the end-to-end load, its peak memory.
@@ -24,6 +25,7 @@ pub mod calls;
 pub mod commit;
 pub mod consume;
 pub mod e2e;
+pub mod gateway;
 pub mod measure;
 pub mod memory;
 pub mod publish;

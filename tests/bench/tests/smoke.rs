@@ -5,6 +5,7 @@ use govbus_bench::calls::{CallBench, CallSettings};
 use govbus_bench::commit::{self, CommitSettings};
 use govbus_bench::consume::{self, ConsumeSettings};
 use govbus_bench::e2e;
+use govbus_bench::gateway;
 use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
 use govbus_harness::NatsServer;
@@ -89,6 +90,29 @@ async fn calls_run_both_paths_over_a_growing_register() {
         assert_eq!(comparison.baseline.operations, 640);
         assert!(comparison.govbus.latency.is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_through_the_gateway_runs_beside_grpc() {
+    let server = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bench = CallBench::new(dir.path()).expect("certificates");
+    bench.grow_to(500).await.expect("register filled");
+    let comparisons = gateway::compare(
+        &bench,
+        &server.client_url(),
+        CallSettings {
+            calls: 640,
+            in_flight: 64,
+        },
+        dir.path(),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(comparisons.len(), 2, "one in flight and 64");
+    assert_eq!(comparisons[1].govbus.operations, 640);
+    assert_eq!(comparisons[1].baseline.operations, 640);
+    assert_eq!(comparisons[0].govbus.operations, 80);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

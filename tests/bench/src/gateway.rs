@@ -1,0 +1,209 @@
+//! REST through the gateway against the same call over gRPC: identity's `VerifyCitizen` as an
+//! application sends it (`POST /identity/v1/citizens:verify`, a bearer token, JSON) through the
+//! gateway (token check, rate limit, access policy, transcoding, the gRPC call over mutual TLS
+//! with the gateway's certificate), beside the same call made directly over gRPC, to one
+//! identity service, with one request in flight (the latency the gateway adds) and 64.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use govbus_gateway::Gateway;
+use govbus_gateway::applications::{
+    ApplicationName, Applications, ClientTable, RateLimit, SignsInWith,
+};
+use govbus_gateway::directory::{Directory, Instance, Provider};
+use govbus_gateway::rate::RateLimiter;
+use govbus_gateway::signin::SignIn;
+use govbus_gateway::tokens::TokenIssuer;
+use govbus_kit::access::{AccessPolicy, Grants};
+use http_body_util::{BodyExt as _, Full};
+use tokio_util::sync::CancellationToken;
+
+use crate::calls::{CallBench, CallSettings, channel, drive, nik, spread, verify};
+use crate::measure::{Comparison, Run};
+
+/// The goal with 64 in flight: REST through the gateway at 70 % of the direct gRPC rate.
+pub const GOAL: f64 = 0.7;
+
+/// The goal with one in flight: the gateway adds at most this much to the median call.
+pub const GOAL_ADDED_P50_MS: f64 = 0.3;
+
+/// The application the benchmark calls as.
+const APPLICATION: &str = "diskominfo.bench";
+
+const IDENTITY_SERVICE: &str = "govbus.identity.v1.IdentityService";
+
+/// Both paths with one request in flight and with `settings.in_flight`.
+pub async fn compare(
+    calls: &CallBench,
+    nats_url: &str,
+    settings: CallSettings,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<Comparison>> {
+    let identity = calls
+        .identity_for(nats_url, "VerifyCitizen", &["bench", APPLICATION])
+        .await?;
+    let direct = channel(identity.address(), "identity", &calls.tls("bench")?).await?;
+    let through_gateway = channel(identity.address(), "identity", &calls.tls("gateway")?).await?;
+    let (base, token, stop) = gateway(through_gateway, dir).await?;
+    let citizens = calls.citizens();
+    let mut comparisons = Vec::new();
+    for in_flight in [1, settings.in_flight] {
+        let settings = CallSettings {
+            calls: if in_flight == 1 {
+                settings.calls / 8
+            } else {
+                settings.calls
+            },
+            in_flight,
+        };
+        let channel = direct.clone();
+        let grpc = drive(settings, move |task, call| {
+            verify(channel.clone(), spread(task, call, citizens))
+        })
+        .await?;
+        let client = Arc::new(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(settings.in_flight)
+                .build_http::<Full<Bytes>>(),
+        );
+        let url: Arc<str> = Arc::from(format!("{base}/identity/v1/citizens:verify"));
+        let authorization: Arc<str> = Arc::from(format!("Bearer {token}"));
+        let rest = drive(settings, move |task, call| {
+            let (client, url, authorization) = (
+                Arc::clone(&client),
+                Arc::clone(&url),
+                Arc::clone(&authorization),
+            );
+            let index = spread(task, call, citizens);
+            async move {
+                let request = http::Request::post(&*url)
+                    .header("authorization", &*authorization)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(format!(
+                        "{{\"nik\":\"{}\"}}",
+                        nik(index)
+                    ))))?;
+                let response = client.request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                anyhow::ensure!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                Ok(())
+            }
+        })
+        .await?;
+        let name = format!(
+            "VerifyCitizen as REST through the gateway vs gRPC, {in_flight} in flight (calls/s)"
+        );
+        let grpc = Run {
+            label: "the same call over gRPC, direct".to_owned(),
+            ..grpc
+        };
+        let rest = Run {
+            label: "REST: token, rate limit, policy, transcoding, then gRPC".to_owned(),
+            ..rest
+        };
+        // With one in flight the rate is the inverse of the latency: at most 0.3 ms added to
+        // the direct median is a rate of at least median / (median + 0.3 ms) of the direct one.
+        let goal = match (in_flight, rest.latency, grpc.latency) {
+            (1, Some(through), Some(direct)) => {
+                eprintln!(
+                    "gateway, one in flight: p50 {:.3} ms through the gateway, {:.3} ms direct: {:.3} ms added (goal at most {GOAL_ADDED_P50_MS} ms)",
+                    through.p50_ms,
+                    direct.p50_ms,
+                    through.p50_ms - direct.p50_ms
+                );
+                direct.p50_ms / (direct.p50_ms + GOAL_ADDED_P50_MS)
+            }
+            _ => GOAL,
+        };
+        comparisons.push(Comparison::new(name, rest, grpc, goal));
+    }
+    stop.cancel();
+    identity.stop().await;
+    Ok(comparisons)
+}
+
+/// The gateway in front of identity (`channel`), on a loopback port, with one application
+/// signed in: its address and the application's token.
+async fn gateway(
+    channel: tonic::transport::Channel,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, String, CancellationToken)> {
+    let db =
+        govbus_gateway::database::open(&format!("sqlite://{}", dir.join("gateway.db").display()))
+            .await?;
+    let applications = Applications::new(db);
+    applications
+        .register(
+            &ApplicationName::parse(APPLICATION)?,
+            "The benchmark",
+            None,
+            SignsInWith::Secret,
+        )
+        .await?;
+    let stop = CancellationToken::new();
+    let clients = ClientTable::follow(applications.clone(), stop.clone()).await?;
+    let issuer = TokenIssuer::from_pkcs8(
+        &TokenIssuer::generate_key()?,
+        "http://127.0.0.1",
+        govbus_gateway::AUDIENCE,
+        Duration::from_secs(3600),
+    )?;
+    let token = issuer.issue(APPLICATION)?.access_token;
+    let sign_in = Arc::new(SignIn::new(
+        applications,
+        clients,
+        issuer,
+        Vec::new(),
+        RateLimiter::new(RateLimit::new(1_000_000, 1_000_000)?),
+    ));
+    let policy = AccessPolicy::new(
+        Grants::parse(&format!(
+            "[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\"{IDENTITY_SERVICE}/VerifyCitizen\"]\npurpose = \"Benchmark\"\n"
+        ))
+        .map_err(anyhow::Error::msg)?,
+    );
+    let pool = prost_reflect::DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET)?;
+    let directory = Directory::new(
+        Instance {
+            id: "ID-3573".to_owned(),
+            member_class: "GOV".to_owned(),
+            operator: "diskominfo".to_owned(),
+        },
+        govbus_civil::agencies::Agencies::shipped()?.clone(),
+        vec![Provider {
+            name: "identity".to_owned(),
+            summary: "The population register".to_owned(),
+            agency: "dispendukcapil".to_owned(),
+            grpc_services: vec![IDENTITY_SERVICE.to_owned()],
+        }],
+        Vec::new(),
+        &pool,
+    )?;
+    let gateway = Gateway::new(
+        &pool,
+        BTreeMap::from([(IDENTITY_SERVICE.to_owned(), channel)]),
+        sign_in,
+        policy,
+        directory,
+        None,
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(govbus_gateway::serve::serve(
+        listener,
+        gateway.router(),
+        None,
+        stop.clone(),
+    ));
+    // The registry's first read by the running table.
+    tokio::time::sleep(govbus_gateway::applications::REFRESH_INTERVAL * 2).await;
+    Ok((base, token, stop))
+}
