@@ -39,6 +39,26 @@ fn options(server: &NatsServer, user: &str) -> BusOptions {
         .publish_retry(RetryPolicy::default().give_up_after(Some(Duration::from_secs(2))))
 }
 
+/// A nats-server with exactly `users`, each `<name>-secret`.
+async fn with_users(users: Vec<NatsUser>) -> NatsServer {
+    tokio::task::spawn_blocking(move || NatsServer::start_with_config(&authorization(&users)))
+        .await
+        .expect("joined")
+        .expect("nats-server with users")
+}
+
+/// Identity's adapter running with its own user.
+async fn identity_running(server: &NatsServer) -> (Bus, govbus_bus::RunningAdapter) {
+    let bus = Bus::connect(options(server, "identity"))
+        .await
+        .expect("identity connects");
+    let identity = identity_adapter()
+        .start(&bus)
+        .await
+        .expect("identity provisions its stream");
+    (bus, identity)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_do_only_what_their_contracts_grant() {
     let topology = govbus_bus::Topology::new("govbus").expect("topology");
@@ -60,20 +80,10 @@ async fn services_do_only_what_their_contracts_grant() {
             permissions: Permissions::for_service(contract, &topology),
         })
         .collect();
-    let server =
-        tokio::task::spawn_blocking(move || NatsServer::start_with_config(&authorization(&users)))
-            .await
-            .expect("joined")
-            .expect("nats-server with users");
+    let server = with_users(users).await;
 
     // Each service runs its adapter with its own user.
-    let identity_bus = Bus::connect(options(&server, "identity"))
-        .await
-        .expect("identity connects");
-    let identity = identity_adapter()
-        .start(&identity_bus)
-        .await
-        .expect("identity provisions its stream");
+    let (identity_bus, identity) = identity_running(&server).await;
     let welfare_bus = Bus::connect(options(&server, "welfare"))
         .await
         .expect("welfare connects");
@@ -186,18 +196,8 @@ async fn the_gateway_publishes_applications_events_and_none_of_a_service() {
             ),
         },
     ];
-    let server =
-        tokio::task::spawn_blocking(move || NatsServer::start_with_config(&authorization(&users)))
-            .await
-            .expect("joined")
-            .expect("nats-server with users");
-    let identity_bus = Bus::connect(options(&server, "identity"))
-        .await
-        .expect("identity connects");
-    let identity = identity_adapter()
-        .start(&identity_bus)
-        .await
-        .expect("identity provisions its stream");
+    let server = with_users(users).await;
+    let (_identity_bus, identity) = identity_running(&server).await;
     let gateway = Bus::connect(options(&server, "gateway"))
         .await
         .expect("the gateway connects");

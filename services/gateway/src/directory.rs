@@ -15,6 +15,7 @@ use std::fmt;
 
 use govbus_bus::{ServiceContract, Topology};
 use govbus_civil::agencies::Agencies;
+use govbus_kit::declaration::ServiceDeclaration;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Value as Json, json};
 
@@ -53,6 +54,22 @@ pub struct Provider {
     pub grpc_services: Vec<String>,
 }
 
+impl Provider {
+    /// The service `declaration` declares, belonging to `agency`.
+    pub fn declared(declaration: &ServiceDeclaration, agency: &str) -> Self {
+        Self {
+            name: declaration.name.to_owned(),
+            summary: declaration.summary.to_owned(),
+            agency: agency.to_owned(),
+            grpc_services: declaration
+                .grpc_services
+                .iter()
+                .map(|service| (*service).to_owned())
+                .collect(),
+        }
+    }
+}
+
 /// An event type on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventTypeEntry {
@@ -86,6 +103,16 @@ impl Principal {
     }
 }
 
+/// Whether `part` can be one part of a GovStack identifier: 1 to 64 letters, digits, `-`, `_`
+/// or `.`.
+pub fn is_identifier_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 64
+        && part
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
+}
+
 /// A GovStack identifier, `INSTANCE/CLASS/MEMBER[/APPLICATION]`, as the `X-GovStack-Client`
 /// header and the directory's paths carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +131,9 @@ impl ClientId {
     /// Reads `INSTANCE/CLASS/MEMBER/APPLICATION` (or `INSTANCE/CLASS/MEMBER`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.trim().split('/').collect();
-        let valid = |part: &str| {
-            !part.is_empty()
-                && part.len() <= 64
-                && part
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
-        };
         match parts.as_slice() {
             [instance, class, member, rest @ ..]
-                if rest.len() <= 1 && parts.iter().all(|part| valid(part)) =>
+                if rest.len() <= 1 && parts.iter().all(|part| is_identifier_part(part)) =>
             {
                 Ok(Self {
                     instance: (*instance).to_owned(),
@@ -198,7 +218,7 @@ impl Directory {
             ("id", &instance.id),
             ("member_class", &instance.member_class),
         ] {
-            if ClientId::parse(&format!("{value}/x/y")).is_err() || value.contains('/') {
+            if !is_identifier_part(value) {
                 return Err(DirectoryError(format!(
                     "the instance's {what} {value:?} is not letters, digits, '-', '_' or '.'"
                 )));

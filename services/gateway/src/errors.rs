@@ -156,6 +156,11 @@ pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
+/// `value` as a JSON answer with `status`.
+pub(crate) fn json_value(status: StatusCode, value: &serde_json::Value) -> Response {
+    json(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
 pub(crate) fn error(status: StatusCode, code: Code, message: impl Into<String>) -> Response {
     failure(status, ErrorBody::new(status, code, message, Vec::new()))
 }

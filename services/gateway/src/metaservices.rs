@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use govbus_kit::access::AccessPolicy;
 use http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
 
-use crate::callers::{Refused, caller};
-use crate::directory::{ClientId, Directory, Entry, Principal, Provider};
-use crate::errors::{error, json};
+use crate::callers::{Party, Refused, caller, party_at};
+use crate::directory::{Directory, Entry, Principal, Provider};
+use crate::errors::{error, json, json_value};
 use crate::routes::Routes;
 use crate::signin::SignIn;
 
@@ -118,7 +118,7 @@ async fn list_clients(
 ) -> Response {
     let query = match admitted(&gateway, &parts, false, query).await {
         Ok((_, query)) => query,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
     let directory = &gateway.inner.directory;
     if let Some(instance) = &query.instance_id
@@ -166,12 +166,12 @@ async fn methods(
 ) -> Response {
     let (principal, query) = match admitted(&gateway, &parts, true, query).await {
         Ok(admitted) => admitted,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
-    let provider = match provider(&gateway, path).await {
+    let provider = match provider(&gateway, &path) {
         Ok(Some(provider)) => provider,
         Ok(None) => return json_value(StatusCode::OK, &serde_json::json!({"member": []})),
-        Err(response) => return *response,
+        Err(response) => return response.into_response(),
     };
     let policy = &gateway.inner.policy;
     let answer = gateway.inner.directory.methods(
@@ -214,7 +214,7 @@ async fn get_openapi(
 ) -> Response {
     let query = match admitted(&gateway, &parts, true, query).await {
         Ok((_, query)) => query,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
     let Some(service_code) = query.service_code.filter(|code| !code.is_empty()) else {
         return error(
@@ -223,7 +223,7 @@ async fn get_openapi(
             "serviceCode is required: the code of one of the provider's services (listMethods)",
         );
     };
-    let provider = match provider(&gateway, path).await {
+    let provider = match provider(&gateway, &path) {
         Ok(Some(provider)) => provider,
         Ok(None) => {
             return error(
@@ -232,7 +232,7 @@ async fn get_openapi(
                 "an application offers no REST service on the bus",
             );
         }
-        Err(response) => return *response,
+        Err(response) => return response.into_response(),
     };
     let document = gateway
         .inner
@@ -269,46 +269,16 @@ fn wants_yaml(headers: &HeaderMap) -> bool {
 
 /// The service at `path`: `Ok(None)` when the path names a registered application (which
 /// offers nothing), a 404 when it names nobody.
-async fn provider(gateway: &Metaservices, path: ProviderPath) -> Result<Option<Provider>, Refused> {
-    let directory = &gateway.inner.directory;
-    directory
-        .check_instance(&path.instance)
-        .map_err(|problem| Box::new(error(StatusCode::NOT_FOUND, Code::NotFound, problem)))?;
-    let id = ClientId {
-        instance: path.instance,
-        member_class: path.class,
-        member_code: path.member,
-        application_code: Some(path.application),
-    };
-    if let Some(provider) = directory.provider_at(&id) {
-        return Ok(Some(provider.clone()));
-    }
-    let applications = gateway
-        .inner
-        .sign_in
-        .applications()
-        .list()
-        .await
-        .map_err(|problem| {
-            tracing::error!(message = "Cannot read the application registry.", %problem);
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Code::Unavailable,
-                "the registry of applications cannot be read",
-            )
-        })?;
-    let registered = applications.iter().any(|application| {
-        application.revoked_at.is_none() && directory.client_id_of(&application.name) == id
-    });
-    if registered {
-        Ok(None)
-    } else {
-        Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            Code::NotFound,
-            format!("{id} is not on the bus; listClients lists who is"),
-        )))
-    }
+fn provider(gateway: &Metaservices, path: &ProviderPath) -> Result<Option<Provider>, Refused> {
+    let party = party_at(
+        &gateway.inner.directory,
+        &gateway.inner.sign_in,
+        [&path.instance, &path.class, &path.member, &path.application],
+    )?;
+    Ok(match party {
+        Party::Service(provider) => Some(provider),
+        Party::Application(_) => None,
+    })
 }
 
 async fn event_types(State(gateway): State<Metaservices>, parts: Parts) -> Response {
@@ -320,7 +290,7 @@ async fn event_types(State(gateway): State<Metaservices>, parts: Parts) -> Respo
     )
     .await
     {
-        return *refused;
+        return refused.into_response();
     }
     json_value(StatusCode::OK, &gateway.inner.directory.event_types())
 }
@@ -332,7 +302,7 @@ async fn catalogue(
 ) -> Response {
     let query = match admitted(&gateway, &parts, false, query).await {
         Ok((_, query)) => query,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
     let entries = &gateway.inner.catalogue;
     match query.format.as_deref() {
@@ -385,14 +355,10 @@ async fn admitted<T>(
     .await?;
     match query {
         Ok(Query(query)) => Ok((principal, query)),
-        Err(rejection) => Err(Box::new(error(
+        Err(rejection) => Err(Refused::from(error(
             StatusCode::BAD_REQUEST,
             Code::InvalidArgument,
             format!("the query cannot be read: {rejection}"),
         ))),
     }
-}
-
-fn json_value(status: StatusCode, value: &serde_json::Value) -> Response {
-    json(status, serde_json::to_vec(value).unwrap_or_default())
 }

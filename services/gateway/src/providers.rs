@@ -102,6 +102,11 @@ impl IdentityProvider {
         &self.settings.issuer
     }
 
+    /// The clock difference tolerated on its tokens' expiry.
+    pub fn leeway_seconds(&self) -> u64 {
+        self.settings.leeway_seconds.unwrap_or(30)
+    }
+
     /// The application `token` was issued to, if the provider signed it for the gateway and
     /// it is valid now.
     pub async fn verify(&self, token: &str) -> Result<String, ProviderRefusal> {
@@ -116,7 +121,7 @@ impl IdentityProvider {
         let algorithm = algorithm_of(&jwk, header.alg)?;
         let key = DecodingKey::from_jwk(&jwk)?;
         let mut validation = Validation::new(algorithm);
-        validation.leeway = self.settings.leeway_seconds.unwrap_or(30);
+        validation.leeway = self.leeway_seconds();
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);

@@ -2,7 +2,8 @@
 //! the check of every request's bearer token (RFC 6750), the gateway's own or the deployment's
 //! identity provider's, against the registry of applications and their rate limits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,11 +13,12 @@ use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
+use sha2::{Digest as _, Sha256};
 
 use crate::applications::{Applications, Client, ClientTable};
 use crate::providers::IdentityProvider;
 use crate::rate::RateLimiter;
-use crate::tokens::{TokenIssuer, claimed_issuer};
+use crate::tokens::{TokenIssuer, claimed, unix_now};
 
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "govbus";
@@ -29,6 +31,37 @@ pub struct SignIn {
     issuer: TokenIssuer,
     providers: Vec<IdentityProvider>,
     limiter: RateLimiter,
+    verified: VerifiedTokens,
+}
+
+/// The most tokens kept as verified; past it, the expired go, then all.
+const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// Tokens whose signature, issuer and audience were checked, by their SHA-256: the application
+/// each names, and until when it holds (its expiry plus its issuer's leeway).
+#[derive(Debug, Default)]
+struct VerifiedTokens(Mutex<HashMap<[u8; 32], (String, u64)>>);
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)
+            .filter(|(_, until)| *until >= now)
+            .map(|(application, _)| application.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], application: String, until: u64, now: u64) {
+        let mut verified = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.retain(|_, (_, held)| *held >= now);
+            if verified.len() >= MAX_VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (application, until));
+    }
 }
 
 /// Why a request is not let through.
@@ -147,6 +180,7 @@ impl SignIn {
             issuer,
             providers,
             limiter,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -168,11 +202,44 @@ impl SignIn {
     /// The registered application a request's bearer token names, within its rate limit.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Client>, Refusal> {
         let token = bearer_token(headers)?;
-        let application = match claimed_issuer(token) {
+        // An application sends one token for minutes: its signature is checked once, and the
+        // registry (revocation) and the rate limit on every request.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        let application = match self.verified.get(&digest, now) {
+            Some(application) => application,
+            None => {
+                let claims = claimed(token).unwrap_or_default();
+                let (application, leeway) = self.verify(token, claims.iss).await?;
+                if let Some(expires) = claims.exp {
+                    self.verified
+                        .insert(digest, application.clone(), expires + leeway, now);
+                }
+                application
+            }
+        };
+        let client = self
+            .clients
+            .active(&application)
+            .ok_or(Refusal::NotRegistered(application))?;
+        self.limiter
+            .take(&client.name, client.rate)
+            .map_err(|wait| Refusal::RateLimited {
+                application: Arc::clone(&client.name),
+                wait,
+            })?;
+        Ok(client)
+    }
+
+    /// The application `token` (which claims to be `issuer`'s) names, if it is valid now, and
+    /// the leeway its expiry has.
+    async fn verify(&self, token: &str, issuer: Option<String>) -> Result<(String, u64), Refusal> {
+        match issuer {
             Some(issuer) if issuer == self.issuer.issuer() => self
                 .issuer
                 .verify(token)
-                .map_err(|error| Refusal::InvalidToken(error.to_string()))?,
+                .map(|application| (application, 0))
+                .map_err(|error| Refusal::InvalidToken(error.to_string())),
             Some(issuer) => {
                 let provider = self
                     .providers
@@ -187,21 +254,11 @@ impl SignIn {
                 provider
                     .verify(token)
                     .await
-                    .map_err(|error| Refusal::InvalidToken(error.to_string()))?
+                    .map(|application| (application, provider.leeway_seconds()))
+                    .map_err(|error| Refusal::InvalidToken(error.to_string()))
             }
-            None => return Err(Refusal::InvalidToken("not a JWT with an issuer".to_owned())),
-        };
-        let client = self
-            .clients
-            .active(&application)
-            .ok_or(Refusal::NotRegistered(application))?;
-        self.limiter
-            .take(&client.name, client.rate)
-            .map_err(|wait| Refusal::RateLimited {
-                application: Arc::clone(&client.name),
-                wait,
-            })?;
-        Ok(client)
+            None => Err(Refusal::InvalidToken("not a JWT with an issuer".to_owned())),
+        }
     }
 
     /// The token endpoint: `POST /oauth2/token`, `grant_type=client_credentials`, the client
@@ -424,4 +481,34 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verified_token_holds_until_it_expires_and_the_table_stays_bounded() {
+        let verified = VerifiedTokens::default();
+        verified.insert([1; 32], "dinkes.simpus".to_owned(), 100, 50);
+        assert_eq!(
+            verified.get(&[1; 32], 100).as_deref(),
+            Some("dinkes.simpus")
+        );
+        assert_eq!(verified.get(&[1; 32], 101), None, "expired");
+        assert_eq!(verified.get(&[2; 32], 50), None, "another token");
+        for n in 0..MAX_VERIFIED_TOKENS {
+            let mut digest = [0; 32];
+            digest[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            digest[31] = 9;
+            verified.insert(digest, "dinkes.simpus".to_owned(), 1_000, 200);
+        }
+        let held = verified.0.lock().expect("table").len();
+        assert!(held <= MAX_VERIFIED_TOKENS, "{held}");
+        assert_eq!(
+            verified.get(&[1; 32], 60),
+            None,
+            "the expired went first when the table was full"
+        );
+    }
 }

@@ -221,17 +221,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// The `iss` a JWT claims, read without checking anything, to choose who checks it.
-pub(crate) fn claimed_issuer(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Claimed {
-        iss: Option<String>,
-    }
+/// What a JWT's payload claims, read without checking anything: who is to check it, and (once
+/// checked) until when it holds.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Claimed {
+    pub(crate) iss: Option<String>,
+    pub(crate) exp: Option<u64>,
+}
+
+/// The claims of `token`'s payload, unchecked.
+pub(crate) fn claimed(token: &str) -> Option<Claimed> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    serde_json::from_slice::<Claimed>(&bytes).ok()?.iss
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -253,7 +257,9 @@ mod tests {
             "disnaker-pmptsp.sicantik"
         );
         assert_eq!(
-            claimed_issuer(&token.access_token).as_deref(),
+            claimed(&token.access_token)
+                .and_then(|claims| claims.iss)
+                .as_deref(),
             Some("https://gateway.test")
         );
         // Same issuer name, another key: a forgery.

@@ -107,6 +107,20 @@ impl Running {
         (answer.status, answer.json)
     }
 
+    /// Dinkes' application registers its births' type.
+    async fn register_births(&self) {
+        let (status, answer) = self
+            .call(
+                SIMPUS,
+                "POST",
+                &format!("{ROOM}/api/v1/eventType"),
+                Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
     async fn stream_messages(&self) -> u64 {
         let mut stream = self
             .bus
@@ -359,16 +373,7 @@ async fn an_application_registers_its_types_and_publishes_only_in_its_own_room()
 
 async fn a_retried_publication_is_stored_once(backend: TestBackend) {
     let running = running(backend).await;
-    let (status, _) = running
-        .call(
-            SIMPUS,
-            "POST",
-            &format!("{ROOM}/api/v1/eventType"),
-            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
+    running.register_births().await;
     let before = running.stream_messages().await;
     let publish = format!("{ROOM}/pub/v1/newBirth");
     let body = json!({"eventType": "newBirth", "event": {"weight": 2900}});
@@ -414,16 +419,7 @@ async fn a_retried_publication_is_stored_once_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_subscriber_gets_each_event_until_it_confirms_it_once() {
     let running = running(TestBackend::Sqlite).await;
-    let (status, _) = running
-        .call(
-            SIMPUS,
-            "POST",
-            &format!("{ROOM}/api/v1/eventType"),
-            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
+    running.register_births().await;
     let subs = format!("{ROOM}/api/v1/subs/newBirth");
     let pull = format!("{ROOM}/pull/v1/newBirth");
     let pulling = json!({"eventType": "newBirth", "delivery": "PULL", "options": {"TTL": 600}});
@@ -555,16 +551,7 @@ async fn a_pull_subscriber_gets_each_event_until_it_confirms_it_once() {
 
 async fn concurrent_pulls_hand_out_one_event_and_it_is_confirmed_once(backend: TestBackend) {
     let running = running(backend).await;
-    let (status, _) = running
-        .call(
-            SIMPUS,
-            "POST",
-            &format!("{ROOM}/api/v1/eventType"),
-            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
+    running.register_births().await;
     let (status, _) = running
         .call(
             SIKS,
@@ -759,16 +746,7 @@ fn fast_retries() -> WebhookSettings {
 }
 
 async fn push_subscription(running: &Running, url: &str) -> String {
-    let (status, _) = running
-        .call(
-            SIMPUS,
-            "POST",
-            &format!("{ROOM}/api/v1/eventType"),
-            Some(&json!({"eventType": "newBirth", "schema": birth_schema()})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
+    running.register_births().await;
     let (status, item) = running
         .call(
             SIKS,

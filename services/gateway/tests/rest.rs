@@ -2,11 +2,8 @@
 //! front of it, and plain HTTP/1.1 requests of the shapes the bindings declare.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use govbus_bus::BusOptions;
-use govbus_harness::{NatsServer, TestBackend, TestDatabase};
-use govbus_storage::StorageSettings;
+use govbus_harness::{NatsServer, TestDatabase};
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
 
@@ -25,25 +22,7 @@ struct TestGateway {
 impl TestGateway {
     async fn start() -> Self {
         let nats = NatsServer::start().expect("nats-server starts");
-        let db = TestDatabase::new(TestBackend::Sqlite)
-            .await
-            .expect("database");
-        let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
-            database_url: db.url().to_owned(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            bus: BusOptions::new(nats.client_url()).client_name("identity"),
-            storage: StorageSettings::default(),
-            tls: None,
-            access: None,
-            audit_subject_key: None,
-            call_report_interval: Duration::from_secs(60),
-        })
-        .await
-        .expect("identity starts");
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", identity.address()))
-                .expect("endpoint")
-                .connect_lazy();
+        let (identity, channel, db) = support::plain_identity(&nats).await;
         let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
         let service = "govbus.identity.v1.IdentityService";
         let access =

@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use govbus_bus::BusOptions;
 use govbus_gateway::applications::{ApplicationName, RateLimit, SignsInWith};
 use govbus_harness::{NatsServer, TestDatabase};
-use govbus_storage::StorageSettings;
 use prost_reflect::DescriptorPool;
 
 mod support;
@@ -36,23 +34,7 @@ impl Stand {
             .await
             .expect("joined")
             .expect("nats-server");
-        let db = TestDatabase::sqlite().expect("database");
-        let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
-            database_url: db.url().to_owned(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            bus: BusOptions::new(nats.client_url()).client_name("identity"),
-            storage: StorageSettings::default(),
-            tls: None,
-            access: None,
-            audit_subject_key: None,
-            call_report_interval: Duration::from_secs(60),
-        })
-        .await
-        .expect("identity starts");
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", identity.address()))
-                .expect("endpoint")
-                .connect_lazy();
+        let (identity, channel, db) = support::plain_identity(&nats).await;
         let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
         let access = Access::start(options).await;
         let gateway = access.gateway(&pool, BTreeMap::from([(IDENTITY.to_owned(), channel)]));

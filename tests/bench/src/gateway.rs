@@ -178,12 +178,10 @@ async fn gateway(
             operator: "diskominfo".to_owned(),
         },
         govbus_civil::agencies::Agencies::shipped()?.clone(),
-        vec![Provider {
-            name: "identity".to_owned(),
-            summary: "The population register".to_owned(),
-            agency: "dispendukcapil".to_owned(),
-            grpc_services: vec![IDENTITY_SERVICE.to_owned()],
-        }],
+        vec![Provider::declared(
+            &govbus_identity::DECLARATION,
+            "dispendukcapil",
+        )],
         Vec::new(),
         &pool,
     )?;

@@ -22,9 +22,9 @@ use prost_reflect::DescriptorPool;
 use super::items::Items;
 use super::subscriptions::{Delivery, Subscription, Topic};
 use super::{PubSub, PubSubError};
-use crate::callers::{Refused, caller};
+use crate::callers::{Party, Refused, caller, party_at};
 use crate::directory::{ClientId, Directory, Principal, Provider};
-use crate::errors::{ErrorBody, FieldViolation, error, failure, json};
+use crate::errors::{ErrorBody, FieldViolation, error, failure, json_value};
 use crate::signin::SignIn;
 
 /// The largest event taken.
@@ -173,11 +173,7 @@ impl OfType for EventPath {
 }
 
 /// A room: a service's (its contract's event types) or an application's (its own).
-#[derive(Debug, Clone)]
-enum Room {
-    Service(Provider),
-    Application(String),
-}
+type Room = Party;
 
 /// The body of `createEventType`.
 #[derive(Debug, serde::Deserialize)]
@@ -201,39 +197,15 @@ struct PublishBody {
 impl PubSubRoutes {
     /// The caller, and the room at the path.
     async fn enter(&self, parts: &Parts, path: &impl InRoom) -> Result<(Principal, Room), Refused> {
-        let [instance, class, member, application] = path.room();
         let (principal, _) =
             caller(&self.inner.sign_in, &self.inner.directory, parts, true).await?;
-        let directory = &self.inner.directory;
-        directory
-            .check_instance(instance)
-            .map_err(|problem| Box::new(error(StatusCode::NOT_FOUND, Code::NotFound, problem)))?;
-        let id = ClientId {
-            instance: instance.to_owned(),
-            member_class: class.to_owned(),
-            member_code: member.to_owned(),
-            application_code: Some(application.to_owned()),
-        };
-        if let Some(provider) = directory.provider_at(&id) {
-            return Ok((principal, Room::Service(provider.clone())));
-        }
-        let name = format!("{member}.{application}");
-        if class == directory.instance().member_class
-            && govbus_kit::access::is_application_name(&name)
-            && self.inner.sign_in.is_active(&name)
-        {
-            return Ok((principal, Room::Application(name)));
-        }
-        Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            Code::NotFound,
-            format!("{id} is not on the bus; listClients lists who is"),
-        )))
+        let room = party_at(&self.inner.directory, &self.inner.sign_in, path.room())?;
+        Ok((principal, room))
     }
 
     fn pubsub(&self) -> Result<&PubSub, Refused> {
         self.inner.pubsub.as_ref().ok_or_else(|| {
-            Box::new(error(
+            Refused::from(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Code::Unavailable,
                 "publish/subscribe needs the bus, and this gateway runs without it",
@@ -247,7 +219,7 @@ fn own_room(principal: &Principal, application: &str, what: &str) -> Result<(), 
     if principal.name() == application {
         Ok(())
     } else {
-        Err(Box::new(error(
+        Err(Refused::from(error(
             StatusCode::FORBIDDEN,
             Code::PermissionDenied,
             format!("only {application} {what} in its room"),
@@ -273,7 +245,7 @@ fn application_room(
 }
 
 fn contract_owned(provider: &Provider) -> Refused {
-    Box::new(error(
+    Refused::from(error(
         StatusCode::FORBIDDEN,
         Code::PermissionDenied,
         format!(
@@ -283,21 +255,17 @@ fn contract_owned(provider: &Provider) -> Refused {
     ))
 }
 
-fn failed(problem: PubSubError) -> Response {
-    let status = match &problem {
-        PubSubError::InvalidName(_) | PubSubError::InvalidSchema(_) => StatusCode::BAD_REQUEST,
-        PubSubError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        PubSubError::Exists(_) | PubSubError::KeyReused => StatusCode::CONFLICT,
-        PubSubError::UnknownType(_) | PubSubError::UnknownPublication(_) => StatusCode::NOT_FOUND,
-        PubSubError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
-        PubSubError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+/// `problem` as an answer: its gRPC code, and that code's HTTP status.
+fn failed(problem: PubSubError) -> Refused {
+    let code = match &problem {
+        PubSubError::InvalidName(_)
+        | PubSubError::InvalidSchema(_)
+        | PubSubError::Invalid { .. } => Code::InvalidArgument,
+        PubSubError::Exists(_) | PubSubError::KeyReused => Code::AlreadyExists,
+        PubSubError::UnknownType(_) | PubSubError::UnknownPublication(_) => Code::NotFound,
+        PubSubError::Bus(_) | PubSubError::Db(_) => Code::Unavailable,
     };
-    let code = match status {
-        StatusCode::BAD_REQUEST => Code::InvalidArgument,
-        StatusCode::CONFLICT => Code::AlreadyExists,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        _ => Code::Unavailable,
-    };
+    let status = crate::errors::http_status(code);
     if matches!(problem, PubSubError::Bus(_) | PubSubError::Db(_)) {
         tracing::error!(message = "Publish/subscribe failed.", %problem);
     }
@@ -315,27 +283,24 @@ fn failed(problem: PubSubError) -> Response {
         status,
         ErrorBody::new(status, code, problem.to_string(), violations),
     )
+    .into()
 }
 
 fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refused> {
     if body.len() > MAX_EVENT_BYTES {
-        return Err(Box::new(error(
+        return Err(Refused::from(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             Code::InvalidArgument,
             format!("the body is larger than {MAX_EVENT_BYTES} bytes"),
         )));
     }
     serde_json::from_slice(body).map_err(|problem| {
-        Box::new(error(
+        Refused::from(error(
             StatusCode::BAD_REQUEST,
             Code::InvalidArgument,
             format!("the body: {problem}"),
         ))
     })
-}
-
-fn json_value(status: StatusCode, value: &Json) -> Response {
-    json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
 fn no_content() -> Response {
@@ -348,33 +313,30 @@ async fn list_types(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<RoomPath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (_, room) = routes.enter(&parts, &path).await?;
-        let names: Vec<String> = match room {
-            Room::Service(provider) => routes
-                .inner
-                .directory
-                .published_by(&provider.name)
-                .into_iter()
-                .map(|(name, _)| name.to_owned())
-                .collect(),
-            Room::Application(application) => routes
-                .pubsub()?
-                .types_of(&application)
-                .await
-                .map_err(|problem| Box::new(failed(problem)))?
-                .into_iter()
-                .map(|registered| registered.event_type)
-                .collect(),
-        };
-        Ok::<_, Refused>(if names.is_empty() {
-            no_content()
-        } else {
-            json_value(StatusCode::OK, &json!(names))
-        })
+) -> Result<Response, Refused> {
+    let (_, room) = routes.enter(&parts, &path).await?;
+    let names: Vec<String> = match room {
+        Room::Service(provider) => routes
+            .inner
+            .directory
+            .published_by(&provider.name)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+        Room::Application(application) => routes
+            .pubsub()?
+            .types_of(&application)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .map(|registered| registered.event_type)
+            .collect(),
     };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+    Ok(if names.is_empty() {
+        no_content()
+    } else {
+        json_value(StatusCode::OK, &json!(names))
+    })
 }
 
 async fn create_type(
@@ -382,80 +344,69 @@ async fn create_type(
     Path(path): Path<RoomPath>,
     parts: Parts,
     body: Bytes,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let application =
-            application_room(&principal, room, "registers event types", contract_owned)?;
-        let body: EventTypeBody = body_of(&body)?;
-        routes
-            .pubsub()?
-            .register_type(&application, &body.event_type, &body.schema)
-            .await
-            .map_err(|problem| Box::new(failed(problem)))?;
-        tracing::info!(
-            message = "Event type registered.",
-            application = %application,
-            event_type = %body.event_type,
-        );
-        Ok(json_value(
-            StatusCode::OK,
-            &json!({"eventType": body.event_type}),
-        ))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let application = application_room(&principal, room, "registers event types", contract_owned)?;
+    let body: EventTypeBody = body_of(&body)?;
+    routes
+        .pubsub()?
+        .register_type(&application, &body.event_type, &body.schema)
+        .await
+        .map_err(failed)?;
+    tracing::info!(
+        message = "Event type registered.",
+        application = %application,
+        event_type = %body.event_type,
+    );
+    Ok(json_value(
+        StatusCode::OK,
+        &json!({"eventType": body.event_type}),
+    ))
 }
 
 async fn get_type(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<TypePath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (_, room) = routes.enter(&parts, &path).await?;
-        let schema = match room {
-            Room::Service(provider) => routes
-                .inner
-                .directory
-                .published_by(&provider.name)
-                .into_iter()
-                .find(|(name, _)| *name == path.event_type)
-                .map(|(_, schema)| schema.clone()),
-            Room::Application(application) => routes
-                .pubsub()?
-                .type_of(&application, &path.event_type)
-                .await
-                .map_err(|problem| Box::new(failed(problem)))?
-                .map(|registered| registered.schema),
-        };
-        Ok::<_, Refused>(match schema {
-            Some(schema) => json_value(
-                StatusCode::OK,
-                &json!({"eventType": path.event_type, "schema": schema}),
-            ),
-            None => no_content(),
-        })
+) -> Result<Response, Refused> {
+    let (_, room) = routes.enter(&parts, &path).await?;
+    let schema = match room {
+        Room::Service(provider) => routes
+            .inner
+            .directory
+            .published_by(&provider.name)
+            .into_iter()
+            .find(|(name, _)| *name == path.event_type)
+            .map(|(_, schema)| schema.clone()),
+        Room::Application(application) => routes
+            .pubsub()?
+            .type_of(&application, &path.event_type)
+            .await
+            .map_err(failed)?
+            .map(|registered| registered.schema),
     };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+    Ok(match schema {
+        Some(schema) => json_value(
+            StatusCode::OK,
+            &json!({"eventType": path.event_type, "schema": schema}),
+        ),
+        None => no_content(),
+    })
 }
 
 async fn delete_type(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<TypePath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let application =
-            application_room(&principal, room, "deletes event types", contract_owned)?;
-        routes
-            .pubsub()?
-            .delete_type(&application, &path.event_type)
-            .await
-            .map_err(|problem| Box::new(failed(problem)))?;
-        Ok(no_content())
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let application = application_room(&principal, room, "deletes event types", contract_owned)?;
+    routes
+        .pubsub()?
+        .delete_type(&application, &path.event_type)
+        .await
+        .map_err(failed)?;
+    Ok(no_content())
 }
 
 async fn publish(
@@ -463,44 +414,41 @@ async fn publish(
     Path(path): Path<TypePath>,
     parts: Parts,
     body: Bytes,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let application = application_room(&principal, room, "publishes", |provider| {
-            Box::new(error(
-                StatusCode::FORBIDDEN,
-                Code::PermissionDenied,
-                format!(
-                    "only {} publishes its events, from its outbox; an application publishes its own registered types in its own room",
-                    provider.name
-                ),
-            ))
-        })?;
-        let body: PublishBody = body_of(&body)?;
-        if body.event_type != path.event_type {
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                Code::InvalidArgument,
-                format!(
-                    "the body's eventType {:?} is not the path's {:?}",
-                    body.event_type, path.event_type
-                ),
-            )));
-        }
-        let id = routes
-            .pubsub()?
-            .publish(
-                &application,
-                &path.event_type,
-                &body.event,
-                body.subject.as_deref(),
-                idempotency_key(&parts.headers)?,
-            )
-            .await
-            .map_err(|problem| Box::new(failed(problem)))?;
-        Ok(json_value(StatusCode::CREATED, &json!({"id": id})))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let application = application_room(&principal, room, "publishes", |provider| {
+        Refused::from(error(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            format!(
+                "only {} publishes its events, from its outbox; an application publishes its own registered types in its own room",
+                provider.name
+            ),
+        ))
+    })?;
+    let body: PublishBody = body_of(&body)?;
+    if body.event_type != path.event_type {
+        return Err(Refused::from(error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            format!(
+                "the body's eventType {:?} is not the path's {:?}",
+                body.event_type, path.event_type
+            ),
+        )));
+    }
+    let id = routes
+        .pubsub()?
+        .publish(
+            &application,
+            &path.event_type,
+            &body.event,
+            body.subject.as_deref(),
+            idempotency_key(&parts.headers)?,
+        )
+        .await
+        .map_err(failed)?;
+    Ok(json_value(StatusCode::CREATED, &json!({"id": id})))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Refused> {
@@ -508,7 +456,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Refused> {
         None => Ok(None),
         Some(value) => match value.to_str() {
             Ok(key) if !key.is_empty() && key.len() <= 200 => Ok(Some(key)),
-            _ => Err(Box::new(error(
+            _ => Err(Refused::from(error(
                 StatusCode::BAD_REQUEST,
                 Code::InvalidArgument,
                 "the Idempotency-Key is 1 to 200 characters of text",
@@ -521,63 +469,57 @@ async fn publication(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<EventPath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let application = application_room(&principal, room, "reads its publications", |_| {
-            Box::new(error(
-                StatusCode::NOT_FOUND,
-                Code::NotFound,
-                "a service's events are read by subscribing",
-            ))
-        })?;
-        let publication = routes
-            .pubsub()?
-            .publication(&application, &path.event_type, &path.event_id)
-            .await
-            .map_err(|problem| Box::new(failed(problem)))?;
-        let publisher = routes.inner.directory.client_id_of(&application);
-        Ok(json_value(
-            StatusCode::OK,
-            &json!({
-                "id": publication.id,
-                "sequence": publication.sequence,
-                "publisherId": {
-                    "instanceId": publisher.instance,
-                    "memberClass": publisher.member_class,
-                    "memberCode": publisher.member_code,
-                    "applicationCode": publisher.application_code,
-                },
-                "eventType": path.event_type,
-                "event": publication.event,
-            }),
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let application = application_room(&principal, room, "reads its publications", |_| {
+        Refused::from(error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "a service's events are read by subscribing",
         ))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+    })?;
+    let publication = routes
+        .pubsub()?
+        .publication(&application, &path.event_type, &path.event_id)
+        .await
+        .map_err(failed)?;
+    let publisher = routes.inner.directory.client_id_of(&application);
+    Ok(json_value(
+        StatusCode::OK,
+        &json!({
+            "id": publication.id,
+            "sequence": publication.sequence,
+            "publisherId": {
+                "instanceId": publisher.instance,
+                "memberClass": publisher.member_class,
+                "memberCode": publisher.member_code,
+                "applicationCode": publisher.application_code,
+            },
+            "eventType": path.event_type,
+            "event": publication.event,
+        }),
+    ))
 }
 
 async fn withdraw(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<EventPath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let application = application_room(&principal, room, "withdraws its publications", |_| {
-            Box::new(error(
-                StatusCode::FORBIDDEN,
-                Code::PermissionDenied,
-                "a service's events are never withdrawn",
-            ))
-        })?;
-        routes
-            .pubsub()?
-            .withdraw(&application, &path.event_type, &path.event_id)
-            .await
-            .map_err(|problem| Box::new(failed(problem)))?;
-        Ok(no_content())
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let application = application_room(&principal, room, "withdraws its publications", |_| {
+        Refused::from(error(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "a service's events are never withdrawn",
+        ))
+    })?;
+    routes
+        .pubsub()?
+        .withdraw(&application, &path.event_type, &path.event_id)
+        .await
+        .map_err(failed)?;
+    Ok(no_content())
 }
 
 /// The body of `addSub` and `patchSub`: a `SubscriptionItem`.
@@ -651,17 +593,15 @@ impl PubSubRoutes {
                         },
                         Some(message.to_owned()),
                     )),
-                    _ => Err(failed_boxed(PubSubError::UnknownType(
-                        event_type.to_owned(),
-                    ))),
+                    _ => Err(failed(PubSubError::UnknownType(event_type.to_owned()))),
                 }
             }
             Room::Application(application) => {
                 pubsub
                     .type_of(application, event_type)
                     .await
-                    .map_err(failed_boxed)?
-                    .ok_or_else(|| failed_boxed(PubSubError::UnknownType(event_type.to_owned())))?;
+                    .map_err(failed)?
+                    .ok_or_else(|| failed(PubSubError::UnknownType(event_type.to_owned())))?;
                 Ok((
                     Topic {
                         room: application.clone(),
@@ -691,7 +631,7 @@ impl PubSubRoutes {
                     %event_type,
                 );
                 crate::signin::count_refusal("no_grant", None);
-                Box::new(error(
+                Refused::from(error(
                     StatusCode::FORBIDDEN,
                     Code::PermissionDenied,
                     format!(
@@ -714,9 +654,9 @@ impl PubSubRoutes {
             .pubsub()?
             .subscription(principal.name(), &topic.event_type)
             .await
-            .map_err(failed_boxed)?
+            .map_err(failed)?
             .ok_or_else(|| {
-                Box::new(error(
+                Refused::from(error(
                     StatusCode::NOT_FOUND,
                     Code::NotFound,
                     format!(
@@ -743,7 +683,7 @@ impl PubSubRoutes {
         Ok((principal, subscription, message))
     }
 
-    fn item_of(&self, subscription: &Subscription, room_type: &str) -> Json {
+    fn item_of(&self, subscription: &Subscription) -> Json {
         let subscriber = self.inner.directory.client_id_of(&subscription.subscriber);
         let mut item = json!({
             "id": subscription.id,
@@ -753,7 +693,7 @@ impl PubSubRoutes {
                 "memberCode": subscriber.member_code,
                 "applicationCode": subscriber.application_code,
             },
-            "eventType": room_type,
+            "eventType": self.inner.items.room_type(subscription),
             "delivery": subscription.delivery,
             "options": {"TTL": subscription.ack_wait.as_secs(), "FIFO": true},
         });
@@ -761,22 +701,6 @@ impl PubSubRoutes {
             item["pushUrl"] = Json::String(url.clone());
         }
         item
-    }
-}
-
-fn failed_boxed(problem: PubSubError) -> Refused {
-    Box::new(failed(problem))
-}
-
-/// The type's name as `room` names it: the full type in a service's room, the application's own
-/// name in its room.
-fn room_type<'a>(room: &Room, full: &'a str) -> &'a str {
-    match room {
-        Room::Service(_) => full,
-        Room::Application(application) => full
-            .strip_prefix(application.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or(full),
     }
 }
 
@@ -789,7 +713,7 @@ fn ttl_of(body: &SubscriptionBody) -> Result<Duration, Refused> {
     if (1..=MAX_TTL_SECONDS).contains(&seconds) {
         Ok(Duration::from_secs(seconds))
     } else {
-        Err(Box::new(error(
+        Err(Refused::from(error(
             StatusCode::BAD_REQUEST,
             Code::InvalidArgument,
             format!("options.TTL is 1 to {MAX_TTL_SECONDS} seconds"),
@@ -801,7 +725,7 @@ fn ttl_of(body: &SubscriptionBody) -> Result<Duration, Refused> {
 /// webhook's `pushUrl`, https (or http to a loopback address).
 fn delivery_of(body: &SubscriptionBody) -> Result<Delivery, Refused> {
     let invalid = |message: String| {
-        Box::new(error(
+        Refused::from(error(
             StatusCode::BAD_REQUEST,
             Code::InvalidArgument,
             message,
@@ -828,27 +752,22 @@ async fn list_subscriptions(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<RoomPath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let room_name = match &room {
-            Room::Service(provider) => provider.name.clone(),
-            Room::Application(application) => application.clone(),
-        };
-        let subscriptions = routes
-            .pubsub()?
-            .subscriptions_of(principal.name(), &room_name)
-            .await
-            .map_err(failed_boxed)?;
-        let items: Vec<Json> = subscriptions
-            .iter()
-            .map(|subscription| {
-                routes.item_of(subscription, room_type(&room, &subscription.event_type))
-            })
-            .collect();
-        Ok(json_value(StatusCode::OK, &Json::Array(items)))
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let room_name = match &room {
+        Room::Service(provider) => provider.name.clone(),
+        Room::Application(application) => application.clone(),
     };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+    let subscriptions = routes
+        .pubsub()?
+        .subscriptions_of(principal.name(), &room_name)
+        .await
+        .map_err(failed)?;
+    let items: Vec<Json> = subscriptions
+        .iter()
+        .map(|subscription| routes.item_of(subscription))
+        .collect();
+    Ok(json_value(StatusCode::OK, &Json::Array(items)))
 }
 
 async fn subscribe(
@@ -856,79 +775,70 @@ async fn subscribe(
     Path(path): Path<TypePath>,
     parts: Parts,
     body: Bytes,
-) -> Response {
-    let answer = async {
-        let (principal, room) = routes.enter(&parts, &path).await?;
-        let body: SubscriptionBody = if body.is_empty() {
-            SubscriptionBody::default()
-        } else {
-            body_of(&body)?
+) -> Result<Response, Refused> {
+    let (principal, room) = routes.enter(&parts, &path).await?;
+    let body: SubscriptionBody = if body.is_empty() {
+        SubscriptionBody::default()
+    } else {
+        body_of(&body)?
+    };
+    if body
+        .event_type
+        .as_deref()
+        .is_some_and(|named| named != path.event_type)
+    {
+        return Err(Refused::from(error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "the body's eventType is not the path's",
+        )));
+    }
+    if let Some(subscriber) = &body.subscriber_id {
+        let caller = routes.inner.directory.client_id_of(principal.name());
+        let named = ClientId {
+            instance: subscriber.instance_id.clone().unwrap_or_default(),
+            member_class: subscriber.member_class.clone().unwrap_or_default(),
+            member_code: subscriber.member_code.clone().unwrap_or_default(),
+            application_code: subscriber.application_code.clone(),
         };
-        if body
-            .event_type
-            .as_deref()
-            .is_some_and(|named| named != path.event_type)
-        {
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                Code::InvalidArgument,
-                "the body's eventType is not the path's",
+        if named != caller {
+            return Err(Refused::from(error(
+                StatusCode::FORBIDDEN,
+                Code::PermissionDenied,
+                format!("a caller subscribes itself ({caller}), not {named}"),
             )));
         }
-        if let Some(subscriber) = &body.subscriber_id {
-            let caller = routes.inner.directory.client_id_of(principal.name());
-            let named = ClientId {
-                instance: subscriber.instance_id.clone().unwrap_or_default(),
-                member_class: subscriber.member_class.clone().unwrap_or_default(),
-                member_code: subscriber.member_code.clone().unwrap_or_default(),
-                application_code: subscriber.application_code.clone(),
-            };
-            if named != caller {
-                return Err(Box::new(error(
-                    StatusCode::FORBIDDEN,
-                    Code::PermissionDenied,
-                    format!("a caller subscribes itself ({caller}), not {named}"),
-                )));
-            }
-        }
-        let delivery = delivery_of(&body)?;
-        let ttl = ttl_of(&body)?;
-        let (topic, _) = routes.topic(&room, &path.event_type).await?;
-        routes.granted(&principal, &topic.event_type)?;
-        let (subscription, secret) = routes
-            .pubsub()?
-            .subscribe(principal.name(), &topic, ttl, &delivery)
-            .await
-            .map_err(failed_boxed)?;
-        tracing::info!(
-            message = "Subscribed.",
-            subscriber = principal.name(),
-            event_type = %topic.event_type,
-            delivery = %subscription.delivery,
-        );
-        let mut item = routes.item_of(&subscription, &path.event_type);
-        if let Some(secret) = secret {
-            // Shown once: the gateway keeps it to sign, but never shows it again.
-            item["secret"] = Json::String(secret);
-        }
-        Ok(json_value(StatusCode::OK, &item))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+    }
+    let delivery = delivery_of(&body)?;
+    let ttl = ttl_of(&body)?;
+    let (topic, _) = routes.topic(&room, &path.event_type).await?;
+    routes.granted(&principal, &topic.event_type)?;
+    let (subscription, secret) = routes
+        .pubsub()?
+        .subscribe(principal.name(), &topic, ttl, &delivery)
+        .await
+        .map_err(failed)?;
+    tracing::info!(
+        message = "Subscribed.",
+        subscriber = principal.name(),
+        event_type = %topic.event_type,
+        delivery = %subscription.delivery,
+    );
+    let mut item = routes.item_of(&subscription);
+    if let Some(secret) = secret {
+        // Shown once: the gateway keeps it to sign, but never shows it again.
+        item["secret"] = Json::String(secret);
+    }
+    Ok(json_value(StatusCode::OK, &item))
 }
 
 async fn subscription(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<TypePath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
-        Ok(json_value(
-            StatusCode::OK,
-            &routes.item_of(&subscription, &path.event_type),
-        ))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+    Ok(json_value(StatusCode::OK, &routes.item_of(&subscription)))
 }
 
 async fn change_subscription(
@@ -936,119 +846,101 @@ async fn change_subscription(
     Path(path): Path<TypePath>,
     parts: Parts,
     body: Bytes,
-) -> Response {
-    let answer = async {
-        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
-        let body: SubscriptionBody = body_of(&body)?;
-        if body
-            .delivery
-            .as_deref()
-            .is_some_and(|delivery| delivery != subscription.delivery)
-            || body.push_url.is_some()
-        {
-            return Err(Box::new(error(
+) -> Result<Response, Refused> {
+    let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+    let body: SubscriptionBody = body_of(&body)?;
+    if body
+        .delivery
+        .as_deref()
+        .is_some_and(|delivery| delivery != subscription.delivery)
+        || body.push_url.is_some()
+    {
+        return Err(Refused::from(error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "a subscription's delivery and webhook stay as they are: subscribe anew to change them",
+        )));
+    }
+    let pubsub = routes.pubsub()?;
+    let mut changed = subscription.clone();
+    if body
+        .options
+        .as_ref()
+        .and_then(|options| options.ttl)
+        .is_some()
+    {
+        changed = pubsub
+            .change_ack_wait(&subscription, ttl_of(&body)?)
+            .await
+            .map_err(failed)?;
+    }
+    let mut item = routes.item_of(&changed);
+    if body.rotate_secret {
+        let secret = pubsub.rotate_secret(&subscription).await.map_err(|_| {
+            Refused::from(error(
                 StatusCode::BAD_REQUEST,
                 Code::InvalidArgument,
-                "a subscription's delivery and webhook stay as they are: subscribe anew to change them",
-            )));
-        }
-        let pubsub = routes.pubsub()?;
-        let mut changed = subscription.clone();
-        if body
-            .options
-            .as_ref()
-            .and_then(|options| options.ttl)
-            .is_some()
-        {
-            changed = pubsub
-                .change_ack_wait(&subscription, ttl_of(&body)?)
-                .await
-                .map_err(failed_boxed)?;
-        }
-        let mut item = routes.item_of(&changed, &path.event_type);
-        if body.rotate_secret {
-            let secret = pubsub.rotate_secret(&subscription).await.map_err(|_| {
-                Box::new(error(
-                    StatusCode::BAD_REQUEST,
-                    Code::InvalidArgument,
-                    "only a push subscription has a signing secret",
-                ))
-            })?;
-            item["secret"] = Json::String(secret);
-        }
-        Ok(json_value(StatusCode::CREATED, &item))
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+                "only a push subscription has a signing secret",
+            ))
+        })?;
+        item["secret"] = Json::String(secret);
+    }
+    Ok(json_value(StatusCode::CREATED, &item))
 }
 
 async fn unsubscribe(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<TypePath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
-        routes
-            .pubsub()?
-            .unsubscribe(&subscription)
-            .await
-            .map_err(failed_boxed)?;
-        Ok(no_content())
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+    routes
+        .pubsub()?
+        .unsubscribe(&subscription)
+        .await
+        .map_err(failed)?;
+    Ok(no_content())
 }
 
 async fn pull(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<TypePath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (principal, subscription, _) = routes.subscribed(&parts, &path).await?;
-        if subscription.delivery != "PULL" {
-            return Err(Box::new(error(
-                StatusCode::CONFLICT,
-                Code::FailedPrecondition,
-                "a push subscription's events are posted to its webhook, not pulled",
-            )));
-        }
-        // The grant is read again: a withdrawn grant stops the events at once.
-        routes.granted(&principal, &subscription.event_type)?;
-        let next = routes
-            .pubsub()?
-            .pull(&subscription, |subscription, id, sequence, payload| {
-                let items = &routes.inner.items;
-                items.item(
-                    subscription,
-                    items.room_type(subscription),
-                    id,
-                    sequence,
-                    payload,
-                )
-            })
-            .await
-            .map_err(failed_boxed)?;
-        Ok(match next {
-            Some(item) => json_value(StatusCode::OK, &item),
-            None => error(StatusCode::NOT_FOUND, Code::NotFound, "no event available"),
+) -> Result<Response, Refused> {
+    let (principal, subscription, _) = routes.subscribed(&parts, &path).await?;
+    if subscription.delivery != "PULL" {
+        return Err(Refused::from(error(
+            StatusCode::CONFLICT,
+            Code::FailedPrecondition,
+            "a push subscription's events are posted to its webhook, not pulled",
+        )));
+    }
+    // The grant is read again: a withdrawn grant stops the events at once.
+    routes.granted(&principal, &subscription.event_type)?;
+    let next = routes
+        .pubsub()?
+        .pull(&subscription, |subscription, id, sequence, payload| {
+            let items = &routes.inner.items;
+            items.item(subscription, id, sequence, payload)
         })
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+        .await
+        .map_err(failed)?;
+    Ok(match next {
+        Some(item) => json_value(StatusCode::OK, &item),
+        None => error(StatusCode::NOT_FOUND, Code::NotFound, "no event available"),
+    })
 }
 
 async fn confirm(
     State(routes): State<PubSubRoutes>,
     Path(path): Path<EventPath>,
     parts: Parts,
-) -> Response {
-    let answer = async {
-        let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
-        routes
-            .pubsub()?
-            .confirm(&subscription, &path.event_id)
-            .await
-            .map_err(failed_boxed)?;
-        Ok(no_content())
-    };
-    answer.await.unwrap_or_else(|refused: Refused| *refused)
+) -> Result<Response, Refused> {
+    let (_, subscription, _) = routes.subscribed(&parts, &path).await?;
+    routes
+        .pubsub()?
+        .confirm(&subscription, &path.event_id)
+        .await
+        .map_err(failed)?;
+    Ok(no_content())
 }

@@ -36,13 +36,11 @@ impl Items {
         self.policy.event_grant(subscriber, event_type)
     }
 
-    /// The item of the event `id` (stream sequence `sequence`, `payload`) for `subscription`,
-    /// as the room names its type (`room_type`); `None` when its subscriber is no longer
-    /// granted the type.
+    /// The item of the event `id` (stream sequence `sequence`, `payload`) for `subscription`;
+    /// `None` when its subscriber is no longer granted the type.
     pub fn item(
         &self,
         subscription: &Subscription,
-        room_type: &str,
         id: &str,
         sequence: u64,
         payload: &[u8],
@@ -81,7 +79,7 @@ impl Items {
                 "memberCode": publisher.member_code,
                 "applicationCode": publisher.application_code,
             },
-            "eventType": room_type,
+            "eventType": self.room_type(subscription),
             "event": event,
         })))
     }

@@ -124,6 +124,14 @@ pub struct RegisteredType {
     pub schema: Json,
 }
 
+impl RegisteredType {
+    fn of_row((event_type, schema): (String, String)) -> Result<Self, PubSubError> {
+        let schema = serde_json::from_str(&schema)
+            .map_err(|error| DbError::corrupt("reading an event type's schema", error))?;
+        Ok(Self { event_type, schema })
+    }
+}
+
 /// A stored publication, as its publisher reads it back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
@@ -199,13 +207,7 @@ impl PubSub {
                 &[application.into()],
             )
             .await?;
-        rows.into_iter()
-            .map(|(event_type, schema)| {
-                let schema = serde_json::from_str(&schema)
-                    .map_err(|error| DbError::corrupt("reading an event type's schema", error))?;
-                Ok(RegisteredType { event_type, schema })
-            })
-            .collect()
+        rows.into_iter().map(RegisteredType::of_row).collect()
     }
 
     /// `application`'s event type `name`, if it registered one.
@@ -214,11 +216,15 @@ impl PubSub {
         application: &str,
         name: &str,
     ) -> Result<Option<RegisteredType>, PubSubError> {
-        Ok(self
-            .types_of(application)
-            .await?
-            .into_iter()
-            .find(|registered| registered.event_type == name))
+        let mut sql = self.inner.db.read().await?;
+        let row: Option<(String, String)> = sql
+            .query_opt(
+                "SELECT event_type, json_schema FROM gateway_event_types \
+                 WHERE application = $1 AND event_type = $2",
+                &[application.into(), name.into()],
+            )
+            .await?;
+        row.map(RegisteredType::of_row).transpose()
     }
 
     /// Registers `name` for `application`, its events to satisfy `schema`.
@@ -449,7 +455,9 @@ impl PubSub {
         id: &str,
     ) -> Result<Publication, PubSubError> {
         let sequence = self.sequence_of(application, name, id).await?;
-        let stream = self.stream().await?;
+        let stream = self
+            .stream_named(&self.topology().application_stream())
+            .await?;
         let message = stream
             .get_raw_message(sequence)
             .await
@@ -472,7 +480,9 @@ impl PubSub {
         id: &str,
     ) -> Result<(), PubSubError> {
         let sequence = self.sequence_of(application, name, id).await?;
-        let stream = self.stream().await?;
+        let stream = self
+            .stream_named(&self.topology().application_stream())
+            .await?;
         // Already gone from the stream (its age limit): withdrawn all the same.
         let _ = stream.delete_message(sequence).await;
         let key = id.to_owned();
@@ -490,11 +500,14 @@ impl PubSub {
         Ok(())
     }
 
-    async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, PubSubError> {
+    async fn stream_named(
+        &self,
+        name: &str,
+    ) -> Result<async_nats::jetstream::stream::Stream, PubSubError> {
         self.inner
             .bus
             .jetstream()
-            .get_stream(self.topology().application_stream())
+            .get_stream(name)
             .await
             .map_err(|error| PubSubError::Bus(error.to_string()))
     }

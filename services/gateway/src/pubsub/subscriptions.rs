@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt as _;
+use govbus_storage::statement::Statement;
 use govbus_storage::time::now_micros;
+use govbus_storage::value::Value;
 use govbus_storage::{DbError, Migration};
 use serde_json::Value as Json;
 use sha2::{Digest as _, Sha256};
@@ -350,31 +352,30 @@ impl PubSub {
 
     /// Every push subscription, for the webhooks' deliveries.
     pub async fn push_subscriptions(&self) -> Result<Vec<Subscription>, PubSubError> {
-        let mut sql = self.inner.db.read().await?;
-        let rows: Vec<SubscriptionRow> = sql
-            .query_all(
-                govbus_storage::statement::Statement::generated(format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions \
-                     WHERE delivery = 'PUSH' ORDER BY id"
-                )),
-                &[],
-            )
-            .await?;
-        Ok(rows.into_iter().map(Subscription::of_row).collect())
+        self.select("delivery = 'PUSH' ORDER BY id", &[]).await
     }
 
     /// The subscription `id`, if it still exists.
     pub async fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, PubSubError> {
+        Ok(self.select("id = $1", &[id.into()]).await?.pop())
+    }
+
+    /// The subscriptions the fixed `condition` (placeholders only, never values) selects.
+    async fn select(
+        &self,
+        condition: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Vec<Subscription>, PubSubError> {
         let mut sql = self.inner.db.read().await?;
-        let row: Option<SubscriptionRow> = sql
-            .query_opt(
-                govbus_storage::statement::Statement::generated(format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions WHERE id = $1"
+        let rows: Vec<SubscriptionRow> = sql
+            .query_all(
+                Statement::generated(format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions WHERE {condition}"
                 )),
-                &[id.into()],
+                params,
             )
             .await?;
-        Ok(row.map(Subscription::of_row))
+        Ok(rows.into_iter().map(Subscription::of_row).collect())
     }
 
     /// `subscriber`'s subscriptions in `room`.
@@ -383,17 +384,11 @@ impl PubSub {
         subscriber: &str,
         room: &str,
     ) -> Result<Vec<Subscription>, PubSubError> {
-        let mut sql = self.inner.db.read().await?;
-        let rows: Vec<SubscriptionRow> = sql
-            .query_all(
-                govbus_storage::statement::Statement::generated(format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions \
-                     WHERE subscriber = $1 AND room = $2 ORDER BY event_type"
-                )),
-                &[subscriber.into(), room.into()],
-            )
-            .await?;
-        Ok(rows.into_iter().map(Subscription::of_row).collect())
+        self.select(
+            "subscriber = $1 AND room = $2 ORDER BY event_type",
+            &[subscriber.into(), room.into()],
+        )
+        .await
     }
 
     /// `subscriber`'s subscription to `event_type`, if it has one.
@@ -402,17 +397,13 @@ impl PubSub {
         subscriber: &str,
         event_type: &str,
     ) -> Result<Option<Subscription>, PubSubError> {
-        let mut sql = self.inner.db.read().await?;
-        let row: Option<SubscriptionRow> = sql
-            .query_opt(
-                govbus_storage::statement::Statement::generated(format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM gateway_subscriptions \
-                     WHERE subscriber = $1 AND event_type = $2"
-                )),
+        Ok(self
+            .select(
+                "subscriber = $1 AND event_type = $2",
                 &[subscriber.into(), event_type.into()],
             )
-            .await?;
-        Ok(row.map(Subscription::of_row))
+            .await?
+            .pop())
     }
 
     /// Gives `subscription` a new wait for confirmations.
@@ -666,17 +657,5 @@ impl PubSub {
             )
             .await?;
         Ok(row.map(|(event, sequence, reply, item)| ((event, sequence), reply, item)))
-    }
-
-    async fn stream_named(
-        &self,
-        name: &str,
-    ) -> Result<async_nats::jetstream::stream::Stream, PubSubError> {
-        self.inner
-            .bus
-            .jetstream()
-            .get_stream(name)
-            .await
-            .map_err(|error| PubSubError::Bus(error.to_string()))
     }
 }

@@ -134,33 +134,28 @@ async fn deliver(
     id: String,
     stop: CancellationToken,
 ) {
-    let mut consumer: Option<(PullConsumer, HttpTarget, String)> = None;
+    // A subscription's webhook does not change (a new one is a new subscription): connected
+    // once, again only after the consumer failed.
+    let mut connected: Option<(PullConsumer, HttpTarget)> = None;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        // Read again each time: a rotated secret or a removal counts from the next event.
-        let subscription = match pubsub.subscription_by_id(&id).await {
-            Ok(Some(subscription)) => subscription,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::error!(message = "Cannot read a push subscription.", %error);
-                pause(&stop, settings.scan_interval).await;
-                continue;
-            }
-        };
-        let url = subscription.push_url.clone().unwrap_or_default();
-        if consumer.as_ref().is_none_or(|(_, _, known)| *known != url) {
-            match connect(&pubsub, &subscription, &url, settings).await {
-                Ok(connected) => consumer = Some(connected),
-                Err(problem) => {
-                    tracing::warn!(message = "Cannot deliver to a webhook.", subscription = %id, %problem);
+        let Some((pull, target)) = connected.as_ref() else {
+            match pubsub.subscription_by_id(&id).await {
+                Ok(Some(subscription)) => match connect(&pubsub, &subscription, settings).await {
+                    Ok(both) => connected = Some(both),
+                    Err(problem) => {
+                        tracing::warn!(message = "Cannot deliver to a webhook.", subscription = %id, %problem);
+                        pause(&stop, settings.scan_interval).await;
+                    }
+                },
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(message = "Cannot read a push subscription.", %error);
                     pause(&stop, settings.scan_interval).await;
-                    continue;
                 }
             }
-        }
-        let Some((pull, target, _)) = consumer.as_ref() else {
             continue;
         };
         let next = tokio::select! {
@@ -171,16 +166,16 @@ async fn deliver(
             Ok(Some(message)) => message,
             Ok(None) => continue,
             Err(problem) => {
+                // An unsubscribed subscription's consumer is gone: the next read says so.
                 tracing::warn!(message = "Cannot fetch an event for a webhook.", subscription = %id, %problem);
-                consumer = None;
+                connected = None;
                 pause(&stop, settings.scan_interval).await;
                 continue;
             }
         };
-        // Read once more: what changed while the fetch waited (a rotated secret) counts.
+        // Read as the event goes: a secret rotated meanwhile signs it.
         let subscription = match pubsub.subscription_by_id(&id).await {
             Ok(Some(subscription)) => subscription,
-            // Unsubscribed meanwhile: its consumer is gone with the event.
             Ok(None) => return,
             Err(error) => {
                 tracing::error!(message = "Cannot read a push subscription.", %error);
@@ -197,28 +192,25 @@ async fn deliver(
 async fn connect(
     pubsub: &PubSub,
     subscription: &Subscription,
-    url: &str,
     settings: WebhookSettings,
-) -> Result<(PullConsumer, HttpTarget, String), String> {
+) -> Result<(PullConsumer, HttpTarget), String> {
     let target = HttpTarget::new(HttpTargetSettings {
         name: "webhook",
-        url: url.to_owned(),
+        url: subscription.push_url.clone().unwrap_or_default(),
         bearer_token: None,
         extra_roots_pem: None,
         timeout: settings.timeout,
     })
     .map_err(|error| error.to_string())?;
     let stream = pubsub
-        .bus()
-        .jetstream()
-        .get_stream(&subscription.stream)
+        .stream_named(&subscription.stream)
         .await
         .map_err(|error| error.to_string())?;
     let pull: PullConsumer = stream
         .get_consumer(&subscription.consumer)
         .await
         .map_err(|error| error.to_string())?;
-    Ok((pull, target, url.to_owned()))
+    Ok((pull, target))
 }
 
 async fn next_message(
@@ -281,13 +273,7 @@ async fn deliver_one(
         .and_then(|headers| headers.get(govbus_bus::envelope::headers::ID))
         .map(|value| value.as_str().to_owned())
         .unwrap_or_else(|| format!("{}:{sequence}", subscription.stream));
-    let item = match items.item(
-        subscription,
-        items.room_type(subscription),
-        &event_id,
-        sequence,
-        &message.payload,
-    ) {
+    let item = match items.item(subscription, &event_id, sequence, &message.payload) {
         Ok(Some(item)) => item,
         Ok(None) => {
             tracing::warn!(

@@ -66,16 +66,7 @@ pub(crate) fn directory(pool: &DescriptorPool) -> Directory {
     let names: Vec<&'static str> = SERVICES.iter().map(|service| service.name).collect();
     let providers = SERVICES
         .iter()
-        .map(|declaration| Provider {
-            name: declaration.name.to_owned(),
-            summary: declaration.summary.to_owned(),
-            agency: agency_of(declaration.name).to_owned(),
-            grpc_services: declaration
-                .grpc_services
-                .iter()
-                .map(|service| (*service).to_owned())
-                .collect(),
-        })
+        .map(|declaration| Provider::declared(declaration, agency_of(declaration.name)))
         .collect();
     let contracts: Vec<_> = SERVICES
         .iter()
@@ -365,4 +356,32 @@ pub(crate) fn against_json_schemas(
         &serde_json::Value::Array(input),
     );
     serde_json::from_str(&printed).expect("a list of problems")
+}
+
+/// An identity service on a fresh SQLite file and `nats`, without TLS or a policy, and a
+/// channel to it (what the REST tests put behind the gateway); keep the database while it runs.
+pub(crate) async fn plain_identity(
+    nats: &govbus_harness::NatsServer,
+) -> (
+    govbus_identity::Application,
+    tonic::transport::Channel,
+    TestDatabase,
+) {
+    let db = TestDatabase::sqlite().expect("database");
+    let identity = govbus_identity::Application::build(govbus_identity::IdentityConfig {
+        database_url: db.url().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        bus: govbus_bus::BusOptions::new(nats.client_url()).client_name("identity"),
+        storage: govbus_storage::StorageSettings::default(),
+        tls: None,
+        access: None,
+        audit_subject_key: None,
+        call_report_interval: Duration::from_secs(60),
+    })
+    .await
+    .expect("identity starts");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", identity.address()))
+        .expect("endpoint")
+        .connect_lazy();
+    (identity, channel, db)
 }

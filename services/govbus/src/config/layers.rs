@@ -589,12 +589,7 @@ impl Layers {
             ("instance.id", &instance.id),
             ("instance.member_class", &instance.member_class),
         ] {
-            let valid = !value.is_empty()
-                && value.len() <= 64
-                && value
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
-            if !valid {
+            if !govbus_gateway::directory::is_identifier_part(value) {
                 return Err(
                     self.problem(key, "must be letters, digits, '-', '_' or '.' (64 at most)")
                 );

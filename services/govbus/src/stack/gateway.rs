@@ -46,16 +46,7 @@ fn directory(
             .find(|section| section.name == declaration.name)
             .and_then(|section| section.agency.clone())
             .unwrap_or_else(|| config.instance.operator.clone());
-        providers.push(Provider {
-            name: declaration.name.to_owned(),
-            summary: declaration.summary.to_owned(),
-            agency,
-            grpc_services: declaration
-                .grpc_services
-                .iter()
-                .map(|service| (*service).to_owned())
-                .collect(),
-        });
+        providers.push(Provider::declared(declaration, &agency));
         contracts.push(
             declaration
                 .contract
