@@ -1,9 +1,10 @@
 //! The instance's agencies (perangkat daerah): the members of the directory, the code list
 //! complaints are routed with, the agencies SPBE indicator 18 counts;
-//! shipped as data (`data/agencies.csv`, its source in `data/README.md`) or read from a deployment's
-//! own file of the same form.
+//! shipped as data (`data/agencies.csv`, Kota Malang's, its source in `data/README.md`) or read
+//! from a deployment's own file of the same form ([`Agencies::from_file`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 /// The shipped list.
@@ -35,6 +36,30 @@ pub struct AgenciesError {
     problem: String,
 }
 
+/// A list that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AgenciesFileError {
+    /// The shipped list is broken (a programming error, caught by the crate's tests).
+    #[error(transparent)]
+    Shipped(AgenciesError),
+    /// The file cannot be read.
+    #[error("cannot read the agencies' list {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a list of agencies.
+    #[error("{}: {source}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        source: AgenciesError,
+    },
+}
+
 const KINDS: &[&str] = &[
     "sekretariat",
     "inspektorat",
@@ -51,6 +76,26 @@ impl Agencies {
         static SHIPPED_LIST: LazyLock<Result<Agencies, AgenciesError>> =
             LazyLock::new(|| Agencies::parse(SHIPPED));
         SHIPPED_LIST.as_ref().map_err(Clone::clone)
+    }
+
+    /// The list in `path` (a deployment's own), else the shipped one.
+    pub fn configured(path: Option<&Path>) -> Result<Self, AgenciesFileError> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None => Self::shipped().cloned().map_err(AgenciesFileError::Shipped),
+        }
+    }
+
+    /// The list in `path`, of the shipped list's form: a deployment's own agencies.
+    pub fn from_file(path: &Path) -> Result<Self, AgenciesFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgenciesFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| AgenciesFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Reads a list: `# source:` lines, then `code,kind,name` rows under that header.
@@ -132,6 +177,16 @@ impl Agencies {
     /// Where the list comes from.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// How many agencies there are.
+    pub fn len(&self) -> usize {
+        self.by_code.len()
+    }
+
+    /// Never: a list holds at least one agency.
+    pub fn is_empty(&self) -> bool {
+        self.by_code.is_empty()
     }
 }
 

@@ -76,6 +76,8 @@ pub struct ComplaintsConfig {
     pub tls: Option<govbus_kit::tls::ServiceTls>,
     /// Who may call which method (enforced with `tls` only).
     pub access: Option<govbus_kit::access::AccessPolicy>,
+    /// The agencies complaints are routed to; `None`: Kota Malang's, shipped.
+    pub agencies: Option<Arc<Agencies>>,
     /// The deployment's key for hashing people in the processing log.
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
     /// Working days of each stage.
@@ -180,8 +182,14 @@ impl Application {
                 source: error,
             }
         };
-        let agencies =
-            Agencies::shipped().map_err(|error| data("the agencies' list")(error.into()))?;
+        let agencies = match config.agencies {
+            Some(agencies) => agencies,
+            None => Arc::new(
+                Agencies::shipped()
+                    .map_err(|error| data("the agencies' list")(error.into()))?
+                    .clone(),
+            ),
+        };
         let calendar = match config.calendar {
             Some(calendar) => calendar,
             None => WorkingCalendar::shipped()

@@ -230,6 +230,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             tls: environment.tls,
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
+            agencies: Some(environment.agencies),
             deadlines: settings.deadlines(),
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,

@@ -11,6 +11,7 @@ use govbus_storage::command::{handle_once, run_command, stored_response};
 use govbus_storage::inbox::handle_error;
 use govbus_storage::time::{now_micros, rfc3339};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -115,7 +116,7 @@ pub struct Office {
     identity: IdentityClient,
     deadlines: Deadlines,
     calendar: &'static WorkingCalendar,
-    agencies: &'static Agencies,
+    agencies: Arc<Agencies>,
     national: Option<NationalChannel>,
 }
 
@@ -137,7 +138,7 @@ impl Office {
         identity: IdentityClient,
         deadlines: Deadlines,
         calendar: &'static WorkingCalendar,
-        agencies: &'static Agencies,
+        agencies: Arc<Agencies>,
         national: Option<NationalChannel>,
     ) -> Self {
         Self {
@@ -152,8 +153,8 @@ impl Office {
     }
 
     /// The agencies complaints are routed to.
-    pub fn agencies(&self) -> &'static Agencies {
-        self.agencies
+    pub fn agencies(&self) -> &Agencies {
+        &self.agencies
     }
 
     /// The working days of each stage.

@@ -244,6 +244,7 @@ impl TestApp {
                 tls: None,
                 access: None,
                 audit_subject_key: None,
+                agencies: None,
                 deadlines: deadlines.clone(),
                 deadline_check_interval: interval,
                 calendar: None,
@@ -318,7 +319,7 @@ impl TestApp {
             identity,
             deadlines,
             WorkingCalendar::shipped().expect("calendar"),
-            Agencies::shipped().expect("agencies"),
+            std::sync::Arc::new(Agencies::shipped().expect("agencies").clone()),
             None,
         )
     }

@@ -15,6 +15,7 @@ use govbus_proto::evaluation::v1::AssessmentRecorded;
 use govbus_proto::evaluation::v1::evaluation_service_server::EvaluationServiceServer;
 use govbus_storage::{Storage, StorageSettings};
 
+use crate::connector::Membership;
 use crate::evaluator::Evaluator;
 use crate::evidence::Evidence;
 use crate::grpc::EvaluationApi;
@@ -45,6 +46,8 @@ pub struct EvaluationConfig {
     pub evidence_services: Vec<String>,
     /// A folder of further instrument files (`*.toml`), beside the shipped one.
     pub instruments_dir: Option<PathBuf>,
+    /// The instance's agencies and whose each service is: what SPBE indicator 18 counts.
+    pub membership: Membership,
 }
 
 impl EvaluationConfig {
@@ -145,7 +148,13 @@ impl Application {
         let declaration = declaration(&config.evidence_services, evidence.clone());
         let publisher = declaration.publisher(&bus)?;
         let storage = Storage::start(db.clone(), publisher.clone(), config.storage);
-        let evaluator = Evaluator::new(db.clone(), publisher, Arc::new(instruments), evidence);
+        let evaluator = Evaluator::new(
+            db.clone(),
+            publisher,
+            Arc::new(instruments),
+            evidence,
+            config.membership,
+        );
         let adapter = declaration.start(&bus).await?;
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<EvaluationServiceServer<EvaluationApi>>(

@@ -10,6 +10,7 @@ use govbus_proto::evaluation::v1::evaluation_service_server::SERVICE_NAME;
 use serde::Deserialize;
 
 use crate::app::{Application, EvaluationConfig, SERVICE, contract};
+use crate::connector::Membership;
 
 /// Evaluation in a stack: its evidence is every event of every other service of the stack.
 pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
@@ -80,6 +81,14 @@ fn start(environment: ServiceEnvironment) -> Starting {
             access: environment.access,
             evidence_services: evidence_services(&environment.others),
             instruments_dir: settings.instruments_dir(),
+            membership: Membership {
+                agencies: environment.agencies,
+                members: environment
+                    .members
+                    .into_iter()
+                    .map(|(service, agency)| (service.to_owned(), agency))
+                    .collect(),
+            },
         })
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)

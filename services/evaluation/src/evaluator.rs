@@ -8,10 +8,13 @@ use govbus_proto::evaluation::v1 as pb;
 use govbus_storage::command::run_command;
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest};
 
-use crate::evidence::{Evidence, EvidenceSnapshot, suggest};
+use crate::connector::{ConnectorContext, Membership};
+use crate::evidence::{Evidence, EvidenceSnapshot};
 use crate::instrument::{IndexReport, Instrument, Instruments};
+use crate::reviews::{self, ConnectorReview, NewReview, ReviewProblem};
 use crate::score::{Hundredths, signed};
 use crate::store::{self, Kind, Score};
+use crate::suggestions::suggest;
 
 /// Why a command or query failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,9 @@ pub enum EvaluationError {
     /// The idempotency key was used for another request.
     #[error(transparent)]
     Idempotency(IdempotencyError),
+    /// A follow-up that names no review it can follow.
+    #[error(transparent)]
+    Review(#[from] ReviewProblem),
     /// The event could not be encoded.
     #[error("cannot encode the event: {0}")]
     Event(#[from] PublishError),
@@ -52,6 +58,7 @@ pub struct Evaluator {
     publisher: Publisher,
     instruments: Arc<Instruments>,
     evidence: Evidence,
+    membership: Membership,
 }
 
 /// A submitted score that the year's instrument does not allow.
@@ -136,12 +143,56 @@ impl Evaluator {
         publisher: Publisher,
         instruments: Arc<Instruments>,
         evidence: Evidence,
+        membership: Membership,
     ) -> Self {
         Self {
             db,
             publisher,
             instruments,
             evidence,
+            membership,
+        }
+    }
+
+    /// Records a review of the connector, or a follow-up of one.
+    pub async fn record_review(
+        &self,
+        review: NewReview,
+        idempotency: Option<IdempotentRequest>,
+    ) -> Result<pb::ConnectorReview, EvaluationError> {
+        run_command(&self.db, idempotency, async move |tx| {
+            let recorded = reviews::record(tx, review.clone()).await??;
+            tracing::info!(
+                message = "Connector review recorded.",
+                review = %recorded.id,
+                kind = ?recorded.review.kind,
+                recorded_by = %recorded.review.recorded_by,
+            );
+            Ok(recorded.to_pb())
+        })
+        .await
+    }
+
+    /// Every review and follow-up, the latest held first.
+    pub async fn reviews(&self) -> Result<Vec<ConnectorReview>, EvaluationError> {
+        let mut connection = self.connection().await?;
+        Ok(reviews::all(&mut connection).await?)
+    }
+
+    /// What indicator 18 weighs, as of `as_of`, with `reviews`.
+    fn connector<'a>(
+        &'a self,
+        reviews: &'a [ConnectorReview],
+        as_of: time::Date,
+    ) -> ConnectorContext<'a> {
+        ConnectorContext {
+            agencies: &self.membership.agencies,
+            members: &self.membership.members,
+            // The links to SPLP and other instances' connectors are not evidenced on the bus
+            // yet: indicator 18 stops at Terdefinisi (3) until they are.
+            links: &[],
+            reviews,
+            as_of,
         }
     }
 
@@ -267,6 +318,8 @@ impl Evaluator {
             return Err(EvaluationError::NotFound);
         }
         let evidence = self.evidence.snapshot().await?;
+        let reviews = self.reviews().await?;
+        let connector = self.connector(&reviews, assessed_day(year));
         let find =
             |scores: &[Score], number: u32| scores.iter().find(|s| s.indicator == number).cloned();
         let indicators = instrument
@@ -285,7 +338,7 @@ impl Evaluator {
                     final_level: evaluator.as_ref().map_or(0, |s| u32::from(s.level)),
                     self_notes: own.map(|s| s.notes).unwrap_or_default(),
                     evaluator_notes: evaluator.map(|s| s.notes).unwrap_or_default(),
-                    suggested: suggestion(instrument, indicator.number, &evidence),
+                    suggested: suggestion(instrument, indicator.number, &evidence, &connector),
                 }
             })
             .collect();
@@ -419,6 +472,8 @@ impl Evaluator {
     ) -> Result<pb::IntegrationEvidence, EvaluationError> {
         let instrument = self.instrument(year)?;
         let evidence = self.evidence.snapshot().await?;
+        let reviews = self.reviews().await?;
+        let connector = self.connector(&reviews, assessed_day(year));
         let mut services: BTreeMap<String, pb::IntegratedService> = BTreeMap::new();
         for count in &evidence.events {
             let service =
@@ -487,7 +542,7 @@ impl Evaluator {
                     Some(pb::SuggestedIndicator {
                         indicator: *number,
                         name: instrument.indicators.get(number)?.name.clone(),
-                        suggestion: suggestion(instrument, *number, &evidence),
+                        suggestion: suggestion(instrument, *number, &evidence, &connector),
                     })
                 })
                 .collect(),
@@ -499,12 +554,20 @@ impl Evaluator {
     }
 }
 
+/// The day a level for `year` is judged on: its last day, or today while the year runs.
+fn assessed_day(year: i32) -> time::Date {
+    let today = time::OffsetDateTime::now_utc().date();
+    time::Date::from_calendar_date(year, time::Month::December, 31)
+        .map_or(today, |last| last.min(today))
+}
+
 fn suggestion(
     instrument: &Instrument,
     indicator: u32,
     evidence: &EvidenceSnapshot,
+    connector: &ConnectorContext<'_>,
 ) -> Option<pb::SuggestedLevel> {
-    let suggestion = suggest(instrument, indicator, evidence)?;
+    let suggestion = suggest(instrument, indicator, evidence, connector)?;
     let level_name = instrument
         .indicators
         .get(&indicator)

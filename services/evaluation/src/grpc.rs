@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::evaluator::{EvaluationError, Evaluator, ScorePart, SubmittedScore};
 use crate::evidence::RebuildError;
+use crate::reviews::{ConnectorReview, MAX_FINDINGS_CHARS, NewReview, ReviewKind, parse_day};
 use crate::score::Hundredths;
 use crate::store::Kind;
 
@@ -55,6 +56,29 @@ fn year(value: i32) -> Result<i32, &'static str> {
         .contains(&value)
         .then_some(value)
         .ok_or("must be a year from 2018")
+}
+
+/// Who records a review: over mutual TLS, the caller the access layer established (an
+/// application only through the gateway, named with it); without TLS (development only), the
+/// name the caller claims in `x-govbus-caller`, marked as unverified.
+fn recorder<T>(request: &Request<T>) -> (String, Option<String>) {
+    if let Some(caller) = govbus_kit::call_facts::Caller::of(request) {
+        return (
+            caller.name.to_string(),
+            caller.via.as_ref().map(ToString::to_string),
+        );
+    }
+    if let Some(certified) = govbus_kit::peer::caller_of_request(request) {
+        return (certified.to_string(), None);
+    }
+    let claimed = request
+        .metadata()
+        .get("x-govbus-caller")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && name.len() <= 64)
+        .unwrap_or("anonymous");
+    (format!("{claimed} (unverified: no TLS)"), None)
 }
 
 fn current_year() -> i32 {
@@ -295,6 +319,82 @@ impl EvaluationService for EvaluationApi {
             }
         }
     }
+
+    async fn record_connector_review(
+        &self,
+        request: Request<pb::RecordConnectorReviewRequest>,
+    ) -> Result<Response<pb::ConnectorReview>, Status> {
+        let (recorded_by, recorded_via) = recorder(&request);
+        let request = request.into_inner();
+        let mut problems = FieldProblems::default();
+        problems.check_idempotency_key(&request.idempotency_key);
+        let kind = problems.check(
+            "kind",
+            ReviewKind::of_request(request.kind())
+                .ok_or("must be CONNECTOR_REVIEW_KIND_REVIEW or CONNECTOR_REVIEW_KIND_FOLLOW_UP"),
+        );
+        let today = OffsetDateTime::now_utc().date();
+        let held_on = problems.check(
+            "held_on",
+            parse_day(request.held_on.trim()).and_then(|day| {
+                if day > today {
+                    Err(format!("{day} is after today"))
+                } else {
+                    Ok(day)
+                }
+            }),
+        );
+        let findings = request.findings.trim();
+        if findings.is_empty() || findings.chars().count() > MAX_FINDINGS_CHARS {
+            problems.push(
+                "findings",
+                format!("must say what was found or done (1 to {MAX_FINDINGS_CHARS} characters)"),
+            );
+        }
+        let review_id = request.review_id.trim();
+        match (kind, review_id.is_empty()) {
+            (Some(ReviewKind::FollowUp), true) => {
+                problems.push("review_id", "a follow-up must name the review it acts on");
+            }
+            (Some(ReviewKind::Review), false) => {
+                problems.push("review_id", "a review follows up nothing: leave it empty");
+            }
+            _ => {}
+        }
+        let (Some(kind), Some(held_on), true) = (kind, held_on, problems.is_empty()) else {
+            return Err(problems.into_status());
+        };
+        let idempotency = idempotent(
+            "evaluation.RecordConnectorReview",
+            &request.idempotency_key,
+            &request,
+        );
+        self.evaluator
+            .record_review(
+                NewReview {
+                    kind,
+                    held_on,
+                    findings: findings.to_owned(),
+                    review_id: (!review_id.is_empty()).then(|| review_id.to_owned()),
+                    recorded_by,
+                    recorded_via,
+                },
+                idempotency,
+            )
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn list_connector_reviews(
+        &self,
+        _request: Request<pb::ListConnectorReviewsRequest>,
+    ) -> Result<Response<pb::ListConnectorReviewsResponse>, Status> {
+        let reviews = self.evaluator.reviews().await.map_err(status)?;
+        Ok(Response::new(pb::ListConnectorReviewsResponse {
+            reviews: reviews.iter().map(ConnectorReview::to_pb).collect(),
+        }))
+    }
 }
 
 /// Domain errors as gRPC statuses.
@@ -313,6 +413,11 @@ fn status(error: EvaluationError) -> Status {
                     problem.problem.clone(),
                 );
             }
+            problems.into_status()
+        }
+        EvaluationError::Review(problem) => {
+            let mut problems = FieldProblems::default();
+            problems.push(problem.field, problem.problem.clone());
             problems.into_status()
         }
         EvaluationError::NoInstrument(_) | EvaluationError::Idempotency(_) => {

@@ -14,21 +14,28 @@
 //! - [`score`]: exact two-decimal arithmetic.
 //! - [`instrument`]: instruments as data and the index they define.
 //! - [`store`]: instances, scores, targets.
-//! - [`evidence`]: the live evidence projection, its rebuild and the suggestions.
+//! - [`evidence`]: the live evidence projection and its rebuild.
+//! - [`suggestions`]: the levels the evidence suggests, with their facts.
+//! - [`connector`]: SPBE indicator 18, the agencies' use of the bus, and [`Membership`].
+//! - [`reviews`]: the recorded reviews of the connector and their follow-ups.
 //! - [`evaluator`]: assessments, history, ranking and evidence reports.
 //! - [`grpc`]: the gRPC API.
 //! - [`declaration`]: evaluation as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires it together.
 
 pub mod app;
+pub mod connector;
 pub mod declaration;
 pub mod evaluator;
 pub mod evidence;
 pub mod grpc;
 pub mod instrument;
+pub mod reviews;
 pub mod score;
 pub mod store;
+pub mod suggestions;
 
 pub use app::{Application, EvaluationConfig, contract};
+pub use connector::Membership;
 pub use declaration::DECLARATION;
 pub use govbus_kit::StartError;

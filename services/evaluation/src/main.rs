@@ -12,14 +12,49 @@
 //! - `GOVBUS_EVALUATION_LISTEN`: the gRPC address (default `127.0.0.1:50054`);
 //! - `GOVBUS_EVALUATION_SERVICES`: services whose events are evidence (default
 //!   `identity,welfare,licensing`);
-//! - `GOVBUS_EVALUATION_INSTRUMENTS_DIR`: a folder of further instrument files.
+//! - `GOVBUS_EVALUATION_INSTRUMENTS_DIR`: a folder of further instrument files;
+//! - `GOVBUS_AGENCIES`: the instance's agencies' list (unset: Kota Malang's, shipped) and
+//!   `GOVBUS_EVALUATION_MEMBERS`: the agency of each service (`identity=dukcapil,…`), what SPBE
+//!   indicator 18 counts.
 
 use anyhow::Context as _;
-use govbus_evaluation::{Application, EvaluationConfig};
+use govbus_civil::agencies::Agencies;
+use govbus_evaluation::{Application, EvaluationConfig, Membership};
 
 /// mimalloc: see the workspace's `Cargo.toml`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The instance's agencies (`GOVBUS_AGENCIES`, a list file; unset: Kota Malang's) and whose
+/// each service is (`GOVBUS_EVALUATION_MEMBERS`, e.g. `identity=dukcapil,welfare=dinsos`).
+fn membership() -> anyhow::Result<Membership> {
+    let agencies = Agencies::configured(
+        std::env::var_os("GOVBUS_AGENCIES")
+            .as_deref()
+            .map(std::path::Path::new),
+    )?;
+    let mut members = std::collections::BTreeMap::new();
+    for pair in std::env::var("GOVBUS_EVALUATION_MEMBERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((service, agency)) = pair.split_once('=') else {
+            anyhow::bail!("GOVBUS_EVALUATION_MEMBERS: {pair:?} is not service=agency");
+        };
+        if agencies.get(agency.trim()).is_none() {
+            anyhow::bail!(
+                "GOVBUS_EVALUATION_MEMBERS: {agency:?} is not one of the instance's agencies"
+            );
+        }
+        members.insert(service.trim().to_owned(), agency.trim().to_owned());
+    }
+    Ok(Membership {
+        agencies: std::sync::Arc::new(agencies),
+        members,
+    })
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -47,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => EvaluationConfig::default_evidence_services(),
         },
         instruments_dir: std::env::var_os("GOVBUS_EVALUATION_INSTRUMENTS_DIR").map(Into::into),
+        membership: membership()?,
     };
     let app = Application::build(config)
         .await

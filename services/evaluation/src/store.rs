@@ -17,7 +17,29 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: COMPLAINTS,
         postgres: COMPLAINTS,
     },
+    Migration {
+        version: 3,
+        description: "reviews of the service connector and their follow-ups",
+        sqlite: CONNECTOR_REVIEWS,
+        postgres: CONNECTOR_REVIEWS,
+    },
 ];
+
+/// Reviews of the bus's use (SPBE indicator 18) and follow-ups; never changed once recorded.
+/// `review_id` is empty for a review.
+const CONNECTOR_REVIEWS: &str = "
+    CREATE TABLE connector_reviews (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        held_on TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        review_id TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_via TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL
+    );
+    CREATE INDEX connector_reviews_held_on ON connector_reviews (held_on);
+";
 
 /// Counts of complaint handling, by measure (`filed`, `forwarded`, `on-time:<class>`, …).
 const COMPLAINTS: &str = "

@@ -239,6 +239,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
             tls: None,
             access: None,
             audit_subject_key: None,
+            agencies: None,
             deadlines: govbus_complaints::Deadlines::default(),
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,
@@ -256,6 +257,12 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         access: None,
         evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
         instruments_dir: None,
+        membership: govbus_evaluation::Membership::shipped(&[
+            ("identity", "dispendukcapil"),
+            ("welfare", "dinsos-p3ap2kb"),
+            ("licensing", "disnaker-pmptsp"),
+        ])
+        .expect("the shipped agencies"),
     })
     .await
     .expect("evaluation");
@@ -504,6 +511,20 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         Some(json!({})),
     )
     .await;
+    let review = rest
+        .call(
+            "EvaluationService_RecordConnectorReview",
+            json!({}),
+            Some(json!({
+                "kind": "CONNECTOR_REVIEW_KIND_REVIEW", "heldOn": "2026-01-05",
+                "findings": "Every agency's application reaches identity through the bus."
+            })),
+        )
+        .await;
+    let reviews = rest
+        .call("EvaluationService_ListConnectorReviews", json!({}), None)
+        .await;
+    assert_eq!(reviews["reviews"][0]["id"], review["id"], "{reviews}");
 
     let documented: BTreeSet<String> = rest.operations.keys().cloned().collect();
     assert_eq!(

@@ -9,8 +9,10 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use govbus_bus::{AdapterError, BusOptions, ServiceContract};
+use govbus_civil::agencies::Agencies;
 use govbus_storage::StorageSettings;
 use serde::de::DeserializeOwned;
 
@@ -207,6 +209,10 @@ pub struct ServiceEnvironment {
     pub peers: BTreeMap<&'static str, String>,
     /// The other services of the stack.
     pub others: Vec<&'static str>,
+    /// The instance's agencies (perangkat daerah): the deployment's list, else Kota Malang's.
+    pub agencies: Arc<Agencies>,
+    /// The agency each service of the stack belongs to (its code); empty outside a stack.
+    pub members: BTreeMap<&'static str, String>,
     /// Its configuration section beyond `listen` and `database_url`, defaults filled in and
     /// checked by [`ServiceDeclaration::check_settings`].
     pub settings: Section,

@@ -7,8 +7,9 @@
 //!   (default `127.0.0.1:<its default port>`);
 //! - `GOVBUS_NAME_<KEY>` for each of its declared settings (default: the declared default);
 //! - `GOVBUS_<CALLED>_URL` for each service it calls (required);
-//! - the bus ([`crate::bus_env`]), `GOVBUS_TLS_DIR`, `GOVBUS_ACCESS_POLICY` and
-//!   `GOVBUS_AUDIT_SUBJECT_KEY`, as for every service binary (`docs/operating.md`).
+//! - the bus ([`crate::bus_env`]), `GOVBUS_TLS_DIR`, `GOVBUS_ACCESS_POLICY`,
+//!   `GOVBUS_AUDIT_SUBJECT_KEY` and `GOVBUS_AGENCIES` (the instance's agencies' list; unset:
+//!   Kota Malang's), as for every service binary (`docs/operating.md`).
 //!
 //! A variable that starts with `GOVBUS_NAME_` but names no setting is refused, so that a
 //! misspelt or retired setting is not silently ignored (`GOVBUS_NAME_URL`, which callers of the
@@ -16,6 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use govbus_civil::agencies::Agencies;
 
 use crate::declaration::{Section, ServiceDeclaration, ServiceEnvironment};
 
@@ -186,6 +190,11 @@ fn environment_from(
         audit_subject_key: crate::audit::SubjectKey::from_env().map_err(|e| boxed(e.into()))?,
         peers,
         others: Vec::new(),
+        agencies: Arc::new(
+            Agencies::configured(vars.get("GOVBUS_AGENCIES").map(std::path::Path::new))
+                .map_err(|e| boxed(e.into()))?,
+        ),
+        members: BTreeMap::new(),
         settings,
     })
 }

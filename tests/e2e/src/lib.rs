@@ -145,6 +145,12 @@ impl Stack {
                 access: None,
                 evidence_services: govbus_evaluation::EvaluationConfig::default_evidence_services(),
                 instruments_dir: None,
+                membership: govbus_evaluation::Membership::shipped(&[
+                    ("identity", "dispendukcapil"),
+                    ("welfare", "dinsos-p3ap2kb"),
+                    ("licensing", "disnaker-pmptsp"),
+                ])
+                .expect("the shipped agencies"),
             })
             .await
             .expect("evaluation starts");

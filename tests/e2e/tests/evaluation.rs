@@ -17,6 +17,7 @@ govbus_harness::on_both_backends!(
     history_and_targets_follow_the_final_scores,
     ranking_shares_ranks_on_ties,
     live_evidence_follows_the_flows_and_rebuilds_identically,
+    connector_reviews_are_recorded_checked_and_weighed,
 );
 
 /// Levels: `base` everywhere, `base + 1` on `raised`.
@@ -553,10 +554,18 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
             .and_then(|s| s.suggestion.clone())
             .expect("suggested")
     };
+    // Three of Kota Malang's agencies run services on the bus: some, not all.
     let connector = suggestion(18);
     assert_eq!(
         (connector.level, connector.level_name.as_str()),
-        (4, "Terpadu dan Terukur")
+        (2, "Terkelola"),
+        "{:?}",
+        connector.facts
+    );
+    assert_eq!(
+        connector.facts[0],
+        "3 of the instance's 29 agencies use the bus: dinsos-p3ap2kb (welfare); \
+         disnaker-pmptsp (licensing); dispendukcapil (identity)"
     );
     assert!(
         connector
@@ -604,7 +613,7 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
         .into_inner();
     let eighteen = &assessment.indicators[17];
     assert_eq!((eighteen.number, eighteen.self_level), (18, 3));
-    assert_eq!(eighteen.suggested.as_ref().map(|s| s.level), Some(4));
+    assert_eq!(eighteen.suggested.as_ref().map(|s| s.level), Some(2));
     assert!(assessment.indicators[0].suggested.is_none());
 
     // Replaying the streams from the start rebuilds the same projection.
@@ -635,5 +644,140 @@ async fn live_evidence_follows_the_flows_and_rebuilds_identically(backend: TestB
             .any(|c| c.event_type == "identity.citizen.registered.v1" && c.count == 2)
     })
     .await;
+    stack.stop().await;
+}
+
+type EvaluationClient =
+    pb::evaluation_service_client::EvaluationServiceClient<tonic::transport::Channel>;
+
+/// Records a review (`review_id` empty) or a follow-up with fixed findings.
+async fn record_review(
+    evaluation: &mut EvaluationClient,
+    key: &str,
+    held_on: &str,
+    review_id: &str,
+) -> Result<pb::ConnectorReview, tonic::Status> {
+    let kind = if review_id.is_empty() {
+        pb::ConnectorReviewKind::Review
+    } else {
+        pb::ConnectorReviewKind::FollowUp
+    };
+    evaluation
+        .record_connector_review(pb::RecordConnectorReviewRequest {
+            idempotency_key: key.to_owned(),
+            kind: kind.into(),
+            held_on: held_on.to_owned(),
+            findings: "Two agencies still exchange files by e-mail.".to_owned(),
+            review_id: review_id.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn fields_of(status: &tonic::Status) -> Vec<String> {
+    govbus_kit::grpc::violations_of(status)
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+async fn connector_reviews_are_recorded_checked_and_weighed(backend: TestBackend) {
+    let mut stack = Stack::start(backend, StackOptions::default()).await;
+    // Days before today, so that the review falls in the twelve months the evidence weighs.
+    let day = |days_ago: i64| {
+        let day = time::OffsetDateTime::now_utc().date() - time::Duration::days(days_ago);
+        format!(
+            "{:04}-{:02}-{:02}",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        )
+    };
+    // Eight at once under one key: one record, the same answer to each.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut evaluation = stack.evaluation.clone();
+        let held_on = day(60);
+        attempts
+            .spawn(async move { record_review(&mut evaluation, "review-1", &held_on, "").await });
+    }
+    let answers: Vec<pb::ConnectorReview> = attempts
+        .join_all()
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("recorded"))
+        .collect();
+    let review = answers[0].clone();
+    assert!(
+        answers.iter().all(|answer| *answer == review),
+        "{answers:?}"
+    );
+    assert_eq!(review.held_on, day(60));
+    assert!(
+        review.recorded_by.ends_with("(unverified: no TLS)"),
+        "{review:?}"
+    );
+
+    // Follow-ups that cannot stand, each with its field.
+    let evaluation = &mut stack.evaluation;
+    let status = record_review(evaluation, "", &day(61), &review.id)
+        .await
+        .expect_err("before its review");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(fields_of(&status), ["held_on"]);
+    let status = record_review(evaluation, "", &day(30), "no-such-review")
+        .await
+        .expect_err("no such review");
+    assert_eq!(fields_of(&status), ["review_id"]);
+    let status = evaluation
+        .record_connector_review(pb::RecordConnectorReviewRequest {
+            idempotency_key: String::new(),
+            kind: pb::ConnectorReviewKind::FollowUp.into(),
+            held_on: "2999-01-01".to_owned(),
+            findings: String::new(),
+            review_id: String::new(),
+        })
+        .await
+        .expect_err("empty, in the future, naming nothing");
+    assert_eq!(fields_of(&status), ["held_on", "findings", "review_id"]);
+
+    let follow_up = record_review(evaluation, "", &day(20), &review.id)
+        .await
+        .expect("recorded");
+    assert_eq!(follow_up.review_id, review.id);
+    let listed = evaluation
+        .list_connector_reviews(pb::ListConnectorReviewsRequest {})
+        .await
+        .expect("listed")
+        .into_inner();
+    let ids: Vec<&str> = listed.reviews.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [follow_up.id.as_str(), review.id.as_str()]);
+
+    // Weighed, but not every agency uses the bus and no SPLP link is evidenced: the
+    // facts say what holds and what is missing.
+    let evidence = evidence(&mut stack).await;
+    let connector = evidence
+        .suggestions
+        .iter()
+        .find(|s| s.indicator == 18)
+        .and_then(|s| s.suggestion.clone())
+        .expect("suggested");
+    assert!(connector.level < 4, "{connector:?}");
+    for expected in [
+        format!(
+            "periodic review held on {}, recorded by anonymous (unverified: no TLS)",
+            day(60)
+        ),
+        format!(
+            "its findings followed up on {}, recorded by anonymous (unverified: no TLS)",
+            day(20)
+        ),
+    ] {
+        assert!(
+            connector.facts.contains(&expected),
+            "{expected:?} not in {:?}",
+            connector.facts
+        );
+    }
     stack.stop().await;
 }

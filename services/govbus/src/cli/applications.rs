@@ -40,7 +40,7 @@ pub enum ApplicationsError {
     },
     /// The list of agencies cannot be read.
     #[error("the agencies' list: {0}")]
-    Agencies(#[from] govbus_civil::agencies::AgenciesError),
+    Agencies(#[from] govbus_civil::agencies::AgenciesFileError),
     /// Printing failed.
     #[error(transparent)]
     Print(#[from] CliError),
@@ -96,7 +96,7 @@ pub async fn register(
     output: Output,
 ) -> Result<ExitCode, ApplicationsError> {
     let name = ApplicationName::parse(&registration.name)?;
-    let agencies = govbus_civil::agencies::Agencies::shipped()?;
+    let agencies = config.instance.agencies()?;
     if agencies.get(name.agency()).is_none() {
         return Err(ApplicationsError::UnknownAgency {
             agency: name.agency().to_owned(),

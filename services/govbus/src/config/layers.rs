@@ -149,6 +149,11 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
         "the agency that runs the bus (an agency code)",
     ),
     (
+        "instance.agencies",
+        SettingKind::Text,
+        "the instance's agencies, a `code,kind,name` CSV file; unset = Kota Malang's, shipped",
+    ),
+    (
         "telemetry.log",
         SettingKind::Text,
         "log filter (`RUST_LOG` syntax); `GOVBUS_LOG` works too",
@@ -595,8 +600,9 @@ impl Layers {
                 );
             }
         }
-        let agencies = govbus_civil::agencies::Agencies::shipped()
-            .map_err(|error| self.problem("instance.operator", error.to_string()))?;
+        let agencies = instance
+            .agencies()
+            .map_err(|error| self.problem("instance.agencies", error.to_string()))?;
         let unknown = |code: &str| {
             format!(
                 "{code:?} is not one of the instance's agencies ({})",
@@ -826,6 +832,7 @@ mod tests {
         }
         full.telemetry.otlp_endpoint = Some("http://127.0.0.1:4317".into());
         full.tls.dir = Some("/etc/govbus/certs".into());
+        full.instance.agencies = Some("/etc/govbus/agencies.csv".into());
         full.tls.policy = Some("/etc/govbus/access-policy.toml".into());
         full.gateway.database_url = Some("sqlite://gateway.db".into());
         full.gateway.issuer = Some("https://api.example.go.id".into());
@@ -876,6 +883,60 @@ mod tests {
         assert!(
             table.contains("| `nats.url` | `GOVBUS_NATS_URL` | unset |"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn a_deployment_names_its_own_agencies() {
+        let set = |layers: Layers, key: &str, value: &str| {
+            layers
+                .set(key, value, Origin::Flag("--set".into()))
+                .expect("text")
+        };
+        let missing = set(
+            Layers::defaults(),
+            "instance.agencies",
+            "/nonexistent/agencies.csv",
+        )
+        .build()
+        .expect_err("no such file");
+        assert_eq!(missing.key(), Some("instance.agencies"), "{missing}");
+
+        let mut list = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            list,
+            "# source: Perda Kabupaten Contoh Nomor 1 Tahun 2024\ncode,kind,name\n\
+             diskominfo,dinas,Dinas Komunikasi dan Informatika\n\
+             disdukcapil,dinas,Dinas Kependudukan dan Pencatatan Sipil"
+        )
+        .expect("write");
+        let path = list.path().to_str().expect("utf-8 path");
+        // Kota Malang's seeded agencies of the services are not in this list.
+        let seeded = set(Layers::defaults(), "instance.agencies", path)
+            .build()
+            .expect_err("dispendukcapil is Kota Malang's");
+        assert_eq!(seeded.key(), Some("identity.agency"), "{seeded}");
+        assert!(seeded.to_string().contains("disdukcapil"), "{seeded}");
+        let mut layers = set(Layers::defaults(), "instance.agencies", path);
+        for (service, agency) in [
+            ("identity", "disdukcapil"),
+            ("welfare", "diskominfo"),
+            ("licensing", "diskominfo"),
+        ] {
+            layers = set(layers, &format!("{service}.agency"), agency);
+        }
+        let config = layers
+            .build()
+            .expect("every service in an agency of the list");
+        let agencies = config.instance.agencies().expect("read");
+        assert_eq!(agencies.len(), 2);
+        assert_eq!(
+            config
+                .instance
+                .members(&config.services)
+                .get("identity")
+                .map(String::as_str),
+            Some("disdukcapil")
         );
     }
 

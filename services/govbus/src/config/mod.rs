@@ -11,10 +11,13 @@
 
 mod layers;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use govbus_civil::agencies::{Agencies, AgenciesFileError};
 use govbus_kit::declaration::{Section, ServiceDeclaration};
 use govbus_kit::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
@@ -197,7 +200,8 @@ pub struct ConsoleConfig {
 }
 
 /// How the directory names the instance and its members (GovStack identifiers,
-/// `INSTANCE/CLASS/MEMBER/APPLICATION`): the members are the agencies of the shipped list.
+/// `INSTANCE/CLASS/MEMBER/APPLICATION`): the members are the instance's agencies, Kota Malang's
+/// shipped list unless `agencies` names the deployment's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
@@ -208,9 +212,34 @@ pub struct InstanceConfig {
     /// The agency that runs the bus: the member of services no other agency owns, and of the
     /// stack's own parts. Default `diskominfo`.
     pub operator: String,
+    /// The instance's agencies (perangkat daerah), a CSV file of the shipped list's form
+    /// (`code,kind,name`). Unset: Kota Malang's, shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agencies: Option<PathBuf>,
 }
 
 impl InstanceConfig {
+    /// The instance's agencies: the file `agencies` names, else the shipped list.
+    pub fn agencies(&self) -> Result<Arc<Agencies>, AgenciesFileError> {
+        Agencies::configured(self.agencies.as_deref()).map(Arc::new)
+    }
+
+    /// The agency each service of `config` belongs to.
+    pub fn members(&self, services: &[ServiceSection]) -> BTreeMap<&'static str, String> {
+        services
+            .iter()
+            .map(|section| {
+                (
+                    section.name,
+                    section
+                        .agency
+                        .clone()
+                        .unwrap_or_else(|| self.operator.clone()),
+                )
+            })
+            .collect()
+    }
+
     /// The directory's instance.
     pub fn directory_instance(&self) -> govbus_gateway::directory::Instance {
         govbus_gateway::directory::Instance {
@@ -306,6 +335,7 @@ impl Default for StackConfig {
                 id: "ID-3573".to_owned(),
                 member_class: "GOV".to_owned(),
                 operator: "diskominfo".to_owned(),
+                agencies: None,
             },
             telemetry: TelemetryConfig {
                 log: "info".to_owned(),

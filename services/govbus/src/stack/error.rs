@@ -31,6 +31,9 @@ pub enum StackError {
     /// The console did not start.
     #[error("console did not start: {0}")]
     Console(#[from] crate::console::ConsoleError),
+    /// The instance's agencies' list cannot be read.
+    #[error(transparent)]
+    Agencies(#[from] govbus_civil::agencies::AgenciesFileError),
     /// The REST gateway did not start.
     #[error("gateway did not start: {0}")]
     Gateway(String),

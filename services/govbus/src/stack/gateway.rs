@@ -54,10 +54,10 @@ fn directory(
                 .map_err(|error| failed("the services' contracts")(&error))?,
         );
     }
-    let agencies = Agencies::shipped().map_err(|error| failed("the agencies' list")(&error))?;
+    let agencies = config.instance.agencies()?;
     Directory::new(
         config.instance.directory_instance(),
-        agencies.clone(),
+        Agencies::clone(&agencies),
         providers,
         govbus_gateway::directory::event_types(&contracts, &govbus_bus::Topology::default()),
         pool,

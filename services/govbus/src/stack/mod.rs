@@ -68,6 +68,7 @@ impl Stack {
         observability: Observability,
     ) -> Result<Self, StackError> {
         let lock = DataDirLock::acquire(&config.data_dir)?;
+        let agencies = config.instance.agencies()?;
         let certificates = match config.certificates_dir() {
             Some(dir) => Some(Certificates::open(dir)?),
             None => None,
@@ -109,6 +110,7 @@ impl Stack {
             }
         };
         let shared = Shared {
+            agencies: &agencies,
             config: &config,
             nats_url: &nats_url,
             users: &users,

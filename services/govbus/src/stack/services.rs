@@ -2,6 +2,9 @@
 //! one fails to start, those already started are stopped again, in reverse.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use govbus_civil::agencies::Agencies;
 
 use govbus_kit::access::AccessPolicy;
 use govbus_kit::audit::SubjectKey;
@@ -24,6 +27,7 @@ pub(super) struct Shared<'a> {
     pub(super) certificates: Option<&'a Certificates>,
     pub(super) access: Option<&'a AccessPolicy>,
     pub(super) audit_subject_key: Option<&'a SubjectKey>,
+    pub(super) agencies: &'a Arc<Agencies>,
 }
 
 /// The started services, in the order they started.
@@ -90,6 +94,8 @@ impl RunningServices {
             audit_subject_key: shared.audit_subject_key.cloned(),
             peers,
             others: others_than(name),
+            agencies: Arc::clone(shared.agencies),
+            members: shared.config.instance.members(&shared.config.services),
             settings: section.settings.clone(),
         };
         (declaration.start)(environment)
