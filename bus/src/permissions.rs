@@ -101,8 +101,12 @@ impl Permissions {
         for operation in ["INFO", "CREATE", "UPDATE", "MSG.GET", "MSG.DELETE"] {
             publish.push(format!("$JS.API.STREAM.{operation}.{stream}"));
         }
+        // Its own events (the calls through it, the SPLP link's use), in its own stream.
+        let own = topology.service_stream(name);
+        publish.push(topology.service_subjects(name));
         for operation in ["INFO", "CREATE", "UPDATE"] {
             publish.push(format!("$JS.API.STREAM.{operation}.{dead_letters}"));
+            publish.push(format!("$JS.API.STREAM.{operation}.{own}"));
         }
         let streams = contracts
             .iter()

@@ -51,9 +51,9 @@ pub struct EvaluationConfig {
 }
 
 impl EvaluationConfig {
-    /// The services govbus runs today.
+    /// The services govbus runs today, and its gateway.
     pub fn default_evidence_services() -> Vec<String> {
-        ["identity", "welfare", "licensing"]
+        ["identity", "welfare", "licensing", "gateway"]
             .map(str::to_owned)
             .to_vec()
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use govbus_civil::agencies::{Agencies, AgenciesError};
 use time::{Date, Duration};
 
-use crate::evidence::EvidenceSnapshot;
+use crate::evidence::{EvidenceSnapshot, LinkCount};
 use crate::reviews::{ConnectorReview, ReviewKind};
 
 /// How long a periodic review counts for.
@@ -58,8 +58,6 @@ pub struct ConnectorContext<'a> {
     pub agencies: &'a Agencies,
     /// The agency each service of the stack belongs to.
     pub members: &'a BTreeMap<String, String>,
-    /// Working links to SPLP or other instances' connectors, as evidenced.
-    pub links: &'a [String],
     /// The recorded reviews and follow-ups.
     pub reviews: &'a [ConnectorReview],
     /// The day the level is for: the assessed year's last day, or today if that is later.
@@ -173,14 +171,27 @@ pub fn connector_level(
     if level < 3 {
         facts.push("Terdefinisi (3) needs every agency of the instance using the bus".to_owned());
     }
-    if context.links.is_empty() {
+    for link in &evidence.links {
+        facts.push(format!(
+            "{} ({}): {} succeeded, {} failed{}",
+            link_name(&link.link),
+            link.operation,
+            link.succeeded,
+            link.failed,
+            if link.last_succeeded > 0 {
+                format!(", last on {}", day_of(link.last_succeeded))
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let linked = evidence.links.iter().any(LinkCount::works);
+    if !linked {
         facts.push(
             "no working link to the national SPLP or to another instance's connector is evidenced: \
              Terpadu dan Terukur (4) needs one"
                 .to_owned(),
         );
-    } else {
-        facts.push(format!("working links: {}", context.links.join(", ")));
     }
     let since = context.as_of - REVIEW_PERIOD;
     let review = context.reviews.iter().find(|recorded| {
@@ -219,13 +230,29 @@ pub fn connector_level(
         }
         (None, _) => {}
     }
-    if level == 3 && !context.links.is_empty() && review.is_some() {
+    if level == 3 && linked && review.is_some() {
         level = 4;
         if follow_up.is_some() {
             level = 5;
         }
     }
     level
+}
+
+/// A link's name for people.
+fn link_name(link: &str) -> &str {
+    match link {
+        "splp" => "SPLP",
+        other => other,
+    }
+}
+
+/// The day of `micros` (since the epoch), `YYYY-MM-DD`.
+fn day_of(micros: i64) -> String {
+    govbus_storage::time::rfc3339(micros)
+        .get(..10)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn listed(codes: &[&str]) -> String {
@@ -281,7 +308,6 @@ mod tests {
     struct Case {
         agencies: Agencies,
         members: BTreeMap<String, String>,
-        links: Vec<String>,
         reviews: Vec<ConnectorReview>,
         as_of: Date,
     }
@@ -294,7 +320,6 @@ mod tests {
                     .map(|(service, agency)| (service.to_owned(), agency.to_owned()))
                     .into_iter()
                     .collect(),
-                links: Vec::new(),
                 reviews: Vec::new(),
                 as_of: date!(2026 - 12 - 31),
             }
@@ -307,7 +332,6 @@ mod tests {
                 &ConnectorContext {
                     agencies: &self.agencies,
                     members: &self.members,
-                    links: &self.links,
                     reviews: &self.reviews,
                     as_of: self.as_of,
                 },
@@ -365,8 +389,27 @@ mod tests {
         ));
         assert_eq!(case.level(&evidence).0, 3);
         case.reviews.clear();
-        case.links.push("SPLP (api.splp.test)".to_owned());
-        assert_eq!(case.level(&evidence).0, 3);
+        let mut splp = LinkCount {
+            link: "splp".to_owned(),
+            operation: "publish".to_owned(),
+            succeeded: 2,
+            failed: 1,
+            last_succeeded: 1_700_000_000_000_000,
+            last_failed: 1_700_000_100_000_000,
+        };
+        // Failed since it last worked: not a working link.
+        evidence.links.push(splp.clone());
+        let (level, facts) = case.level(&evidence);
+        assert_eq!(level, 3);
+        assert!(
+            facts.contains(&"SPLP (publish): 2 succeeded, 1 failed, last on 2023-11-14".to_owned()),
+            "{facts:?}"
+        );
+        assert!(facts.iter().any(|fact| fact.starts_with("no working link")));
+        splp.succeeded = 3;
+        splp.last_succeeded = 1_700_000_200_000_000;
+        evidence.links[0] = splp;
+        assert_eq!(case.level(&evidence).0, 3, "a link alone is not four");
 
         // Both: four; a review older than twelve months does not count.
         case.reviews.push(review(

@@ -59,9 +59,17 @@ fn check_settings(section: &Section) -> Result<(), SettingProblem> {
     Ok(())
 }
 
+/// Every other service of the stack, and the gateway (the calls through it, its SPLP link).
 fn evidence_services(others: &[&'static str]) -> Vec<String> {
-    others.iter().map(|other| (*other).to_owned()).collect()
+    others
+        .iter()
+        .map(|other| (*other).to_owned())
+        .chain([GATEWAY.to_owned()])
+        .collect()
 }
+
+/// The gateway's name on the bus, whose events are evidence like a service's.
+const GATEWAY: &str = "gateway";
 
 fn contract_among(
     others: &[&'static str],

@@ -188,9 +188,6 @@ impl Evaluator {
         ConnectorContext {
             agencies: &self.membership.agencies,
             members: &self.membership.members,
-            // The links to SPLP and other instances' connectors are not evidenced on the bus
-            // yet: indicator 18 stops at Terdefinisi (3) until they are.
-            links: &[],
             reviews,
             as_of,
         }

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use govbus_bus::dead_letter::headers::REPLAY_FOR;
 use govbus_bus::{Bus, Envelope, EventMeta, HandleError};
 use govbus_proto::complaints::v1 as complaints;
+use govbus_proto::gateway::v1 as gateway;
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::licensing::v1 as licensing;
 use govbus_storage::inbox::handle_error;
@@ -102,6 +103,32 @@ pub struct EvidenceSnapshot {
     pub licensing: DeadlineCounts,
     /// Complaint handling, by measure ([`complaint_measures`]).
     pub complaints: BTreeMap<String, u64>,
+    /// The uses of links beyond the instance (SPLP), per link and operation.
+    pub links: Vec<LinkCount>,
+}
+
+/// How one link beyond the instance fared for one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCount {
+    /// The link, e.g. `splp`.
+    pub link: String,
+    /// `publish` or `call`.
+    pub operation: String,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+    /// When one last succeeded (microseconds since the epoch; 0: never).
+    pub last_succeeded: i64,
+    /// When one last failed (0: never).
+    pub last_failed: i64,
+}
+
+impl LinkCount {
+    /// Whether the link works: it succeeded, and did not fail since.
+    pub fn works(&self) -> bool {
+        self.last_succeeded > 0 && self.last_succeeded >= self.last_failed
+    }
 }
 
 /// The evidence projection over the evaluation database.
@@ -180,7 +207,27 @@ impl Evidence {
                 &[],
             )
             .await?;
+        let links: Vec<(String, String, i64, i64, i64, i64)> = sql
+            .query_all(
+                "SELECT link, operation, succeeded, failed, last_succeeded, last_failed
+                 FROM evidence_links ORDER BY link, operation",
+                &[],
+            )
+            .await?;
         Ok(EvidenceSnapshot {
+            links: links
+                .into_iter()
+                .map(
+                    |(link, operation, succeeded, failed, last_succeeded, last_failed)| LinkCount {
+                        link,
+                        operation,
+                        succeeded: count(succeeded),
+                        failed: count(failed),
+                        last_succeeded,
+                        last_failed,
+                    },
+                )
+                .collect(),
             complaints: complaints
                 .into_iter()
                 .map(|(measure, events)| (measure, count(events)))
@@ -310,17 +357,45 @@ pub async fn apply(sql: &mut Sql<'_>, event: &ObservedEvent<'_>) -> Result<bool,
             .await?;
         }
     }
-    if envelope.event_type.ends_with(".calls.counted.v1")
-        && let Ok(counted) = identity::CallsCounted::decode(event.payload)
-    {
+    if let Some((caller, callee, method, calls)) = counted_calls(service, envelope, event.payload) {
         sql.execute(
             "INSERT INTO evidence_calls (caller, callee, method, calls) VALUES ($1, $2, $3, $4)
              ON CONFLICT (caller, callee, method) DO UPDATE SET calls = evidence_calls.calls + $4",
             &[
-                counted.caller.as_str().into(),
-                service.into(),
-                counted.method.as_str().into(),
-                i64::try_from(counted.calls).unwrap_or(i64::MAX).into(),
+                caller.as_str().into(),
+                callee.as_str().into(),
+                method.as_str().into(),
+                i64::try_from(calls).unwrap_or(i64::MAX).into(),
+            ],
+        )
+        .await?;
+    }
+    if envelope.event_type == "gateway.link.checked.v1"
+        && let Ok(checked) = gateway::LinkChecked::decode(event.payload)
+        && checked.succeeded + checked.failed > 0
+    {
+        let (succeeded, failed) = (
+            i64::try_from(checked.succeeded).unwrap_or(i64::MAX),
+            i64::try_from(checked.failed).unwrap_or(i64::MAX),
+        );
+        let at = |count: i64| if count > 0 { seen } else { 0 };
+        sql.execute(
+            "INSERT INTO evidence_links (link, operation, succeeded, failed, last_succeeded, last_failed)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (link, operation) DO UPDATE SET
+                 succeeded = evidence_links.succeeded + excluded.succeeded,
+                 failed = evidence_links.failed + excluded.failed,
+                 last_succeeded = CASE WHEN excluded.last_succeeded > evidence_links.last_succeeded
+                                       THEN excluded.last_succeeded ELSE evidence_links.last_succeeded END,
+                 last_failed = CASE WHEN excluded.last_failed > evidence_links.last_failed
+                                    THEN excluded.last_failed ELSE evidence_links.last_failed END",
+            &[
+                checked.link.as_str().into(),
+                checked.operation.as_str().into(),
+                succeeded.into(),
+                failed.into(),
+                at(succeeded).into(),
+                at(failed).into(),
             ],
         )
         .await?;
@@ -359,6 +434,35 @@ pub async fn apply(sql: &mut Sql<'_>, event: &ObservedEvent<'_>) -> Result<bool,
     )
     .await?;
     Ok(true)
+}
+
+/// The calls a `*.calls.counted.v1` event reports: (caller, called service, method, calls). A
+/// service reports the calls made to it; the gateway those it made for applications, naming
+/// the service.
+fn counted_calls(
+    service: &str,
+    envelope: &Envelope,
+    payload: &[u8],
+) -> Option<(String, String, String, u64)> {
+    if envelope.event_type == "gateway.calls.counted.v1" {
+        let counted = gateway::ApplicationCallsCounted::decode(payload).ok()?;
+        return Some((
+            counted.caller,
+            counted.service,
+            counted.method,
+            counted.calls,
+        ));
+    }
+    if !envelope.event_type.ends_with(".calls.counted.v1") {
+        return None;
+    }
+    let counted = identity::CallsCounted::decode(payload).ok()?;
+    Some((
+        counted.caller,
+        service.to_owned(),
+        counted.method,
+        counted.calls,
+    ))
 }
 
 /// What a complaints event counts towards: `filed`, `accepted`, `refused`, `responded`,
@@ -409,6 +513,7 @@ async fn replay(
         "DELETE FROM evidence_calls",
         "DELETE FROM evidence_licensing",
         "DELETE FROM evidence_complaints",
+        "DELETE FROM evidence_links",
         // Positions are updated, not deleted, so a live consumer waiting on a position row
         // reads the rebuilt one.
         "UPDATE evidence_positions SET last_sequence = 0",

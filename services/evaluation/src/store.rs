@@ -23,7 +23,27 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: CONNECTOR_REVIEWS,
         postgres: CONNECTOR_REVIEWS,
     },
+    Migration {
+        version: 4,
+        description: "the uses of links beyond the instance (SPLP)",
+        sqlite: LINKS,
+        postgres: LINKS,
+    },
 ];
+
+/// Per link and operation: attempts that succeeded and failed, and when each last happened
+/// (microseconds since the epoch, 0 for never).
+const LINKS: &str = "
+    CREATE TABLE evidence_links (
+        link TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        succeeded BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        last_succeeded BIGINT NOT NULL,
+        last_failed BIGINT NOT NULL,
+        PRIMARY KEY (link, operation)
+    );
+";
 
 /// Reviews of the bus's use (SPBE indicator 18) and follow-ups; never changed once recorded.
 /// `review_id` is empty for a review.

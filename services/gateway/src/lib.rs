@@ -39,6 +39,10 @@
 //!   `/directory/event-types` and `/directory/catalogue` (`?format=csv`).
 //! - [`pubsub`]: publish/subscribe over HTTP as the GovStack Information Mediator specifies it:
 //!   rooms, their event types, publishing into JetStream.
+//! - [`usage`]: the calls through the gateway and the link's use, counted and reported as the
+//!   gateway's own events.
+//! - [`splp`]: the link to the national SPLP: the documents published to its API manager, its
+//!   services called at `/splp/<api>/…` with the instance's client-credentials token.
 //! - [`Gateway`]: the HTTP handler over them; `GET /openapi.json` (every route) and
 //!   `GET /openapi/<service>.json` (one service's, e.g. `identity`) serve the documents,
 //!   `GET /.well-known/jwks.json` the keys that verify the gateway's tokens.
@@ -58,8 +62,10 @@ pub mod routes;
 pub mod schema;
 pub mod serve;
 pub mod signin;
+pub mod splp;
 pub mod tokens;
 pub mod transcode;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,6 +113,19 @@ struct Inner {
     documents: Arc<BTreeMap<String, Vec<u8>>>,
     metaservices: Metaservices,
     pubsub: PubSubRoutes,
+    splp: Option<splp::SplpRoutes>,
+    usage: Option<usage::Usage>,
+}
+
+/// What a gateway may have beside its routes.
+#[derive(Debug, Clone, Default)]
+pub struct Attachments {
+    /// Publishes applications' events (`None`: the publish/subscribe routes answer 503).
+    pub pubsub: Option<PubSub>,
+    /// The link to the national SPLP (`None`: `/splp/…` is not served).
+    pub splp: Option<Arc<splp::Splp>>,
+    /// Counts the calls through it and the link's use, for the bus (`None`: not counted).
+    pub usage: Option<usage::Usage>,
 }
 
 /// The key of the document of every route.
@@ -116,15 +135,20 @@ impl Gateway {
     /// Serves the services named in `channels` (full service name → a channel to it), with
     /// the routes their contracts in `pool` declare, to the applications `sign_in` lets in and
     /// `policy` grants the methods; `directory` says who is on the bus; `pubsub` publishes
-    /// applications' events (`None`: a gateway without the bus answers its routes with 503).
+    /// applications' events, `attachments` what it has beside its routes.
     pub fn new(
         pool: &DescriptorPool,
         channels: BTreeMap<String, Channel>,
         sign_in: Arc<SignIn>,
         policy: AccessPolicy,
         directory: Directory,
-        pubsub: Option<PubSub>,
+        attachments: Attachments,
     ) -> Result<Self, RouteError> {
+        let Attachments {
+            pubsub,
+            splp,
+            usage,
+        } = attachments;
         let names: Vec<&str> = channels.keys().map(String::as_str).collect();
         let routes = Routes::of_services(pool, &names)?;
         let version = env!("CARGO_PKG_VERSION").to_owned();
@@ -171,6 +195,15 @@ impl Gateway {
             policy.clone(),
             pool.clone(),
         );
+        let splp = splp.map(|splp| {
+            splp::SplpRoutes::new(
+                splp,
+                Arc::clone(&sign_in),
+                Arc::clone(&directory),
+                policy.clone(),
+                usage.clone(),
+            )
+        });
         let metaservices = Metaservices::new(
             pool,
             directory,
@@ -188,8 +221,22 @@ impl Gateway {
                 documents,
                 metaservices,
                 pubsub,
+                splp,
+                usage,
             }),
         })
+    }
+
+    /// Each service's OpenAPI document, by the service's short name (`identity`).
+    pub fn service_documents(&self) -> Vec<(String, serde_json::Value)> {
+        self.inner
+            .documents
+            .iter()
+            .filter(|(name, _)| name.as_str() != ALL)
+            .filter_map(|(name, document)| {
+                Some((name.clone(), serde_json::from_slice(document).ok()?))
+            })
+            .collect()
     }
 
     /// How subscribers get their events: what the webhooks' deliveries post
@@ -214,15 +261,19 @@ impl Gateway {
     /// An axum router answering every route, the OpenAPI documents, and 404 or 405 for the
     /// rest.
     pub fn router(self) -> axum::Router {
-        axum::Router::new()
+        let splp = self.inner.splp.clone().map(splp::router);
+        let router = axum::Router::new()
             .route("/oauth2/token", axum::routing::post(token))
             .route("/.well-known/jwks.json", axum::routing::get(jwks))
             .route("/openapi.json", axum::routing::get(whole_document))
             .route("/openapi/{document}", axum::routing::get(service_document))
             .merge(metaservices::router(self.inner.metaservices.clone()))
-            .merge(pubsub::http::router(self.inner.pubsub.clone()))
-            .fallback(handle)
-            .with_state(self)
+            .merge(pubsub::http::router(self.inner.pubsub.clone()));
+        let router = match splp {
+            Some(splp) => router.merge(splp),
+            None => router,
+        };
+        router.fallback(handle).with_state(self)
     }
 }
 
@@ -402,6 +453,15 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         {
             call.metadata_mut().insert(*name, value);
         }
+    }
+    if let Some(usage) = &gateway.inner.usage {
+        // `govbus.identity.v1.IdentityService` is `identity`.
+        let short = service.split('.').nth(1).unwrap_or(&service);
+        usage.call(
+            &application.name,
+            &Arc::from(short),
+            &Arc::from(route.method.name()),
+        );
     }
     match call::unary(channel, &route.method, call).await {
         Ok(answer) => match response_json(route, &answer) {

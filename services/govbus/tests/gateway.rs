@@ -1,7 +1,9 @@
 //! An agency's application through the stack's REST gateway: registered, granted two methods
 //! in the access policy, signed in at the token endpoint, it registers and verifies a citizen;
 //! a method it was not granted is refused; the identity service's processing log names the
-//! application as the requester and the gateway as the intermediary.
+//! application as the requester and the gateway as the intermediary; the gateway reports the
+//! application's calls and its SPLP link (to a stand-in API manager) on the bus, and the
+//! evaluation service counts both for SPBE indicator 18.
 
 mod support;
 
@@ -10,9 +12,62 @@ use bytes::Bytes;
 use govbus_gateway::applications::{ApplicationName, Applications, SignsInWith};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
-use support::{eventually, install_telemetry, start};
+use support::{eventually, install_telemetry, start_with};
 
 const APPLICATION: &str = "disnaker-pmptsp.sicantik";
+
+const SPLP_SECRET: &str = "splp-secret-of-the-instance";
+
+/// A stand-in for SPLP's API manager: issues a token to the instance's client, takes each
+/// document put with that token.
+struct SplpStandIn {
+    base: String,
+    published: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn splp_stand_in() -> SplpStandIn {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    type Published = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    let published = Published::default();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ID-3573:{SPLP_SECRET}"))
+    );
+    let token = async move |headers: HeaderMap| {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(basic.as_str()) {
+            (
+                StatusCode::OK,
+                r#"{"access_token":"splp-1","token_type":"Bearer","expires_in":600}"#,
+            )
+        } else {
+            (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#)
+        }
+    };
+    let publish = async |State(published): State<Published>,
+                         Path(name): Path<String>,
+                         headers: HeaderMap,
+                         body: String| {
+        let authorized =
+            headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer splp-1");
+        let described: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if !authorized || described["definition"]["openapi"].as_str().is_none() {
+            return StatusCode::UNAUTHORIZED;
+        }
+        published.lock().expect("lock").push(name);
+        StatusCode::NO_CONTENT
+    };
+    let app = axum::Router::new()
+        .route("/oauth2/token", axum::routing::post(token))
+        .route("/publisher/apis/{name}", axum::routing::put(publish))
+        .with_state(std::sync::Arc::clone(&published));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    SplpStandIn { base, published }
+}
 
 async fn send(method: &str, url: &str, headers: &[(&str, String)], body: String) -> (u16, Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -46,12 +101,25 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
     std::fs::write(
         data.path().join("access-policy.toml"),
         format!(
-            "{}\n[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\n  \"govbus.identity.v1.IdentityService/RegisterCitizen\",\n  \"govbus.identity.v1.IdentityService/VerifyCitizen\",\n]\npurpose = \"Checking an applicant's identity for a business licence (DPMPTSP)\"\n",
+            "{}\n[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\n  \"govbus.identity.v1.IdentityService/RegisterCitizen\",\n  \"govbus.identity.v1.IdentityService/VerifyCitizen\",\n  \"govbus.evaluation.v1.EvaluationService/GetIntegrationEvidence\",\n]\npurpose = \"Checking an applicant's identity for a business licence (DPMPTSP)\"\n",
             govbus::stack::shipped_policy()
         ),
     )
     .expect("policy written");
-    let config = support::config(data.path());
+    let mut config = support::config(data.path());
+    let splp = splp_stand_in().await;
+    let secret_file = data.path().join("splp-secret");
+    std::fs::write(&secret_file, SPLP_SECRET).expect("secret written");
+    config.gateway.report_interval = std::time::Duration::from_secs(1);
+    config.gateway.splp = Some(govbus_gateway::splp::SplpSettings {
+        token_url: format!("{}/oauth2/token", splp.base),
+        client_id: "ID-3573".to_owned(),
+        client_secret_file: secret_file,
+        publisher_url: Some(format!("{}/publisher", splp.base)),
+        gateway_url: None,
+        apis: None,
+        ca_file: None,
+    });
     let applications = Applications::new(
         govbus_gateway::database::open(&config.gateway_database_url())
             .await
@@ -69,7 +137,7 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
         .expect("a secret");
     applications.db().close().await;
 
-    let running = start(data.path(), &telemetry).await;
+    let running = start_with(config, &telemetry).await;
     let base = format!(
         "http://{}",
         running.stack.endpoints().gateway.expect("the gateway runs")
@@ -171,6 +239,58 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
         .await
         .expect("verified");
     assert_eq!(verify["intact"], true, "{verify}");
+
+    // The gateway published the services' documents to SPLP, and reported that and the
+    // application's calls on the bus; evaluation counts the application for its agency and the
+    // link as working.
+    let connector = eventually("the gateway's reports in the evidence", async || {
+        let (status, evidence) = send(
+            "GET",
+            &format!("{base}/evaluation/v1/evidence"),
+            &[headers[0].clone()],
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200, "{evidence}");
+        let called = evidence["calls"].as_array()?.iter().any(|call| {
+            call["caller"] == APPLICATION
+                && call["callee"] == "identity"
+                && call["method"] == "VerifyCitizen"
+        });
+        let connector = evidence["suggestions"]
+            .as_array()?
+            .iter()
+            .find(|suggestion| suggestion["indicator"] == 18)?["suggestion"]
+            .clone();
+        let linked = connector["facts"].as_array()?.iter().any(|fact| {
+            fact.as_str().is_some_and(|fact| {
+                fact.starts_with("SPLP (publish): ") && !fact.contains(" 0 succeeded")
+            })
+        });
+        (called && linked).then_some(connector)
+    })
+    .await;
+    let facts: Vec<&str> = connector["facts"]
+        .as_array()
+        .expect("facts")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        facts
+            .iter()
+            .any(|fact| fact.contains("disnaker-pmptsp (disnaker-pmptsp.sicantik")),
+        "{facts:?}"
+    );
+    assert!(
+        !facts.iter().any(|fact| fact.starts_with("no working link")),
+        "{facts:?}"
+    );
+    let published = splp.published.lock().expect("lock").clone();
+    assert!(
+        published.contains(&"id-3573-identity".to_owned()),
+        "{published:?}"
+    );
 
     // The directory names the application under its agency, and the methods granted to it.
     let caller = (

@@ -1,10 +1,12 @@
 //! Building and running the identity service.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use govbus_bus::{Bus, BusOptions, ServiceAdapter};
+use govbus_bus::{Bus, BusOptions, Causality, ServiceAdapter};
 use govbus_kit::audit::CallAudit;
+use govbus_kit::call_counts::{CallReporter, Counted};
 use govbus_kit::grpc::{MAX_REQUEST_BYTES, server_with_health_and_reflection};
 use govbus_kit::runtime::{bind, open_processing_log};
 use govbus_kit::{ServiceRuntime, StartError};
@@ -15,9 +17,7 @@ use govbus_proto::identity::v1::{
 };
 use govbus_storage::{Storage, StorageSettings};
 
-use crate::calls::{CallCounter, CallReporter};
-
-use crate::grpc::IdentityApi;
+use crate::grpc::{DirectCalls, IdentityApi};
 use crate::registry::Registry;
 use crate::store::MIGRATIONS;
 
@@ -100,12 +100,25 @@ impl Application {
         let adapter = declaration().start(&bus).await?;
         let storage = Storage::start(db.clone(), adapter.publisher().clone(), settings);
         let registry = Registry::new(db.clone(), adapter.publisher().clone());
-        let calls = CallCounter::default();
+        let calls = DirectCalls::default();
+        let publisher = adapter.publisher().clone();
         let reporter = CallReporter::spawn(
             calls.clone(),
             db.clone(),
-            adapter.publisher().clone(),
             config.call_report_interval,
+            move |counted: Counted<'_, (Arc<str>, &'static str)>| {
+                let (caller, method) = counted.key;
+                publisher.encode(
+                    &CallsCounted {
+                        caller: caller.to_string(),
+                        method: (*method).to_owned(),
+                        calls: counted.calls,
+                        period_start: counted.period_start.to_owned(),
+                        period_end: counted.period_end.to_owned(),
+                    },
+                    &Causality::root(),
+                )
+            },
         );
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<IdentityServiceServer<IdentityApi>>(

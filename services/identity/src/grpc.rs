@@ -2,12 +2,12 @@
 //! errors mapped to statuses.
 
 use govbus_kit::audit::{CallAudit, CallContext, DataSubject};
+use govbus_kit::call_counts::CallCounter;
 use govbus_kit::grpc::{FieldProblems, causality, database_status, idempotent, internal_status};
 use govbus_proto::identity::v1 as pb;
 use govbus_proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
-use crate::calls::CallCounter;
 use crate::domain::{Kelurahan, NewCitizen, Nik, PersonName, RegistrationInput, Sex};
 use crate::registry::{Registry, RegistryError, Verification};
 use govbus_civil::{past_date, text_line};
@@ -17,14 +17,18 @@ use govbus_identity_client::CALLER_METADATA;
 #[derive(Debug, Clone)]
 pub struct IdentityApi {
     registry: Registry,
-    calls: CallCounter,
+    calls: DirectCalls,
     audit: CallAudit,
 }
+
+/// Direct calls counted per (caller, method); the gateway reports the calls that come through
+/// it.
+pub type DirectCalls = CallCounter<(std::sync::Arc<str>, &'static str)>;
 
 impl IdentityApi {
     /// Serves `registry`, counting other services' calls in `calls` and recording each call
     /// about a person in the processing log.
-    pub fn new(registry: Registry, calls: CallCounter, audit: CallAudit) -> Self {
+    pub fn new(registry: Registry, calls: DirectCalls, audit: CallAudit) -> Self {
         Self {
             registry,
             calls,
@@ -33,12 +37,16 @@ impl IdentityApi {
     }
 }
 
-/// The calling service, when it names itself (a short lowercase name).
+/// The calling service, when it names itself (a short lowercase name) and calls directly: the
+/// gateway counts the calls it makes for applications itself.
 fn caller<T>(request: &Request<T>) -> Option<std::sync::Arc<str>> {
     // Over mutual TLS the caller is who the access layer established from the certificate
     // (an application only through the gateway), whatever it claims.
     if let Some(established) = govbus_kit::call_facts::Caller::of(request) {
-        return Some(std::sync::Arc::clone(&established.name));
+        return established
+            .via
+            .is_none()
+            .then(|| std::sync::Arc::clone(&established.name));
     }
     if let Some(certified) = govbus_kit::peer::caller_of_request(request) {
         return Some(std::sync::Arc::clone(certified));
@@ -112,7 +120,7 @@ impl IdentityService for IdentityApi {
         request: Request<pb::VerifyCitizenRequest>,
     ) -> Result<Response<pb::VerifyCitizenResponse>, Status> {
         if let Some(caller) = caller(&request) {
-            self.calls.count(&caller, "VerifyCitizen");
+            self.calls.count((caller, "VerifyCitizen"));
         }
         let call = CallContext::of(&request);
         let request = request.into_inner();

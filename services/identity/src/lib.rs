@@ -14,12 +14,10 @@
 //! - [`store`]: the `citizens` table.
 //! - [`registry`]: commands and queries, each command one transaction with its event.
 //! - [`grpc`]: the gRPC API and the mapping of errors to statuses.
-//! - [`calls`]: counting other services' calls, reported as events.
 //! - [`declaration`]: identity as a stack knows it ([`DECLARATION`]).
 //! - [`app`]: [`Application::build`] wires database, bus, relay and server together.
 
 pub mod app;
-pub mod calls;
 pub mod declaration;
 pub mod domain;
 pub mod grpc;

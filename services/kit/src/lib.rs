@@ -11,6 +11,7 @@
 //! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
 //! - [`call_facts`]: what the layers learn about a call (its method, the grant's purpose).
+//! - [`call_counts`]: calls counted in memory, reported as events at an interval.
 //! - [`outbound`]: delivering JSON to systems outside govbus over HTTPS, retried by the caller.
 //! - [`periodic`]: a round of work repeated at an interval (deadline watchers).
 //! - [`peer`]: a server's connections: the TLS handshake, the caller read once per connection.
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod audit;
 pub mod bus_env;
+pub mod call_counts;
 pub mod call_facts;
 pub mod declaration;
 pub mod duration;

@@ -153,6 +153,34 @@ pub struct Delivered {
     pub body: Bytes,
 }
 
+/// A request [`HttpTarget::send`] makes.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// Its method.
+    pub method: Method,
+    /// Appended to the target's URL path, with its query (`/apis/x?y=1`).
+    pub path_and_query: String,
+    /// Headers besides the target's own; an `Authorization` here replaces the target's.
+    pub headers: Vec<(http::header::HeaderName, HeaderValue)>,
+    /// Its body.
+    pub body: Bytes,
+    /// The most of the answer that is read.
+    pub max_answer_bytes: usize,
+}
+
+/// What a target answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its `Retry-After`, read.
+    pub retry_after: Option<Duration>,
+    /// Its `Content-Type`.
+    pub content_type: Option<HeaderValue>,
+    /// Its body.
+    pub body: Bytes,
+}
+
 impl HttpTarget {
     /// The endpoint `url` names, if a target may be made for it: absolute, https (plain http
     /// to loopback only). Configuration checks call this without making a target.
@@ -263,12 +291,64 @@ impl HttpTarget {
         })
     }
 
+    /// Sends `request` to a path under the target's URL, with `request.headers` besides the
+    /// target's own authorization, and returns whatever the target answered, within the
+    /// target's time limit: what a caller that interprets the answer itself (a proxy, an API
+    /// manager's client) needs. Only a target that cannot be reached or read is an error.
+    pub async fn send(&self, request: OutboundRequest) -> Result<Answer, DeliveryError> {
+        let name = self.name;
+        let uri = self.uri_at(&request.path_and_query)?;
+        let mut builder = Request::builder().method(request.method).uri(uri);
+        let mut authorized = false;
+        for (header, value) in request.headers {
+            authorized |= header == AUTHORIZATION;
+            builder = builder.header(header, value);
+        }
+        if let (false, Some(authorization)) = (authorized, &self.authorization) {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
+        let outgoing = builder
+            .body(Full::new(request.body))
+            .map_err(|error| DeliveryError::refused(name, error.to_string()))?;
+        self.exchange_up_to(outgoing, request.max_answer_bytes)
+            .await
+    }
+
+    /// The target's URL with `path_and_query` appended to its path.
+    fn uri_at(&self, path_and_query: &str) -> Result<Uri, DeliveryError> {
+        let base = self.uri.path().trim_end_matches('/');
+        let suffix = if path_and_query.starts_with('/') || path_and_query.is_empty() {
+            path_and_query.to_owned()
+        } else {
+            format!("/{path_and_query}")
+        };
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(format!("{base}{suffix}").parse().map_err(
+            |error: http::uri::InvalidUri| {
+                DeliveryError::refused(self.name, format!("not a path: {error}"))
+            },
+        )?);
+        Uri::from_parts(parts)
+            .map_err(|error| DeliveryError::refused(self.name, format!("not a URL: {error}")))
+    }
+
     /// Sends `request` and reads the answer (at most [`MAX_ANSWER_BYTES`]), within the
     /// target's time limit: its status, its `Retry-After`, its body.
     async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Option<Duration>, Bytes), DeliveryError> {
+        let answer = self.exchange_up_to(request, MAX_ANSWER_BYTES).await?;
+        Ok((answer.status, answer.retry_after, answer.body))
+    }
+
+    /// Sends `request` and reads at most `max_answer_bytes` of the answer, within the target's
+    /// time limit.
+    async fn exchange_up_to(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_answer_bytes: usize,
+    ) -> Result<Answer, DeliveryError> {
         let name = self.name;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|error| {
@@ -280,14 +360,20 @@ impl HttpTarget {
                 .get(RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(retry_after);
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            let content_type = response.headers().get(CONTENT_TYPE).cloned();
+            let body = Limited::new(response.into_body(), max_answer_bytes)
                 .collect()
                 .await
                 .map_err(|error| {
                     DeliveryError::later(name, format!("cannot read its answer: {error}"), None)
                 })?
                 .to_bytes();
-            Ok::<_, DeliveryError>((status, retry_after, body))
+            Ok::<_, DeliveryError>(Answer {
+                status,
+                retry_after,
+                content_type,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

@@ -191,7 +191,7 @@ async fn gateway(
         sign_in,
         policy,
         directory,
-        None,
+        govbus_gateway::Attachments::default(),
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -189,6 +189,16 @@ impl Access {
         self.gateway_with(pool, channels, None)
     }
 
+    /// [`Self::gateway`], linked to SPLP by `splp`.
+    pub(crate) fn gateway_with_splp(
+        &self,
+        pool: &DescriptorPool,
+        channels: BTreeMap<String, tonic::transport::Channel>,
+        splp: Arc<govbus_gateway::splp::Splp>,
+    ) -> Gateway {
+        self.gateway_of(pool, channels, None, Some(splp))
+    }
+
     /// [`Self::gateway`], with publish/subscribe over `pubsub`.
     pub(crate) fn gateway_with(
         &self,
@@ -196,13 +206,27 @@ impl Access {
         channels: BTreeMap<String, tonic::transport::Channel>,
         pubsub: Option<govbus_gateway::pubsub::PubSub>,
     ) -> Gateway {
+        self.gateway_of(pool, channels, pubsub, None)
+    }
+
+    fn gateway_of(
+        &self,
+        pool: &DescriptorPool,
+        channels: BTreeMap<String, tonic::transport::Channel>,
+        pubsub: Option<govbus_gateway::pubsub::PubSub>,
+        splp: Option<Arc<govbus_gateway::splp::Splp>>,
+    ) -> Gateway {
         Gateway::new(
             pool,
             channels,
             Arc::clone(&self.sign_in),
             self.policy.clone(),
             directory(pool),
-            pubsub,
+            govbus_gateway::Attachments {
+                pubsub,
+                splp,
+                usage: None,
+            },
         )
         .expect("gateway")
     }

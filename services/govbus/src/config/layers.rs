@@ -99,6 +99,11 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
         "how long the tokens it issues are valid",
     ),
     (
+        "gateway.report_interval",
+        SettingKind::Text,
+        "how often it reports the calls it made for applications and the SPLP link's use, as events",
+    ),
+    (
         "gateway.rate_limit",
         SettingKind::Integer,
         "requests per second per application (per gateway replica), unless registered otherwise",
@@ -132,6 +137,41 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
         "gateway.identity_provider.ca_file",
         SettingKind::Text,
         "PEM authorities trusted for its HTTPS besides the system's",
+    ),
+    (
+        "gateway.splp.token_url",
+        SettingKind::Text,
+        "the national SPLP's OAuth2 token endpoint; unset = no SPLP link",
+    ),
+    (
+        "gateway.splp.client_id",
+        SettingKind::Text,
+        "the instance's client id at SPLP",
+    ),
+    (
+        "gateway.splp.client_secret_file",
+        SettingKind::Text,
+        "a file holding its client secret",
+    ),
+    (
+        "gateway.splp.publisher_url",
+        SettingKind::Text,
+        "where the services' OpenAPI documents are published (`PUT …/apis/<name>`); unset = none",
+    ),
+    (
+        "gateway.splp.gateway_url",
+        SettingKind::Text,
+        "SPLP's API gateway, where the services it offers are called; unset = none",
+    ),
+    (
+        "gateway.splp.apis",
+        SettingKind::Text,
+        "services offered through SPLP that members may call at `/splp/<name>/…`: `name=/path`, comma-separated",
+    ),
+    (
+        "gateway.splp.ca_file",
+        SettingKind::Text,
+        "PEM authorities trusted for SPLP's HTTPS besides the system's",
     ),
     (
         "instance.id",
@@ -532,6 +572,9 @@ impl Layers {
                 "must be between 10s and 1h: tokens are short-lived, revocation reaches them only when they expire elsewhere",
             ));
         }
+        if gateway.report_interval.is_zero() {
+            return Err(self.problem("gateway.report_interval", "must be longer than 0s"));
+        }
         for (key, value) in [
             ("gateway.rate_limit", gateway.rate_limit),
             ("gateway.rate_burst", gateway.rate_burst),
@@ -573,6 +616,34 @@ impl Layers {
             && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
         {
             return Err(self.problem("gateway.issuer", "must be an http(s) URL"));
+        }
+        if let Some(splp) = &gateway.splp {
+            let key = |name: &str| format!("gateway.splp.{name}");
+            for (name, url) in [
+                ("token_url", Some(&splp.token_url)),
+                ("publisher_url", splp.publisher_url.as_ref()),
+                ("gateway_url", splp.gateway_url.as_ref()),
+            ] {
+                if let Some(url) = url {
+                    govbus_kit::outbound::HttpTarget::check_url(url)
+                        .map_err(|error| self.problem(&key(name), error.to_string()))?;
+                }
+            }
+            if splp.client_id.trim().is_empty() {
+                return Err(
+                    self.problem(&key("client_id"), "must name the instance's client at SPLP")
+                );
+            }
+            if let Some(apis) = &splp.apis {
+                govbus_gateway::splp::parse_apis(apis)
+                    .map_err(|problem| self.problem(&key("apis"), problem))?;
+            }
+            if splp.apis.is_some() && splp.gateway_url.is_none() {
+                return Err(self.problem(
+                    &key("apis"),
+                    "needs gateway.splp.gateway_url, where they are called",
+                ));
+            }
         }
         if let Some(provider) = &gateway.identity_provider {
             govbus_kit::outbound::HttpTarget::check_url(&provider.issuer).map_err(|error| {
@@ -838,6 +909,15 @@ mod tests {
         full.gateway.issuer = Some("https://api.example.go.id".into());
         full.gateway.tls_certificate = Some("/etc/govbus/gateway.pem".into());
         full.gateway.tls_key = Some("/etc/govbus/gateway-key.pem".into());
+        full.gateway.splp = Some(govbus_gateway::splp::SplpSettings {
+            token_url: "https://splp.example.go.id/oauth2/token".into(),
+            client_id: "ID-3573".into(),
+            client_secret_file: "/etc/govbus/splp-secret".into(),
+            publisher_url: Some("https://splp.example.go.id/publisher".into()),
+            gateway_url: Some("https://splp.example.go.id/gateway".into()),
+            apis: Some("dukcapil-nik=/dukcapil/nik/v1".into()),
+            ca_file: Some("/etc/govbus/splp-ca.pem".into()),
+        });
         full.gateway.identity_provider = Some(govbus_gateway::providers::ProviderSettings {
             issuer: "https://sso.example.go.id/realms/apps".into(),
             audience: "govbus".into(),

@@ -224,7 +224,7 @@ impl InstanceConfig {
         Agencies::configured(self.agencies.as_deref()).map(Arc::new)
     }
 
-    /// The agency each service of `config` belongs to.
+    /// The agency each service of `config` belongs to, and the gateway (the operator's).
     pub fn members(&self, services: &[ServiceSection]) -> BTreeMap<&'static str, String> {
         services
             .iter()
@@ -237,6 +237,7 @@ impl InstanceConfig {
                         .unwrap_or_else(|| self.operator.clone()),
                 )
             })
+            .chain([("gateway", self.operator.clone())])
             .collect()
     }
 
@@ -277,6 +278,10 @@ pub struct GatewayConfig {
     /// How long a token it issues is valid.
     #[serde(with = "govbus_kit::duration")]
     pub token_lifetime: Duration,
+    /// How often it reports on the bus the calls it made for applications and the SPLP link's
+    /// use.
+    #[serde(with = "govbus_kit::duration")]
+    pub report_interval: Duration,
     /// Requests per second an application may make (each gateway replica on its own), unless
     /// its registration says otherwise.
     pub rate_limit: u32,
@@ -285,6 +290,9 @@ pub struct GatewayConfig {
     /// The deployment's identity provider, whose tokens applications may present instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_provider: Option<govbus_gateway::providers::ProviderSettings>,
+    /// The link to the national SPLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splp: Option<govbus_gateway::splp::SplpSettings>,
 }
 
 /// Logs, traces and metrics.
@@ -327,9 +335,11 @@ impl Default for StackConfig {
                 tls_certificate: None,
                 tls_key: None,
                 token_lifetime: Duration::from_secs(300),
+                report_interval: Duration::from_secs(60),
                 rate_limit: 50,
                 rate_burst: 100,
                 identity_provider: None,
+                splp: None,
             },
             instance: InstanceConfig {
                 id: "ID-3573".to_owned(),

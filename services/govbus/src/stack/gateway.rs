@@ -7,17 +7,20 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use govbus_bus::{Bus, BusOptions};
+use govbus_bus::{Bus, BusOptions, RunningAdapter};
 use govbus_civil::agencies::Agencies;
-use govbus_gateway::Gateway;
 use govbus_gateway::applications::{Applications, ClientTable, RateLimit};
 use govbus_gateway::directory::{Directory, Provider};
 use govbus_gateway::providers::IdentityProvider;
 use govbus_gateway::pubsub::PubSub;
 use govbus_gateway::rate::RateLimiter;
 use govbus_gateway::signin::SignIn;
+use govbus_gateway::splp::{Publication, Splp};
 use govbus_gateway::tokens::TokenIssuer;
+use govbus_gateway::usage::{Usage, UsageReporters};
+use govbus_gateway::{Attachments, Gateway};
 use govbus_kit::access::AccessPolicy;
+use govbus_storage::Storage;
 use prost_reflect::DescriptorPool;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +76,25 @@ pub(super) struct RunningGateway {
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
-    applications: Applications,
+    publishing: Option<tokio::task::JoinHandle<()>>,
+    reporters: UsageReporters,
+    storage: Storage,
+    adapter: RunningAdapter,
+}
+
+/// Makes sure the gateway's stream exists before the services start: evaluation reads it
+/// (an empty stream when no gateway runs).
+pub(super) async fn provision_stream(bus: BusOptions) -> Result<(), StackError> {
+    let bus = Bus::connect(bus)
+        .await
+        .map_err(|error| failed("its connection to the bus")(&error))?;
+    govbus_gateway::usage::adapter()
+        .start(&bus)
+        .await
+        .map_err(|error| failed("its stream")(&error))?
+        .shutdown()
+        .await;
+    Ok(())
 }
 
 fn failed(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> StackError + '_ {
@@ -166,18 +187,65 @@ impl RunningGateway {
         let bus = Bus::connect(bus)
             .await
             .map_err(|error| failed("its connection to the bus")(&error))?;
+        let adapter = govbus_gateway::usage::adapter()
+            .start(&bus)
+            .await
+            .map_err(|error| failed("its stream")(&error))?;
+        let storage = Storage::start(
+            applications.db().clone(),
+            adapter.publisher().clone(),
+            config.storage.settings(),
+        );
+        let usage = Usage::default();
+        let reporters = usage.report(
+            applications.db(),
+            adapter.publisher(),
+            settings.report_interval,
+        );
         let pubsub = PubSub::start(bus, applications.db().clone())
             .await
             .map_err(|error| failed("publish/subscribe")(&error))?;
+        let splp = settings
+            .splp
+            .as_ref()
+            .map(|splp| Splp::new(splp).map(Arc::new))
+            .transpose()
+            .map_err(|error| failed("its SPLP link")(&error))?;
         let gateway = Gateway::new(
             &pool,
             channels,
             sign_in,
             policy.clone(),
             directory,
-            Some(pubsub.clone()),
+            Attachments {
+                pubsub: Some(pubsub.clone()),
+                splp: splp.clone(),
+                usage: Some(usage.clone()),
+            },
         )
         .map_err(|error| failed("its routes")(&error))?;
+        let publishing = splp.filter(|splp| splp.publishes()).map(|splp| {
+            // `ID-3573` and `identity`: `id-3573-identity` at the API manager.
+            let prefix = config.instance.id.to_lowercase();
+            let documents = gateway
+                .service_documents()
+                .into_iter()
+                .map(|(service, document)| (format!("{prefix}-{service}"), document))
+                .collect();
+            govbus_gateway::splp::spawn_publishing(
+                splp,
+                documents,
+                config.gateway_url(address),
+                move |publication: Publication| {
+                    usage.link(
+                        govbus_gateway::splp::LINK,
+                        "publish",
+                        publication.failure.is_none(),
+                    );
+                },
+                stop.clone(),
+            )
+        });
         let webhooks = govbus_gateway::pubsub::webhooks::spawn(
             pubsub,
             gateway.subscribers_items(),
@@ -197,7 +265,10 @@ impl RunningGateway {
             stop,
             server,
             webhooks,
-            applications,
+            publishing,
+            reporters,
+            storage,
+            adapter,
         })
     }
 
@@ -220,6 +291,14 @@ impl RunningGateway {
         if let Err(error) = self.webhooks.await {
             tracing::error!(message = "The gateway's webhook deliveries failed.", %error);
         }
-        self.applications.db().close().await;
+        if let Some(publishing) = self.publishing
+            && let Err(error) = publishing.await
+        {
+            tracing::error!(message = "The gateway's SPLP publishing failed.", %error);
+        }
+        // The last counts go into the outbox before the relay sends what it holds.
+        self.reporters.stop().await;
+        self.storage.stop().await;
+        self.adapter.shutdown().await;
     }
 }

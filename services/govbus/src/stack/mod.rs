@@ -118,7 +118,11 @@ impl Stack {
             access: access.as_ref(),
             audit_subject_key: subject_key.as_ref(),
         };
-        let services = match Box::pin(RunningServices::start(&shared)).await {
+        let started = async {
+            Box::pin(gateway::provision_stream(users.options(&nats_url, GATEWAY))).await?;
+            Box::pin(RunningServices::start(&shared)).await
+        };
+        let services = match Box::pin(started).await {
             Ok(services) => services,
             Err(error) => {
                 stop_watching_policy.cancel();
@@ -156,13 +160,13 @@ impl Stack {
         if config.gateway.enabled {
             match (&certificates, &access) {
                 (Some(certificates), Some(access)) => {
-                    match RunningGateway::start(
+                    match Box::pin(RunningGateway::start(
                         &config,
                         certificates,
                         access,
                         &stack.endpoints.services,
                         users.options(&nats_url, GATEWAY),
-                    )
+                    ))
                     .await
                     {
                         Ok(gateway) => {

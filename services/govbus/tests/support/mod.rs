@@ -61,8 +61,13 @@ pub(crate) fn config(data_dir: &Path) -> StackConfig {
 }
 
 pub(crate) async fn start(data_dir: &Path, telemetry: &Telemetry) -> Running {
+    start_with(config(data_dir), telemetry).await
+}
+
+/// [`start`] with `config` (made by [`config`], then changed).
+pub(crate) async fn start_with(config: StackConfig, telemetry: &Telemetry) -> Running {
     let stack = Stack::start(
-        config(data_dir),
+        config,
         Observability {
             traces: telemetry.traces().clone(),
             metrics: Some(telemetry.metrics().clone()),
