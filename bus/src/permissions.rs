@@ -104,6 +104,12 @@ impl Permissions {
         // Its own events (the calls through it, the SPLP link's use), in its own stream.
         let own = topology.service_stream(name);
         publish.push(topology.service_subjects(name));
+        // Its chain of the processing log, as a service's (see `for_service`).
+        let audit = topology.audit_stream();
+        publish.push(topology.audit_subject(name));
+        for operation in ["INFO", "CREATE", "MSG.GET"] {
+            publish.push(format!("$JS.API.STREAM.{operation}.{audit}"));
+        }
         for operation in ["INFO", "CREATE", "UPDATE"] {
             publish.push(format!("$JS.API.STREAM.{operation}.{dead_letters}"));
             publish.push(format!("$JS.API.STREAM.{operation}.{own}"));

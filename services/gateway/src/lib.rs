@@ -126,6 +126,9 @@ pub struct Attachments {
     pub splp: Option<Arc<splp::Splp>>,
     /// Counts the calls through it and the link's use, for the bus (`None`: not counted).
     pub usage: Option<usage::Usage>,
+    /// Its chain of the processing log: events about a person handed to subscribers with
+    /// their personal fields (`None`: not recorded, as without TLS).
+    pub processing_log: Option<govbus_kit::audit::ProcessingLog>,
 }
 
 /// The key of the document of every route.
@@ -148,6 +151,7 @@ impl Gateway {
             pubsub,
             splp,
             usage,
+            processing_log,
         } = attachments;
         let names: Vec<&str> = channels.keys().map(String::as_str).collect();
         let routes = Routes::of_services(pool, &names)?;
@@ -194,6 +198,7 @@ impl Gateway {
             Arc::clone(&sign_in),
             policy.clone(),
             pool.clone(),
+            processing_log,
         );
         let splp = splp.map(|splp| {
             splp::SplpRoutes::new(

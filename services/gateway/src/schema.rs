@@ -128,6 +128,32 @@ fn strip(
     }
 }
 
+/// The person `event` is about: the value of the field its contract names as the data subject
+/// (`(govbus.bus.v1.event).data_subject_field`), when it names one and the field is set.
+pub fn data_subject(
+    pool: &DescriptorPool,
+    event: &prost_reflect::DynamicMessage,
+) -> Option<String> {
+    let extension = pool.get_extension_by_name("govbus.bus.v1.event")?;
+    let options = event.descriptor().options();
+    if !options.has_extension(&extension) {
+        return None;
+    }
+    let Value::Message(declared) = options.get_extension(&extension).into_owned() else {
+        return None;
+    };
+    let Some(Value::String(field)) = declared
+        .get_field_by_name("data_subject_field")
+        .map(std::borrow::Cow::into_owned)
+    else {
+        return None;
+    };
+    match event.get_field_by_name(&field)?.into_owned() {
+        Value::String(subject) if !subject.is_empty() => Some(subject),
+        _ => None,
+    }
+}
+
 fn personal_extension(pool: &DescriptorPool) -> Option<ExtensionDescriptor> {
     pool.get_extension_by_name("govbus.bus.v1.personal")
 }
@@ -330,4 +356,37 @@ fn well_known(name: &str) -> Option<Json> {
         "google.protobuf.Value" => json!({}),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use prost_reflect::DynamicMessage;
+
+    use super::*;
+
+    fn decoded(pool: &DescriptorPool, name: &str, bytes: &[u8]) -> DynamicMessage {
+        let descriptor = pool.get_message_by_name(name).expect("a contract message");
+        DynamicMessage::decode(descriptor, bytes).expect("decoded")
+    }
+
+    #[test]
+    fn the_data_subject_is_the_field_the_contract_names() {
+        let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET).expect("pool");
+        let deceased = govbus_proto::identity::v1::CitizenDeceased {
+            citizen_ref: "c-1".to_owned(),
+            date_of_death: "2026-11-30".to_owned(),
+        };
+        let event = decoded(
+            &pool,
+            "govbus.identity.v1.CitizenDeceased",
+            &deceased.encode_to_vec(),
+        );
+        assert_eq!(data_subject(&pool, &event).as_deref(), Some("c-1"));
+        // Unset, or an event about no one.
+        let event = decoded(&pool, "govbus.identity.v1.CitizenDeceased", &[]);
+        assert_eq!(data_subject(&pool, &event), None);
+        let counted = decoded(&pool, "govbus.gateway.v1.LinkChecked", &[]);
+        assert_eq!(data_subject(&pool, &counted), None);
+    }
 }

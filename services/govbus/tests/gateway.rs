@@ -101,7 +101,7 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
     std::fs::write(
         data.path().join("access-policy.toml"),
         format!(
-            "{}\n[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\n  \"govbus.identity.v1.IdentityService/RegisterCitizen\",\n  \"govbus.identity.v1.IdentityService/VerifyCitizen\",\n  \"govbus.evaluation.v1.EvaluationService/GetIntegrationEvidence\",\n]\npurpose = \"Checking an applicant's identity for a business licence (DPMPTSP)\"\n",
+            "{}\n[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\n  \"govbus.identity.v1.IdentityService/RegisterCitizen\",\n  \"govbus.identity.v1.IdentityService/VerifyCitizen\",\n  \"govbus.evaluation.v1.EvaluationService/GetIntegrationEvidence\",\n]\npurpose = \"Checking an applicant's identity for a business licence (DPMPTSP)\"\n\n[[grant]]\ncallers = [\"{APPLICATION}\"]\nevents = [\"identity.citizen.registered.v1\"]\npurpose = \"Opening a licence file for each newly registered applicant\"\n",
             govbus::stack::shipped_policy()
         ),
     )
@@ -167,6 +167,26 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
         ("content-type", "application/json".to_owned()),
     ];
 
+    // A pull subscription to identity's registrations, granted with a purpose: the events come
+    // with their personal fields, and each handing-out is in the gateway's processing log.
+    let identity_room = format!("{base}/r1/ID-3573/GOV/dispendukcapil/identity");
+    let named = [
+        headers[0].clone(),
+        headers[1].clone(),
+        (
+            "x-govstack-client",
+            "ID-3573/GOV/disnaker-pmptsp/sicantik".to_owned(),
+        ),
+    ];
+    let (status, subscription) = send(
+        "POST",
+        &format!("{identity_room}/api/v1/subs/identity.citizen.registered.v1"),
+        &named,
+        json!({"eventType": "identity.citizen.registered.v1", "delivery": "PULL"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{subscription}");
+
     let (members, kk) = govbus::demo::people::household(9_998, 0);
     let person = &members[0];
     let (status, registered) = send(
@@ -207,7 +227,47 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
     .await;
     assert_eq!(status, 403, "{refused}");
 
-    // The processing log: the application asked, through the gateway.
+    let pulled = eventually("the registration for the subscriber", async || {
+        let (status, item) = send(
+            "GET",
+            &format!("{identity_room}/pull/v1/identity.citizen.registered.v1"),
+            &named,
+            String::new(),
+        )
+        .await;
+        (status == 200).then_some(item)
+    })
+    .await;
+    assert!(
+        pulled["event"]["citizenRef"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "personal fields for a purpose: {pulled}"
+    );
+
+    // The processing log: the application asked, through the gateway; and it was handed the
+    // registration through the gateway.
+    let handed = eventually("the gateway's handing-out in the log", async || {
+        let history: Value = running
+            .client
+            .post_json("/api/audit/subject", &json!({ "nik": person.nik }))
+            .await
+            .ok()?;
+        history["entries"]
+            .as_array()?
+            .iter()
+            .find(|entry| entry["writer"] == "gateway")
+            .cloned()
+    })
+    .await;
+    assert_eq!(handed["requester"], APPLICATION, "{handed}");
+    assert_eq!(handed["via"], "gateway", "{handed}");
+    assert!(
+        handed["action"]
+            .as_str()
+            .is_some_and(|action| action.starts_with("identity.citizen.registered.v1 by pull")),
+        "{handed}"
+    );
     let entries = eventually("the application's processings in the log", async || {
         let history: Value = running
             .client
@@ -217,7 +277,7 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
         let entries: Vec<Value> = history["entries"]
             .as_array()?
             .iter()
-            .filter(|entry| entry["requester"] == APPLICATION)
+            .filter(|entry| entry["requester"] == APPLICATION && entry["writer"] == "identity")
             .cloned()
             .collect();
         (entries.len() >= 2).then_some(entries)

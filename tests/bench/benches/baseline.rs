@@ -1,4 +1,4 @@
-//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,gateway,commit,e2e,memory]
+//! `cargo bench -p govbus-bench [-- --quick] [--only publish,consume,calls,gateway,webhooks,commit,e2e,memory]
 //! [--postgres] [--sync-always] [--json FILE]`: every govbus path beside its raw baseline, in one
 //! run, with the ratios.
 
@@ -13,6 +13,7 @@ use govbus_bench::e2e::{self, EndToEndSettings};
 use govbus_bench::gateway;
 use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
+use govbus_bench::webhooks::{self, WebhookBenchSettings};
 use govbus_bench::{Comparison, Run};
 use govbus_harness::NatsServer;
 use govbus_kit::telemetry::{Telemetry, TelemetrySettings};
@@ -22,7 +23,7 @@ struct Args {
     /// Smaller runs (a minute or two), for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios: publish, consume, calls, gateway, commit, e2e, memory.
+    /// Only these scenarios: publish, consume, calls, gateway, webhooks, commit, e2e, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run the commit and end-to-end scenarios' databases on PostgreSQL
@@ -134,6 +135,17 @@ async fn main() -> anyhow::Result<()> {
             results.push(comparison);
             print(results.last());
         }
+    }
+
+    if wanted("webhooks") {
+        let server = nats()?;
+        let dir = tempfile::tempdir()?;
+        let settings = WebhookBenchSettings {
+            events: 4_000 / scale,
+            latency_events: 400 / scale,
+        };
+        results.push(webhooks::compare(&server.client_url(), dir.path(), settings).await?);
+        print(results.last());
     }
 
     let mut commits = None;

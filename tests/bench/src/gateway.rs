@@ -130,46 +130,91 @@ pub async fn compare(
     Ok(comparisons)
 }
 
+/// A gateway served on a loopback port for a benchmark.
+pub(crate) struct ServedGateway {
+    /// Its base URL.
+    pub(crate) base: String,
+    /// A token of each registered application.
+    pub(crate) tokens: BTreeMap<String, String>,
+    /// The gateway, for its parts.
+    pub(crate) gateway: Gateway,
+    /// Its publish/subscribe on the bus, when it has one.
+    pub(crate) pubsub: Option<govbus_gateway::pubsub::PubSub>,
+    /// Stops it.
+    pub(crate) stop: CancellationToken,
+}
+
 /// The gateway in front of identity (`channel`), on a loopback port, with one application
 /// signed in: its address and the application's token.
 async fn gateway(
     channel: tonic::transport::Channel,
     dir: &std::path::Path,
 ) -> anyhow::Result<(String, String, CancellationToken)> {
+    let policy = format!(
+        "[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\"{IDENTITY_SERVICE}/VerifyCitizen\"]\npurpose = \"Benchmark\"\n"
+    );
+    let mut served = serve(
+        dir,
+        &[APPLICATION],
+        &policy,
+        BTreeMap::from([(IDENTITY_SERVICE.to_owned(), channel)]),
+        None,
+    )
+    .await?;
+    let token = served.tokens.remove(APPLICATION).unwrap_or_default();
+    Ok((served.base, token, served.stop))
+}
+
+/// A gateway with `applications` registered under `policy`, in front of `channels`, publishing
+/// and subscribing on `bus` when given, served on a loopback port.
+pub(crate) async fn serve(
+    dir: &std::path::Path,
+    applications: &[&str],
+    policy: &str,
+    channels: BTreeMap<String, tonic::transport::Channel>,
+    bus: Option<govbus_bus::Bus>,
+) -> anyhow::Result<ServedGateway> {
     let db =
         govbus_gateway::database::open(&format!("sqlite://{}", dir.join("gateway.db").display()))
             .await?;
-    let applications = Applications::new(db);
-    applications
-        .register(
-            &ApplicationName::parse(APPLICATION)?,
-            "The benchmark",
-            None,
-            SignsInWith::Secret,
-        )
-        .await?;
+    let registry = Applications::new(db);
+    for application in applications {
+        registry
+            .register(
+                &ApplicationName::parse(application)?,
+                "The benchmark",
+                None,
+                SignsInWith::Secret,
+            )
+            .await?;
+    }
     let stop = CancellationToken::new();
-    let clients = ClientTable::follow(applications.clone(), stop.clone()).await?;
+    let clients = ClientTable::follow(registry.clone(), stop.clone()).await?;
     let issuer = TokenIssuer::from_pkcs8(
         &TokenIssuer::generate_key()?,
         "http://127.0.0.1",
         govbus_gateway::AUDIENCE,
         Duration::from_secs(3600),
     )?;
-    let token = issuer.issue(APPLICATION)?.access_token;
+    let mut tokens = BTreeMap::new();
+    for application in applications {
+        tokens.insert(
+            (*application).to_owned(),
+            issuer.issue(application)?.access_token,
+        );
+    }
+    let pubsub = match bus {
+        Some(bus) => Some(govbus_gateway::pubsub::PubSub::start(bus, registry.db().clone()).await?),
+        None => None,
+    };
     let sign_in = Arc::new(SignIn::new(
-        applications,
+        registry,
         clients,
         issuer,
         Vec::new(),
         RateLimiter::new(RateLimit::new(1_000_000, 1_000_000)?),
     ));
-    let policy = AccessPolicy::new(
-        Grants::parse(&format!(
-            "[[grant]]\ncallers = [\"{APPLICATION}\"]\nmethods = [\"{IDENTITY_SERVICE}/VerifyCitizen\"]\npurpose = \"Benchmark\"\n"
-        ))
-        .map_err(anyhow::Error::msg)?,
-    );
+    let policy = AccessPolicy::new(Grants::parse(policy).map_err(anyhow::Error::msg)?);
     let pool = prost_reflect::DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET)?;
     let directory = Directory::new(
         Instance {
@@ -187,21 +232,30 @@ async fn gateway(
     )?;
     let gateway = Gateway::new(
         &pool,
-        BTreeMap::from([(IDENTITY_SERVICE.to_owned(), channel)]),
+        channels,
         sign_in,
         policy,
         directory,
-        govbus_gateway::Attachments::default(),
+        govbus_gateway::Attachments {
+            pubsub: pubsub.clone(),
+            ..govbus_gateway::Attachments::default()
+        },
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(govbus_gateway::serve::serve(
         listener,
-        gateway.router(),
+        gateway.clone().router(),
         None,
         stop.clone(),
     ));
     // The registry's first read by the running table.
     tokio::time::sleep(govbus_gateway::applications::REFRESH_INTERVAL * 2).await;
-    Ok((base, token, stop))
+    Ok(ServedGateway {
+        base,
+        tokens,
+        gateway,
+        pubsub,
+        stop,
+    })
 }

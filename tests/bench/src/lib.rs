@@ -17,6 +17,8 @@
 //! - [`consume`]: a govbus consumer with its idempotent inbox vs a raw pull consumer that acks.
 //! - [`calls`]: `VerifyCitizen` over a large population register vs a bare tonic unary call.
 //! - [`gateway`]: `VerifyCitizen` as REST through the gateway vs the same call over gRPC.
+//! - [`webhooks`]: an application's events delivered to a webhook by the gateway vs a raw
+//!   JetStream consumer that posts them.
 //! - [`e2e`]: a gRPC command through the outbox, JetStream and a consumer into a projection:
 //!   peak rate, latency at half of it, peak memory.
 //! - [`memory`]: each service as its own process under the end-to-end load, its peak memory.
@@ -30,5 +32,6 @@ pub mod measure;
 pub mod memory;
 pub mod publish;
 pub mod sample;
+pub mod webhooks;
 
 pub use measure::{Comparison, CpuUse, Latency, Run, Stopwatch};

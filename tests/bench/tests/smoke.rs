@@ -8,6 +8,7 @@ use govbus_bench::e2e;
 use govbus_bench::gateway;
 use govbus_bench::memory::{self, MemorySettings};
 use govbus_bench::publish::{self, PublishSettings};
+use govbus_bench::webhooks;
 use govbus_harness::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,6 +114,26 @@ async fn rest_through_the_gateway_runs_beside_grpc() {
     assert_eq!(comparisons[1].govbus.operations, 640);
     assert_eq!(comparisons[1].baseline.operations, 640);
     assert_eq!(comparisons[0].govbus.operations, 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_run_beside_a_raw_forwarder() {
+    let server = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let comparison = webhooks::compare(
+        &server.client_url(),
+        dir.path(),
+        webhooks::WebhookBenchSettings {
+            events: 40,
+            latency_events: 5,
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(comparison.govbus.operations, 40);
+    // The raw forwarder drains every event the gateway's run stored.
+    assert_eq!(comparison.baseline.operations, 45);
+    assert!(comparison.govbus.latency.is_some() && comparison.baseline.latency.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

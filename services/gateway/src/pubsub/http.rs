@@ -48,15 +48,17 @@ struct Inner {
 impl PubSubRoutes {
     /// Over `pubsub` (`None`: the gateway has no bus, and answers 503), for the callers
     /// `sign_in` lets in, in the rooms of `directory`, subscribing to what `policy` grants them;
-    /// services' events read with the contracts in `pool`.
+    /// services' events read with the contracts in `pool`; personal data handed out recorded
+    /// in `log`.
     pub fn new(
         pubsub: Option<PubSub>,
         directory: Arc<Directory>,
         sign_in: Arc<SignIn>,
         policy: AccessPolicy,
         pool: DescriptorPool,
+        log: Option<govbus_kit::audit::ProcessingLog>,
     ) -> Self {
-        let items = Items::new(pool, Arc::clone(&directory), policy.clone());
+        let items = Items::new(pool, Arc::clone(&directory), policy.clone(), log);
         Self {
             inner: Arc::new(Inner {
                 pubsub,

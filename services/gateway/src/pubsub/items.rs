@@ -1,10 +1,16 @@
 //! Events as subscribers get them: the `EventItem` of the GovStack PubSub specification, a
 //! service's protobuf event as its proto3 JSON (without its personal fields unless the
 //! subscriber's grant names a purpose), an application's JSON event as it was published.
+//!
+//! An event about a person handed out with its personal fields is a processing of that person's
+//! data by the subscriber, through the gateway: it is recorded in the gateway's chain of the
+//! processing log (the subscriber, the gateway, the event type and channel, the grant's purpose,
+//! the person as a keyed hash of the event's citizen reference).
 
 use std::sync::Arc;
 
 use govbus_kit::access::AccessPolicy;
+use govbus_kit::audit::{DataSubject, EntryKind, Processing, ProcessingLog};
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::{Value as Json, json};
 
@@ -18,16 +24,27 @@ pub struct Items {
     pool: DescriptorPool,
     directory: Arc<Directory>,
     policy: AccessPolicy,
+    log: Option<ProcessingLog>,
 }
+
+/// The gateway, as the processing log names it when it hands a subscriber an event.
+const GATEWAY: &str = "gateway";
 
 impl Items {
     /// Services' events read with the contracts in `pool`, publishers named by `directory`,
-    /// personal fields given as `policy`'s grants say.
-    pub fn new(pool: DescriptorPool, directory: Arc<Directory>, policy: AccessPolicy) -> Self {
+    /// personal fields given as `policy`'s grants say, each handing-out of a person's data
+    /// recorded in `log` (`None`: the processing log is off, as without TLS).
+    pub fn new(
+        pool: DescriptorPool,
+        directory: Arc<Directory>,
+        policy: AccessPolicy,
+        log: Option<ProcessingLog>,
+    ) -> Self {
         Self {
             pool,
             directory,
             policy,
+            log,
         }
     }
 
@@ -58,8 +75,9 @@ impl Items {
                     DynamicMessage::decode(descriptor, payload).map_err(|problem| {
                         PubSubError::Bus(format!("an event that is not its {name}: {problem}"))
                     })?;
-                if purpose.is_none() {
-                    crate::schema::strip_personal(&self.pool, &mut decoded);
+                match &purpose {
+                    None => crate::schema::strip_personal(&self.pool, &mut decoded),
+                    Some(purpose) => self.record(subscription, purpose, &decoded),
                 }
                 decoded
                     .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
@@ -82,6 +100,33 @@ impl Items {
             "eventType": self.room_type(subscription),
             "event": event,
         })))
+    }
+
+    /// Records that `subscription`'s subscriber was handed `event` with its personal fields,
+    /// if it is about a person.
+    fn record(&self, subscription: &Subscription, purpose: &Arc<str>, event: &DynamicMessage) {
+        let (Some(log), Some(subject)) =
+            (&self.log, crate::schema::data_subject(&self.pool, event))
+        else {
+            return;
+        };
+        let channel = if subscription.push_url.is_some() {
+            "webhook"
+        } else {
+            "pull"
+        };
+        log.record(Processing {
+            kind: EntryKind::Delivery,
+            requester: &Arc::from(subscription.subscriber.as_str()),
+            via: Some(&Arc::from(GATEWAY)),
+            action: &Arc::from(format!(
+                "{} by {channel} ({})",
+                subscription.event_type, subscription.id
+            )),
+            purpose,
+            subject: DataSubject::Citizen(&subject),
+            trace_id: None,
+        });
     }
 
     /// The type's name as its room names it: the full type in a service's room, the

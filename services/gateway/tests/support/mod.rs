@@ -225,7 +225,7 @@ impl Access {
             govbus_gateway::Attachments {
                 pubsub,
                 splp,
-                usage: None,
+                ..govbus_gateway::Attachments::default()
             },
         )
         .expect("gateway")

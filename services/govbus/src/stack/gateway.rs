@@ -20,6 +20,7 @@ use govbus_gateway::tokens::TokenIssuer;
 use govbus_gateway::usage::{Usage, UsageReporters};
 use govbus_gateway::{Attachments, Gateway};
 use govbus_kit::access::AccessPolicy;
+use govbus_kit::audit::{ProcessingLog, ProcessingLogWriter, SubjectKey};
 use govbus_storage::Storage;
 use prost_reflect::DescriptorPool;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,7 @@ pub(super) struct RunningGateway {
     webhooks: tokio::task::JoinHandle<()>,
     publishing: Option<tokio::task::JoinHandle<()>>,
     reporters: UsageReporters,
+    log_writer: Option<ProcessingLogWriter>,
     storage: Storage,
     adapter: RunningAdapter,
 }
@@ -109,6 +111,7 @@ impl RunningGateway {
         policy: &AccessPolicy,
         services: &[ServiceEndpoint],
         bus: BusOptions,
+        subject_key: Option<&SubjectKey>,
     ) -> Result<Self, StackError> {
         let settings = &config.gateway;
         let tls = certificates.identity(GATEWAY)?;
@@ -196,6 +199,19 @@ impl RunningGateway {
             adapter.publisher().clone(),
             config.storage.settings(),
         );
+        // Events about a person handed to subscribers with their personal fields are recorded
+        // in the gateway's own chain of the processing log, signed with its certificate.
+        let (processing_log, log_writer) = match subject_key {
+            Some(key) => {
+                let signer = govbus_kit::audit::BlockSigner::of_service(&tls)
+                    .map_err(|error| failed("its processing-log key")(&error))?;
+                let (log, writer) = ProcessingLog::start(&bus, signer, key.clone())
+                    .await
+                    .map_err(|error| failed("its processing log")(&error))?;
+                (Some(log), Some(writer))
+            }
+            None => (None, None),
+        };
         let usage = Usage::default();
         let reporters = usage.report(
             applications.db(),
@@ -221,6 +237,7 @@ impl RunningGateway {
                 pubsub: Some(pubsub.clone()),
                 splp: splp.clone(),
                 usage: Some(usage.clone()),
+                processing_log,
             },
         )
         .map_err(|error| failed("its routes")(&error))?;
@@ -267,6 +284,7 @@ impl RunningGateway {
             webhooks,
             publishing,
             reporters,
+            log_writer,
             storage,
             adapter,
         })
@@ -298,6 +316,9 @@ impl RunningGateway {
         }
         // The last counts go into the outbox before the relay sends what it holds.
         self.reporters.stop().await;
+        if let Some(writer) = self.log_writer {
+            writer.shutdown().await;
+        }
         self.storage.stop().await;
         self.adapter.shutdown().await;
     }

@@ -166,6 +166,7 @@ impl Stack {
                         access,
                         &stack.endpoints.services,
                         users.options(&nats_url, GATEWAY),
+                        subject_key.as_ref(),
                     ))
                     .await
                     {
