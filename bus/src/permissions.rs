@@ -104,6 +104,8 @@ impl Permissions {
         // Its own events (the calls through it, the SPLP link's use), in its own stream.
         let own = topology.service_stream(name);
         publish.push(topology.service_subjects(name));
+        // Its outbox relay, taking over, reads what its stream already holds.
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{own}"));
         // Its chain of the processing log, as a service's (see `for_service`).
         let audit = topology.audit_stream();
         publish.push(topology.audit_subject(name));

@@ -18,13 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use govbus_civil::agencies::{Agencies, AgenciesError};
-use time::{Date, Duration};
+use time::Date;
 
 use crate::evidence::{EvidenceSnapshot, LinkCount};
 use crate::reviews::{ConnectorReview, ReviewKind};
 
-/// How long a periodic review counts for.
-const REVIEW_PERIOD: Duration = Duration::days(365);
+/// The gateway, whose events report on the bus rather than use it.
+const GATEWAY: &str = "gateway";
 
 /// The most agency codes a fact lists by name.
 const LISTED: usize = 12;
@@ -86,6 +86,8 @@ pub fn connector_level(
         .events
         .iter()
         .map(|count| count.service.as_str())
+        // The gateway's own reports are about others' use of the bus, not a use of it.
+        .filter(|service| *service != GATEWAY)
         .chain(
             evidence
                 .flows
@@ -193,7 +195,7 @@ pub fn connector_level(
                 .to_owned(),
         );
     }
-    let since = context.as_of - REVIEW_PERIOD;
+    let since = a_year_before(context.as_of);
     let review = context.reviews.iter().find(|recorded| {
         let review = &recorded.review;
         review.kind == ReviewKind::Review
@@ -237,6 +239,17 @@ pub fn connector_level(
         }
     }
     level
+}
+
+/// The same day a year earlier (28 February for a 29th): a review held after it, up to the
+/// assessed day, was held in the twelve months before that day.
+fn a_year_before(day: Date) -> Date {
+    day.replace_year(day.year() - 1)
+        .or_else(|_| {
+            day.replace_day(28)
+                .and_then(|day| day.replace_year(day.year() - 1))
+        })
+        .unwrap_or(day)
 }
 
 /// A link's name for people.
@@ -339,6 +352,13 @@ mod tests {
             );
             (level, facts)
         }
+    }
+
+    #[test]
+    fn the_review_window_is_a_calendar_year() {
+        assert_eq!(a_year_before(date!(2028 - 12 - 31)), date!(2027 - 12 - 31));
+        assert_eq!(a_year_before(date!(2028 - 02 - 29)), date!(2027 - 02 - 28));
+        assert_eq!(a_year_before(date!(2027 - 03 - 01)), date!(2026 - 03 - 01));
     }
 
     #[test]

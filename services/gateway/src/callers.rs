@@ -46,15 +46,27 @@ pub(crate) async fn caller(
     parts: &Parts,
     header_required: bool,
 ) -> Result<(Principal, ClientId), Refused> {
+    caller_logged_as(sign_in, directory, parts, header_required, parts.uri.path()).await
+}
+
+/// [`caller`], a refusal logged under `logged_path` rather than the request's path (which, on
+/// routes to systems outside govbus, may carry personal data).
+pub(crate) async fn caller_logged_as(
+    sign_in: &SignIn,
+    directory: &Directory,
+    parts: &Parts,
+    header_required: bool,
+    logged_path: &str,
+) -> Result<(Principal, ClientId), Refused> {
     let principal = if parts.headers.contains_key(AUTHORIZATION) {
         match sign_in.authenticate(&parts.headers).await {
             Ok(client) => Principal::Application(client.name.to_string()),
-            Err(refusal) => return Err(Refused::from(refused(refusal, parts.uri.path()))),
+            Err(refusal) => return Err(Refused::from(refused(refusal, logged_path))),
         }
     } else {
         match parts.extensions.get::<ClientCertificate>() {
             Some(ClientCertificate(Some(name))) => Principal::Certificate(name.to_string()),
-            _ => return Err(Refused::from(refused(Refusal::NoToken, parts.uri.path()))),
+            _ => return Err(Refused::from(refused(Refusal::NoToken, logged_path))),
         }
     };
     let id = directory.client_id_of(principal.name());

@@ -33,6 +33,9 @@ pub struct ClientCertificate(pub Option<Arc<str>>);
 #[error("the gateway's HTTPS: {0}")]
 pub struct HttpsError(String);
 
+/// The gateway's HTTPS, made by [`https_config`].
+pub type HttpsConfig = Arc<rustls::ServerConfig>;
+
 /// The gateway's HTTPS: its certificate chain and key (PEM), and the CA whose client
 /// certificates it accepts.
 pub fn https_config(

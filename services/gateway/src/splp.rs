@@ -36,7 +36,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use crate::callers::caller;
+use crate::callers::caller_logged_as;
 use crate::directory::Directory;
 use crate::errors::error;
 use crate::signin::{SignIn, count_refusal};
@@ -424,7 +424,12 @@ pub fn spawn_publishing(
             let mut published = Vec::new();
             let mut failure = None;
             for (name, document) in &documents {
-                match splp.publish(name, &endpoint, document).await {
+                // A hanging API manager does not hold up the gateway's stop.
+                let outcome = tokio::select! {
+                    () = stop.cancelled() => return,
+                    outcome = splp.publish(name, &endpoint, document) => outcome,
+                };
+                match outcome {
                     Ok(()) => published.push(name.clone()),
                     Err(error) => {
                         failure = Some(format!("{name}: {error}"));
@@ -503,16 +508,46 @@ pub fn router<S: Clone + Send + Sync + 'static>(routes: SplpRoutes) -> axum::Rou
         .with_state(routes)
 }
 
+/// The path under an offered service's prefix that `raw` (the request's path after
+/// `/splp/<api>/`, as sent) names, if it stays under it: every segment non-empty, neither `.`
+/// nor `..`, and none that decodes to a `/`, `\`, `?`, `#`, `%` or a control character, so that
+/// no encoding reaches another of SPLP's paths or its query. The segments are passed on as sent.
+pub fn confined_path(raw: &str) -> Option<&str> {
+    let safe = raw.split('/').all(|segment| {
+        let Ok(decoded) = percent_encoding::percent_decode_str(segment).decode_utf8() else {
+            return false;
+        };
+        !decoded.is_empty()
+            && decoded != "."
+            && decoded != ".."
+            && !decoded
+                .chars()
+                .any(|c| matches!(c, '/' | '\\' | '?' | '#' | '%') || c.is_control())
+    });
+    safe.then_some(raw)
+}
+
 async fn forward(
     State(routes): State<SplpRoutes>,
-    axum::extract::Path((api, path)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((api, _)): axum::extract::Path<(String, String)>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let (principal, _) = match caller(&routes.sign_in, &routes.directory, &parts, false).await {
-        Ok(caller) => caller,
-        Err(refused) => return refused.into_response(),
-    };
+    // The raw path, not axum's decoded capture: what was sent is what is checked and passed on.
+    let raw = parts
+        .uri
+        .path()
+        .strip_prefix("/splp/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    // Signed in before anything else is said; a refusal is logged without the path, which
+    // may carry personal data.
+    let logged = format!("/splp/{api}/…");
+    let (principal, _) =
+        match caller_logged_as(&routes.sign_in, &routes.directory, &parts, false, &logged).await {
+            Ok(caller) => caller,
+            Err(refused) => return refused.into_response(),
+        };
     let name = principal.name();
     let (Some(gateway), Some(prefix)) = (&routes.splp.gateway, routes.splp.apis.get(&api)) else {
         return error(
@@ -531,6 +566,13 @@ async fn forward(
             format!("{name} has no grant of {method}"),
         );
     }
+    let Some(path) = confined_path(raw) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "the path must stay under the service: no empty, '.' or '..' segments, no encoded '/', '\\', '?', '#' or '%'",
+        );
+    };
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -575,9 +617,15 @@ async fn forward(
             );
             metrics::counter!("govbus_splp_calls_total", "api" => api, "outcome" => "answered")
                 .increment(1);
-            // A 5xx is SPLP's (or its service's) failure; a 4xx is the caller's request.
+            // A 5xx is SPLP's (or its service's) failure, and so is SPLP refusing the
+            // instance's token (401 or 403 after a fresh token); other 4xx are the caller's.
+            let link_failed = answer.status.is_server_error()
+                || matches!(
+                    answer.status,
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                );
             if let Some(usage) = &routes.usage {
-                usage.link(LINK, "call", !answer.status.is_server_error());
+                usage.link(LINK, "call", !link_failed);
             }
             let mut response = (answer.status, answer.body).into_response();
             if let Some(content_type) = answer.content_type {
@@ -597,6 +645,54 @@ async fn forward(
                 Code::Unavailable,
                 failure.to_string(),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_path_stays_under_its_service() {
+        for fine in ["verify", "citizens/3573/status", "a%20b", "x:y@z", "v1.2"] {
+            assert_eq!(confined_path(fine), Some(fine), "{fine}");
+        }
+        for escaping in [
+            "",
+            "a//b",
+            "..",
+            "../publisher/apis/x",
+            "a/../../b",
+            "%2e%2e/x",
+            ".%2E/x",
+            "a%2Fb",
+            "a%5Cb",
+            "a%3Fq=1",
+            "a%23frag",
+            "a%252Fb",
+            "a%0Ab",
+            "a%FF",
+            "./a",
+        ] {
+            assert_eq!(confined_path(escaping), None, "{escaping}");
+        }
+    }
+
+    #[test]
+    fn the_offered_services_are_name_and_path_pairs() {
+        let apis = parse_apis("dukcapil-nik=/dukcapil/nik/v1/, bpjs=/bpjs").expect("parsed");
+        assert_eq!(apis["dukcapil-nik"], "/dukcapil/nik/v1");
+        assert_eq!(apis["bpjs"], "/bpjs");
+        for bad in [
+            "x=/a",
+            "Dukcapil=/a",
+            "a-b=a",
+            "a-b",
+            "ab=/a,ab=/b",
+            "ab=/a?x",
+        ] {
+            assert!(parse_apis(bad).is_err(), "{bad}");
         }
     }
 }

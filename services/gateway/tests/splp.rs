@@ -289,6 +289,23 @@ async fn documents_are_published_and_offered_services_called_with_the_instances_
     );
     let answer = as_application("POST", "bpjs").await;
     assert_eq!(answer.status, 404, "{}", answer.json);
+    // A path that would leave the offered service (to the API manager, say) is refused.
+    for escaping in [
+        "..%2F..%2F..%2Fpublisher%2Fapis%2Fid-3573-identity",
+        "%2e%2e/%2e%2e/publisher",
+        "verify%3Fadmin=1",
+    ] {
+        let answer = support::send(
+            "POST",
+            &format!("{gateway_url}/splp/dukcapil-nik/{escaping}"),
+            &[("authorization", &bearer)],
+            "{}",
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{escaping}: {}", answer.json);
+    }
+    let answer = as_application("POST", "bpjs").await;
+    assert_eq!(answer.status, 404, "{}", answer.json);
     let answer = support::send(
         "POST",
         &format!("{gateway_url}/splp/dukcapil-nik/verify"),

@@ -314,16 +314,25 @@ impl HttpTarget {
             .await
     }
 
-    /// The target's URL with `path_and_query` appended to its path.
+    /// The target's URL with `path_and_query` appended to its path, the target's own query
+    /// kept before the request's.
     fn uri_at(&self, path_and_query: &str) -> Result<Uri, DeliveryError> {
         let base = self.uri.path().trim_end_matches('/');
-        let suffix = if path_and_query.starts_with('/') || path_and_query.is_empty() {
-            path_and_query.to_owned()
+        let (path, query) = path_and_query
+            .split_once('?')
+            .map_or((path_and_query, None), |(path, query)| (path, Some(query)));
+        let path = if path.starts_with('/') || path.is_empty() {
+            path.to_owned()
         } else {
-            format!("/{path_and_query}")
+            format!("/{path}")
+        };
+        let query = match (self.uri.query(), query) {
+            (Some(own), Some(asked)) => format!("?{own}&{asked}"),
+            (Some(only), None) | (None, Some(only)) => format!("?{only}"),
+            (None, None) => String::new(),
         };
         let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(format!("{base}{suffix}").parse().map_err(
+        parts.path_and_query = Some(format!("{base}{path}{query}").parse().map_err(
             |error: http::uri::InvalidUri| {
                 DeliveryError::refused(self.name, format!("not a path: {error}"))
             },

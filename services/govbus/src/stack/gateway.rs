@@ -99,6 +99,25 @@ pub(super) async fn provision_stream(bus: BusOptions) -> Result<(), StackError> 
     Ok(())
 }
 
+/// What [`RunningGateway::start`] hands the rest of its start once the database is open.
+struct StartedParts {
+    applications: Applications,
+    stop: CancellationToken,
+    splp: Option<Arc<Splp>>,
+    limit: RateLimit,
+    pool: DescriptorPool,
+    directory: Directory,
+    signer: Option<(govbus_kit::audit::BlockSigner, SubjectKey)>,
+    issuer: TokenIssuer,
+    providers: Vec<IdentityProvider>,
+    channels: BTreeMap<String, tonic::transport::Channel>,
+    policy: AccessPolicy,
+    listener: tokio::net::TcpListener,
+    address: SocketAddr,
+    https: Option<govbus_gateway::serve::HttpsConfig>,
+    bus: BusOptions,
+}
+
 fn failed(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> StackError + '_ {
     move |error| StackError::Gateway(format!("{what}: {error}"))
 }
@@ -166,17 +185,89 @@ impl RunningGateway {
             ],
             None => Vec::new(),
         };
+        // What only needs the configuration, before anything is opened or started.
+        let splp = settings
+            .splp
+            .as_ref()
+            .map(|splp| Splp::new(splp).map(Arc::new))
+            .transpose()
+            .map_err(|error| failed("its SPLP link")(&error))?;
+        let limit = RateLimit::new(settings.rate_limit, settings.rate_burst)
+            .map_err(|error| failed("its rate limit")(&error))?;
+        let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|error| failed("the contracts' descriptors")(&error))?;
+        let directory = directory(config, services, &pool)?;
+        let signer = match subject_key {
+            Some(key) => Some((
+                govbus_kit::audit::BlockSigner::of_service(&tls)
+                    .map_err(|error| failed("its processing-log key")(&error))?,
+                key.clone(),
+            )),
+            None => None,
+        };
         let applications = Applications::new(
             govbus_gateway::database::open(&config.gateway_database_url())
                 .await
                 .map_err(|error| failed("its database")(&error))?,
         );
         let stop = CancellationToken::new();
+        // On a failure from here on, what was started is stopped and the database closed.
+        let started = Box::pin(Self::start_on(
+            config,
+            settings,
+            StartedParts {
+                applications: applications.clone(),
+                stop: stop.clone(),
+                splp,
+                limit,
+                pool,
+                directory,
+                signer,
+                issuer,
+                providers,
+                channels,
+                policy: policy.clone(),
+                listener,
+                address,
+                https,
+                bus,
+            },
+        ))
+        .await;
+        if started.is_err() {
+            stop.cancel();
+            applications.db().close().await;
+        }
+        started
+    }
+
+    /// The rest of [`start`](Self::start), once its database is open: each part that starts
+    /// something is stopped again when a later one fails.
+    async fn start_on(
+        config: &StackConfig,
+        settings: &crate::config::GatewayConfig,
+        parts: StartedParts,
+    ) -> Result<Self, StackError> {
+        let StartedParts {
+            applications,
+            stop,
+            splp,
+            limit,
+            pool,
+            directory,
+            signer,
+            issuer,
+            providers,
+            channels,
+            policy,
+            listener,
+            address,
+            https,
+            bus,
+        } = parts;
         let clients = ClientTable::follow(applications.clone(), stop.clone())
             .await
             .map_err(|error| failed("reading the registry of applications")(&error))?;
-        let limit = RateLimit::new(settings.rate_limit, settings.rate_burst)
-            .map_err(|error| failed("its rate limit")(&error))?;
         let sign_in = Arc::new(SignIn::new(
             applications.clone(),
             clients,
@@ -184,9 +275,6 @@ impl RunningGateway {
             providers,
             RateLimiter::new(limit),
         ));
-        let pool = DescriptorPool::decode(govbus_proto::FILE_DESCRIPTOR_SET)
-            .map_err(|error| failed("the contracts' descriptors")(&error))?;
-        let directory = directory(config, services, &pool)?;
         let bus = Bus::connect(bus)
             .await
             .map_err(|error| failed("its connection to the bus")(&error))?;
@@ -194,39 +282,29 @@ impl RunningGateway {
             .start(&bus)
             .await
             .map_err(|error| failed("its stream")(&error))?;
-        let storage = Storage::start(
-            applications.db().clone(),
-            adapter.publisher().clone(),
-            config.storage.settings(),
-        );
+        let usage = Usage::default();
         // Events about a person handed to subscribers with their personal fields are recorded
         // in the gateway's own chain of the processing log, signed with its certificate.
-        let (processing_log, log_writer) = match subject_key {
-            Some(key) => {
-                let signer = govbus_kit::audit::BlockSigner::of_service(&tls)
-                    .map_err(|error| failed("its processing-log key")(&error))?;
-                let (log, writer) = ProcessingLog::start(&bus, signer, key.clone())
-                    .await
-                    .map_err(|error| failed("its processing log")(&error))?;
-                (Some(log), Some(writer))
-            }
+        let (processing_log, log_writer) = match signer {
+            Some((signer, key)) => match ProcessingLog::start(&bus, signer, key).await {
+                Ok((log, writer)) => (Some(log), Some(writer)),
+                Err(error) => {
+                    adapter.shutdown().await;
+                    return Err(failed("its processing log")(&error));
+                }
+            },
             None => (None, None),
         };
-        let usage = Usage::default();
-        let reporters = usage.report(
-            applications.db(),
-            adapter.publisher(),
-            settings.report_interval,
-        );
-        let pubsub = PubSub::start(bus, applications.db().clone())
-            .await
-            .map_err(|error| failed("publish/subscribe")(&error))?;
-        let splp = settings
-            .splp
-            .as_ref()
-            .map(|splp| Splp::new(splp).map(Arc::new))
-            .transpose()
-            .map_err(|error| failed("its SPLP link")(&error))?;
+        let pubsub = match PubSub::start(bus, applications.db().clone()).await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                if let Some(writer) = log_writer {
+                    writer.shutdown().await;
+                }
+                adapter.shutdown().await;
+                return Err(failed("publish/subscribe")(&error));
+            }
+        };
         let gateway = Gateway::new(
             &pool,
             channels,
@@ -239,8 +317,28 @@ impl RunningGateway {
                 usage: Some(usage.clone()),
                 processing_log,
             },
-        )
-        .map_err(|error| failed("its routes")(&error))?;
+        );
+        let gateway = match gateway {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                if let Some(writer) = log_writer {
+                    writer.shutdown().await;
+                }
+                adapter.shutdown().await;
+                return Err(failed("its routes")(&error));
+            }
+        };
+        // Nothing fails from here on: the relay and the reporters start.
+        let storage = Storage::start(
+            applications.db().clone(),
+            adapter.publisher().clone(),
+            config.storage.settings(),
+        );
+        let reporters = usage.report(
+            applications.db(),
+            adapter.publisher(),
+            settings.report_interval,
+        );
         let publishing = splp.filter(|splp| splp.publishes()).map(|splp| {
             // `ID-3573` and `identity`: `id-3573-identity` at the API manager.
             let prefix = config.instance.id.to_lowercase();
