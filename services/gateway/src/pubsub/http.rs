@@ -923,7 +923,12 @@ async fn pull(
         .pubsub()?
         .pull(&subscription, |subscription, id, sequence, payload| {
             let items = &routes.inner.items;
-            items.item(subscription, id, sequence, payload)
+            let item = items.item(subscription, id, sequence, payload)?;
+            // Handed out now (kept in hand, the same item again until confirmed).
+            if item.is_some() {
+                items.record_handed(subscription, payload);
+            }
+            Ok(item)
         })
         .await
         .map_err(failed)?;

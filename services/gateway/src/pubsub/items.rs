@@ -75,9 +75,8 @@ impl Items {
                     DynamicMessage::decode(descriptor, payload).map_err(|problem| {
                         PubSubError::Bus(format!("an event that is not its {name}: {problem}"))
                     })?;
-                match &purpose {
-                    None => crate::schema::strip_personal(&self.pool, &mut decoded),
-                    Some(purpose) => self.record(subscription, purpose, &decoded),
+                if purpose.is_none() {
+                    crate::schema::strip_personal(&self.pool, &mut decoded);
                 }
                 decoded
                     .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
@@ -102,12 +101,29 @@ impl Items {
         })))
     }
 
-    /// Records that `subscription`'s subscriber was handed `event` with its personal fields,
-    /// if it is about a person.
-    fn record(&self, subscription: &Subscription, purpose: &Arc<str>, event: &DynamicMessage) {
-        let (Some(log), Some(subject)) =
-            (&self.log, crate::schema::data_subject(&self.pool, event))
+    /// Records that `subscription`'s subscriber was handed the event `payload` with its
+    /// personal fields, if its grant names a purpose and the event is about a person: called
+    /// once the subscriber has it (a webhook's 2xx, a pull's answer), never for an attempt
+    /// that failed.
+    pub fn record_handed(&self, subscription: &Subscription, payload: &[u8]) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let Some(Some(purpose)) = self.grant(&subscription.subscriber, &subscription.event_type)
         else {
+            return;
+        };
+        let Some(descriptor) = self
+            .directory
+            .event_message(&subscription.event_type)
+            .and_then(|name| self.pool.get_message_by_name(name))
+        else {
+            return;
+        };
+        let Ok(event) = DynamicMessage::decode(descriptor, payload) else {
+            return;
+        };
+        let Some(subject) = crate::schema::data_subject(&self.pool, &event) else {
             return;
         };
         let channel = if subscription.push_url.is_some() {
@@ -123,7 +139,7 @@ impl Items {
                 "{} by {channel} ({})",
                 subscription.event_type, subscription.id
             )),
-            purpose,
+            purpose: &purpose,
             subject: DataSubject::Citizen(&subject),
             trace_id: None,
         });

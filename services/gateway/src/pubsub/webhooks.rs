@@ -315,6 +315,7 @@ async fn deliver_one(
         Ok(_) => {
             metrics::counter!("govbus_webhook_deliveries_total", "outcome" => "delivered")
                 .increment(1);
+            items.record_handed(subscription, &message.payload);
             acknowledge(&message, AckKind::Ack).await;
         }
         Err(error) if delivered >= settings.attempts => {

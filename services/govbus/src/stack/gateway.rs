@@ -118,6 +118,14 @@ struct StartedParts {
     bus: BusOptions,
 }
 
+/// Stops what the gateway's start began when a later step of it fails.
+async fn undo(log_writer: Option<ProcessingLogWriter>, adapter: RunningAdapter) {
+    if let Some(writer) = log_writer {
+        writer.shutdown().await;
+    }
+    adapter.shutdown().await;
+}
+
 fn failed(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> StackError + '_ {
     move |error| StackError::Gateway(format!("{what}: {error}"))
 }
@@ -298,10 +306,7 @@ impl RunningGateway {
         let pubsub = match PubSub::start(bus, applications.db().clone()).await {
             Ok(pubsub) => pubsub,
             Err(error) => {
-                if let Some(writer) = log_writer {
-                    writer.shutdown().await;
-                }
-                adapter.shutdown().await;
+                undo(log_writer, adapter).await;
                 return Err(failed("publish/subscribe")(&error));
             }
         };
@@ -321,10 +326,7 @@ impl RunningGateway {
         let gateway = match gateway {
             Ok(gateway) => gateway,
             Err(error) => {
-                if let Some(writer) = log_writer {
-                    writer.shutdown().await;
-                }
-                adapter.shutdown().await;
+                undo(log_writer, adapter).await;
                 return Err(failed("its routes")(&error));
             }
         };
