@@ -91,8 +91,7 @@ use crate::transcode::{HttpRequest, request_message, response_json};
 /// The `aud` of the gateway's own tokens.
 pub const AUDIENCE: &str = "govbus";
 
-/// The largest request body taken (as the services' largest gRPC request).
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub use serve::MAX_BODY_BYTES;
 
 /// Metadata passed on to the service from the HTTP request's headers of the same name.
 const PASSED_HEADERS: &[&str] = &["x-request-id", "traceparent", "tracestate"];
@@ -171,8 +170,7 @@ impl Gateway {
             serde_json::to_vec_pretty(&all).unwrap_or_default(),
         );
         for name in &names {
-            // `govbus.identity.v1.IdentityService` is `identity`.
-            let short = name.split('.').nth(1).unwrap_or(name).to_owned();
+            let short = routes::short_name(name).to_owned();
             let document = openapi::document(
                 pool,
                 routes
@@ -460,13 +458,8 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         }
     }
     if let Some(usage) = &gateway.inner.usage {
-        // `govbus.identity.v1.IdentityService` is `identity`.
-        let short = service.split('.').nth(1).unwrap_or(&service);
-        usage.call(
-            &application.name,
-            &Arc::from(short),
-            &Arc::from(route.method.name()),
-        );
+        let (service, method) = &route.counted_as;
+        usage.call(&application.name, service, method);
     }
     match call::unary(channel, &route.method, call).await {
         Ok(answer) => match response_json(route, &answer) {

@@ -5,6 +5,8 @@
 //! `{field.sub=pattern}` whose pattern is made of literals, `*` (one segment) and `**` (the
 //! rest), and an optional `:verb` at the end.
 
+use std::sync::Arc;
+
 use http::Method;
 use percent_encoding::percent_decode_str;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
@@ -72,6 +74,14 @@ pub struct Route {
     pub body: BodyMapping,
     /// The response field that is the body, if not the whole response.
     pub response_body: Option<String>,
+    /// The service's short name and the method's, as the calls through the gateway are
+    /// counted: made once here, not on every request.
+    pub counted_as: (Arc<str>, Arc<str>),
+}
+
+/// A service's short name: `govbus.identity.v1.IdentityService` is `identity`.
+pub fn short_name(service: &str) -> &str {
+    service.split('.').nth(1).unwrap_or(service)
 }
 
 /// A field path and the value the request path gave it.
@@ -251,6 +261,10 @@ fn route(method: &MethodDescriptor, rule: &DynamicMessage) -> Result<Route, Stri
     Ok(Route {
         verb,
         template,
+        counted_as: (
+            Arc::from(short_name(method.parent_service().full_name())),
+            Arc::from(method.name()),
+        ),
         method: method.clone(),
         body,
         response_body,

@@ -28,6 +28,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientCertificate(pub Option<Arc<str>>);
 
+/// The largest request body taken (as the services' largest gRPC request), on every route.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Why HTTPS cannot be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("the gateway's HTTPS: {0}")]

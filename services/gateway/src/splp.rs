@@ -39,6 +39,7 @@ use tonic::Code;
 use crate::callers::caller_logged_as;
 use crate::directory::Directory;
 use crate::errors::error;
+use crate::serve::MAX_BODY_BYTES;
 use crate::signin::{SignIn, count_refusal};
 use crate::usage::Usage;
 
@@ -54,10 +55,6 @@ const MOST_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// A token is renewed this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(30);
-
-/// The largest request body passed on to SPLP, and the largest answer passed back: as large as
-/// the gateway's own routes take.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Headers of a caller's request passed on to SPLP; everything else (its credentials above
 /// all) stays at the gateway.

@@ -99,25 +99,6 @@ pub(super) async fn provision_stream(bus: BusOptions) -> Result<(), StackError> 
     Ok(())
 }
 
-/// What [`RunningGateway::start`] hands the rest of its start once the database is open.
-struct StartedParts {
-    applications: Applications,
-    stop: CancellationToken,
-    splp: Option<Arc<Splp>>,
-    limit: RateLimit,
-    pool: DescriptorPool,
-    directory: Directory,
-    signer: Option<(govbus_kit::audit::BlockSigner, SubjectKey)>,
-    issuer: TokenIssuer,
-    providers: Vec<IdentityProvider>,
-    channels: BTreeMap<String, tonic::transport::Channel>,
-    policy: AccessPolicy,
-    listener: tokio::net::TcpListener,
-    address: SocketAddr,
-    https: Option<govbus_gateway::serve::HttpsConfig>,
-    bus: BusOptions,
-}
-
 /// Stops what the gateway's start began when a later step of it fails.
 async fn undo(log_writer: Option<ProcessingLogWriter>, adapter: RunningAdapter) {
     if let Some(writer) = log_writer {
@@ -220,174 +201,130 @@ impl RunningGateway {
         );
         let stop = CancellationToken::new();
         // On a failure from here on, what was started is stopped and the database closed.
-        let started = Box::pin(Self::start_on(
-            config,
-            settings,
-            StartedParts {
-                applications: applications.clone(),
-                stop: stop.clone(),
-                splp,
-                limit,
-                pool,
-                directory,
-                signer,
+        let (registry, stopping) = (applications.clone(), stop.clone());
+        let started = Box::pin(async move {
+            let clients = ClientTable::follow(applications.clone(), stop.clone())
+                .await
+                .map_err(|error| failed("reading the registry of applications")(&error))?;
+            let sign_in = Arc::new(SignIn::new(
+                applications.clone(),
+                clients,
                 issuer,
                 providers,
+                RateLimiter::new(limit),
+            ));
+            let bus = Bus::connect(bus)
+                .await
+                .map_err(|error| failed("its connection to the bus")(&error))?;
+            let adapter = govbus_gateway::usage::adapter()
+                .start(&bus)
+                .await
+                .map_err(|error| failed("its stream")(&error))?;
+            let usage = Usage::default();
+            // Events about a person handed to subscribers with their personal fields are recorded
+            // in the gateway's own chain of the processing log, signed with its certificate.
+            let (processing_log, log_writer) = match signer {
+                Some((signer, key)) => match ProcessingLog::start(&bus, signer, key).await {
+                    Ok((log, writer)) => (Some(log), Some(writer)),
+                    Err(error) => {
+                        adapter.shutdown().await;
+                        return Err(failed("its processing log")(&error));
+                    }
+                },
+                None => (None, None),
+            };
+            let pubsub = match PubSub::start(bus, applications.db().clone()).await {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    undo(log_writer, adapter).await;
+                    return Err(failed("publish/subscribe")(&error));
+                }
+            };
+            let gateway = Gateway::new(
+                &pool,
                 channels,
-                policy: policy.clone(),
+                sign_in,
+                policy.clone(),
+                directory,
+                Attachments {
+                    pubsub: Some(pubsub.clone()),
+                    splp: splp.clone(),
+                    usage: Some(usage.clone()),
+                    processing_log,
+                },
+            );
+            let gateway = match gateway {
+                Ok(gateway) => gateway,
+                Err(error) => {
+                    undo(log_writer, adapter).await;
+                    return Err(failed("its routes")(&error));
+                }
+            };
+            // Nothing fails from here on: the relay and the reporters start.
+            let storage = Storage::start(
+                applications.db().clone(),
+                adapter.publisher().clone(),
+                config.storage.settings(),
+            );
+            let reporters = usage.report(
+                applications.db(),
+                adapter.publisher(),
+                settings.report_interval,
+            );
+            let publishing = splp.filter(|splp| splp.publishes()).map(|splp| {
+                // `ID-3573` and `identity`: `id-3573-identity` at the API manager.
+                let prefix = config.instance.id.to_lowercase();
+                let documents = gateway
+                    .service_documents()
+                    .into_iter()
+                    .map(|(service, document)| (format!("{prefix}-{service}"), document))
+                    .collect();
+                govbus_gateway::splp::spawn_publishing(
+                    splp,
+                    documents,
+                    config.gateway_url(address),
+                    move |publication: Publication| {
+                        usage.link(
+                            govbus_gateway::splp::LINK,
+                            "publish",
+                            publication.failure.is_none(),
+                        );
+                    },
+                    stop.clone(),
+                )
+            });
+            let webhooks = govbus_gateway::pubsub::webhooks::spawn(
+                pubsub,
+                gateway.subscribers_items(),
+                govbus_gateway::pubsub::webhooks::WebhookSettings::default(),
+                stop.clone(),
+            );
+            let server = tokio::spawn(govbus_gateway::serve::serve(
                 listener,
-                address,
+                gateway.router(),
                 https,
-                bus,
-            },
-        ))
+                stop.clone(),
+            ));
+            tracing::info!(message = "Gateway listening.", url = %config.gateway_url(address));
+            Ok::<Self, StackError>(Self {
+                address,
+                url: config.gateway_url(address),
+                stop,
+                server,
+                webhooks,
+                publishing,
+                reporters,
+                log_writer,
+                storage,
+                adapter,
+            })
+        })
         .await;
         if started.is_err() {
-            stop.cancel();
-            applications.db().close().await;
+            stopping.cancel();
+            registry.db().close().await;
         }
         started
-    }
-
-    /// The rest of [`start`](Self::start), once its database is open: each part that starts
-    /// something is stopped again when a later one fails.
-    async fn start_on(
-        config: &StackConfig,
-        settings: &crate::config::GatewayConfig,
-        parts: StartedParts,
-    ) -> Result<Self, StackError> {
-        let StartedParts {
-            applications,
-            stop,
-            splp,
-            limit,
-            pool,
-            directory,
-            signer,
-            issuer,
-            providers,
-            channels,
-            policy,
-            listener,
-            address,
-            https,
-            bus,
-        } = parts;
-        let clients = ClientTable::follow(applications.clone(), stop.clone())
-            .await
-            .map_err(|error| failed("reading the registry of applications")(&error))?;
-        let sign_in = Arc::new(SignIn::new(
-            applications.clone(),
-            clients,
-            issuer,
-            providers,
-            RateLimiter::new(limit),
-        ));
-        let bus = Bus::connect(bus)
-            .await
-            .map_err(|error| failed("its connection to the bus")(&error))?;
-        let adapter = govbus_gateway::usage::adapter()
-            .start(&bus)
-            .await
-            .map_err(|error| failed("its stream")(&error))?;
-        let usage = Usage::default();
-        // Events about a person handed to subscribers with their personal fields are recorded
-        // in the gateway's own chain of the processing log, signed with its certificate.
-        let (processing_log, log_writer) = match signer {
-            Some((signer, key)) => match ProcessingLog::start(&bus, signer, key).await {
-                Ok((log, writer)) => (Some(log), Some(writer)),
-                Err(error) => {
-                    adapter.shutdown().await;
-                    return Err(failed("its processing log")(&error));
-                }
-            },
-            None => (None, None),
-        };
-        let pubsub = match PubSub::start(bus, applications.db().clone()).await {
-            Ok(pubsub) => pubsub,
-            Err(error) => {
-                undo(log_writer, adapter).await;
-                return Err(failed("publish/subscribe")(&error));
-            }
-        };
-        let gateway = Gateway::new(
-            &pool,
-            channels,
-            sign_in,
-            policy.clone(),
-            directory,
-            Attachments {
-                pubsub: Some(pubsub.clone()),
-                splp: splp.clone(),
-                usage: Some(usage.clone()),
-                processing_log,
-            },
-        );
-        let gateway = match gateway {
-            Ok(gateway) => gateway,
-            Err(error) => {
-                undo(log_writer, adapter).await;
-                return Err(failed("its routes")(&error));
-            }
-        };
-        // Nothing fails from here on: the relay and the reporters start.
-        let storage = Storage::start(
-            applications.db().clone(),
-            adapter.publisher().clone(),
-            config.storage.settings(),
-        );
-        let reporters = usage.report(
-            applications.db(),
-            adapter.publisher(),
-            settings.report_interval,
-        );
-        let publishing = splp.filter(|splp| splp.publishes()).map(|splp| {
-            // `ID-3573` and `identity`: `id-3573-identity` at the API manager.
-            let prefix = config.instance.id.to_lowercase();
-            let documents = gateway
-                .service_documents()
-                .into_iter()
-                .map(|(service, document)| (format!("{prefix}-{service}"), document))
-                .collect();
-            govbus_gateway::splp::spawn_publishing(
-                splp,
-                documents,
-                config.gateway_url(address),
-                move |publication: Publication| {
-                    usage.link(
-                        govbus_gateway::splp::LINK,
-                        "publish",
-                        publication.failure.is_none(),
-                    );
-                },
-                stop.clone(),
-            )
-        });
-        let webhooks = govbus_gateway::pubsub::webhooks::spawn(
-            pubsub,
-            gateway.subscribers_items(),
-            govbus_gateway::pubsub::webhooks::WebhookSettings::default(),
-            stop.clone(),
-        );
-        let server = tokio::spawn(govbus_gateway::serve::serve(
-            listener,
-            gateway.router(),
-            https,
-            stop.clone(),
-        ));
-        tracing::info!(message = "Gateway listening.", url = %config.gateway_url(address));
-        Ok(Self {
-            address,
-            url: config.gateway_url(address),
-            stop,
-            server,
-            webhooks,
-            publishing,
-            reporters,
-            log_writer,
-            storage,
-            adapter,
-        })
     }
 
     /// Where it listens.
