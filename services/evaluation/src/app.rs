@@ -191,6 +191,12 @@ impl Application {
         self.runtime.address()
     }
 
+    /// Its gRPC services for `caller` in this process, through the same layers as over the
+    /// network (the gateway under `govbus up`).
+    pub fn in_process(&self, caller: &str) -> govbus_kit::in_process::InProcessChannel {
+        self.runtime.in_process(caller)
+    }
+
     /// Stops the service in order.
     pub async fn stop(self) {
         self.runtime.stop().await;

@@ -187,15 +187,15 @@ pub fn connector_level(
             }
         ));
     }
-    let linked = evidence.links.iter().any(LinkCount::works);
-    if !linked {
-        facts.push(
-            "no working link to the national SPLP or to another instance's connector is evidenced: \
-             Terpadu dan Terukur (4) needs one"
-                .to_owned(),
-        );
-    }
     let since = a_year_before(context.as_of);
+    let linked = evidence.links.iter().any(|link| works_since(link, since));
+    if !linked {
+        facts.push(format!(
+            "no link to the national SPLP or to another instance's connector is evidenced working \
+             in the twelve months to {}: Terpadu dan Terukur (4) needs one",
+            context.as_of
+        ));
+    }
     let review = context.reviews.iter().find(|recorded| {
         let review = &recorded.review;
         review.kind == ReviewKind::Review
@@ -239,6 +239,15 @@ pub fn connector_level(
         }
     }
     level
+}
+
+/// Whether `link` works and last worked after `since` (the start of the twelve months to the
+/// assessed day): a link that worked once, years ago, is not evidence of this period.
+fn works_since(link: &LinkCount, since: Date) -> bool {
+    let last_worked =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(link.last_succeeded) * 1_000)
+            .map(time::OffsetDateTime::date);
+    link.works() && last_worked.is_ok_and(|day| day > since)
 }
 
 /// The same day a year earlier (28 February for a 29th): a review held after it, up to the
@@ -414,20 +423,25 @@ mod tests {
             operation: "publish".to_owned(),
             succeeded: 2,
             failed: 1,
-            last_succeeded: 1_700_000_000_000_000,
-            last_failed: 1_700_000_100_000_000,
+            // 2026-01-15 and 2026-01-16.
+            last_succeeded: 1_768_435_200_000_000,
+            last_failed: 1_768_521_600_000_000,
         };
         // Failed since it last worked: not a working link.
         evidence.links.push(splp.clone());
         let (level, facts) = case.level(&evidence);
         assert_eq!(level, 3);
         assert!(
-            facts.contains(&"SPLP (publish): 2 succeeded, 1 failed, last on 2023-11-14".to_owned()),
+            facts.contains(&"SPLP (publish): 2 succeeded, 1 failed, last on 2026-01-15".to_owned()),
             "{facts:?}"
         );
-        assert!(facts.iter().any(|fact| fact.starts_with("no working link")));
+        assert!(
+            facts
+                .iter()
+                .any(|fact| fact.starts_with("no link to the national SPLP"))
+        );
         splp.succeeded = 3;
-        splp.last_succeeded = 1_700_000_200_000_000;
+        splp.last_succeeded = 1_768_608_000_000_000;
         evidence.links[0] = splp;
         assert_eq!(case.level(&evidence).0, 3, "a link alone is not four");
 
@@ -477,5 +491,15 @@ mod tests {
         // Before any review was held.
         case.as_of = date!(2025 - 12 - 30);
         assert_eq!(case.level(&evidence).0, 3);
+
+        // A review in the twelve months, but the link last worked before them.
+        case.as_of = date!(2027 - 03 - 01);
+        case.reviews.insert(
+            0,
+            review("r2", ReviewKind::Review, date!(2027 - 02 - 01), None),
+        );
+        let (level, facts) = case.level(&evidence);
+        assert_eq!(level, 3, "{facts:?}");
+        assert!(facts.contains(&"no link to the national SPLP or to another instance's connector is evidenced working in the twelve months to 2027-03-01: Terpadu dan Terukur (4) needs one".to_owned()), "{facts:?}");
     }
 }

@@ -1,10 +1,10 @@
 //! Calling an RPC with a message known only by its descriptor.
 
 use bytes::Buf;
+use govbus_kit::in_process::ServiceChannel;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// A codec for messages known by their descriptors.
@@ -63,7 +63,7 @@ impl Decoder for DynamicDecoder {
 
 /// Calls the unary `method` on `channel` with `request`.
 pub async fn unary(
-    channel: Channel,
+    channel: ServiceChannel,
     method: &MethodDescriptor,
     request: Request<DynamicMessage>,
 ) -> Result<DynamicMessage, Status> {

@@ -73,11 +73,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use govbus_kit::access::{APPLICATION_METADATA, AccessPolicy};
+use govbus_kit::in_process::ServiceChannel;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::directory::Directory;
 use crate::errors::{ErrorBody, FieldViolation, error, failure, json};
@@ -105,7 +105,7 @@ pub struct Gateway {
 #[derive(Debug)]
 struct Inner {
     routes: Arc<Routes>,
-    channels: BTreeMap<String, Channel>,
+    channels: BTreeMap<String, ServiceChannel>,
     sign_in: Arc<SignIn>,
     policy: AccessPolicy,
     /// The OpenAPI documents: every route's, and each service's by its short name.
@@ -140,7 +140,7 @@ impl Gateway {
     /// applications' events, `attachments` what it has beside its routes.
     pub fn new(
         pool: &DescriptorPool,
-        channels: BTreeMap<String, Channel>,
+        channels: BTreeMap<String, ServiceChannel>,
         sign_in: Arc<SignIn>,
         policy: AccessPolicy,
         directory: Directory,

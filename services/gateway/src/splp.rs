@@ -614,13 +614,13 @@ async fn forward(
             );
             metrics::counter!("govbus_splp_calls_total", "api" => api, "outcome" => "answered")
                 .increment(1);
-            // A 5xx is SPLP's (or its service's) failure, and so is SPLP refusing the
-            // instance's token (401 or 403 after a fresh token); other 4xx are the caller's.
-            let link_failed = answer.status.is_server_error()
-                || matches!(
-                    answer.status,
-                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-                );
+            // SPLP answered: the link works, whatever the offered service made of the call (a
+            // 5xx of one agency's service says nothing of the link), unless SPLP refused the
+            // instance itself (401 or 403 after a fresh token).
+            let link_failed = matches!(
+                answer.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            );
             if let Some(usage) = &routes.usage {
                 usage.link(LINK, "call", !link_failed);
             }

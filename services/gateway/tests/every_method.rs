@@ -147,19 +147,7 @@ impl DocumentClient {
 
 /// The validator's Python, beside its command.
 fn validator_python() -> PathBuf {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-openapi-validator");
-    let output = Command::new(&script)
-        .output()
-        .expect("the install script runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let command = PathBuf::from(stdout.lines().last().expect("a path").trim());
-    command.with_file_name("python")
+    support::openapi_validator().with_file_name("python")
 }
 
 const CHECK_ANSWERS: &str = r#"

@@ -843,15 +843,32 @@ async fn a_webhook_that_fails_then_recovers_gets_every_event_once_in_order_signe
         .expect("a delivery");
     let secret = state.lock().expect("receiver").secrets[0].clone();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
-    let check = |body: &[u8]| {
+    let php = support::php();
+    let check = |language: &str, body: &[u8]| {
         use std::io::Write as _;
-        let mut child = std::process::Command::new("python3")
-            .arg(examples.join("verify_webhook.py"))
+        let mut command = match language {
+            "Python" => {
+                let mut command = std::process::Command::new("python3");
+                command.arg(examples.join("verify_webhook.py"));
+                command
+            }
+            _ => {
+                // The example is a function for a handler to include; this calls it the same way.
+                let mut command = std::process::Command::new(&php);
+                command.arg("-r").arg(
+                    "require $argv[1]; exit(verify_webhook($argv[2], $argv[3], $argv[4], $argv[5], \
+                     file_get_contents('php://stdin')) ? 0 : 1);",
+                );
+                command.arg(examples.join("verify_webhook.php"));
+                command
+            }
+        };
+        let mut child = command
             .arg(&secret)
             .args(&headers)
             .stdin(std::process::Stdio::piped())
             .spawn()
-            .expect("python3 runs");
+            .expect("the check runs");
         child
             .stdin
             .take()
@@ -860,14 +877,20 @@ async fn a_webhook_that_fails_then_recovers_gets_every_event_once_in_order_signe
             .expect("written");
         child.wait().expect("checked").code()
     };
-    assert_eq!(
-        check(&body),
-        Some(0),
-        "the Python example accepts a genuine delivery"
-    );
     let mut changed = body.clone();
     changed.extend_from_slice(b" ");
-    assert_eq!(check(&changed), Some(1), "and refuses a changed one");
+    for language in ["Python", "PHP"] {
+        assert_eq!(
+            check(language, &body),
+            Some(0),
+            "the {language} example accepts a genuine delivery"
+        );
+        assert_eq!(
+            check(language, &changed),
+            Some(1),
+            "the {language} example refuses a changed one"
+        );
+    }
 
     // A rotated secret: deliveries carry both signatures while they overlap.
     let (status, rotated) = running

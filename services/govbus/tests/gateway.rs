@@ -343,7 +343,9 @@ async fn an_application_calls_through_the_gateway_and_the_log_names_it_and_the_g
         "{facts:?}"
     );
     assert!(
-        !facts.iter().any(|fact| fact.starts_with("no working link")),
+        !facts
+            .iter()
+            .any(|fact| fact.starts_with("no link to the national SPLP")),
         "{facts:?}"
     );
     let published = splp.published.lock().expect("lock").clone();

@@ -171,6 +171,12 @@ impl Application {
         self.runtime.address()
     }
 
+    /// Its gRPC services for `caller` in this process, through the same layers as over the
+    /// network (the gateway under `govbus up`).
+    pub fn in_process(&self, caller: &str) -> govbus_kit::in_process::InProcessChannel {
+        self.runtime.in_process(caller)
+    }
+
     /// Stops the service in order; unsent events stay in the outbox for the next start.
     pub async fn stop(self) {
         self.reporter.stop().await;

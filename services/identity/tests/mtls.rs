@@ -8,6 +8,7 @@ use govbus_civil::Nik;
 use govbus_harness::{NatsServer, TestDatabase};
 use govbus_identity::{Application, IdentityConfig};
 use govbus_identity_client::{IdentityClient, Verified};
+use govbus_kit::in_process::ServiceChannel;
 use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -173,6 +174,48 @@ async fn counted_calls(secured: &Secured) -> Vec<(String, u64)> {
     }
 }
 
+fn verify_for(application: &str) -> tonic::Request<identity::VerifyCitizenRequest> {
+    let mut request = tonic::Request::new(identity::VerifyCitizenRequest {
+        nik: some_nik().as_str().to_owned(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        govbus_kit::access::APPLICATION_METADATA,
+        application.parse().expect("metadata"),
+    );
+    request
+}
+
+/// The gateway calling for an application is believed (the application is the caller the
+/// policy judges); welfare naming an application, and the gateway naming something that is not
+/// one, are refused.
+async fn only_the_gateway_names_applications(
+    mut gateway: IdentityServiceClient<ServiceChannel>,
+    mut welfare: IdentityServiceClient<ServiceChannel>,
+) {
+    for _ in 0..2 {
+        gateway
+            .verify_citizen(verify_for("disnaker-pmptsp.sicantik"))
+            .await
+            .expect("answered");
+    }
+    let refused = welfare
+        .verify_citizen(verify_for("disnaker-pmptsp.sicantik"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("only the gateway"),
+        "{}",
+        refused.message()
+    );
+    let refused = gateway
+        .verify_citizen(verify_for("welfare"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_is_believed_only_from_the_gateway() {
     let secured = Secured::start().await;
@@ -184,49 +227,14 @@ async fn an_application_is_believed_only_from_the_gateway() {
             .connect()
             .await
             .expect("connected");
-        IdentityServiceClient::new(channel)
+        IdentityServiceClient::new(ServiceChannel::from(channel))
     };
-    let verify = |application: &str| {
-        let mut request = tonic::Request::new(identity::VerifyCitizenRequest {
-            nik: some_nik().as_str().to_owned(),
-            ..Default::default()
-        });
-        request.metadata_mut().insert(
-            govbus_kit::access::APPLICATION_METADATA,
-            application.parse().expect("metadata"),
-        );
-        request
-    };
-    // The gateway calling for an application: the application is the caller (the access
-    // policy judges it).
-    let mut gateway = client("gateway").await;
-    for _ in 0..2 {
-        gateway
-            .verify_citizen(verify("disnaker-pmptsp.sicantik"))
-            .await
-            .expect("answered");
-    }
-    // Anyone else naming an application, or the gateway naming something that is not one.
-    let mut welfare = client("welfare").await;
-    let refused = welfare
-        .verify_citizen(verify("disnaker-pmptsp.sicantik"))
-        .await
-        .expect_err("refused");
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    assert!(
-        refused.message().contains("only the gateway"),
-        "{}",
-        refused.message()
-    );
-    let refused = gateway
-        .verify_citizen(verify("welfare"))
-        .await
-        .expect_err("refused");
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    only_the_gateway_names_applications(client("gateway").await, client("welfare").await).await;
 
     // Identity counts the calls made to it directly; the gateway reports those it made for
     // applications itself, so they are not counted twice.
-    welfare
+    client("welfare")
+        .await
         .verify_citizen(identity::VerifyCitizenRequest {
             nik: some_nik().as_str().to_owned(),
             ..Default::default()
@@ -237,5 +245,12 @@ async fn an_application_is_believed_only_from_the_gateway() {
         counted_calls(&secured).await,
         vec![("welfare".to_owned(), 1)]
     );
+
+    // The same in process (the gateway under `govbus up`): the caller is the one the code
+    // named, through the same access layer.
+    let in_process = |caller: &str| {
+        IdentityServiceClient::new(ServiceChannel::from(secured.app.in_process(caller)))
+    };
+    only_the_gateway_names_applications(in_process("gateway"), in_process("welfare")).await;
     secured.app.stop().await;
 }

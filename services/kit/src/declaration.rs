@@ -240,18 +240,27 @@ pub trait RunningService: Send + Sync + fmt::Debug {
     /// Where its gRPC API listens.
     fn address(&self) -> SocketAddr;
 
+    /// Its gRPC services for `caller` in this process, without a network hop (see
+    /// [`crate::in_process`]).
+    fn in_process(&self, caller: &str) -> crate::in_process::InProcessChannel;
+
     /// Stops it in order: no new calls, consumers finish, unsent events stay in the outbox.
     fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// Makes `$service` (a type with `fn address(&self) -> SocketAddr` and `async fn stop(self)`, as
-/// every service's `Application` has) a [`RunningService`].
+/// Makes `$service` (a type with `fn address(&self) -> SocketAddr`, `fn in_process(&self, &str)
+/// -> InProcessChannel` and `async fn stop(self)`, as every service's `Application` has) a
+/// [`RunningService`].
 #[macro_export]
 macro_rules! running_service {
     ($service:ty) => {
         impl $crate::declaration::RunningService for $service {
             fn address(&self) -> ::std::net::SocketAddr {
                 <$service>::address(self)
+            }
+
+            fn in_process(&self, caller: &str) -> $crate::in_process::InProcessChannel {
+                <$service>::in_process(self, caller)
             }
 
             fn stop(

@@ -3,17 +3,58 @@
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
-use tonic::server::NamedService;
-use tonic::transport::Server;
-use tonic::transport::server::Router;
-use tower::layer::util::{Identity, Stack};
+use std::convert::Infallible;
 
-use crate::access::AccessLayer;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tower::ServiceBuilder;
+
+use crate::access::{AccessLayer, AccessPolicy};
+use crate::in_process::InProcessChannel;
 use crate::telemetry::grpc::ServerTelemetryLayer;
 
-/// A service's gRPC router: its services behind the telemetry layer.
-pub type ServiceRouter = Router<Stack<AccessLayer, Stack<ServerTelemetryLayer, Identity>>>;
+/// A service's gRPC services, served behind the telemetry and access layers: over the network
+/// by [`serve`], and to callers in the same process by [`ServiceRouter::in_process`].
+#[derive(Debug, Clone)]
+pub struct ServiceRouter {
+    service: &'static str,
+    access: Option<AccessPolicy>,
+    routes: Routes,
+}
+
+impl ServiceRouter {
+    /// Adds a gRPC service.
+    #[must_use]
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// The services for `caller` in this process: every call passes the same telemetry and
+    /// access layers as one over the network, with `caller` as the certificate would name it.
+    pub fn in_process(&self, caller: &str) -> InProcessChannel {
+        InProcessChannel::new(
+            caller,
+            ServiceBuilder::new()
+                // Outermost first, as on the network.
+                .layer(ServerTelemetryLayer::new(self.service))
+                .layer(AccessLayer::new(self.service, self.access.clone()))
+                .service(self.routes.clone().prepare()),
+        )
+    }
+}
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -189,7 +230,7 @@ pub fn violations_of(status: &Status) -> Vec<Violation> {
 pub async fn server_with_health_and_reflection<S>(
     service: &'static str,
     descriptors: &'static [u8],
-    access: Option<crate::access::AccessPolicy>,
+    access: Option<AccessPolicy>,
 ) -> Result<ServiceRouter, tonic_reflection::server::Error>
 where
     S: NamedService,
@@ -209,11 +250,7 @@ where
             .with_service_name(reflection_service)
     };
     // Both reflection versions: older grpcurl and IDE plugins speak only v1alpha.
-    Ok(Server::builder()
-        // Outermost first: refused calls are traced and counted too.
-        .layer(ServerTelemetryLayer::new(service))
-        .layer(AccessLayer::new(service, access))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(
             reflection(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
                 .build_v1()?,
@@ -221,7 +258,12 @@ where
         .add_service(
             reflection(tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME)
                 .build_v1alpha()?,
-        ))
+        );
+    Ok(ServiceRouter {
+        service,
+        access,
+        routes,
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: mutual TLS with `tls` when given,
@@ -233,7 +275,11 @@ pub async fn serve(
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    router
+    Server::builder()
+        // Outermost first: refused calls are traced and counted too.
+        .layer(ServerTelemetryLayer::new(router.service))
+        .layer(AccessLayer::new(router.service, router.access))
+        .add_routes(router.routes)
         .serve_with_incoming_shutdown(crate::peer::incoming(listener, tls), shutdown)
         .await
 }

@@ -10,6 +10,7 @@
 //! - [`duration`]: durations with their unit (`30s`, `10d`) in configuration.
 //! - [`bus_env`]: a service binary's NATS connection (servers, credentials, TLS, replicas) from its environment.
 //! - [`grpc`]: serving with health, reflection and TCP_NODELAY; field errors as statuses.
+//! - [`in_process`]: calling a service of the same process without a network hop, through the same layers.
 //! - [`call_facts`]: what the layers learn about a call (its method, the grant's purpose).
 //! - [`call_counts`]: calls counted in memory, reported as events at an interval.
 //! - [`outbound`]: delivering JSON to systems outside govbus over HTTPS, retried by the caller.
@@ -28,6 +29,7 @@ pub mod call_facts;
 pub mod declaration;
 pub mod duration;
 pub mod grpc;
+pub mod in_process;
 pub mod outbound;
 pub mod peer;
 pub mod periodic;

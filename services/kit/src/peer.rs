@@ -38,6 +38,16 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A caller in the same process, named by the code that calls rather than by a certificate
+    /// (see [`crate::in_process`]).
+    pub(crate) fn in_process(caller: Arc<str>) -> Self {
+        Self {
+            caller: Some(caller),
+            certificates: None,
+            remote: None,
+        }
+    }
+
     /// The calling service as its client certificate names it (`None` without TLS).
     pub fn caller(&self) -> Option<&Arc<str>> {
         self.caller.as_ref()

@@ -94,6 +94,7 @@ pub async fn open_processing_log(
 #[derive(Debug)]
 pub struct ServiceRuntime {
     address: SocketAddr,
+    router: ServiceRouter,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_serving: CancellationToken,
     storage: Storage,
@@ -122,7 +123,7 @@ impl ServiceRuntime {
             .map_err(|error| StartError::Tls(error.to_string()))?;
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(serve(
-            router,
+            router.clone(),
             listener,
             tls,
             stop_serving.clone().cancelled_owned(),
@@ -134,6 +135,7 @@ impl ServiceRuntime {
         );
         Ok(Self {
             address,
+            router,
             server,
             stop_serving,
             storage,
@@ -150,6 +152,12 @@ impl ServiceRuntime {
     /// The gRPC address (its port is the real one when port 0 was asked for).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Its gRPC services for `caller` in this process, through the same layers as over the
+    /// network (see [`crate::in_process`]).
+    pub fn in_process(&self, caller: &str) -> crate::in_process::InProcessChannel {
+        self.router.in_process(caller)
     }
 
     /// The database writer's counters: commands handed to it, groups committed.

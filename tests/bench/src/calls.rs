@@ -98,6 +98,11 @@ impl CallBench {
         Ok(())
     }
 
+    /// The certificate files of `name`.
+    pub(crate) fn certificate_paths(&self, name: &str) -> CertificatePaths {
+        CertificatePaths::in_dir(&self.certificates, name)
+    }
+
     pub(crate) fn tls(&self, name: &str) -> anyhow::Result<ServiceTls> {
         Ok(ServiceTls::from_files(
             name,

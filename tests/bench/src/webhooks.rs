@@ -151,6 +151,7 @@ pub async fn compare(
         POLICY,
         Default::default(),
         Some(bus.clone()),
+        None,
     )
     .await?;
     call(

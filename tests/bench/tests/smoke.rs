@@ -110,10 +110,18 @@ async fn rest_through_the_gateway_runs_beside_grpc() {
     )
     .await
     .expect("runs");
-    assert_eq!(comparisons.len(), 2, "one in flight and 64");
-    assert_eq!(comparisons[1].govbus.operations, 640);
-    assert_eq!(comparisons[1].baseline.operations, 640);
-    assert_eq!(comparisons[0].govbus.operations, 80);
+    assert_eq!(
+        comparisons.len(),
+        8,
+        "one in flight and 64; the gateway in process and on its own, over HTTPS and HTTP"
+    );
+    for comparison in &comparisons[..4] {
+        assert_eq!(comparison.govbus.operations, 80, "{}", comparison.name);
+    }
+    for comparison in &comparisons[4..] {
+        assert_eq!(comparison.govbus.operations, 640, "{}", comparison.name);
+        assert_eq!(comparison.baseline.operations, 640, "{}", comparison.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,7 +218,10 @@ impl Access {
     ) -> Gateway {
         Gateway::new(
             pool,
-            channels,
+            channels
+                .into_iter()
+                .map(|(service, channel)| (service, channel.into()))
+                .collect(),
             Arc::clone(&self.sign_in),
             self.policy.clone(),
             directory(pool),
@@ -289,21 +292,31 @@ pub(crate) async fn send(method: &str, url: &str, headers: &[(&str, &str)], body
     }
 }
 
-/// The independent OpenAPI validator (PyPI `openapi-spec-validator`), installed by
-/// `scripts/install-openapi-validator` if need be.
-pub(crate) fn openapi_validator() -> std::path::PathBuf {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/install-openapi-validator");
-    let output = std::process::Command::new(&script)
+/// The program `scripts/<script>` installs if need be (it prints its path last).
+fn installed(script: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
+    let output = std::process::Command::new(&path)
         .output()
-        .expect("scripts/install-openapi-validator runs");
+        .unwrap_or_else(|error| panic!("scripts/{script} runs: {error}"));
     assert!(
         output.status.success(),
-        "installing the validator: {}",
+        "scripts/{script}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    std::path::PathBuf::from(stdout.lines().last().expect("the validator's path").trim())
+    std::path::PathBuf::from(stdout.lines().last().expect("the program's path").trim())
+}
+
+/// The independent OpenAPI validator (PyPI `openapi-spec-validator`).
+pub(crate) fn openapi_validator() -> std::path::PathBuf {
+    installed("install-openapi-validator")
+}
+
+/// The PHP command line (Debian's `php-cli`): the documented PHP check of a webhook runs in it.
+pub(crate) fn php() -> std::path::PathBuf {
+    installed("install-php")
 }
 
 /// The GovStack Information Mediator document `name` (`GovStack_IM_Directory_Services_API`).

@@ -21,15 +21,17 @@ use govbus_gateway::usage::{Usage, UsageReporters};
 use govbus_gateway::{Attachments, Gateway};
 use govbus_kit::access::AccessPolicy;
 use govbus_kit::audit::{ProcessingLog, ProcessingLogWriter, SubjectKey};
+use govbus_kit::in_process::ServiceChannel;
 use govbus_storage::Storage;
 use prost_reflect::DescriptorPool;
 use tokio_util::sync::CancellationToken;
 
 use super::callers::GATEWAY;
 use super::error::StackError;
+use super::services::RunningServices;
 use super::trust::Certificates;
 use crate::config::StackConfig;
-use crate::endpoints::{ServiceEndpoint, grpc_channel};
+use crate::endpoints::ServiceEndpoint;
 use crate::services::{SERVICES, others_than};
 
 /// The directory of `services` (those running) and the events they publish.
@@ -118,20 +120,24 @@ impl RunningGateway {
         certificates: &Certificates,
         policy: &AccessPolicy,
         services: &[ServiceEndpoint],
+        running: &RunningServices,
         bus: BusOptions,
         subject_key: Option<&SubjectKey>,
     ) -> Result<Self, StackError> {
         let settings = &config.gateway;
         let tls = certificates.identity(GATEWAY)?;
+        // The services run in this process: the gateway calls them through their own layers
+        // (telemetry, the access policy) without a loopback hop, as the gateway.
         let mut channels = BTreeMap::new();
         for endpoint in services {
             let Some(declaration) = SERVICES.iter().find(|d| d.name == endpoint.name) else {
                 continue;
             };
-            let channel = grpc_channel(endpoint, Some(&tls))
-                .map_err(|error| failed("a channel to a service")(&error))?;
+            let Some(channel) = running.in_process(declaration.name, GATEWAY) else {
+                continue;
+            };
             for service in declaration.grpc_services {
-                channels.insert((*service).to_owned(), channel.clone());
+                channels.insert((*service).to_owned(), ServiceChannel::from(channel.clone()));
             }
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)

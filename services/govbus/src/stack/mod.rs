@@ -165,6 +165,7 @@ impl Stack {
                         certificates,
                         access,
                         &stack.endpoints.services,
+                        &stack.services,
                         users.options(&nats_url, GATEWAY),
                         subject_key.as_ref(),
                     ))

@@ -11,6 +11,7 @@ use govbus_kit::audit::SubjectKey;
 use govbus_kit::declaration::{
     RunningService, ServiceDeclaration, ServiceEnvironment, start_order,
 };
+use govbus_kit::in_process::InProcessChannel;
 
 use super::error::StackError;
 use super::trust::Certificates;
@@ -111,6 +112,15 @@ impl RunningServices {
             .iter()
             .find(|(name, _)| *name == service)
             .map(|(_, running)| running.address())
+    }
+
+    /// The gRPC services of `service` for `caller` in this process (see
+    /// [`govbus_kit::in_process`]).
+    pub(super) fn in_process(&self, service: &str, caller: &str) -> Option<InProcessChannel> {
+        self.started
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, running)| running.in_process(caller))
     }
 
     /// Where each service listens, in the order of the services' list.
