@@ -219,16 +219,18 @@ impl TestApp {
                 .client_name(name)
                 .request_timeout(Duration::from_millis(500))
         };
-        let identity_app = govbus_identity::Application::build(govbus_identity::IdentityConfig {
-            database_url: identity_db.url().to_owned(),
-            listen: any_port(),
-            bus: bus_options("identity"),
-            storage: storage(),
-            tls: None,
-            access: None,
-            audit_subject_key: None,
-            call_report_interval: Duration::from_secs(60),
-        })
+        let identity_app = Box::pin(govbus_identity::Application::build(
+            govbus_identity::IdentityConfig {
+                database_url: identity_db.url().to_owned(),
+                listen: any_port(),
+                bus: bus_options("identity"),
+                storage: storage(),
+                tls: None,
+                access: None,
+                audit_subject_key: None,
+                call_report_interval: Duration::from_secs(60),
+            },
+        ))
         .await
         .expect("identity starts");
         let identity_url = format!("http://{}", identity_app.address());

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use govbus_kit::revocation::{ClientVerifier, Revalidated};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -37,31 +38,21 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct HttpsError(String);
 
 /// The gateway's HTTPS, made by [`https_config`].
-pub type HttpsConfig = Arc<rustls::ServerConfig>;
+pub type HttpsConfig = govbus_kit::tls::ServerTls;
 
 /// The gateway's HTTPS: its certificate chain and key (PEM), and the CA whose client
-/// certificates it accepts.
+/// certificates it accepts, less those its revocation list (`crl`, see
+/// [`govbus_kit::revocation`]) revokes.
 pub fn https_config(
     certificate_pem: &[u8],
     key_pem: &[u8],
     client_ca_pem: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, HttpsError> {
+    crl: Option<&std::path::Path>,
+) -> Result<HttpsConfig, HttpsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(client_ca_pem) {
-        let certificate =
-            certificate.map_err(|error| HttpsError(format!("the CA certificate: {error}")))?;
-        roots
-            .add(certificate)
-            .map_err(|error| HttpsError(format!("the CA certificate: {error}")))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::clone(&provider),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|error| HttpsError(format!("the CA certificate: {error}")))?;
+    // Optional: an application may sign in with a token instead.
+    let clients = ClientVerifier::new(client_ca_pem, crl, true)
+        .map_err(|error| HttpsError(error.to_string()))?;
     let chain = CertificateDer::pem_slice_iter(certificate_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| HttpsError(format!("the certificate: {error}")))?;
@@ -75,11 +66,18 @@ pub fn https_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| HttpsError(error.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(clients.for_rustls())
         .with_single_cert(chain, key)
         .map_err(|error| HttpsError(format!("the certificate and key: {error}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    // No session resumption: a resumed session skips the certificate check, so a certificate
+    // revoked since would get back in.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(HttpsConfig {
+        config: Arc::new(config),
+        clients,
+    })
 }
 
 /// Serves `router` on `listener` until `stop`, then lets requests in hand finish (for up to
@@ -88,7 +86,7 @@ pub fn https_config(
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<HttpsConfig>,
     stop: CancellationToken,
 ) {
     let Some(tls) = tls else {
@@ -104,7 +102,8 @@ pub async fn serve(
         }
         return;
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let clients = tls.clients;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, remote) = tokio::select! {
@@ -122,6 +121,7 @@ pub async fn serve(
         // Without it, small answers wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
+        let clients = clients.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -133,15 +133,22 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            let chain: Option<Arc<[CertificateDer<'static>]>> =
+                stream.get_ref().1.peer_certificates().map(|chain| {
+                    chain
+                        .iter()
+                        .map(|certificate| certificate.clone().into_owned())
+                        .collect()
+                });
             let certificate = ClientCertificate(
-                stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
+                chain
+                    .as_deref()
+                    .and_then(<[CertificateDer<'static>]>::first)
                     .and_then(|leaf| govbus_kit::tls::service_of_certificate(leaf.as_ref()))
                     .map(Arc::from),
             );
+            // A certificate revoked while the connection is open ends it.
+            let stream = Revalidated::new(stream, Some(clients), chain, certificate.0.clone());
             let service =
                 hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
                     request.extensions_mut().insert(certificate.clone());

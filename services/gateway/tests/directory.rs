@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use govbus_gateway::applications::{ApplicationName, SignsInWith};
-use govbus_kit::tls::generate_development_certificates;
+use govbus_kit::development_ca::generate_development_certificates;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -64,6 +64,7 @@ async fn served() -> Served {
         &read("gateway.pem"),
         &read("gateway-key.pem"),
         &read("ca.pem"),
+        None,
     )
     .expect("HTTPS configuration");
     let access = support::Access::start(support::AccessOptions::new(policy())).await;

@@ -309,6 +309,21 @@ enum CertsCommand {
         #[arg(long, value_delimiter = ',')]
         names: Vec<String>,
     },
+    /// Revokes the certificate of a service or client with the development CA: its serial goes
+    /// on the CA's list (ca.crl), which every server reloads within 10 seconds and then refuses,
+    /// also on connections already open; a new certificate is issued in its place (restart the
+    /// part to use it). A deployment's own CA revokes with its own tools and puts its list at
+    /// ca.crl.
+    Revoke {
+        /// The part whose certificate is revoked, e.g. `welfare`, `operator`.
+        name: String,
+        /// Why: key-compromise, superseded, cessation-of-operation or unspecified.
+        #[arg(long, default_value = "key-compromise")]
+        reason: String,
+        /// The certificates' folder.
+        #[arg(long, default_value = ".govbus/certs")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -401,10 +416,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 names.iter().map(String::as_str).collect()
             };
-            govbus_kit::tls::generate_development_certificates(&dir, &names)?;
+            govbus_kit::development_ca::generate_development_certificates(&dir, &names)?;
             println!(
                 "Wrote a development CA and certificates for {} to {}.",
                 names.join(", "),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Revoke { name, reason, dir }) => {
+            let Some(reason) = govbus_kit::development_ca::RevocationReason::parse(&reason) else {
+                anyhow::bail!(
+                    "--reason {reason}: not one of {}",
+                    govbus_kit::development_ca::RevocationReason::NAMES.join(", ")
+                );
+            };
+            if !dir.join(format!("{name}.pem")).is_file() {
+                anyhow::bail!("{} holds no certificate of {name}", dir.display());
+            }
+            let revoked =
+                govbus_kit::development_ca::revoke_development_certificate(&dir, &name, reason)?;
+            println!(
+                "Revoked the certificate of {name} (serial {}), kept in {}; servers refuse it within {} s. A new certificate of {name} is in {}: restart {name} to use it.",
+                revoked.serial,
+                revoked.kept_at.display(),
+                govbus_kit::revocation::RELOAD_INTERVAL.as_secs(),
                 dir.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -525,6 +525,56 @@ fn certs_init_writes_a_ca_and_a_certificate_per_name_once() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds certificates"));
 }
 
+#[test]
+fn certs_revoke_lists_the_certificate_and_issues_a_new_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let govbus = |arguments: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_govbus"))
+            .args(arguments)
+            .arg("--dir")
+            .arg(&certs)
+            .output()
+            .expect("govbus runs")
+    };
+    let init = govbus(&["certs", "init", "--names", "identity,welfare"]);
+    assert_eq!(init.status.code(), Some(0));
+    let before = std::fs::read(certs.join("welfare.pem")).expect("certificate");
+    let revoked = govbus(&["certs", "revoke", "welfare", "--reason", "superseded"]);
+    let said = String::from_utf8_lossy(&revoked.stdout);
+    assert_eq!(
+        revoked.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(said.contains("restart welfare"), "{said}");
+    let after = std::fs::read(certs.join("welfare.pem")).expect("a new certificate");
+    assert_ne!(before, after, "a new certificate in its place");
+    assert!(
+        std::fs::read(certs.join("ca.crl"))
+            .expect("the list")
+            .starts_with(b"-----BEGIN X509 CRL-----")
+    );
+
+    // Bad input: an unknown reason, a name without a certificate.
+    for (arguments, expected) in [
+        (
+            &["certs", "revoke", "welfare", "--reason", "bored"][..],
+            "not one of key-compromise",
+        ),
+        (
+            &["certs", "revoke", "nobody"][..],
+            "no certificate of nobody",
+        ),
+    ] {
+        let refused = govbus(arguments);
+        assert_ne!(refused.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_speaks_mutual_tls_by_default() {
     let data = tempfile::tempdir().expect("temp dir");

@@ -8,8 +8,9 @@ use govbus_civil::Nik;
 use govbus_harness::{NatsServer, TestDatabase};
 use govbus_identity::{Application, IdentityConfig};
 use govbus_identity_client::{IdentityClient, Verified};
+use govbus_kit::development_ca::generate_development_certificates;
 use govbus_kit::in_process::ServiceChannel;
-use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
+use govbus_kit::tls::{CertificatePaths, ServiceTls};
 use govbus_proto::identity::v1 as identity;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govbus_storage::StorageSettings;
@@ -252,5 +253,42 @@ async fn an_application_is_believed_only_from_the_gateway() {
         IdentityServiceClient::new(ServiceChannel::from(secured.app.in_process(caller)))
     };
     only_the_gateway_names_applications(in_process("gateway"), in_process("welfare")).await;
+    secured.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_on_its_open_connection_and_at_the_handshake() {
+    let secured = Secured::start().await;
+    let revoked = secured.tls("welfare");
+    let welfare = IdentityClient::new(&secured.url(), "welfare", Some(&revoked)).expect("client");
+    welfare.verify(&some_nik()).await.expect("answered");
+
+    govbus_kit::development_ca::revoke_development_certificate(
+        secured.certificates.path(),
+        "welfare",
+        govbus_kit::development_ca::RevocationReason::KeyCompromise,
+    )
+    .expect("revoked");
+    // Identity reads the list again within its reload interval; the open connection then ends.
+    let deadline = Instant::now() + govbus_kit::revocation::RELOAD_INTERVAL * 3;
+    while welfare.verify(&some_nik()).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still answered on the open connection"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = IdentityClient::new(&secured.url(), "welfare", Some(&revoked)).expect("client");
+    assert!(
+        again.verify(&some_nik()).await.is_err(),
+        "a new connection with the revoked certificate is refused"
+    );
+    // The certificate issued in its place is taken.
+    let renewed = IdentityClient::new(&secured.url(), "welfare", Some(&secured.tls("welfare")))
+        .expect("client");
+    renewed
+        .verify(&some_nik())
+        .await
+        .expect("answered with the new certificate");
     secured.app.stop().await;
 }

@@ -21,6 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::revocation::{ClientVerifier, Revalidated};
+use crate::tls::ServerTls;
 use tonic::transport::server::Connected;
 
 /// How long a client may take over its TLS handshake.
@@ -79,7 +82,7 @@ pub struct PeerStream {
 #[derive(Debug)]
 enum Transport {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<Revalidated<TlsStream<TcpStream>>>),
 }
 
 impl Connected for PeerStream {
@@ -152,10 +155,11 @@ impl AsyncWrite for PeerStream {
 /// `Server::serve_with_incoming`. Accepting stops when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ServerTls>,
 ) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
     let (connections, accepted) = mpsc::channel(BACKLOG);
-    tokio::spawn(accept(listener, tls.map(TlsAcceptor::from), connections));
+    let tls = tls.map(|tls| (TlsAcceptor::from(tls.config), tls.clients));
+    tokio::spawn(accept(listener, tls, connections));
     futures_util::stream::unfold(accepted, |mut accepted| async move {
         accepted
             .recv()
@@ -166,7 +170,7 @@ pub fn incoming(
 
 async fn accept(
     listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Option<(TlsAcceptor, ClientVerifier)>,
     connections: mpsc::Sender<PeerStream>,
 ) {
     loop {
@@ -197,9 +201,10 @@ async fn accept(
                     return;
                 }
             }
-            Some(acceptor) => {
+            Some((acceptor, clients)) => {
                 tokio::spawn(handshake(
                     acceptor.clone(),
+                    clients.clone(),
                     stream,
                     remote,
                     connections.clone(),
@@ -211,6 +216,7 @@ async fn accept(
 
 async fn handshake(
     acceptor: TlsAcceptor,
+    clients: ClientVerifier,
     stream: TcpStream,
     remote: SocketAddr,
     connections: mpsc::Sender<PeerStream>,
@@ -238,6 +244,7 @@ async fn handshake(
         .and_then(<[CertificateDer<'static>]>::first)
         .and_then(|leaf| crate::tls::service_of_certificate(leaf.as_ref()))
         .map(Arc::from);
+    let stream = Revalidated::new(stream, Some(clients), certificates.clone(), caller.clone());
     let connection = PeerStream {
         transport: Transport::Tls(Box::new(stream)),
         peer: Peer {

@@ -4,8 +4,8 @@
 //! A server requires a client certificate, so only holders of a certificate from that CA can
 //! call; the caller's service name is read from its certificate (a `spiffe://govbus/<name>`
 //! URI, else the common name), never from what the caller says about itself.
-//! [`generate_development_certificates`] makes such a CA and certificates for a development or
-//! test deployment (`govbus certs init`); production installs certificates from files.
+//! [`crate::development_ca`] makes such a CA and certificates for a development or test
+//! deployment (`govbus certs init`); production installs certificates from files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,15 @@ pub enum TlsError {
     /// Certificates already exist where new ones were asked for.
     #[error("{0} already holds certificates; remove them or keep using them")]
     Exists(PathBuf),
+    /// The folder holds no development CA key: its certificates come from the deployment's
+    /// own CA, whose tools issue and revoke them.
+    #[error(
+        "{0} holds no development CA key (ca-key.pem): certificates from your own CA are issued and revoked with its tools, its list of revoked certificates put at ca.crl"
+    )]
+    NotDevelopmentCa(PathBuf),
+    /// The CA certificate or its list of revoked certificates cannot be used.
+    #[error(transparent)]
+    Revocation(#[from] crate::revocation::RevocationError),
 }
 
 /// A service's certificate, key and the CA it trusts.
@@ -49,9 +58,12 @@ pub struct ServiceTls {
     /// Kept to sign the processing log with the same key (`audit::BlockSigner::of_service`).
     certificate_pem: Arc<[u8]>,
     key_pem: Arc<[u8]>,
+    /// The CA's list of revoked certificates, when it publishes one.
+    crl: Option<PathBuf>,
 }
 
-/// Where a certificate set lives: `<dir>/ca.pem`, `<dir>/<name>.pem`, `<dir>/<name>-key.pem`.
+/// Where a certificate set lives: `<dir>/ca.pem`, `<dir>/<name>.pem`, `<dir>/<name>-key.pem`,
+/// and the CA's list of revoked certificates, `<dir>/ca.crl`, when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificatePaths {
     /// The CA certificate.
@@ -60,17 +72,32 @@ pub struct CertificatePaths {
     pub certificate: PathBuf,
     /// The service's private key.
     pub key: PathBuf,
+    /// The CA's certificate revocation list (see [`crate::revocation`]).
+    pub crl: Option<PathBuf>,
 }
 
 impl CertificatePaths {
-    /// The files of `name` in a folder laid out by [`generate_development_certificates`].
+    /// The files of `name` in a folder laid out by
+    /// [`crate::development_ca::generate_development_certificates`].
     pub fn in_dir(dir: &Path, name: &str) -> Self {
+        let crl = dir.join(crate::revocation::CRL_FILE);
         Self {
             ca: dir.join("ca.pem"),
             certificate: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}-key.pem")),
+            crl: crl.is_file().then_some(crl),
         }
     }
+}
+
+/// A server's TLS: its rustls configuration, and the verifier of its clients' certificates
+/// (which also checks connections already open when the revocation list changes).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// For the TLS acceptor.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Its clients' verifier.
+    pub clients: crate::revocation::ClientVerifier,
 }
 
 impl ServiceTls {
@@ -90,6 +117,7 @@ impl ServiceTls {
             name: name.to_owned(),
             certificate_pem: certificate_pem.into(),
             key_pem: key_pem.into(),
+            crl: paths.crl.clone(),
         })
     }
 
@@ -113,6 +141,11 @@ impl ServiceTls {
         self.ca.as_ref()
     }
 
+    /// The CA's list of revoked certificates, when it publishes one.
+    pub fn crl(&self) -> Option<&Path> {
+        self.crl.as_deref()
+    }
+
     /// Its certificate (PEM).
     pub(crate) fn certificate_pem(&self) -> &[u8] {
         &self.certificate_pem
@@ -123,40 +156,38 @@ impl ServiceTls {
         &self.key_pem
     }
 
-    /// Server side, for the TLS acceptor of `peer::incoming`: present this identity, require a client
-    /// certificate from the CA, speak HTTP/2.
-    pub fn server_tls(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// Server side, for the TLS acceptor of `peer::incoming`: present this identity, require a
+    /// client certificate from the CA that the CA's list does not revoke, speak HTTP/2.
+    pub fn server_tls(&self) -> Result<ServerTls, TlsError> {
         use rustls_pki_types::PrivateKeyDer;
         use rustls_pki_types::pem::PemObject as _;
         let pem = |what: &str| {
             let what = what.to_owned();
             move |error: rustls_pki_types::pem::Error| TlsError::Pem(format!("{what}: {error}"))
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(self.ca_pem()) {
-            roots
-                .add(certificate.map_err(pem("the CA certificate"))?)
-                .map_err(|error| TlsError::Pem(format!("the CA certificate: {error}")))?;
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::clone(&provider),
-        )
-        .build()
-        .map_err(|error| TlsError::Pem(format!("the CA certificate: {error}")))?;
+        let clients =
+            crate::revocation::ClientVerifier::new(self.ca_pem(), self.crl.as_deref(), false)?;
         let chain = CertificateDer::pem_slice_iter(&self.certificate_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(pem("the service certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(pem("the service key"))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| TlsError::Pem(error.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|error| TlsError::Pem(format!("the service certificate: {error}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError::Pem(error.to_string()))?
+        .with_client_cert_verifier(clients.for_rustls())
+        .with_single_cert(chain, key)
+        .map_err(|error| TlsError::Pem(format!("the service certificate: {error}")))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
+        // No session resumption: a resumed session skips the certificate check, so a certificate
+        // revoked since would get back in.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            clients,
+        })
     }
 
     /// Server side with tonic's own TLS: present this identity, require a client certificate
@@ -221,207 +252,9 @@ pub fn service_of_certificate(der: &[u8]) -> Option<String> {
         })
 }
 
-/// Makes a CA and a certificate for each of `names` in `dir` (`ca.pem`, `ca-key.pem`,
-/// `<name>.pem`, `<name>-key.pem`; keys readable by the owner only). Each certificate names
-/// its service as `spiffe://govbus/<name>`, as common name and as DNS name, plus `localhost`
-/// and `127.0.0.1`, and serves both as server and as client certificate. Refuses to overwrite
-/// an existing CA.
-pub fn generate_development_certificates(dir: &Path, names: &[&str]) -> Result<(), TlsError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TlsError::File { path, source }
-    };
-    let ca_path = dir.join("ca.pem");
-    if ca_path.exists() {
-        return Err(TlsError::Exists(dir.to_owned()));
-    }
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca_params = development_ca_params()?;
-    let ca_certificate = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    write_private(
-        &dir.join("ca-key.pem"),
-        &pem("PRIVATE KEY", issuer.key().serialized_der())?,
-    )?;
-    for name in names {
-        issue_development_certificate(dir, name, &issuer)?;
-    }
-    // The CA certificate last: its presence means the set is complete.
-    fs::write(&ca_path, pem("CERTIFICATE", ca_certificate.der())?).map_err(io(&ca_path))?;
-    Ok(())
-}
-
-/// Issues a certificate to each of `names` that has none in `dir`, with the development CA
-/// whose key is there (`ca-key.pem`): a stack made before a service or caller was added gets
-/// that one's certificate too. Returns the names issued; nothing when `dir` holds no
-/// development CA (certificates from the deployment's own CA are the operators' to issue).
-pub fn issue_missing_development_certificates(
-    dir: &Path,
-    names: &[&str],
-) -> Result<Vec<String>, TlsError> {
-    let key_path = dir.join("ca-key.pem");
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| !dir.join(format!("{name}.pem")).exists())
-        .collect();
-    if missing.is_empty() || !key_path.is_file() {
-        return Ok(Vec::new());
-    }
-    let text = fs::read_to_string(&key_path).map_err(|source| TlsError::File {
-        path: key_path.clone(),
-        source,
-    })?;
-    let (_, der) = pem_rfc7468::decode_vec(text.as_bytes())
-        .map_err(|error| TlsError::Pem(error.to_string()))?;
-    let key = rcgen::KeyPair::try_from(der.as_slice())?;
-    // The same subject and key as the CA certificate in `ca.pem`: what a certificate it
-    // signed names as its issuer.
-    let issuer = rcgen::Issuer::new(development_ca_params()?, key);
-    for name in &missing {
-        issue_development_certificate(dir, name, &issuer)?;
-    }
-    Ok(missing.into_iter().map(str::to_owned).collect())
-}
-
-fn development_ca_params() -> Result<rcgen::CertificateParams, TlsError> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "govbus development CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    ca_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    ca_params.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    Ok(ca_params)
-}
-
-fn issue_development_certificate(
-    dir: &Path,
-    name: &str,
-    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
-) -> Result<(), TlsError> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned(), "localhost".to_owned()])?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ])));
-    params.subject_alt_names.push(rcgen::SanType::URI(
-        format!("{SERVICE_URI_PREFIX}{name}").try_into()?,
-    ));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-    let certificate = params.signed_by(&key, issuer)?;
-    let path = dir.join(format!("{name}.pem"));
-    // The key first: a certificate without its key would be taken for a complete pair.
-    write_private(
-        &dir.join(format!("{name}-key.pem")),
-        &pem("PRIVATE KEY", key.serialized_der())?,
-    )?;
-    fs::write(&path, pem("CERTIFICATE", certificate.der())?).map_err(|source| TlsError::File {
-        path: path.clone(),
-        source,
-    })
-}
-
-fn pem(label: &str, der: &[u8]) -> Result<Vec<u8>, TlsError> {
-    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der)
-        .map(String::into_bytes)
-        .map_err(|error| TlsError::Pem(error.to_string()))
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let failed = |source| TlsError::File {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)?;
-    file.write_all(contents).map_err(failed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_certificates_name_their_service() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        generate_development_certificates(dir.path(), &["welfare", "identity"]).expect("generated");
-        let pem = fs::read_to_string(dir.path().join("welfare.pem")).expect("certificate");
-        let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
-            .map(|certificate: CertificateDer<'static>| certificate)
-            .expect("PEM");
-        assert_eq!(
-            service_of_certificate(der.as_ref()).as_deref(),
-            Some("welfare")
-        );
-        let key_mode = fs::metadata(dir.path().join("identity-key.pem"))
-            .expect("key")
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
-            0o600
-        );
-        assert!(matches!(
-            generate_development_certificates(dir.path(), &["welfare"]),
-            Err(TlsError::Exists(_))
-        ));
-    }
-
-    #[test]
-    fn a_missing_certificate_is_issued_by_the_same_development_ca() {
-        use rustls_pki_types::pem::PemObject as _;
-        let dir = tempfile::tempdir().expect("temp dir");
-        generate_development_certificates(dir.path(), &["identity"]).expect("generated");
-        let issued = issue_missing_development_certificates(dir.path(), &["identity", "gateway"])
-            .expect("issued");
-        assert_eq!(issued, vec!["gateway".to_owned()]);
-        let gateway =
-            ServiceTls::from_files("gateway", &CertificatePaths::in_dir(dir.path(), "gateway"))
-                .expect("a usable identity");
-        // Verified up to the CA in ca.pem, as a server verifies a client.
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(gateway.ca_pem()) {
-            roots.add(certificate.expect("CA")).expect("added");
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::new(rustls::crypto::ring::default_provider()),
-        )
-        .build()
-        .expect("verifier");
-        let pem = fs::read(dir.path().join("gateway.pem")).expect("certificate");
-        let leaf = CertificateDer::from_pem_slice(&pem).expect("PEM");
-        verifier
-            .verify_client_cert(&leaf, &[], rustls_pki_types::UnixTime::now())
-            .expect("signed by the CA in ca.pem");
-        assert!(
-            issue_missing_development_certificates(dir.path(), &["identity", "gateway"])
-                .expect("nothing to do")
-                .is_empty()
-        );
-    }
 
     #[test]
     fn garbage_is_no_certificate() {

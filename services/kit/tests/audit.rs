@@ -11,7 +11,8 @@ use govbus_kit::audit::{
     self, Block, BlockSigner, DataSubject, EntryKind, ProblemKind, Processing, ProcessingLog,
     Report, StoredBlock, SubjectKey, TrustAnchors,
 };
-use govbus_kit::tls::{CertificatePaths, ServiceTls, generate_development_certificates};
+use govbus_kit::development_ca::generate_development_certificates;
+use govbus_kit::tls::{CertificatePaths, ServiceTls};
 
 const AMINAH: &str = "3573015508900001";
 const BUDI: &str = "3573011203850002";

@@ -148,6 +148,7 @@ pub async fn compare(
         &std::fs::read(&files.certificate)?,
         &std::fs::read(&files.key)?,
         &ca_pem,
+        files.crl.as_deref(),
     )?;
     let mut gateways = Vec::new();
     for placement in Placement::ALL {
@@ -161,7 +162,7 @@ pub async fn compare(
             placement.in_process,
             placement.protocol()
         ));
-        let served = gateway(channel, &dir, placement.https.then(|| Arc::clone(&https))).await?;
+        let served = gateway(channel, &dir, placement.https.then(|| https.clone())).await?;
         gateways.push((placement, served));
     }
     let citizens = calls.citizens();
@@ -280,7 +281,7 @@ pub(crate) struct ServedGateway {
 async fn gateway(
     channel: ServiceChannel,
     dir: &std::path::Path,
-    https: Option<Arc<rustls::ServerConfig>>,
+    https: Option<govbus_gateway::serve::HttpsConfig>,
 ) -> anyhow::Result<(String, String, CancellationToken)> {
     std::fs::create_dir_all(dir)?;
     let policy = format!(
@@ -307,7 +308,7 @@ pub(crate) async fn serve(
     policy: &str,
     channels: BTreeMap<String, ServiceChannel>,
     bus: Option<govbus_bus::Bus>,
-    https: Option<Arc<rustls::ServerConfig>>,
+    https: Option<govbus_gateway::serve::HttpsConfig>,
 ) -> anyhow::Result<ServedGateway> {
     let db =
         govbus_gateway::database::open(&format!("sqlite://{}", dir.join("gateway.db").display()))

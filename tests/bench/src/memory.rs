@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use govbus_harness::ServiceProcess;
 use govbus_harness::service::{free_port, workspace_binary};
-use govbus_kit::tls::generate_development_certificates;
+use govbus_kit::development_ca::generate_development_certificates;
 use govbus_proto::identity::v1::RecordDeathRequest;
 use govbus_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use serde::Serialize;

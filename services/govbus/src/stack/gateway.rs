@@ -159,6 +159,7 @@ impl RunningGateway {
                         &read(certificate)?,
                         &read(key)?,
                         tls.ca_pem(),
+                        tls.crl(),
                     )
                     .map_err(|error| failed("its HTTPS")(&error))?,
                 )

@@ -18,13 +18,16 @@ pub struct Certificates {
 impl Certificates {
     /// Opens `dir`, making a development CA and certificates there if it holds none.
     pub fn open(dir: PathBuf) -> Result<Self, StackError> {
+        let failed = |source| StackError::Certificates {
+            dir: dir.clone(),
+            source,
+        };
         if dir.join("ca.pem").is_file() {
-            let issued =
-                govbus_kit::tls::issue_missing_development_certificates(&dir, &certificate_names())
-                    .map_err(|source| StackError::Certificates {
-                        dir: dir.clone(),
-                        source,
-                    })?;
+            let issued = govbus_kit::development_ca::issue_missing_development_certificates(
+                &dir,
+                &certificate_names(),
+            )
+            .map_err(failed)?;
             if !issued.is_empty() {
                 tracing::warn!(
                     message = "Issued development certificates to parts added since the CA was made.",
@@ -33,16 +36,19 @@ impl Certificates {
                 );
             }
         } else {
-            govbus_kit::tls::generate_development_certificates(&dir, &certificate_names())
-                .map_err(|source| StackError::Certificates {
-                    dir: dir.clone(),
-                    source,
-                })?;
+            govbus_kit::development_ca::generate_development_certificates(
+                &dir,
+                &certificate_names(),
+            )
+            .map_err(failed)?;
             tracing::warn!(
                 message = "Made a development CA and certificates; install certificates from your own CA for production.",
                 dir = %dir.display(),
             );
         }
+        // The development CA's list of revoked certificates, made or kept current (servers
+        // refuse what it lists; `govbus certs revoke`).
+        govbus_kit::development_ca::publish_development_crl(&dir).map_err(failed)?;
         Ok(Self { dir })
     }
 

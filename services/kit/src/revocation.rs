@@ -1,0 +1,455 @@
+//! Revoked certificates: the deployment CA's certificate revocation list (CRL), enforced at
+//! every handshake and on connections already open, reloaded when the file changes.
+//!
+//! A [`ClientVerifier`] checks a client's certificate chain against the deployment's CA and
+//! the CRL in `<certificates>/ca.crl` (PEM or DER, one or more lists). A task re-reads the file
+//! every [`RELOAD_INTERVAL`] (and [`ClientVerifier::reload`] on demand); a file that cannot be
+//! used is reported and the lists in force stay. When the lists change, each open connection
+//! wrapped in [`Revalidated`] checks its client's chain again at its next read or write and
+//! is closed if the chain no longer passes: a revoked service stops calling within one
+//! interval, not at its next reconnection.
+//!
+//! The development CA publishes its list
+//! ([`crate::development_ca::revoke_development_certificate`], `govbus certs revoke`); a
+//! deployment with its own CA puts its CA's list at the same path.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Why a revocation list or the CA cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The CA certificate or the list is not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How often the CRL file is read again.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The CRL's file name in a certificates folder.
+pub const CRL_FILE: &str = "ca.crl";
+
+/// A client-certificate verifier over the deployment's CA and its CRL, reloaded on change.
+#[derive(Clone)]
+pub struct ClientVerifier {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Clients may connect without a certificate (the gateway's HTTPS, where a token may
+    /// stand in for one).
+    optional: bool,
+    crl: Option<PathBuf>,
+    current: RwLock<Current>,
+    /// Bumped whenever the lists in force change.
+    generation: AtomicU64,
+    hints: Vec<DistinguishedName>,
+}
+
+struct Current {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The file's bytes the verifier was built from.
+    file: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientVerifier")
+            .field("crl", &self.shared.crl)
+            .field("optional", &self.shared.optional)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientVerifier {
+    /// Verifies clients against the CA certificates `ca_pem` and, when `crl` is given, the
+    /// lists in that file (it must exist and parse). `optional`: a client may present no
+    /// certificate at all. Inside a tokio runtime, the file is re-read every
+    /// [`RELOAD_INTERVAL`] for as long as the verifier is in use.
+    pub fn new(ca_pem: &[u8], crl: Option<&Path>, optional: bool) -> Result<Self, RevocationError> {
+        Self::with_interval(ca_pem, crl, optional, RELOAD_INTERVAL)
+    }
+
+    /// [`Self::new`], re-reading the file every `interval`.
+    pub fn with_interval(
+        ca_pem: &[u8],
+        crl: Option<&Path>,
+        optional: bool,
+        interval: Duration,
+    ) -> Result<Self, RevocationError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+            let certificate = certificate.map_err(|error| {
+                RevocationError::Invalid(format!("the CA certificate: {error}"))
+            })?;
+            roots.add(certificate).map_err(|error| {
+                RevocationError::Invalid(format!("the CA certificate: {error}"))
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let (file, lists) = match crl {
+            Some(path) => {
+                let file = read(path)?;
+                let lists = parse(&file).map_err(|problem| {
+                    RevocationError::Invalid(format!("{}: {problem}", path.display()))
+                })?;
+                (Some(file), lists)
+            }
+            None => (None, Vec::new()),
+        };
+        let verifier = build(&roots, &provider, optional, lists).map_err(|error| {
+            RevocationError::Invalid(format!("the CA certificate or its CRL: {error}"))
+        })?;
+        let hints = verifier.root_hint_subjects().to_vec();
+        let shared = Arc::new(Shared {
+            roots,
+            provider,
+            optional,
+            crl: crl.map(Path::to_owned),
+            current: RwLock::new(Current { verifier, file }),
+            generation: AtomicU64::new(0),
+            hints,
+        });
+        if shared.crl.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(watch(Arc::downgrade(&shared), interval));
+        }
+        Ok(Self { shared })
+    }
+
+    /// Reads the CRL file again; the lists in force change only if it parses. Returns whether
+    /// they changed.
+    pub fn reload(&self) -> Result<bool, RevocationError> {
+        self.shared.reload()
+    }
+
+    /// Counts changes of the lists in force.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `chain` (leaf first) still passes under the lists in force.
+    pub fn still_valid(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return self.shared.optional;
+        };
+        self.shared
+            .verifier()
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok()
+    }
+
+    /// The verifier for a rustls server configuration.
+    pub fn for_rustls(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(self.clone())
+    }
+}
+
+impl Shared {
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .verifier,
+        )
+    }
+
+    fn reload(&self) -> Result<bool, RevocationError> {
+        let Some(path) = &self.crl else {
+            return Ok(false);
+        };
+        let file = read(path)?;
+        {
+            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            if current.file.as_deref() == Some(file.as_slice()) {
+                return Ok(false);
+            }
+        }
+        let lists = parse(&file).map_err(|problem| {
+            RevocationError::Invalid(format!("{}: {problem}", path.display()))
+        })?;
+        let count = lists.len();
+        let verifier = build(&self.roots, &self.provider, self.optional, lists)
+            .map_err(|error| RevocationError::Invalid(format!("{}: {error}", path.display())))?;
+        {
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            *current = Current {
+                verifier,
+                file: Some(file),
+            };
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(
+            message = "Certificate revocation list reloaded.",
+            file = %path.display(),
+            lists = count,
+        );
+        Ok(true)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, RevocationError> {
+    std::fs::read(path).map_err(|source| RevocationError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The lists in `file`: PEM (`X509 CRL` blocks), else one DER list.
+pub(crate) fn parse(file: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let pem: Result<Vec<_>, _> = CertificateRevocationListDer::pem_slice_iter(file).collect();
+    let lists = match pem {
+        Ok(lists) if !lists.is_empty() => lists,
+        Ok(_) if file.first() == Some(&0x30) => {
+            vec![CertificateRevocationListDer::from(file.to_vec())]
+        }
+        Ok(_) => return Err("holds no certificate revocation list".to_owned()),
+        Err(error) => return Err(format!("not a PEM certificate revocation list: {error}")),
+    };
+    for list in &lists {
+        webpki::OwnedCertRevocationList::from_der(list.as_ref())
+            .map_err(|error| format!("not a valid certificate revocation list: {error:?}"))?;
+    }
+    Ok(lists)
+}
+
+fn build(
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    optional: bool,
+    lists: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, VerifierBuilderError> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(provider))
+            .with_crls(lists)
+            // Certificates are issued by the CA itself; its list speaks for them.
+            .only_check_end_entity_revocation();
+    if optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build()
+}
+
+async fn watch(shared: Weak<Shared>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(error) = shared.reload() {
+            tracing::error!(
+                message = "Cannot reload the certificate revocation list; the lists in force stay.",
+                %error,
+            );
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.shared.optional
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.shared.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.shared
+            .verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.shared
+            .verifier()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.shared
+            .verifier()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.shared.verifier().supported_verify_schemes()
+    }
+}
+
+/// A connection whose client certificate is checked again whenever the revocation lists
+/// change, at its next read or write; once it fails, every read and write fails.
+#[derive(Debug)]
+pub struct Revalidated<S> {
+    stream: S,
+    check: Option<Check>,
+    revoked: bool,
+}
+
+#[derive(Debug)]
+struct Check {
+    verifier: ClientVerifier,
+    chain: Arc<[CertificateDer<'static>]>,
+    caller: Option<Arc<str>>,
+    seen: u64,
+}
+
+impl<S> Revalidated<S> {
+    /// `stream`, whose client `caller` presented `chain` (none: nothing to check), checked
+    /// against `verifier`'s lists as they change.
+    pub fn new(
+        stream: S,
+        verifier: Option<ClientVerifier>,
+        chain: Option<Arc<[CertificateDer<'static>]>>,
+        caller: Option<Arc<str>>,
+    ) -> Self {
+        let check = match (verifier, chain) {
+            (Some(verifier), Some(chain)) => Some(Check {
+                seen: verifier.generation(),
+                verifier,
+                chain,
+                caller,
+            }),
+            _ => None,
+        };
+        Self {
+            stream,
+            check,
+            revoked: false,
+        }
+    }
+
+    /// The connection inside.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    fn refused(&mut self) -> Option<io::Error> {
+        if let Some(check) = &mut self.check {
+            let generation = check.verifier.generation();
+            if generation != check.seen {
+                check.seen = generation;
+                if !check.verifier.still_valid(&check.chain) {
+                    self.revoked = true;
+                    metrics::counter!("govbus_tls_connections_revoked_total").increment(1);
+                    tracing::warn!(
+                        message =
+                            "Connection closed: its client certificate no longer passes (revoked).",
+                        caller = check.caller.as_deref().unwrap_or("(unnamed)"),
+                    );
+                }
+            }
+        }
+        self.revoked.then(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the client certificate was revoked",
+            )
+        })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Revalidated<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(error) = this.refused() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Revalidated<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(error) = this.refused() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(error) = this.refused() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
