@@ -80,6 +80,9 @@ pub struct ComplaintsConfig {
     pub agencies: Option<Arc<Agencies>>,
     /// The deployment's key for hashing people in the processing log.
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
+    /// The time-stamping authority that stamps each processing-log block (none: blocks are
+    /// untimestamped, and `govbus audit verify` says so).
+    pub audit_timestamps: Option<govbus_kit::audit::Tsa>,
     /// Working days of each stage.
     pub deadlines: Deadlines,
     /// How often passed deadlines are looked for.
@@ -217,6 +220,7 @@ impl Application {
             SERVICE,
             config.tls.as_ref(),
             config.audit_subject_key.as_ref(),
+            config.audit_timestamps.clone(),
         )
         .await?
         .unzip();

@@ -221,7 +221,8 @@ fn start(environment: ServiceEnvironment) -> Starting {
     Box::pin(async move {
         let settings: Settings = environment.settings()?;
         let identity_url = environment.peer("identity")?.to_owned();
-        let application = Application::build(ComplaintsConfig {
+        // Boxed: the start is a large future.
+        let application = Box::pin(Application::build(ComplaintsConfig {
             database_url: environment.database_url,
             listen: environment.listen,
             identity_url,
@@ -230,12 +231,13 @@ fn start(environment: ServiceEnvironment) -> Starting {
             tls: environment.tls,
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
+            audit_timestamps: environment.audit_timestamps,
             agencies: Some(environment.agencies),
             deadlines: settings.deadlines(),
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,
             national: national(&settings)?,
-        })
+        }))
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)
     })

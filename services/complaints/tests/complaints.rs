@@ -228,6 +228,7 @@ impl TestApp {
                 tls: None,
                 access: None,
                 audit_subject_key: None,
+                audit_timestamps: None,
                 call_report_interval: Duration::from_secs(60),
             },
         ))
@@ -246,6 +247,7 @@ impl TestApp {
                 tls: None,
                 access: None,
                 audit_subject_key: None,
+                audit_timestamps: None,
                 agencies: None,
                 deadlines: deadlines.clone(),
                 deadline_check_interval: interval,

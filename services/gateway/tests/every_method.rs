@@ -185,6 +185,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         tls: None,
         access: None,
         audit_subject_key: None,
+        audit_timestamps: None,
         call_report_interval: Duration::from_secs(60),
     })
     .await
@@ -199,6 +200,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         tls: None,
         access: None,
         audit_subject_key: None,
+        audit_timestamps: None,
     })
     .await
     .expect("welfare");
@@ -211,6 +213,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         tls: None,
         access: None,
         audit_subject_key: None,
+        audit_timestamps: None,
         deadlines: govbus_licensing::Deadlines::default(),
         deadline_check_interval: Duration::from_secs(1),
         calendar: None,
@@ -227,6 +230,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
             agencies: None,
             deadlines: govbus_complaints::Deadlines::default(),
             deadline_check_interval: Duration::from_secs(1),

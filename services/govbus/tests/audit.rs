@@ -1,6 +1,7 @@
 //! The processing log of a running stack: after a demo run and one scripted life (registration,
 //! a household, a benefit, a licence, a death), `govbus audit subject` lists exactly that
-//! person's processings, and `govbus audit verify` finds the log intact.
+//! person's processings, and `govbus audit verify` finds the log intact, every block stamped by
+//! a real time-stamping authority and its token checked.
 
 mod support;
 
@@ -15,7 +16,7 @@ use govbus_proto::licensing::v1::licensing_service_client::LicensingServiceClien
 use govbus_proto::welfare::v1 as welfare;
 use govbus_proto::welfare::v1::welfare_service_client::WelfareServiceClient;
 use serde_json::{Value, json};
-use support::{Running, eventually, install_telemetry, run_demo, start};
+use support::{Running, config, eventually, install_telemetry, run_demo, start_with};
 
 fn channel(running: &Running, service: &str) -> tonic::transport::Channel {
     let endpoint = running
@@ -81,7 +82,12 @@ fn row(
 async fn a_persons_processing_history_is_complete_and_the_log_verifies() {
     let telemetry = install_telemetry();
     let data = tempfile::tempdir().expect("temp dir");
-    let running = start(data.path(), &telemetry).await;
+    // Every block stamped by a real time-stamping authority, whose tokens verification checks.
+    let authority = govbus_harness::TimestampAuthority::start().expect("the TSA starts");
+    let mut stack = config(data.path());
+    stack.audit.tsa_url = Some(authority.url());
+    stack.audit.tsa_certificate = Some(authority.ca_path());
+    let running = start_with(stack, &telemetry).await;
     let summary = run_demo(&running, 12, 5).await;
     assert_eq!(summary.failures, 0, "{:?}", summary.failure_examples);
 
@@ -303,6 +309,11 @@ async fn a_persons_processing_history_is_complete_and_the_log_verifies() {
         .filter_map(|writer| writer["writer"].as_str())
         .collect();
     assert_eq!(writers, ["complaints", "identity", "licensing", "welfare"]);
+    for writer in report["writers"].as_array().expect("writers") {
+        assert!(writer["timestamped"].as_u64() > Some(0), "{writer}");
+        assert_eq!(writer["untimestamped"], 0, "{writer}");
+        assert_eq!(writer["timestamps_unchecked"], 0, "{writer}");
+    }
     let again = Command::new(env!("CARGO_BIN_EXE_govbus"))
         .args([
             "audit",

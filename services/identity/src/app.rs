@@ -53,6 +53,9 @@ pub struct IdentityConfig {
     /// The deployment's key for hashing people in the processing log. With `tls` (whose key
     /// signs the log), every call and event delivery touching a person is recorded.
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
+    /// The time-stamping authority that stamps each processing-log block (none: blocks are
+    /// untimestamped, and `govbus audit verify` says so).
+    pub audit_timestamps: Option<govbus_kit::audit::Tsa>,
     /// How often counts of other services' calls are published.
     pub call_report_interval: Duration,
 }
@@ -82,6 +85,11 @@ impl Application {
     /// Opens the database (migrating it), connects to the bus, provisions the identity stream,
     /// starts the outbox relay and the gRPC server.
     pub async fn build(config: IdentityConfig) -> Result<Self, StartError> {
+        // Boxed: starting is a large future, and callers await it inside their own.
+        Box::pin(Self::start(config)).await
+    }
+
+    async fn start(config: IdentityConfig) -> Result<Self, StartError> {
         let mut settings = config.storage;
         settings
             .database
@@ -94,6 +102,7 @@ impl Application {
             SERVICE,
             config.tls.as_ref(),
             config.audit_subject_key.as_ref(),
+            config.audit_timestamps.clone(),
         )
         .await?
         .unzip();

@@ -55,6 +55,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             tls: environment.tls,
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
+            audit_timestamps: environment.audit_timestamps,
             call_report_interval: settings.call_report_interval,
         })
         .await?;

@@ -58,6 +58,7 @@ impl TestApp {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
         };
         let app = Application::build(config).await.expect("identity starts");
         let client = IdentityServiceClient::connect(format!("http://{}", app.address()))

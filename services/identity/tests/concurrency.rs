@@ -57,6 +57,7 @@ impl Replicas {
                 tls: None,
                 access: None,
                 audit_subject_key: None,
+                audit_timestamps: None,
             })
             .await
             .expect("identity starts");

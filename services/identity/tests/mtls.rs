@@ -46,6 +46,7 @@ impl Secured {
             tls: Some(tls(certificates.path(), "identity")),
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
         })
         .await
         .expect("identity starts with TLS");

@@ -205,6 +205,8 @@ pub struct ServiceEnvironment {
     pub access: Option<AccessPolicy>,
     /// The deployment's key for hashing people in the processing log.
     pub audit_subject_key: Option<SubjectKey>,
+    /// The time-stamping authority that stamps each processing-log block.
+    pub audit_timestamps: Option<crate::audit::Tsa>,
     /// The gRPC URL of each service it calls, started before it.
     pub peers: BTreeMap<&'static str, String>,
     /// The other services of the stack.

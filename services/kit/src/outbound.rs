@@ -204,6 +204,27 @@ impl HttpTarget {
     /// A target from its settings.
     pub fn new(settings: HttpTargetSettings) -> Result<Self, TargetError> {
         let uri = Self::check_url(&settings.url)?;
+        Self::build(settings, uri)
+    }
+
+    /// A target whose answers are signed and whose requests carry no personal data (a
+    /// time-stamping authority, which is often served over plain HTTP): plain `http://` is
+    /// taken for any host.
+    pub fn for_signed_answers(settings: HttpTargetSettings) -> Result<Self, TargetError> {
+        let uri = match Self::check_url(&settings.url) {
+            Err(TargetError::PlainHttp(url)) => {
+                url.parse()
+                    .map_err(|error: http::uri::InvalidUri| TargetError::Url {
+                        url: url.clone(),
+                        problem: error.to_string(),
+                    })?
+            }
+            checked => checked?,
+        };
+        Self::build(settings, uri)
+    }
+
+    fn build(settings: HttpTargetSettings, uri: Uri) -> Result<Self, TargetError> {
         let authorization = settings
             .bearer_token
             .as_deref()
@@ -332,7 +353,12 @@ impl HttpTarget {
             (None, None) => String::new(),
         };
         let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(format!("{base}{path}{query}").parse().map_err(
+        // The target's own root, `https://host/`, with nothing appended is `/`, not nothing.
+        let joined = match format!("{base}{path}") {
+            joined if joined.is_empty() => "/".to_owned(),
+            joined => joined,
+        };
+        parts.path_and_query = Some(format!("{joined}{query}").parse().map_err(
             |error: http::uri::InvalidUri| {
                 DeliveryError::refused(self.name, format!("not a path: {error}"))
             },

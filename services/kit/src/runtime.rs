@@ -66,17 +66,27 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Opens `service`'s chain of the processing log when it can sign (it has a TLS identity) and
-/// has the deployment's subject key; otherwise the log is off and a warning says so.
+/// has the deployment's subject key, each block stamped by `timestamps` when given; otherwise
+/// the log is off and a warning says so.
 pub async fn open_processing_log(
     bus: &govbus_bus::Bus,
     service: &str,
     tls: Option<&crate::tls::ServiceTls>,
     subject_key: Option<&SubjectKey>,
+    timestamps: Option<crate::audit::Tsa>,
 ) -> Result<Option<(ProcessingLog, ProcessingLogWriter)>, StartError> {
     match (tls, subject_key) {
         (Some(tls), Some(key)) => {
             let signer = crate::audit::BlockSigner::of_service(tls)?;
-            Ok(Some(ProcessingLog::start(bus, signer, key.clone()).await?))
+            if timestamps.is_none() {
+                tracing::warn!(
+                    message = "No time-stamping authority: processing-log blocks carry the service's own clock only.",
+                    service,
+                );
+            }
+            Ok(Some(
+                ProcessingLog::start(bus, signer, key.clone(), timestamps).await?,
+            ))
         }
         (tls, key) => {
             tracing::warn!(

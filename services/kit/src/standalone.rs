@@ -8,8 +8,9 @@
 //! - `GOVBUS_NAME_<KEY>` for each of its declared settings (default: the declared default);
 //! - `GOVBUS_<CALLED>_URL` for each service it calls (required);
 //! - the bus ([`crate::bus_env`]), `GOVBUS_TLS_DIR`, `GOVBUS_ACCESS_POLICY`,
-//!   `GOVBUS_AUDIT_SUBJECT_KEY` and `GOVBUS_AGENCIES` (the instance's agencies' list; unset:
-//!   Kota Malang's), as for every service binary (`docs/operating.md`).
+//!   `GOVBUS_AUDIT_SUBJECT_KEY`, `GOVBUS_AUDIT_TSA_URL` (and `GOVBUS_AUDIT_TSA_ROOTS`) and
+//!   `GOVBUS_AGENCIES` (the instance's agencies' list; unset: Kota Malang's), as for every
+//!   service binary (`docs/operating.md`).
 //!
 //! A variable that starts with `GOVBUS_NAME_` but names no setting is refused, so that a
 //! misspelt or retired setting is not silently ignored (`GOVBUS_NAME_URL`, which callers of the
@@ -188,6 +189,7 @@ fn environment_from(
         tls: crate::tls::ServiceTls::from_env(name).map_err(|e| boxed(e.into()))?,
         access: crate::access::AccessPolicy::from_env().map_err(|e| boxed(e.into()))?,
         audit_subject_key: crate::audit::SubjectKey::from_env().map_err(|e| boxed(e.into()))?,
+        audit_timestamps: crate::audit::Tsa::from_env().map_err(|e| boxed(e.into()))?,
         peers,
         others: Vec::new(),
         agencies: Arc::new(

@@ -81,14 +81,22 @@ async fn written(log: &ProcessingLog) {
 /// Identity writes three blocks (2, 3 and 2 entries), welfare one; returns what is stored.
 async fn filled_log(server: &NatsServer, deployment: &Deployment) -> Vec<StoredBlock> {
     let bus = bus(server).await;
-    let (identity, identity_writer) =
-        ProcessingLog::start(&bus, deployment.signer("identity"), deployment.key.clone())
-            .await
-            .expect("identity's log");
-    let (welfare, welfare_writer) =
-        ProcessingLog::start(&bus, deployment.signer("welfare"), deployment.key.clone())
-            .await
-            .expect("welfare's log");
+    let (identity, identity_writer) = ProcessingLog::start(
+        &bus,
+        deployment.signer("identity"),
+        deployment.key.clone(),
+        None,
+    )
+    .await
+    .expect("identity's log");
+    let (welfare, welfare_writer) = ProcessingLog::start(
+        &bus,
+        deployment.signer("welfare"),
+        deployment.key.clone(),
+        None,
+    )
+    .await
+    .expect("welfare's log");
     let verify = "govbus.identity.v1.IdentityService/VerifyCitizen";
     for batch in [
         vec![AMINAH, BUDI],
@@ -377,10 +385,14 @@ async fn a_restarted_writer_continues_its_chain_and_cannot_delete_from_it() {
     let deployment = Deployment::new();
     let bus = bus(&server).await;
     for _ in 0..2 {
-        let (log, writer) =
-            ProcessingLog::start(&bus, deployment.signer("identity"), deployment.key.clone())
-                .await
-                .expect("log");
+        let (log, writer) = ProcessingLog::start(
+            &bus,
+            deployment.signer("identity"),
+            deployment.key.clone(),
+            None,
+        )
+        .await
+        .expect("log");
         call(
             &log,
             "licensing",
@@ -426,4 +438,114 @@ async fn a_restarted_writer_continues_its_chain_and_cannot_delete_from_it() {
         .purge()
         .await;
     assert!(purge.is_err(), "the stream refuses purges");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_stamped_by_a_real_authority_and_verification_checks_the_tokens() {
+    use base64::Engine as _;
+    let server = NatsServer::start().expect("nats-server");
+    let deployment = Deployment::new();
+    let authority = govbus_harness::TimestampAuthority::start().expect("the TSA starts");
+    let bus = bus(&server).await;
+    let (identity, writer) = ProcessingLog::start(
+        &bus,
+        deployment.signer("identity"),
+        deployment.key.clone(),
+        Some(audit::Tsa::new(&authority.url(), None).expect("TSA client")),
+    )
+    .await
+    .expect("identity's log");
+    let verify = "govbus.identity.v1.IdentityService/VerifyCitizen";
+    for nik in [AMINAH, BUDI] {
+        call(&identity, "welfare", verify, nik);
+        written(&identity).await;
+    }
+    writer.shutdown().await;
+    let blocks = audit::read_log(bus.jetstream(), bus.topology())
+        .await
+        .expect("log read");
+    assert_eq!(blocks.len(), 2, "one block per wait");
+    assert_eq!(authority.answered(), 2, "each block stamped once");
+
+    let tsa_trust = audit::TsaTrust::from_pem(&std::fs::read(authority.ca_path()).expect("CA"))
+        .expect("TSA trust");
+    let trust = deployment.trust.clone().with_tsa(tsa_trust);
+    let report = audit::verify(&blocks, &Topology::default(), &trust, &[]);
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.writers[0].timestamped, 2);
+    assert_eq!(report.writers[0].untimestamped, 0);
+    // Without the authority's certificate the tokens are reported, not believed.
+    let unchecked = check(&blocks, &deployment, &[]);
+    assert!(unchecked.intact());
+    assert_eq!(unchecked.writers[0].timestamps_unchecked, 2);
+
+    // A court checks a block's token with openssl alone: the token and the signature's bytes.
+    let first = blocks[0].block.as_ref().expect("a block").clone();
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(&first.timestamp)
+        .expect("base64");
+    authority
+        .openssl_verify(&token, &first.timestamped_bytes())
+        .expect("openssl ts -verify says OK");
+
+    // A token moved to another block, and an altered token, are reported.
+    let mut moved = blocks.clone();
+    if let Ok(second) = &mut moved[1].block {
+        second.timestamp = first.timestamp.clone();
+    }
+    let report = audit::verify(&moved, &Topology::default(), &trust, &[]);
+    assert_eq!(kinds(&report), vec![ProblemKind::Timestamp], "{report:?}");
+    let mut altered = blocks.clone();
+    if let Ok(block) = &mut altered[0].block {
+        let mut token = token.clone();
+        let last = token.len() - 1;
+        token[last] ^= 1;
+        block.timestamp = base64::engine::general_purpose::STANDARD.encode(token);
+    }
+    let report = audit::verify(&altered, &Topology::default(), &trust, &[]);
+    assert_eq!(kinds(&report), vec![ProblemKind::Timestamp], "{report:?}");
+
+    // Blocks written without an authority are intact and counted as untimestamped.
+    let plain = filled_log(&server, &deployment).await;
+    let report = audit::verify(&plain, &Topology::default(), &trust, &[]);
+    assert!(report.intact(), "{:?}", report.problems);
+    let welfare = report
+        .writers
+        .iter()
+        .find(|writer| writer.writer == "welfare")
+        .expect("welfare's chain");
+    assert_eq!(welfare.untimestamped, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authority_that_does_not_answer_leaves_the_block_untimestamped_not_lost() {
+    let server = NatsServer::start().expect("nats-server");
+    let deployment = Deployment::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}/", listener.local_addr().expect("address"));
+    drop(listener);
+    let bus = bus(&server).await;
+    let (identity, writer) = ProcessingLog::start(
+        &bus,
+        deployment.signer("identity"),
+        deployment.key.clone(),
+        Some(audit::Tsa::new(&url, None).expect("TSA client")),
+    )
+    .await
+    .expect("identity's log");
+    call(
+        &identity,
+        "welfare",
+        "govbus.identity.v1.IdentityService/VerifyCitizen",
+        AMINAH,
+    );
+    written(&identity).await;
+    writer.shutdown().await;
+    let blocks = audit::read_log(bus.jetstream(), bus.topology())
+        .await
+        .expect("log read");
+    let report = check(&blocks, &deployment, &[]);
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.entries, 1, "the entry is kept");
+    assert_eq!(report.writers[0].untimestamped, 1);
 }

@@ -79,6 +79,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             tls: environment.tls,
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
+            audit_timestamps: environment.audit_timestamps,
             deadlines: Deadlines {
                 verification: Period::WorkingDays(settings.verification_working_days),
                 approval: Period::WorkingDays(settings.approval_working_days),

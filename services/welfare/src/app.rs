@@ -54,6 +54,9 @@ pub struct WelfareConfig {
     /// The deployment's key for hashing people in the processing log. With `tls` (whose key
     /// signs the log), every call and event delivery touching a person is recorded.
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
+    /// The time-stamping authority that stamps each processing-log block (none: blocks are
+    /// untimestamped, and `govbus audit verify` says so).
+    pub audit_timestamps: Option<govbus_kit::audit::Tsa>,
 }
 
 /// What welfare publishes and consumes, without starting it (for NATS permissions): the same
@@ -161,6 +164,7 @@ impl Application {
             SERVICE,
             config.tls.as_ref(),
             config.audit_subject_key.as_ref(),
+            config.audit_timestamps.clone(),
         )
         .await?
         .unzip();

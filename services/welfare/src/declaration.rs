@@ -34,6 +34,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             tls: environment.tls,
             access: environment.access,
             audit_subject_key: environment.audit_subject_key,
+            audit_timestamps: environment.audit_timestamps,
         })
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)

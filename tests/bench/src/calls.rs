@@ -157,6 +157,7 @@ impl CallBench {
             tls: Some(self.tls("identity")?),
             access: Some(AccessPolicy::new(grants)),
             audit_subject_key: Some(SubjectKey::new([7; 32])),
+            audit_timestamps: None,
             call_report_interval: Duration::from_secs(3600),
         })
         .await?)

@@ -102,6 +102,7 @@ impl Stack {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
             call_report_interval: std::time::Duration::from_millis(200),
         })
         .await
@@ -116,6 +117,7 @@ impl Stack {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
         })
         .await
         .expect("welfare starts");
@@ -128,6 +130,7 @@ impl Stack {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
             calendar: options.calendar,

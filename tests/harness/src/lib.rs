@@ -15,6 +15,7 @@
 //! - [`cluster`]: several servers routed into one JetStream cluster.
 //! - [`browser`]: a headless Chromium through chromedriver, for the console's tests.
 //! - [`oidc`]: a real OpenID provider (npm `oidc-provider`), for sign-in tests.
+//! - [`tsa`]: a real RFC 3161 time-stamping authority (`openssl ts`), for the processing log's tests.
 //! - [`database`]: a private SQLite file or PostgreSQL schema per test.
 //! - [`service`]: govbus service binaries as processes to crash and restart.
 //!
@@ -30,6 +31,7 @@ pub mod database;
 pub mod oidc;
 pub mod server;
 pub mod service;
+pub mod tsa;
 
 pub use browser::ChromeDriver;
 pub use cluster::NatsCluster;
@@ -41,6 +43,7 @@ pub use govbus_natsd::{
 pub use oidc::{OidcClient, OidcProvider};
 pub use server::NatsServer;
 pub use service::ServiceProcess;
+pub use tsa::TimestampAuthority;
 
 /// What can go wrong while running a test server.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,9 @@ pub enum HarnessError {
     /// The OpenID provider is missing or did not start.
     #[error("OpenID provider: {0}")]
     Oidc(String),
+    /// The time-stamping authority could not be set up.
+    #[error("time-stamping authority: {0}")]
+    Tsa(String),
     /// A test database could not be created.
     #[error("test database: {0}")]
     Database(String),

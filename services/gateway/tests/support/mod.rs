@@ -413,6 +413,7 @@ pub(crate) async fn plain_identity(
         tls: None,
         access: None,
         audit_subject_key: None,
+        audit_timestamps: None,
         call_report_interval: Duration::from_secs(60),
     })
     .await

@@ -261,12 +261,49 @@ pub(super) fn audit_report(verified: &Verified) -> String {
                 writer.writer.clone(),
                 writer.entries.to_string(),
                 writer.blocks.to_string(),
+                writer.timestamped.to_string(),
+                writer.untimestamped.to_string(),
                 writer.head.seq.to_string(),
                 writer.head.hash.chars().take(16).collect(),
             ]
         })
         .collect();
-    let mut out = table(&["WRITER", "ENTRIES", "BLOCKS", "LAST", "LAST HASH"], &rows);
+    let mut out = table(
+        &[
+            "WRITER",
+            "ENTRIES",
+            "BLOCKS",
+            "TIMESTAMPED",
+            "UNTIMESTAMPED",
+            "LAST",
+            "LAST HASH",
+        ],
+        &rows,
+    );
+    let untimestamped: u64 = report
+        .writers
+        .iter()
+        .map(|writer| writer.untimestamped)
+        .sum();
+    let unchecked: u64 = report
+        .writers
+        .iter()
+        .map(|writer| writer.timestamps_unchecked)
+        .sum();
+    if untimestamped > 0 {
+        let _ = write!(
+            out,
+            "\n\n{untimestamped} blocks are untimestamped: their times are the services' own clocks \
+             (no time-stamping authority was configured, or none answered, when they were written)."
+        );
+    }
+    if unchecked > 0 {
+        let _ = write!(
+            out,
+            "\n\n{unchecked} blocks carry timestamp tokens that were not checked: configure \
+             audit.tsa_certificate with the authority's certificate."
+        );
+    }
     if report.problems.is_empty() {
         let _ = write!(
             out,

@@ -228,6 +228,21 @@ const STACK_KEYS: &[(&str, SettingKind, &str)] = &[
         SettingKind::Text,
         "who may call which gRPC method; unset = `<data_dir>/access-policy.toml`",
     ),
+    (
+        "audit.tsa_url",
+        SettingKind::Text,
+        "the RFC 3161 time-stamping authority that stamps every processing-log block; unset = none",
+    ),
+    (
+        "audit.tsa_roots",
+        SettingKind::Text,
+        "certificate authorities (PEM) for an HTTPS `audit.tsa_url`, besides the system's",
+    ),
+    (
+        "audit.tsa_certificate",
+        SettingKind::Text,
+        "the TSA's certificate or CA (PEM) whose tokens `govbus audit verify` believes",
+    ),
 ];
 
 /// A service's own key: every service has these two.
@@ -905,6 +920,9 @@ mod tests {
         full.tls.dir = Some("/etc/govbus/certs".into());
         full.instance.agencies = Some("/etc/govbus/agencies.csv".into());
         full.tls.policy = Some("/etc/govbus/access-policy.toml".into());
+        full.audit.tsa_url = Some("http://tsa.example.go.id/".into());
+        full.audit.tsa_roots = Some("/etc/govbus/tsa-roots.pem".into());
+        full.audit.tsa_certificate = Some("/etc/govbus/tsa.pem".into());
         full.gateway.database_url = Some("sqlite://gateway.db".into());
         full.gateway.issuer = Some("https://api.example.go.id".into());
         full.gateway.tls_certificate = Some("/etc/govbus/gateway.pem".into());

@@ -48,6 +48,9 @@ pub struct StackConfig {
     pub telemetry: TelemetryConfig,
     /// Mutual TLS between the services.
     pub tls: TlsConfig,
+    /// The processing log's trusted time.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Each declared service's section, in the order of [`crate::services::SERVICES`]. In a
     /// file, each is a table named after its service.
     #[serde(skip)]
@@ -103,6 +106,55 @@ impl ServiceSection {
             table.insert("agency".to_owned(), toml::Value::String(agency.clone()));
         }
         table
+    }
+}
+
+/// The processing log's trusted time: an RFC 3161 time-stamping authority (TSA) stamps every
+/// block, and `govbus audit verify` checks the tokens against its certificate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The TSA's URL (`application/timestamp-query` over HTTP or HTTPS). Unset: blocks carry
+    /// the services' clocks only, and verification says they are untimestamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsa_url: Option<String>,
+    /// Certificate authorities (PEM) for an HTTPS `tsa_url` besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsa_roots: Option<PathBuf>,
+    /// The TSA's certificate or its CA (PEM), whose tokens verification believes. Unset:
+    /// tokens are reported as not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsa_certificate: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// The TSA client, when one is configured.
+    pub fn tsa(&self) -> Result<Option<govbus_kit::audit::Tsa>, String> {
+        let Some(url) = &self.tsa_url else {
+            return Ok(None);
+        };
+        let roots = match &self.tsa_roots {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|error| format!("audit.tsa_roots {}: {error}", path.display()))?,
+            ),
+            None => None,
+        };
+        govbus_kit::audit::Tsa::new(url, roots)
+            .map(Some)
+            .map_err(|error| format!("audit.tsa_url: {error}"))
+    }
+
+    /// The TSA certificates verification believes, when configured.
+    pub fn tsa_trust(&self) -> Result<Option<govbus_kit::audit::TsaTrust>, String> {
+        let Some(path) = &self.tsa_certificate else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|error| format!("audit.tsa_certificate {}: {error}", path.display()))?;
+        govbus_kit::audit::TsaTrust::from_pem(&pem)
+            .map(Some)
+            .map_err(|error| format!("audit.tsa_certificate {}: {error}", path.display()))
     }
 }
 
@@ -358,6 +410,7 @@ impl Default for StackConfig {
                 dir: None,
                 policy: None,
             },
+            audit: AuditConfig::default(),
             services: crate::services::SERVICES
                 .iter()
                 .map(|declaration| ServiceSection::defaults_of(declaration))

@@ -182,6 +182,7 @@ impl RunningGateway {
             None => Vec::new(),
         };
         // What only needs the configuration, before anything is opened or started.
+        let timestamps = config.audit.tsa().map_err(StackError::Gateway)?;
         let splp = settings
             .splp
             .as_ref()
@@ -231,13 +232,15 @@ impl RunningGateway {
             // Events about a person handed to subscribers with their personal fields are recorded
             // in the gateway's own chain of the processing log, signed with its certificate.
             let (processing_log, log_writer) = match signer {
-                Some((signer, key)) => match ProcessingLog::start(&bus, signer, key).await {
-                    Ok((log, writer)) => (Some(log), Some(writer)),
-                    Err(error) => {
-                        adapter.shutdown().await;
-                        return Err(failed("its processing log")(&error));
+                Some((signer, key)) => {
+                    match ProcessingLog::start(&bus, signer, key, timestamps).await {
+                        Ok((log, writer)) => (Some(log), Some(writer)),
+                        Err(error) => {
+                            adapter.shutdown().await;
+                            return Err(failed("its processing log")(&error));
+                        }
                     }
-                },
+                }
                 None => (None, None),
             };
             let pubsub = match PubSub::start(bus, applications.db().clone()).await {

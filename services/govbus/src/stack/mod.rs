@@ -84,6 +84,12 @@ impl Stack {
             )?),
             None => None,
         };
+        let timestamps = config.audit.tsa().map_err(|problem| {
+            StackError::Audit(govbus_kit::audit::AuditError::Invalid(problem))
+        })?;
+        let tsa_trust = config.audit.tsa_trust().map_err(|problem| {
+            StackError::Audit(govbus_kit::audit::AuditError::Invalid(problem))
+        })?;
         let stop_watching_policy = CancellationToken::new();
         if let Some(access) = &access {
             access.watch(Duration::from_secs(2), stop_watching_policy.clone());
@@ -117,6 +123,7 @@ impl Stack {
             certificates: certificates.as_ref(),
             access: access.as_ref(),
             audit_subject_key: subject_key.as_ref(),
+            audit_timestamps: timestamps.as_ref(),
         };
         let started = async {
             Box::pin(gateway::provision_stream(users.options(&nats_url, GATEWAY))).await?;
@@ -199,7 +206,12 @@ impl Stack {
                 let audit = match (&tls, &subject_key) {
                     (Some(tls), Some(subject_key)) => Some(AuditAccess {
                         subject_key: subject_key.clone(),
-                        trust: TrustAnchors::from_pem(tls.ca_pem())?,
+                        trust: match &tsa_trust {
+                            Some(tsa) => {
+                                TrustAnchors::from_pem(tls.ca_pem())?.with_tsa(tsa.clone())
+                            }
+                            None => TrustAnchors::from_pem(tls.ca_pem())?,
+                        },
                     }),
                     _ => None,
                 };

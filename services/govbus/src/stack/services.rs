@@ -28,6 +28,7 @@ pub(super) struct Shared<'a> {
     pub(super) certificates: Option<&'a Certificates>,
     pub(super) access: Option<&'a AccessPolicy>,
     pub(super) audit_subject_key: Option<&'a SubjectKey>,
+    pub(super) audit_timestamps: Option<&'a govbus_kit::audit::Tsa>,
     pub(super) agencies: &'a Arc<Agencies>,
 }
 
@@ -93,6 +94,7 @@ impl RunningServices {
             tls,
             access: shared.access.cloned(),
             audit_subject_key: shared.audit_subject_key.cloned(),
+            audit_timestamps: shared.audit_timestamps.cloned(),
             peers,
             others: others_than(name),
             agencies: Arc::clone(shared.agencies),

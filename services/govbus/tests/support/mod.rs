@@ -66,13 +66,13 @@ pub(crate) async fn start(data_dir: &Path, telemetry: &Telemetry) -> Running {
 
 /// [`start`] with `config` (made by [`config`], then changed).
 pub(crate) async fn start_with(config: StackConfig, telemetry: &Telemetry) -> Running {
-    let stack = Stack::start(
+    let stack = Box::pin(Stack::start(
         config,
         Observability {
             traces: telemetry.traces().clone(),
             metrics: Some(telemetry.metrics().clone()),
         },
-    )
+    ))
     .await
     .expect("the stack starts");
     stack

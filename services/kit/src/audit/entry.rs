@@ -107,9 +107,20 @@ pub struct Block {
     pub signature_scheme: String,
     /// The signature over [`Block::signed_bytes`], hexadecimal.
     pub signature: String,
+    /// An RFC 3161 timestamp token of the deployment's time-stamping authority over the
+    /// SHA-256 of [`Block::timestamped_bytes`] (DER, base64); empty when no authority was
+    /// configured or none answered (see [`super::timestamp`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub timestamp: String,
 }
 
 impl Block {
+    /// What the timestamp token vouches for: the signature's bytes (the signature covers the
+    /// block), so the token proves the signed block existed at the stamped time.
+    pub fn timestamped_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.signature).unwrap_or_default()
+    }
+
     /// What the signature covers: the writer, the block's first and last sequence numbers and
     /// its last entry's hash (which, through the chain, covers every entry before it).
     pub fn signed_bytes(&self) -> Vec<u8> {

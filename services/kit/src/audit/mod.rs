@@ -21,6 +21,7 @@
 //! - [`subject`]: [`SubjectKey`] and [`DataSubject`], the keyed hash of a person.
 //! - [`entry`]: [`Entry`] and [`Block`], their hashes and what a block's signature covers.
 //! - [`signing`]: [`BlockSigner`] (a service's certificate and key) and [`TrustAnchors`].
+//! - [`timestamp`]: RFC 3161 timestamp tokens: asking a TSA ([`Tsa`]), checking a token ([`TsaTrust`]).
 //! - [`writer`]: [`ProcessingLog`], the handle services record with, and its appending task.
 //! - [`call`]: [`CallContext`] and [`CallAudit`], recording served gRPC calls.
 //! - [`verify`]: reading the stream, [`verify`](verify::verify) and a person's [`history`].
@@ -29,6 +30,7 @@ pub mod call;
 pub mod entry;
 pub mod signing;
 pub mod subject;
+pub mod timestamp;
 pub mod verify;
 pub mod writer;
 
@@ -36,6 +38,7 @@ pub use call::{CallAudit, CallContext};
 pub use entry::{Block, Entry, EntryKind};
 pub use signing::{BlockSigner, SignatureProblem, TrustAnchors};
 pub use subject::{DataSubject, SubjectKey};
+pub use timestamp::{Stamp, TimestampError, Tsa, TsaTrust};
 pub use verify::{
     Head, Problem, ProblemKind, Report, StoredBlock, WriterSummary, history, read_log, verify,
 };

@@ -104,10 +104,12 @@ fn scheme_name(scheme: SignatureScheme) -> String {
     format!("{scheme:?}")
 }
 
-/// The CA certificates a block's certificate must chain to.
+/// The CA certificates a block's certificate must chain to, and the time-stamping authority
+/// whose tokens are believed (none: tokens are reported as not checked).
 #[derive(Debug, Clone)]
 pub struct TrustAnchors {
     roots: Vec<CertificateDer<'static>>,
+    tsa: Option<super::TsaTrust>,
 }
 
 impl TrustAnchors {
@@ -119,7 +121,19 @@ impl TrustAnchors {
         if roots.is_empty() {
             return Err(AuditError::Invalid("no CA certificate".to_owned()));
         }
-        Ok(Self { roots })
+        Ok(Self { roots, tsa: None })
+    }
+
+    /// Believes the tokens of the time-stamping authority `tsa` trusts.
+    #[must_use]
+    pub fn with_tsa(mut self, tsa: super::TsaTrust) -> Self {
+        self.tsa = Some(tsa);
+        self
+    }
+
+    /// The time-stamping authority believed, if one is.
+    pub fn tsa(&self) -> Option<&super::TsaTrust> {
+        self.tsa.as_ref()
     }
 
     /// Checks that `block` is signed by the key of a certificate this CA issued to

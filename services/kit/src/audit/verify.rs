@@ -51,6 +51,9 @@ pub enum ProblemKind {
     Forged,
     /// A stored message is not a block.
     Unreadable,
+    /// A block's timestamp token is not valid for it, not from the trusted authority, or out
+    /// of time order (earlier than the chain's previous stamp, or before its own entries).
+    Timestamp,
 }
 
 /// One finding of [`verify`].
@@ -77,6 +80,15 @@ pub struct WriterSummary {
     pub blocks: u64,
     /// Its entries.
     pub entries: u64,
+    /// Blocks whose timestamp token was checked and holds.
+    #[serde(default)]
+    pub timestamped: u64,
+    /// Blocks without a timestamp token (no authority configured, or none answered).
+    #[serde(default)]
+    pub untimestamped: u64,
+    /// Blocks with a token that was not checked (no authority's certificate configured).
+    #[serde(default)]
+    pub timestamps_unchecked: u64,
     /// Where its chain ends.
     pub head: Head,
 }
@@ -180,6 +192,11 @@ fn is_stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
 #[derive(Default)]
 struct Chain {
     blocks: u64,
+    timestamped: u64,
+    untimestamped: u64,
+    timestamps_unchecked: u64,
+    /// The latest stamp seen, seconds since the epoch.
+    last_stamp: u64,
     /// Entries in stream order, with the stream sequence of their block.
     entries: Vec<(u64, Entry)>,
 }
@@ -243,6 +260,9 @@ pub fn verify(
         }
         let chain = chains.entry(writer.clone()).or_default();
         chain.blocks += 1;
+        if let Err(detail) = check_timestamp(block, trust, chain) {
+            problems.push(problem(ProblemKind::Timestamp, None, detail));
+        }
         for entry in &block.entries {
             entries_read += 1;
             if entry.writer != writer {
@@ -332,6 +352,9 @@ pub fn verify(
                 writer: writer.clone(),
                 blocks: chain.blocks,
                 entries: by_seq.len() as u64,
+                timestamped: chain.timestamped,
+                untimestamped: chain.untimestamped,
+                timestamps_unchecked: chain.timestamps_unchecked,
                 head: Head {
                     writer: writer.clone(),
                     seq: *seq,
@@ -386,6 +409,61 @@ pub fn verify(
         writers,
         problems,
     }
+}
+
+/// How far an entry's own time may be after its block's stamp: the services' clocks and the
+/// authority's differ a little.
+const CLOCK_TOLERANCE_SECONDS: u64 = 300;
+
+fn rfc3339(seconds: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
+        .map(govbus_bus::envelope::format_time)
+        .unwrap_or_else(|_| seconds.to_string())
+}
+
+/// Counts `block`'s timestamp in `chain`; `Err` says what is wrong with it.
+fn check_timestamp(block: &Block, trust: &TrustAnchors, chain: &mut Chain) -> Result<(), String> {
+    use base64::Engine as _;
+    if block.timestamp.is_empty() {
+        chain.untimestamped += 1;
+        return Ok(());
+    }
+    let Some(tsa) = trust.tsa() else {
+        chain.timestamps_unchecked += 1;
+        return Ok(());
+    };
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(&block.timestamp)
+        .map_err(|error| format!("the timestamp token is not base64: {error}"))?;
+    let stamp = tsa
+        .check(&token, &block.timestamped_bytes())
+        .map_err(|error| error.to_string())?;
+    let first = block.entries.first().map_or(0, |entry| entry.seq);
+    if stamp.seconds < chain.last_stamp {
+        return Err(format!(
+            "the block from entry {first} is stamped at {}, before the chain's previous block ({})",
+            rfc3339(stamp.seconds),
+            rfc3339(chain.last_stamp),
+        ));
+    }
+    chain.last_stamp = stamp.seconds;
+    let latest_entry = block
+        .entries
+        .iter()
+        .filter_map(|entry| {
+            time::OffsetDateTime::parse(&entry.at, &time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map(|at| u64::try_from(at.unix_timestamp()).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    if latest_entry > stamp.seconds + CLOCK_TOLERANCE_SECONDS {
+        return Err(format!(
+            "the block from entry {first} holds an entry dated after the authority stamped it"
+        ));
+    }
+    chain.timestamped += 1;
+    Ok(())
 }
 
 /// The entries about any of `subjects` (keyed hashes), oldest first.

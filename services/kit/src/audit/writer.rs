@@ -16,6 +16,7 @@ use super::AuditError;
 use super::entry::{Block, Entry, EntryKind, GENESIS};
 use super::signing::BlockSigner;
 use super::subject::{DataSubject, SubjectKey};
+use super::timestamp::Tsa;
 
 /// The most entries in one block: a block stays far below the server's payload limit.
 const MAX_BLOCK_ENTRIES: usize = 256;
@@ -82,6 +83,7 @@ impl ProcessingLog {
         bus: &Bus,
         signer: BlockSigner,
         key: SubjectKey,
+        timestamps: Option<Tsa>,
     ) -> Result<(Self, ProcessingLogWriter), AuditError> {
         let topology = bus.topology();
         let stream_name = topology.audit_stream();
@@ -103,6 +105,7 @@ impl ProcessingLog {
             stream,
             subject,
             signer,
+            timestamps,
             next_seq: head.next_seq,
             prev: head.prev,
             last_stream_seq: head.stream_seq,
@@ -262,12 +265,48 @@ async fn read_head(stream: &jetstream::stream::Stream, subject: &str) -> Result<
     }
 }
 
+/// How often a block's timestamp is asked for before the block is stored without one.
+const STAMP_ATTEMPTS: u32 = 3;
+
+/// A timestamp token for `block` (base64), or empty, reported, when the authority does not
+/// answer within [`STAMP_ATTEMPTS`]: the log goes on without trusted time rather than holding
+/// every processing back, and `audit verify` shows the block as untimestamped.
+async fn stamp(tsa: &Tsa, block: &Block, stop: &CancellationToken) -> String {
+    use base64::Engine as _;
+    let data = block.timestamped_bytes();
+    let mut delay = Duration::from_millis(500);
+    let mut failure = String::new();
+    for attempt in 1..=STAMP_ATTEMPTS {
+        match tsa.stamp(&data).await {
+            Ok(token) => return base64::engine::general_purpose::STANDARD.encode(token),
+            Err(error) => failure = error.to_string(),
+        }
+        if attempt == STAMP_ATTEMPTS || stop.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => {}
+        }
+        delay *= 2;
+    }
+    tracing::error!(
+        message = "Processing-log block stored without a timestamp: the time-stamping authority did not answer.",
+        writer = %block.writer,
+        %failure,
+    );
+    metrics::counter!("govbus_audit_untimestamped_total", "service" => block.writer.clone())
+        .increment(1);
+    String::new()
+}
+
 /// The writer's end of its chain.
 struct Chain {
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
     subject: String,
     signer: BlockSigner,
+    timestamps: Option<Tsa>,
     next_seq: u64,
     prev: String,
     last_stream_seq: u64,
@@ -326,13 +365,16 @@ impl Chain {
     /// [`SHUTDOWN_GRACE`] at most (then the entries are reported lost).
     async fn append_until_stored(&mut self, batch: Vec<Pending>, stop: &CancellationToken) {
         let count = batch.len() as u64;
-        let block = match self.block(batch) {
+        let mut block = match self.block(batch) {
             Ok(block) => block,
             Err(error) => {
                 self.lost(count, &error.to_string());
                 return;
             }
         };
+        if let Some(tsa) = &self.timestamps {
+            block.timestamp = stamp(tsa, &block, stop).await;
+        }
         let mut delay = Duration::from_millis(100);
         let mut deadline = None;
         loop {
@@ -413,6 +455,7 @@ impl Chain {
             certificate: String::new(),
             signature_scheme: String::new(),
             signature: String::new(),
+            timestamp: String::new(),
         };
         self.signer.sign(&mut block)?;
         Ok(block)

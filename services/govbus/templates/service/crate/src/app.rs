@@ -46,6 +46,9 @@ pub struct {{Name}}Config {
     pub access: Option<govbus_kit::access::AccessPolicy>,
     /// The deployment's key for hashing people in the processing log.
     pub audit_subject_key: Option<govbus_kit::audit::SubjectKey>,
+    /// The time-stamping authority that stamps each processing-log block (none: blocks are
+    /// untimestamped, and `govbus audit verify` says so).
+    pub audit_timestamps: Option<govbus_kit::audit::Tsa>,
 }
 
 /// What {{name}} publishes and consumes, without starting it (for NATS permissions): the same
@@ -121,6 +124,7 @@ impl Application {
             SERVICE,
             config.tls.as_ref(),
             config.audit_subject_key.as_ref(),
+            config.audit_timestamps.clone(),
         )
         .await?
         .unzip();

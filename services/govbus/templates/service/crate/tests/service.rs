@@ -46,6 +46,7 @@ impl TestApp {
             tls: None,
             access: None,
             audit_subject_key: None,
+            audit_timestamps: None,
         })
         .await
         .expect("{{name}} starts");
