@@ -125,6 +125,8 @@ pub async fn serve(
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Before the handshake: a list reloaded while it runs is checked at the first read.
+            let generation = clients.generation();
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -148,7 +150,12 @@ pub async fn serve(
                     .map(Arc::from),
             );
             // A certificate revoked while the connection is open ends it.
-            let stream = Revalidated::new(stream, Some(clients), chain, certificate.0.clone());
+            let stream = Revalidated::new(
+                stream,
+                Some((clients, generation)),
+                chain,
+                certificate.0.clone(),
+            );
             let service =
                 hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
                     request.extensions_mut().insert(certificate.clone());

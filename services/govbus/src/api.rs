@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 pub use govbus_kit::telemetry::{RecordedSpan, TraceSummary};
 
+/// The header every request that changes something (a `POST`) carries, from the console's
+/// pages and from the operators' commands. A page of another site cannot send it: a form cannot
+/// set headers, and a script's cross-origin request with it needs a CORS permission the console
+/// never gives. Without it, the console refuses the request (CSRF).
+pub const CSRF_HEADER: &str = "x-govbus-console";
+
 /// The routes, as the console's router declares them (`{name}` marks a path parameter).
 pub mod paths {
     /// `GET`: [`Overview`](super::Overview).

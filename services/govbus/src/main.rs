@@ -437,7 +437,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let revoked =
                 govbus_kit::development_ca::revoke_development_certificate(&dir, &name, reason)?;
             println!(
-                "Revoked the certificate of {name} (serial {}), kept in {}; servers refuse it within {} s. A new certificate of {name} is in {}: restart {name} to use it.",
+                "Revoked the certificate of {name} (serial {}), kept in {}; servers refuse it within {} s. A new certificate of {name} is in {}: restart {name} (under govbus up, the stack) to use it.",
                 revoked.serial,
                 revoked.kept_at.display(),
                 govbus_kit::revocation::RELOAD_INTERVAL.as_secs(),

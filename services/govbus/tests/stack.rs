@@ -754,3 +754,80 @@ async fn the_embedded_nats_server_admits_only_the_stacks_users_with_their_rights
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_what_another_site_makes_a_browser_send() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    let telemetry = install_telemetry();
+    let data = tempfile::tempdir().expect("temp dir");
+    let running = start(data.path(), &telemetry).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let own_origin = running.console.clone();
+    let post = async |headers: &[(&str, &str)], body: &'static str| {
+        let mut request =
+            http::Request::post(format!("{}/api/deadletters/replay-all", running.console));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = client
+            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
+            .await
+            .expect("answered");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    /// Headers, body, and the reason the answer must give.
+    type Refused<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let refused: [Refused<'_>; 4] = [
+        // A hidden form on another site, as a browser sends it.
+        (
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", "http://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            "go=1",
+            "another site",
+        ),
+        // A script of another origin that managed to add the header.
+        (
+            &[("x-govbus-console", "1"), ("origin", "http://evil.example")],
+            "",
+            "not from the console",
+        ),
+        (
+            &[("x-govbus-console", "1"), ("sec-fetch-site", "same-site")],
+            "",
+            "another site",
+        ),
+        // Anything without the console's header.
+        (&[], "", "must carry the x-govbus-console header"),
+    ];
+    for (headers, body, reason) in refused {
+        let (status, answer) = post(headers, body).await;
+        assert_eq!(status, 403, "{headers:?}: {answer}");
+        assert!(answer.contains(reason), "{headers:?}: {answer}");
+    }
+    // The console's own page, and the operators' commands (the client sends the header).
+    let (status, answer) = post(
+        &[
+            ("x-govbus-console", "1"),
+            ("origin", own_origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = running.post("/api/deadletters/replay-all").await;
+    assert_eq!(status, 200, "{answer}");
+    running.stack.stop().await;
+}

@@ -313,11 +313,23 @@ pub fn publish_development_crl(dir: &Path) -> Result<(), TlsError> {
     sign_development_crl(dir, &issuer, development_entries(dir)?)
 }
 
-/// The entries of the development CA's current list, if it has one.
+/// The entries of the development CA's current list, if it has one. Refused: no list although
+/// certificates were revoked (`revoked/` holds some), which would un-revoke them.
 fn development_entries(dir: &Path) -> Result<Vec<rcgen::RevokedCertParams>, TlsError> {
     use x509_cert::der::Decode as _;
     let path = dir.join(CRL_FILE);
     if !path.is_file() {
+        let revoked = fs::read_dir(dir.join("revoked"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        if revoked > 0 {
+            return Err(TlsError::Pem(format!(
+                "{} is missing, but {} holds revoked certificates: restore the list from a backup \
+                 rather than publish an empty one that would let them in again",
+                path.display(),
+                dir.join("revoked").display()
+            )));
+        }
         return Ok(Vec::new());
     }
     let file = read(&path)?;
@@ -378,8 +390,11 @@ fn sign_development_crl(
     revoked_certs: Vec<rcgen::RevokedCertParams>,
 ) -> Result<(), TlsError> {
     let now = time::OffsetDateTime::now_utc();
-    // Seconds since the epoch: increasing from one list to the next, as the number must be.
-    let number = u64::try_from(now.unix_timestamp()).unwrap_or_default();
+    // Seconds since the epoch, and always above the list it replaces (two lists in a second, a
+    // clock stepped back): servers refuse a list numbered below the one in force.
+    let number = u64::try_from(now.unix_timestamp())
+        .unwrap_or_default()
+        .max(current_number(dir).saturating_add(1));
     let list = rcgen::CertificateRevocationListParams {
         this_update: now,
         next_update: now + CRL_VALIDITY,
@@ -390,14 +405,52 @@ fn sign_development_crl(
     }
     .signed_by(issuer)?;
     let pem = pem("X509 CRL", list.der().as_ref())?;
-    // Written whole, then renamed: a server reloading it never reads half a list.
+    // Written whole under a name of its own, synced, then renamed: a server reloading it never
+    // reads half a list, and a power cut leaves the old list or the new one.
     let path = dir.join(CRL_FILE);
-    let partial = dir.join(format!("{CRL_FILE}.partial"));
-    std::fs::write(&partial, pem).map_err(|source| TlsError::File {
+    let partial = dir.join(format!(
+        "{CRL_FILE}.{}.{}.partial",
+        std::process::id(),
+        now.unix_timestamp_nanos()
+    ));
+    let written = (|| {
+        use std::io::Write as _;
+        let mut file = fs::File::create(&partial)?;
+        file.write_all(&pem)?;
+        file.sync_all()
+    })();
+    written.map_err(|source| TlsError::File {
         path: partial.clone(),
         source,
     })?;
     std::fs::rename(&partial, &path).map_err(|source| TlsError::File { path, source })
+}
+
+/// The number of the development CA's current list (0: none, or unreadable).
+fn current_number(dir: &Path) -> u64 {
+    use x509_cert::der::Decode as _;
+    let Ok(file) = fs::read(dir.join(CRL_FILE)) else {
+        return 0;
+    };
+    parse(&file)
+        .ok()
+        .and_then(|lists| lists.into_iter().next())
+        .and_then(|list| x509_cert::crl::CertificateList::from_der(list.as_ref()).ok())
+        .and_then(|list| {
+            list.tbs_cert_list
+                .crl_extensions
+                .into_iter()
+                .flatten()
+                .find(|extension| extension.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+        })
+        .and_then(|extension| {
+            x509_cert::ext::pkix::crl::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()
+        })
+        .map_or(0, |number| {
+            number.0.as_bytes().iter().fold(0_u64, |value, byte| {
+                value.saturating_mul(256).saturating_add(u64::from(*byte))
+            })
+        })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

@@ -73,10 +73,11 @@ impl Service<http::Request<Body>> for InProcessChannel {
             match tokio::time::timeout(CALL_TIMEOUT, service.oneshot(request)).await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(never)) => match never {},
-                Err(_) => Err(BoxError::from(format!(
+                // A status, so that the caller sees DEADLINE_EXCEEDED (a REST 504), not UNKNOWN.
+                Err(_) => Err(BoxError::from(tonic::Status::deadline_exceeded(format!(
                     "the call took longer than {} s",
                     CALL_TIMEOUT.as_secs()
-                ))),
+                )))),
             }
         })
     }

@@ -38,6 +38,7 @@ pub mod peer;
 pub mod periodic;
 pub mod revocation;
 pub mod runtime;
+mod signatures;
 pub mod standalone;
 pub mod telemetry;
 pub mod tls;

@@ -221,6 +221,8 @@ async fn handshake(
     remote: SocketAddr,
     connections: mpsc::Sender<PeerStream>,
 ) {
+    // Before the handshake: a list reloaded while it runs is then checked at the first read.
+    let generation = clients.generation();
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -244,7 +246,12 @@ async fn handshake(
         .and_then(<[CertificateDer<'static>]>::first)
         .and_then(|leaf| crate::tls::service_of_certificate(leaf.as_ref()))
         .map(Arc::from);
-    let stream = Revalidated::new(stream, Some(clients), certificates.clone(), caller.clone());
+    let stream = Revalidated::new(
+        stream,
+        Some((clients, generation)),
+        certificates.clone(),
+        caller.clone(),
+    );
     let connection = PeerStream {
         transport: Transport::Tls(Box::new(stream)),
         peer: Peer {

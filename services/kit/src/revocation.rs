@@ -13,6 +13,7 @@
 //! ([`crate::development_ca::revoke_development_certificate`], `govbus certs revoke`); a
 //! deployment with its own CA puts its CA's list at the same path.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub struct ClientVerifier {
 
 struct Shared {
     roots: Arc<rustls::RootCertStore>,
+    /// The CA certificates, whose keys must have signed every list.
+    authorities: Vec<CertificateDer<'static>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// Clients may connect without a certificate (the gateway's HTTPS, where a token may
     /// stand in for one).
@@ -74,8 +77,10 @@ struct Shared {
 
 struct Current {
     verifier: Arc<dyn ClientCertVerifier>,
-    /// The file's bytes the verifier was built from.
+    /// The file's bytes the verifier was built from (`None`: there was no file yet).
     file: Option<Vec<u8>>,
+    /// Each CA's list in force.
+    numbers: InForce,
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -90,8 +95,9 @@ impl fmt::Debug for ClientVerifier {
 
 impl ClientVerifier {
     /// Verifies clients against the CA certificates `ca_pem` and, when `crl` is given, the
-    /// lists in that file (it must exist and parse). `optional`: a client may present no
-    /// certificate at all. Inside a tokio runtime, the file is re-read every
+    /// lists in that file: one per CA, signed by it. A file that does not exist yet is no list
+    /// (it is read once it appears); one that exists must be valid. `optional`: a client may
+    /// present no certificate at all. Inside a tokio runtime, the file is re-read every
     /// [`RELOAD_INTERVAL`] for as long as the verifier is in use.
     pub fn new(ca_pem: &[u8], crl: Option<&Path>, optional: bool) -> Result<Self, RevocationError> {
         Self::with_interval(ca_pem, crl, optional, RELOAD_INTERVAL)
@@ -115,15 +121,19 @@ impl ClientVerifier {
             })?;
         }
         let roots = Arc::new(roots);
-        let (file, lists) = match crl {
-            Some(path) => {
-                let file = read(path)?;
-                let lists = parse(&file).map_err(|problem| {
-                    RevocationError::Invalid(format!("{}: {problem}", path.display()))
-                })?;
-                (Some(file), lists)
+        let authorities = CertificateDer::pem_slice_iter(ca_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| RevocationError::Invalid(format!("the CA certificate: {error}")))?;
+        let (file, lists, numbers) = match crl.map(|path| (path, read_if_present(path))) {
+            Some((path, Ok(Some(file)))) => {
+                let (lists, numbers) =
+                    validated(&file, &authorities, &BTreeMap::new()).map_err(|problem| {
+                        RevocationError::Invalid(format!("{}: {problem}", path.display()))
+                    })?;
+                (Some(file), lists, numbers)
             }
-            None => (None, Vec::new()),
+            Some((_, Err(error))) => return Err(error),
+            Some((_, Ok(None))) | None => (None, Vec::new(), BTreeMap::new()),
         };
         let verifier = build(&roots, &provider, optional, lists).map_err(|error| {
             RevocationError::Invalid(format!("the CA certificate or its CRL: {error}"))
@@ -131,10 +141,15 @@ impl ClientVerifier {
         let hints = verifier.root_hint_subjects().to_vec();
         let shared = Arc::new(Shared {
             roots,
+            authorities,
             provider,
             optional,
             crl: crl.map(Path::to_owned),
-            current: RwLock::new(Current { verifier, file }),
+            current: RwLock::new(Current {
+                verifier,
+                file,
+                numbers,
+            }),
             generation: AtomicU64::new(0),
             hints,
         });
@@ -146,8 +161,9 @@ impl ClientVerifier {
         Ok(Self { shared })
     }
 
-    /// Reads the CRL file again; the lists in force change only if it parses. Returns whether
-    /// they changed.
+    /// Reads the CRL file again; the lists in force change only if it is valid (each list
+    /// signed by its CA, one per CA, none older than the one in force). Returns whether they
+    /// changed. A file that has gone is an error, and the lists in force stay.
     pub fn reload(&self) -> Result<bool, RevocationError> {
         self.shared.reload()
     }
@@ -189,16 +205,28 @@ impl Shared {
         let Some(path) = &self.crl else {
             return Ok(false);
         };
-        let file = read(path)?;
-        {
+        let in_force = {
             let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-            if current.file.as_deref() == Some(file.as_slice()) {
-                return Ok(false);
+            (current.file.clone(), current.numbers.clone())
+        };
+        let file = match read_if_present(path)? {
+            Some(file) => file,
+            // Never had one: still none.
+            None if in_force.0.is_none() => return Ok(false),
+            None => {
+                return Err(RevocationError::Invalid(format!(
+                    "{} has gone; the lists read before stay in force until a restart",
+                    path.display()
+                )));
             }
+        };
+        if in_force.0.as_deref() == Some(file.as_slice()) {
+            return Ok(false);
         }
-        let lists = parse(&file).map_err(|problem| {
-            RevocationError::Invalid(format!("{}: {problem}", path.display()))
-        })?;
+        let (lists, numbers) =
+            validated(&file, &self.authorities, &in_force.1).map_err(|problem| {
+                RevocationError::Invalid(format!("{}: {problem}", path.display()))
+            })?;
         let count = lists.len();
         let verifier = build(&self.roots, &self.provider, self.optional, lists)
             .map_err(|error| RevocationError::Invalid(format!("{}: {error}", path.display())))?;
@@ -207,6 +235,7 @@ impl Shared {
             *current = Current {
                 verifier,
                 file: Some(file),
+                numbers,
             };
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -219,11 +248,103 @@ impl Shared {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, RevocationError> {
-    std::fs::read(path).map_err(|source| RevocationError::File {
-        path: path.to_owned(),
-        source,
-    })
+/// The file's bytes, or `None` if there is no such file.
+fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, RevocationError> {
+    match std::fs::read(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RevocationError::File {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The lists of `file` if each is signed by one of `authorities`, no two are of one CA, and
+/// none is numbered below the list of its CA `in_force`; with each CA's number.
+/// Each CA's list in force: issuer name (DER) → its CRL number (big-endian) and the list.
+type InForce = BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>)>;
+
+/// Lists, and each CA's in force once they are taken.
+type Validated = (Vec<CertificateRevocationListDer<'static>>, InForce);
+
+fn validated(
+    file: &[u8],
+    authorities: &[CertificateDer<'static>],
+    in_force: &InForce,
+) -> Result<Validated, String> {
+    use x509_cert::der::{Decode as _, Encode as _};
+    let lists = parse(file)?;
+    let mut numbers = BTreeMap::new();
+    for list in &lists {
+        let parsed = x509_cert::crl::CertificateList::from_der(list.as_ref())
+            .map_err(|error| format!("not a certificate revocation list: {error}"))?;
+        let issuer = parsed
+            .tbs_cert_list
+            .issuer
+            .to_der()
+            .map_err(|error| error.to_string())?;
+        let authority = authorities
+            .iter()
+            .find(|authority| {
+                x509_cert::Certificate::from_der(authority.as_ref())
+                    .ok()
+                    .and_then(|certificate| certificate.tbs_certificate.subject.to_der().ok())
+                    .is_some_and(|subject| subject == issuer)
+            })
+            .ok_or("a list not issued by the deployment's CA")?;
+        let signed = parsed
+            .tbs_cert_list
+            .to_der()
+            .map_err(|error| error.to_string())?;
+        let algorithms = crate::signatures::algorithms(parsed.signature_algorithm.oid, None)
+            .ok_or_else(|| {
+                format!(
+                    "a list signed with {}, which is not supported",
+                    parsed.signature_algorithm.oid
+                )
+            })?;
+        let signature = parsed.signature.raw_bytes();
+        if !crate::signatures::signed_by(authority, &algorithms, &signed, signature) {
+            return Err("a list whose signature is not the CA's".to_owned());
+        }
+        let number = parsed
+            .tbs_cert_list
+            .crl_extensions
+            .iter()
+            .flatten()
+            .find(|extension| extension.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+            .and_then(|extension| {
+                x509_cert::ext::pkix::crl::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()
+            })
+            .map(|number| {
+                let bytes = number.0.as_bytes();
+                let start = bytes
+                    .iter()
+                    .position(|byte| *byte != 0)
+                    .unwrap_or(bytes.len());
+                bytes[start..].to_vec()
+            })
+            .ok_or("a list without a CRL number")?;
+        // Another list with the number in force, or a lower one, is an older list put back
+        // (a CA numbers each list it issues above the last).
+        if let Some((older, older_list)) = in_force.get(&issuer)
+            && (number.len(), &number) <= (older.len(), older)
+            && older_list.as_slice() != list.as_ref()
+        {
+            return Err(
+                "a list older than the one in force (its CRL number is not higher): refused"
+                    .to_owned(),
+            );
+        }
+        if numbers
+            .insert(issuer, (number, list.as_ref().to_vec()))
+            .is_some()
+        {
+            return Err("two lists of one CA: keep only its newest".to_owned());
+        }
+    }
+    Ok((lists, numbers))
 }
 
 /// The lists in `file`: PEM (`X509 CRL` blocks), else one DER list.
@@ -349,16 +470,18 @@ struct Check {
 
 impl<S> Revalidated<S> {
     /// `stream`, whose client `caller` presented `chain` (none: nothing to check), checked
-    /// against `verifier`'s lists as they change.
+    /// against `verifier`'s lists whenever they differ from those of `generation`, the
+    /// generation read *before* the handshake began: lists that changed during the handshake
+    /// are checked at the first read.
     pub fn new(
         stream: S,
-        verifier: Option<ClientVerifier>,
+        verifier: Option<(ClientVerifier, u64)>,
         chain: Option<Arc<[CertificateDer<'static>]>>,
         caller: Option<Arc<str>>,
     ) -> Self {
         let check = match (verifier, chain) {
-            (Some(verifier), Some(chain)) => Some(Check {
-                seen: verifier.generation(),
+            (Some((verifier, generation)), Some(chain)) => Some(Check {
+                seen: generation,
                 verifier,
                 chain,
                 caller,

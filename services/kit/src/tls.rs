@@ -72,7 +72,8 @@ pub struct CertificatePaths {
     pub certificate: PathBuf,
     /// The service's private key.
     pub key: PathBuf,
-    /// The CA's certificate revocation list (see [`crate::revocation`]).
+    /// The CA's certificate revocation list (see [`crate::revocation`]); the file need not
+    /// exist yet.
     pub crl: Option<PathBuf>,
 }
 
@@ -80,12 +81,12 @@ impl CertificatePaths {
     /// The files of `name` in a folder laid out by
     /// [`crate::development_ca::generate_development_certificates`].
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        let crl = dir.join(crate::revocation::CRL_FILE);
         Self {
             ca: dir.join("ca.pem"),
             certificate: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}-key.pem")),
-            crl: crl.is_file().then_some(crl),
+            // Watched even before it exists: a deployment's CA may publish its first list later.
+            crl: Some(dir.join(crate::revocation::CRL_FILE)),
         }
     }
 }

@@ -505,16 +505,29 @@ async fn blocks_are_stamped_by_a_real_authority_and_verification_checks_the_toke
     let report = audit::verify(&altered, &Topology::default(), &trust, &[]);
     assert_eq!(kinds(&report), vec![ProblemKind::Timestamp], "{report:?}");
 
-    // Blocks written without an authority are intact and counted as untimestamped.
+    // Blocks written without an authority: in a chain that never had one, counted as
+    // untimestamped; after stamped blocks, a gap in the evidence.
     let plain = filled_log(&server, &deployment).await;
     let report = audit::verify(&plain, &Topology::default(), &trust, &[]);
-    assert!(report.intact(), "{:?}", report.problems);
     let welfare = report
         .writers
         .iter()
         .find(|writer| writer.writer == "welfare")
         .expect("welfare's chain");
     assert_eq!(welfare.untimestamped, 1);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|problem| problem.writer == "identity" && problem.kind == ProblemKind::Timestamp),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        report.problems.len(),
+        3,
+        "identity's three unstamped blocks after two stamped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

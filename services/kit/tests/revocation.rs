@@ -118,3 +118,55 @@ fn a_folder_without_the_development_ca_key_cannot_revoke() {
         .expect_err("refused");
     assert!(error.to_string().contains("own CA"), "{error}");
 }
+
+#[tokio::test]
+async fn only_a_newer_list_signed_by_the_ca_is_taken_and_a_late_list_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    generate_development_certificates(dir.path(), &["welfare", "identity"]).expect("certificates");
+    let ca = std::fs::read(dir.path().join("ca.pem")).expect("CA");
+    let crl = dir.path().join(CRL_FILE);
+    let welfare = chain(dir.path(), "welfare.pem");
+
+    // No list yet: nothing revoked, and the list is read once it appears.
+    let empty = std::fs::read(&crl).expect("the first list");
+    std::fs::remove_file(&crl).expect("removed");
+    let verifier = ClientVerifier::new(&ca, Some(&crl), false).expect("verifier without a list");
+    assert!(!verifier.reload().expect("still none"));
+    revoke_development_certificate(dir.path(), "welfare", RevocationReason::KeyCompromise)
+        .expect("revoked");
+    let newer = std::fs::read(&crl).expect("the list");
+    assert!(
+        verifier.reload().expect("read"),
+        "the list that appeared is read"
+    );
+    assert!(!verifier.still_valid(&welfare));
+
+    // Put back, the older (empty) list is refused: it would let the revoked certificate in.
+    std::fs::write(&crl, &empty).expect("written");
+    let older = verifier.reload().expect_err("older list refused");
+    assert!(older.to_string().contains("older"), "{older}");
+    assert!(!verifier.still_valid(&welfare), "still revoked");
+
+    // Two lists of one CA in the file, and a list another CA signed, are refused.
+    std::fs::write(&crl, [newer.clone(), newer.clone()].concat()).expect("written");
+    let twice = verifier.reload().expect_err("two lists refused");
+    assert!(twice.to_string().contains("two lists"), "{twice}");
+    let stranger = tempfile::tempdir().expect("temp dir");
+    generate_development_certificates(stranger.path(), &["welfare"]).expect("another CA");
+    std::fs::copy(stranger.path().join(CRL_FILE), &crl).expect("copied");
+    // (Both development CAs bear the same name: the signature tells them apart.)
+    let foreign = verifier.reload().expect_err("foreign list refused");
+    assert!(
+        foreign.to_string().contains("signature is not the CA's"),
+        "{foreign}"
+    );
+    assert!(!verifier.still_valid(&welfare), "still revoked");
+
+    // A list gone after it was read: refused, and the development CA will not publish an empty
+    // one while certificates are revoked.
+    std::fs::remove_file(&crl).expect("removed");
+    assert!(verifier.reload().is_err());
+    assert!(!verifier.still_valid(&welfare), "still revoked");
+    let refused = publish_development_crl(dir.path()).expect_err("no empty list");
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+}

@@ -276,11 +276,14 @@ impl ConsoleClient {
         body: Bytes,
     ) -> ClientResult<http::Response<hyper::body::Incoming>> {
         let mut request = http::Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("{}{path}", self.base))
             .header(http::header::ACCEPT, "application/json, text/event-stream");
         if !body.is_empty() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if method != http::Method::GET {
+            request = request.header(crate::api::CSRF_HEADER, "1");
         }
         let request = request
             .body(Full::new(body))

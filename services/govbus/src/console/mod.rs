@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - `state`: what the handlers share.
+//! - `csrf`: refusing requests another site makes an operator's browser send.
 //! - `error`: how a failure is answered.
 //! - `pages`, `status`, `events`, `dead_letters`, `traces`, `spbe`, `complaints`, `audit`: the
 //!   handlers, one module per part of the console.
@@ -15,6 +16,7 @@
 
 mod audit;
 mod complaints;
+mod csrf;
 mod dead_letters;
 mod error;
 mod events;
@@ -127,5 +129,6 @@ fn router(state: ConsoleState) -> Router {
         .route(paths::COMPLAINTS, get(complaints::complaints))
         .route(paths::AUDIT_VERIFY, post(audit::verify))
         .route(paths::AUDIT_SUBJECT, post(audit::subject))
+        .layer(axum::middleware::from_fn(csrf::refuse_cross_site))
         .with_state(state)
 }

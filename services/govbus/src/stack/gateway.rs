@@ -1,7 +1,7 @@
 //! The REST gateway in the stack: the registry of applications in its own database, its token
-//! signing key in the data folder, a channel to every service over mutual TLS with the
-//! gateway's certificate, the access policy in force, its own NATS user for the applications'
-//! events, its listener.
+//! signing key in the data folder, an in-process channel to every service (through the
+//! service's own telemetry and access layers, as the gateway), the access policy in force, its
+//! own NATS user for the applications' events, its listener.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

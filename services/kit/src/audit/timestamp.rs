@@ -331,13 +331,22 @@ impl Token {
                     "its signer is not a TSA this deployment trusts: {error:?}"
                 ))
             })?;
-        let signature = signer.signature.as_bytes();
-        let algorithms = algorithms(signer.signature_algorithm.oid, signer.digest_alg.oid)?;
-        if algorithms.iter().any(|algorithm| {
-            certificate
-                .verify_signature(*algorithm, &signed_bytes, signature)
-                .is_ok()
-        }) {
+        let algorithms = crate::signatures::algorithms(
+            signer.signature_algorithm.oid,
+            Some(signer.digest_alg.oid),
+        )
+        .ok_or_else(|| {
+            token_problem(format!(
+                "the signature {} with digest {} is not supported",
+                signer.signature_algorithm.oid, signer.digest_alg.oid
+            ))
+        })?;
+        if crate::signatures::signed_by(
+            &leaf,
+            &algorithms,
+            &signed_bytes,
+            signer.signature.as_bytes(),
+        ) {
             Ok(())
         } else {
             Err(token_problem(
@@ -382,38 +391,4 @@ fn digest(algorithm: ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, Timestamp
             "the digest {other} is not supported"
         ))),
     }
-}
-
-/// The signature algorithms a signer's `signatureAlgorithm` and `digestAlgorithm` may mean
-/// (for ECDSA the curve is the key's, so each curve is tried).
-fn algorithms(
-    signature: ObjectIdentifier,
-    digest: ObjectIdentifier,
-) -> Result<Vec<&'static dyn rustls_pki_types::SignatureVerificationAlgorithm>, TimestampError> {
-    use webpki::ring as algorithm;
-    let ecdsa_sha256 = || vec![algorithm::ECDSA_P256_SHA256, algorithm::ECDSA_P384_SHA256];
-    let ecdsa_sha384 = || vec![algorithm::ECDSA_P384_SHA384, algorithm::ECDSA_P256_SHA384];
-    Ok(match (signature, digest) {
-        (rfc5912::ECDSA_WITH_SHA_256, _) => ecdsa_sha256(),
-        (rfc5912::ECDSA_WITH_SHA_384, _) => ecdsa_sha384(),
-        (rfc5912::ID_EC_PUBLIC_KEY, rfc5912::ID_SHA_256) => ecdsa_sha256(),
-        (rfc5912::ID_EC_PUBLIC_KEY, rfc5912::ID_SHA_384) => ecdsa_sha384(),
-        (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, _)
-        | (rfc5912::RSA_ENCRYPTION, rfc5912::ID_SHA_256) => {
-            vec![algorithm::RSA_PKCS1_2048_8192_SHA256]
-        }
-        (rfc5912::SHA_384_WITH_RSA_ENCRYPTION, _)
-        | (rfc5912::RSA_ENCRYPTION, rfc5912::ID_SHA_384) => {
-            vec![algorithm::RSA_PKCS1_2048_8192_SHA384]
-        }
-        (rfc5912::SHA_512_WITH_RSA_ENCRYPTION, _)
-        | (rfc5912::RSA_ENCRYPTION, rfc5912::ID_SHA_512) => {
-            vec![algorithm::RSA_PKCS1_2048_8192_SHA512]
-        }
-        (signature, digest) => {
-            return Err(token_problem(format!(
-                "the signature {signature} with digest {digest} is not supported"
-            )));
-        }
-    })
 }

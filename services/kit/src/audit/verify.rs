@@ -415,6 +415,11 @@ pub fn verify(
 /// authority's differ a little.
 const CLOCK_TOLERANCE_SECONDS: u64 = 300;
 
+/// How long before its block's stamp an entry may have been written: entries wait for their
+/// block while JetStream is unreachable, but a stamp a day after its entries says the block was
+/// rewritten and stamped again.
+const STAMP_DELAY_SECONDS: u64 = 24 * 3600;
+
 fn rfc3339(seconds: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
         .map(govbus_bus::envelope::format_time)
@@ -426,6 +431,15 @@ fn check_timestamp(block: &Block, trust: &TrustAnchors, chain: &mut Chain) -> Re
     use base64::Engine as _;
     if block.timestamp.is_empty() {
         chain.untimestamped += 1;
+        // Once a chain has trusted time, a block without it is a gap in the evidence: written
+        // while the authority was unreachable, or its token removed.
+        if trust.tsa().is_some() && chain.last_stamp > 0 {
+            let first = block.entries.first().map_or(0, |entry| entry.seq);
+            return Err(format!(
+                "the block from entry {first} has no timestamp, though earlier blocks of the chain \
+                 have (written while the authority was unreachable, or its token removed)"
+            ));
+        }
         return Ok(());
     }
     let Some(tsa) = trust.tsa() else {
@@ -447,7 +461,7 @@ fn check_timestamp(block: &Block, trust: &TrustAnchors, chain: &mut Chain) -> Re
         ));
     }
     chain.last_stamp = stamp.seconds;
-    let latest_entry = block
+    let written: Vec<u64> = block
         .entries
         .iter()
         .filter_map(|entry| {
@@ -455,11 +469,20 @@ fn check_timestamp(block: &Block, trust: &TrustAnchors, chain: &mut Chain) -> Re
                 .ok()
         })
         .map(|at| u64::try_from(at.unix_timestamp()).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    if latest_entry > stamp.seconds + CLOCK_TOLERANCE_SECONDS {
+        .collect();
+    if written.iter().max().copied().unwrap_or(0) > stamp.seconds + CLOCK_TOLERANCE_SECONDS {
         return Err(format!(
             "the block from entry {first} holds an entry dated after the authority stamped it"
+        ));
+    }
+    if written
+        .iter()
+        .min()
+        .is_some_and(|earliest| earliest + STAMP_DELAY_SECONDS < stamp.seconds)
+    {
+        return Err(format!(
+            "the block from entry {first} was stamped more than a day after its entries were \
+             written (rewritten and stamped again?)"
         ));
     }
     chain.timestamped += 1;

@@ -106,6 +106,7 @@ impl ProcessingLog {
             subject,
             signer,
             timestamps,
+            stamps_paused_until: None,
             next_seq: head.next_seq,
             prev: head.prev,
             last_stream_seq: head.stream_seq,
@@ -265,36 +266,54 @@ async fn read_head(stream: &jetstream::stream::Stream, subject: &str) -> Result<
     }
 }
 
-/// How often a block's timestamp is asked for before the block is stored without one.
-const STAMP_ATTEMPTS: u32 = 3;
+/// How long a block waits for its timestamp at most (each attempt, all attempts together).
+const STAMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After the authority failed a block, how long later blocks go unstamped before it is asked
+/// again: an authority that is down must not slow every block by [`STAMP_TIMEOUT`].
+const STAMP_PAUSE: Duration = Duration::from_secs(60);
 
 /// A timestamp token for `block` (base64), or empty, reported, when the authority does not
-/// answer within [`STAMP_ATTEMPTS`]: the log goes on without trusted time rather than holding
-/// every processing back, and `audit verify` shows the block as untimestamped.
-async fn stamp(tsa: &Tsa, block: &Block, stop: &CancellationToken) -> String {
+/// answer within [`STAMP_TIMEOUT`], while it is paused after a failure, or once the log is
+/// stopping: the log goes on without trusted time rather than holding processings back, and
+/// `audit verify` shows the block as untimestamped. (The chain links every block to the ones
+/// before, so a later token also vouches for the blocks written before it.)
+async fn stamp(
+    tsa: &Tsa,
+    paused_until: &mut Option<tokio::time::Instant>,
+    block: &Block,
+    stop: &CancellationToken,
+) -> String {
     use base64::Engine as _;
-    let data = block.timestamped_bytes();
-    let mut delay = Duration::from_millis(500);
-    let mut failure = String::new();
-    for attempt in 1..=STAMP_ATTEMPTS {
-        match tsa.stamp(&data).await {
-            Ok(token) => return base64::engine::general_purpose::STANDARD.encode(token),
-            Err(error) => failure = error.to_string(),
+    let now = tokio::time::Instant::now();
+    let failure = if stop.is_cancelled() {
+        "the log is stopping".to_owned()
+    } else if paused_until.is_some_and(|until| now < until) {
+        "the authority failed a moment ago".to_owned()
+    } else {
+        let data = block.timestamped_bytes();
+        let asked = tokio::select! {
+            stamped = tokio::time::timeout(STAMP_TIMEOUT, tsa.stamp(&data)) => stamped,
+            () = stop.cancelled() => return String::new(),
+        };
+        match asked {
+            Ok(Ok(token)) => {
+                *paused_until = None;
+                return base64::engine::general_purpose::STANDARD.encode(token);
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} s", STAMP_TIMEOUT.as_secs()),
         }
-        if attempt == STAMP_ATTEMPTS || stop.is_cancelled() {
-            break;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => {}
-        }
-        delay *= 2;
+    };
+    if paused_until.is_none_or(|until| now >= until) {
+        // Said once per pause, not for every block.
+        tracing::error!(
+            message = "Processing-log blocks stored without a timestamp: the time-stamping authority did not answer; asked again in a minute.",
+            writer = %block.writer,
+            %failure,
+        );
+        *paused_until = Some(now + STAMP_PAUSE);
     }
-    tracing::error!(
-        message = "Processing-log block stored without a timestamp: the time-stamping authority did not answer.",
-        writer = %block.writer,
-        %failure,
-    );
     metrics::counter!("govbus_audit_untimestamped_total", "service" => block.writer.clone())
         .increment(1);
     String::new()
@@ -307,6 +326,7 @@ struct Chain {
     subject: String,
     signer: BlockSigner,
     timestamps: Option<Tsa>,
+    stamps_paused_until: Option<tokio::time::Instant>,
     next_seq: u64,
     prev: String,
     last_stream_seq: u64,
@@ -373,7 +393,7 @@ impl Chain {
             }
         };
         if let Some(tsa) = &self.timestamps {
-            block.timestamp = stamp(tsa, &block, stop).await;
+            block.timestamp = stamp(tsa, &mut self.stamps_paused_until, &block, stop).await;
         }
         let mut delay = Duration::from_millis(100);
         let mut deadline = None;

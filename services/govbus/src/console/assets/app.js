@@ -9,8 +9,11 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+async function api(path, options = {}) {
+  // What changes something carries the console's header: another site's page cannot (CSRF).
+  const method = (options.method || "GET").toUpperCase();
+  const headers = method === "GET" ? options.headers : { ...(options.headers || {}), "X-Govbus-Console": "1" };
+  const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
