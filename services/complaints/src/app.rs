@@ -91,7 +91,13 @@ pub struct ComplaintsConfig {
     pub calendar: Option<&'static WorkingCalendar>,
     /// The national channel; `None`: complaints stay in the city.
     pub national: Option<NationalSettings>,
+    /// How long a complaint's texts are kept after its handling ended (refused, closed, or
+    /// responded and not reopened); then they are erased, hourly, in small batches.
+    pub keep_ended_texts: Duration,
 }
+
+/// How often texts past their retention period are looked for.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What complaints publishes and consumes, without starting it (for NATS permissions): the
 /// same declaration as a running service's, with a handler that is never run.
@@ -173,6 +179,7 @@ impl Reactions for NotRunning {
 pub struct Application {
     runtime: ServiceRuntime,
     escalations: PeriodicTask,
+    retention: PeriodicTask,
 }
 
 impl Application {
@@ -254,6 +261,17 @@ impl Application {
         let adapter = consuming(declaration, office.clone(), config.national.as_ref())
             .start(&bus)
             .await?;
+        let retention = {
+            let (office, keep) = (office.clone(), config.keep_ended_texts);
+            PeriodicTask::spawn(
+                "complaint text retention",
+                RETENTION_CHECK_INTERVAL,
+                move || {
+                    let office = office.clone();
+                    async move { office.erase_ended_texts(keep).await.map(|_| ()) }
+                },
+            )
+        };
         let escalations = {
             let office = office.clone();
             PeriodicTask::spawn(
@@ -290,6 +308,7 @@ impl Application {
         Ok(Self {
             runtime,
             escalations,
+            retention,
         })
     }
 
@@ -312,6 +331,7 @@ impl Application {
     /// Stops the service in order; unsent events stay in the outbox for the next start.
     pub async fn stop(self) {
         self.escalations.stop().await;
+        self.retention.stop().await;
         self.runtime.stop().await;
     }
 }

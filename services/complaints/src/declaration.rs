@@ -90,6 +90,14 @@ pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
                   30 minutes, and after 16 deliveries the complaint is dead-lettered",
         },
         Setting {
+            key: "keep_ended_texts",
+            kind: SettingKind::Duration,
+            default: "730d",
+            doc: "How long a complaint's texts (the resident's, the reasons, the response) are kept \
+                  after its handling ended; then they are erased, the references, dates and \
+                  outcome kept. Set it to the agency's records-retention schedule",
+        },
+        Setting {
             key: "instance_name",
             kind: SettingKind::Text,
             default: "Pemerintah Kota Malang",
@@ -119,6 +127,8 @@ struct Settings {
     #[serde(with = "govbus_kit::duration")]
     national_channel_retry: Duration,
     instance_name: String,
+    #[serde(with = "govbus_kit::duration")]
+    keep_ended_texts: Duration,
 }
 
 impl Settings {
@@ -162,6 +172,7 @@ fn check_settings(section: &Section) -> Result<(), SettingProblem> {
         settings.national_channel_timeout,
     )?;
     SettingProblem::unless_positive("national_channel_retry", settings.national_channel_retry)?;
+    SettingProblem::unless_positive("keep_ended_texts", settings.keep_ended_texts)?;
     if settings.instance_name.trim().is_empty() {
         return Err(SettingProblem::new("instance_name", "is required"));
     }
@@ -237,6 +248,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,
             national: national(&settings)?,
+            keep_ended_texts: settings.keep_ended_texts,
         }))
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)

@@ -12,6 +12,7 @@ use govbus_storage::inbox::handle_error;
 use govbus_storage::time::{now_micros, rfc3339};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -476,6 +477,31 @@ impl Office {
             .then(|| complaints.last().map(|last| last.complaint_ref.clone()))
             .flatten();
         Ok(Page { complaints, next })
+    }
+
+    /// Erases the texts of every complaint whose handling ended more than `keep` ago, in
+    /// batches of 100 (each its own short transaction, so commands are not held up); returns
+    /// how many. Personal data kept no longer than needed (UU 27/2022 Pasal 16).
+    pub async fn erase_ended_texts(&self, keep: Duration) -> Result<u64, ComplaintsError> {
+        let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+        let before = now_micros().saturating_sub(keep);
+        let mut erased = 0;
+        loop {
+            let round = self
+                .db
+                .write(async move |tx| store::erase_ended_texts(tx, before, 100).await)
+                .await?;
+            erased += round;
+            if round < 100 {
+                if erased > 0 {
+                    tracing::info!(
+                        message = "Texts of ended complaints erased after their retention period.",
+                        erased,
+                    );
+                }
+                return Ok(erased);
+            }
+        }
     }
 
     /// Escalates every waiting complaint whose stage's deadline passed, once per deadline;

@@ -6,12 +6,29 @@ use govbus_storage::{DbError, Migration, Sql};
 use crate::domain::{Category, Channel, ComplaintClass, Due, RefusalGround, Status};
 
 /// The complaints service's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "complaints",
-    sqlite: TABLES,
-    postgres: TABLES,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "complaints",
+        sqlite: TABLES,
+        postgres: TABLES,
+    },
+    Migration {
+        version: 2,
+        description: "texts erased after their retention period",
+        sqlite: TEXTS_ERASED,
+        postgres: TEXTS_ERASED,
+    },
+];
+
+// When the complaint's texts (the resident's, the office's reasons and response) were erased
+// after its retention period; NULL while they are kept. A complaint's handling has ended when it
+// is refused, closed, or responded and not reopened.
+const TEXTS_ERASED: &str = "
+    ALTER TABLE complaints ADD COLUMN texts_erased_at BIGINT;
+    CREATE INDEX complaints_ended ON complaints (updated_at)
+        WHERE texts_erased_at IS NULL AND status IN ('refused', 'responded', 'closed');
+";
 
 // `due_at` is the deadline of the stage the complaint waits in (verification, or the agency's
 // response), counted from `due_from` in `due_working_days`; `escalated` says that deadline
@@ -335,6 +352,28 @@ pub async fn escalate(
         )
         .await?;
     Ok(changed == 1)
+}
+
+/// Erases the texts of at most `limit` complaints whose handling ended before `before` and whose
+/// texts are still kept: the resident's text, the refusal's reason, the routing note, the
+/// response and the reopening's reason; the references, dates and outcome stay for statistics.
+/// Returns how many were erased.
+pub async fn erase_ended_texts(sql: &mut Sql<'_>, before: i64, limit: i64) -> Result<u64, DbError> {
+    // The conditions again outside the subquery: on PostgreSQL a complaint reopened meanwhile
+    // is checked again on its new row, and left alone.
+    sql.execute(
+        "UPDATE complaints SET body = '', refusal_reason = '', routing_note = '', response = '',
+             reopen_reason = '', texts_erased_at = $1
+         WHERE complaint_ref IN (
+             SELECT complaint_ref FROM complaints
+             WHERE texts_erased_at IS NULL AND status IN ('refused', 'responded', 'closed')
+               AND updated_at < $2
+             ORDER BY updated_at LIMIT $3)
+           AND texts_erased_at IS NULL AND status IN ('refused', 'responded', 'closed')
+           AND updated_at < $2",
+        &[now_micros().into(), before.into(), limit.into()],
+    )
+    .await
 }
 
 /// Records the national channel's tracking number; false when one was recorded already.

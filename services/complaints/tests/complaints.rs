@@ -33,6 +33,7 @@ govbus_harness::on_both_backends!(
     concurrent_decisions_on_one_complaint_from_two_replicas_take_effect_once,
     accepted_complaints_reach_the_national_channel_through_its_failures,
     a_complaint_the_national_channel_refuses_is_dead_lettered_with_the_reason,
+    the_texts_of_ended_complaints_are_erased_once_after_their_retention_period,
 );
 
 const COMPLAINANT: &str = "3573025708900002";
@@ -253,6 +254,7 @@ impl TestApp {
                 deadline_check_interval: interval,
                 calendar: None,
                 national: national.clone(),
+                keep_ended_texts: Duration::from_secs(730 * 24 * 3600),
             }))
             .await
             .expect("complaints starts");
@@ -1024,5 +1026,88 @@ async fn a_complaint_the_national_channel_refuses_is_dead_lettered_with_the_reas
     );
     assert_eq!(channel.received().keys.len(), 1, "a refusal is not retried");
     assert!(test.get(&filed.complaint_ref).await.national_ref.is_empty());
+    test.stop().await;
+}
+
+async fn the_texts_of_ended_complaints_are_erased_once_after_their_retention_period(
+    backend: TestBackend,
+) {
+    let test = TestApp::spawn(backend, 1, Deadlines::default(), None).await;
+    let refuse = async |complaint_ref: &str| {
+        test.client()
+            .verify_complaint(pb::VerifyComplaintRequest {
+                idempotency_key: String::new(),
+                complaint_ref: complaint_ref.to_owned(),
+                decision: Some(pb::verify_complaint_request::Decision::Refuse(
+                    pb::Refusal {
+                        ground: pb::RefusalGround::NotPublicService.into(),
+                        reason: "Sengketa antarwarga, bukan layanan publik".to_owned(),
+                    },
+                )),
+            })
+            .await
+            .expect("refused");
+    };
+    let ended = test.file("").await.complaint_ref;
+    refuse(&ended).await;
+    let with_agency = test.file("").await.complaint_ref;
+    test.accept(&with_agency, pb::ComplaintClass::Ringan).await;
+    let waiting = test.file("").await.complaint_ref;
+    let office = test.office(Deadlines::default()).await;
+
+    // Within the period nothing goes; past it, only what ended.
+    assert_eq!(
+        office
+            .erase_ended_texts(Duration::from_secs(3600))
+            .await
+            .expect("a round"),
+        0
+    );
+    assert_eq!(
+        office
+            .erase_ended_texts(Duration::ZERO)
+            .await
+            .expect("a round"),
+        1
+    );
+    let erased = test.get(&ended).await;
+    assert_eq!(erased.text, "");
+    assert_eq!(erased.refusal_reason, "");
+    assert_eq!(
+        erased.status(),
+        pb::ComplaintStatus::Refused,
+        "the outcome stays"
+    );
+    assert_eq!(erased.complaint_ref, ended);
+    for kept in [&with_agency, &waiting] {
+        assert_eq!(
+            test.get(kept).await.text,
+            TEXT,
+            "a complaint still handled keeps its text"
+        );
+    }
+
+    // Concurrent rounds from two replicas erase each ended complaint once in all.
+    for _ in 0..12 {
+        let complaint_ref = test.file("").await.complaint_ref;
+        refuse(&complaint_ref).await;
+    }
+    let offices = [
+        test.office(Deadlines::default()).await,
+        test.office(Deadlines::default()).await,
+    ];
+    let mut rounds = Vec::new();
+    for n in 0..6 {
+        let office = offices[n % 2].clone();
+        rounds.push(tokio::spawn(async move {
+            office.erase_ended_texts(Duration::ZERO).await
+        }));
+    }
+    let mut total = 0;
+    for round in rounds {
+        total += round.await.expect("task").expect("a round");
+    }
+    assert_eq!(total, 12, "each ended complaint's texts erased once");
+    assert_eq!(test.get(&with_agency).await.text, TEXT);
     test.stop().await;
 }

@@ -236,6 +236,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,
             national: None,
+            keep_ended_texts: Duration::from_secs(730 * 24 * 3600),
         },
     ))
     .await
