@@ -480,28 +480,21 @@ impl Office {
     }
 
     /// Erases the texts of every complaint whose handling ended more than `keep` ago, in
-    /// batches of 100 (each its own short transaction, so commands are not held up); returns
-    /// how many. Personal data kept no longer than needed (UU 27/2022 Pasal 16).
+    /// batches (each its own short transaction, so commands are not held up); returns how
+    /// many. Personal data kept no longer than needed (UU 27/2022 Pasal 16).
     pub async fn erase_ended_texts(&self, keep: Duration) -> Result<u64, ComplaintsError> {
-        let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
-        let before = now_micros().saturating_sub(keep);
-        let mut erased = 0;
-        loop {
-            let round = self
-                .db
-                .write(async move |tx| store::erase_ended_texts(tx, before, 100).await)
-                .await?;
-            erased += round;
-            if round < 100 {
-                if erased > 0 {
-                    tracing::info!(
-                        message = "Texts of ended complaints erased after their retention period.",
-                        erased,
-                    );
-                }
-                return Ok(erased);
-            }
+        let erased =
+            govbus_storage::retention::in_batches(&self.db, keep, async |tx, before, limit| {
+                store::erase_ended_texts(tx, before, limit).await
+            })
+            .await?;
+        if erased > 0 {
+            tracing::info!(
+                message = "Texts of ended complaints erased after their retention period.",
+                erased,
+            );
         }
+        Ok(erased)
     }
 
     /// Escalates every waiting complaint whose stage's deadline passed, once per deadline;

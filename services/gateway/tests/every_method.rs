@@ -217,6 +217,7 @@ async fn every_method_of_every_service_through_rest_as_the_document_says() {
         deadlines: govbus_licensing::Deadlines::default(),
         deadline_check_interval: Duration::from_secs(1),
         calendar: None,
+        keep_rejected_details: Duration::from_secs(730 * 24 * 3600),
     })
     .await
     .expect("licensing");

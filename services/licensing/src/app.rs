@@ -63,7 +63,13 @@ pub struct LicensingConfig {
     pub deadline_check_interval: Duration,
     /// The working-day calendar deadlines are counted in; `None`: the shipped decrees.
     pub calendar: Option<&'static WorkingCalendar>,
+    /// How long a rejected application's details are kept after its rejection; then they are
+    /// erased, hourly, in small batches.
+    pub keep_rejected_details: Duration,
 }
+
+/// How often details past their retention period are looked for.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What licensing publishes and consumes, without starting it (for NATS permissions): the same
 /// declaration as a running licensing's, with a handler that is never run.
@@ -133,6 +139,7 @@ impl IdentityReactions for NotRunning {
 pub struct Application {
     runtime: ServiceRuntime,
     watcher: govbus_kit::periodic::PeriodicTask,
+    retention: govbus_kit::periodic::PeriodicTask,
 }
 
 impl Application {
@@ -181,6 +188,17 @@ impl Application {
         }
         let adapter = consuming(declaration, office.clone()).start(&bus).await?;
         let watcher = crate::deadlines::watch(office.clone(), config.deadline_check_interval);
+        let retention = {
+            let (office, keep) = (office.clone(), config.keep_rejected_details);
+            govbus_kit::periodic::PeriodicTask::spawn(
+                "licensing detail retention",
+                RETENTION_CHECK_INTERVAL,
+                move || {
+                    let office = office.clone();
+                    async move { office.erase_rejected_details(keep).await.map(|_| ()) }
+                },
+            )
+        };
         let listener = bind(config.listen).await?;
         let router = server_with_health_and_reflection::<LicensingServiceServer<LicensingApi>>(
             SERVICE,
@@ -200,7 +218,11 @@ impl Application {
             adapter,
             log_writer,
         )?;
-        Ok(Self { runtime, watcher })
+        Ok(Self {
+            runtime,
+            watcher,
+            retention,
+        })
     }
 
     /// What it publishes and consumes on the bus.
@@ -222,6 +244,7 @@ impl Application {
     /// Stops the service in order.
     pub async fn stop(self) {
         self.watcher.stop().await;
+        self.retention.stop().await;
         self.runtime.stop().await;
     }
 }

@@ -35,6 +35,15 @@ pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
             doc: "Working days to approve a licence (tinggi) before it is deemed approved \
                   (fiktif positif)",
         },
+        Setting {
+            key: "keep_rejected_details",
+            kind: SettingKind::Duration,
+            default: "730d",
+            doc: "How long a rejected application's details (the business name, the document, \
+                  the reasons) are kept after its rejection; then they are erased, the \
+                  references, NIB, dates and outcome kept. Set it to the agency's \
+                  records-retention schedule",
+        },
     ],
     check_settings,
     grants: include_str!("../grants.toml"),
@@ -48,6 +57,8 @@ pub const DECLARATION: ServiceDeclaration = ServiceDeclaration {
 struct Settings {
     verification_working_days: u32,
     approval_working_days: u32,
+    #[serde(with = "govbus_kit::duration")]
+    keep_rejected_details: Duration,
 }
 
 fn check_settings(section: &Section) -> Result<(), SettingProblem> {
@@ -63,7 +74,7 @@ fn check_settings(section: &Section) -> Result<(), SettingProblem> {
             return Err(SettingProblem::new(key, "must be 1 to 365 working days"));
         }
     }
-    Ok(())
+    SettingProblem::unless_positive("keep_rejected_details", settings.keep_rejected_details)
 }
 
 fn start(environment: ServiceEnvironment) -> Starting {
@@ -86,6 +97,7 @@ fn start(environment: ServiceEnvironment) -> Starting {
             },
             deadline_check_interval: Duration::from_secs(1),
             calendar: None,
+            keep_rejected_details: settings.keep_rejected_details,
         })
         .await?;
         Ok(Box::new(application) as Box<dyn RunningService>)

@@ -10,6 +10,7 @@ use govbus_storage::command::{handle_once, run_command, stored_response};
 use govbus_storage::inbox::handle_error;
 use govbus_storage::time::{from_micros, now_micros, rfc3339, to_micros};
 use govbus_storage::{Database, DbError, IdempotencyError, IdempotentRequest, Tx};
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::{Deadlines, Pathway, RiskLevel, Status};
@@ -100,6 +101,24 @@ impl Office {
             deadlines,
             calendar,
         }
+    }
+
+    /// Erases the details of every application rejected more than `keep` ago, in batches
+    /// (each its own short transaction); returns how many. Personal data kept no longer than
+    /// needed (UU 27/2022 Pasal 16).
+    pub async fn erase_rejected_details(&self, keep: Duration) -> Result<u64, LicensingError> {
+        let erased =
+            govbus_storage::retention::in_batches(&self.db, keep, async |tx, before, limit| {
+                store::erase_rejected_details(tx, before, limit).await
+            })
+            .await?;
+        if erased > 0 {
+            tracing::info!(
+                message = "Details of rejected applications erased after their retention period.",
+                erased,
+            );
+        }
+        Ok(erased)
     }
 
     /// Counts again, with the working days each was set with, the deadlines that reached a

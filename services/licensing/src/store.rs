@@ -25,7 +25,21 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: PERIOD,
         postgres: PERIOD,
     },
+    Migration {
+        version: 4,
+        description: "rejected applications' details erased after their retention period",
+        sqlite: ERASED,
+        postgres: ERASED,
+    },
 ];
+
+// When a rejected application's details (the business name, the document, the reasons) were
+// erased after its retention period; NULL while they are kept.
+const ERASED: &str = "
+    ALTER TABLE applications ADD COLUMN details_erased_at BIGINT;
+    CREATE INDEX applications_rejected ON applications (updated_at)
+        WHERE details_erased_at IS NULL AND status = 'rejected';
+";
 
 const PERIOD: &str = "ALTER TABLE applications ADD COLUMN due_working_days BIGINT;";
 
@@ -334,4 +348,28 @@ pub async fn set_due(
     )
     .await?;
     Ok(())
+}
+
+/// Erases the details of at most `limit` applications rejected before `before` whose details are
+/// still kept: the business name, the document, the decision's and the flag's reasons; the
+/// references, the NIB, the KBLI code, the region, the dates and the outcome stay for
+/// statistics. Returns how many were erased.
+pub async fn erase_rejected_details(
+    sql: &mut Sql<'_>,
+    before: i64,
+    limit: i64,
+) -> Result<u64, DbError> {
+    // The conditions again outside the subquery: on PostgreSQL an application changed meanwhile
+    // is checked again on its new row.
+    sql.execute(
+        "UPDATE applications SET business_name = '', document = '', decision_reason = '',
+             flag_reason = '', details_erased_at = $1
+         WHERE application_ref IN (
+             SELECT application_ref FROM applications
+             WHERE details_erased_at IS NULL AND status = 'rejected' AND updated_at < $2
+             ORDER BY updated_at LIMIT $3)
+           AND details_erased_at IS NULL AND status = 'rejected' AND updated_at < $2",
+        &[now_micros().into(), before.into(), limit.into()],
+    )
+    .await
 }

@@ -1,5 +1,6 @@
 //! Retention: inbox rows, idempotency keys and published outbox rows are deleted once they are
-//! older than their windows, a small batch per commit so that commands are never held up.
+//! older than their windows, a small batch per commit so that commands are never held up; a
+//! service erases its own personal data past its period the same way ([`in_batches`]).
 //!
 //! The defaults and why:
 //! - **Inbox, 400 days.** An inbox row must outlive every chance of its event being delivered
@@ -163,5 +164,35 @@ impl Pruner {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Rows a service's own retention round changes per commit (see [`in_batches`]).
+pub const BATCH: i64 = 100;
+
+/// Runs `round(tx, before, BATCH)` (one command: at most [`BATCH`] rows, those last changed
+/// before `keep` ago) until a round changes fewer than [`BATCH`]; returns how many rows changed
+/// in all. A service erases its personal data past its retention period this way: each batch
+/// its own short transaction, so commands are not held up, and `round`'s own condition that
+/// the rows still need it, so that replicas running rounds at once change each row once.
+pub async fn in_batches<F>(db: &Database, keep: Duration, round: F) -> Result<u64, DbError>
+where
+    F: AsyncFn(&mut crate::Tx<'_>, i64, i64) -> Result<u64, DbError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let before = now_micros().saturating_sub(micros_of(keep));
+    let mut changed = 0;
+    loop {
+        let round = round.clone();
+        let this_round = db
+            .write(async move |tx| round(tx, before, BATCH).await)
+            .await?;
+        changed += this_round;
+        if this_round < BATCH as u64 {
+            return Ok(changed);
+        }
     }
 }

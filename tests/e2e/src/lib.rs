@@ -134,6 +134,7 @@ impl Stack {
             deadlines: options.deadlines,
             deadline_check_interval: Duration::from_millis(50),
             calendar: options.calendar,
+            keep_rejected_details: Duration::from_secs(730 * 24 * 3600),
         };
         let licensing_app = govbus_licensing::Application::build(licensing_config.clone())
             .await
