@@ -49,7 +49,6 @@ pub fn https_config(
     client_ca_pem: &[u8],
     crl: Option<&std::path::Path>,
 ) -> Result<HttpsConfig, HttpsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Optional: an application may sign in with a token instead.
     let clients = ClientVerifier::new(client_ca_pem, crl, true)
         .map_err(|error| HttpsError(error.to_string()))?;
@@ -63,21 +62,8 @@ pub fn https_config(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|error| HttpsError(format!("the key: {error}")))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| HttpsError(error.to_string()))?
-        .with_client_cert_verifier(clients.for_rustls())
-        .with_single_cert(chain, key)
-        .map_err(|error| HttpsError(format!("the certificate and key: {error}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    // No session resumption: a resumed session skips the certificate check, so a certificate
-    // revoked since would get back in.
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(HttpsConfig {
-        config: Arc::new(config),
-        clients,
-    })
+    HttpsConfig::new(chain, key, clients, &[b"h2", b"http/1.1"])
+        .map_err(|error| HttpsError(format!("the certificate and key: {error}")))
 }
 
 /// Serves `router` on `listener` until `stop`, then lets requests in hand finish (for up to

@@ -436,18 +436,9 @@ fn current_number(dir: &Path) -> u64 {
         .ok()
         .and_then(|lists| lists.into_iter().next())
         .and_then(|list| x509_cert::crl::CertificateList::from_der(list.as_ref()).ok())
-        .and_then(|list| {
-            list.tbs_cert_list
-                .crl_extensions
-                .into_iter()
-                .flatten()
-                .find(|extension| extension.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
-        })
-        .and_then(|extension| {
-            x509_cert::ext::pkix::crl::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()
-        })
+        .and_then(|list| crate::revocation::crl_number(&list))
         .map_or(0, |number| {
-            number.0.as_bytes().iter().fold(0_u64, |value, byte| {
+            number.iter().fold(0_u64, |value, byte| {
                 value.saturating_mul(256).saturating_add(u64::from(*byte))
             })
         })

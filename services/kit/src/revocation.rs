@@ -308,24 +308,7 @@ fn validated(
         if !crate::signatures::signed_by(authority, &algorithms, &signed, signature) {
             return Err("a list whose signature is not the CA's".to_owned());
         }
-        let number = parsed
-            .tbs_cert_list
-            .crl_extensions
-            .iter()
-            .flatten()
-            .find(|extension| extension.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
-            .and_then(|extension| {
-                x509_cert::ext::pkix::crl::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()
-            })
-            .map(|number| {
-                let bytes = number.0.as_bytes();
-                let start = bytes
-                    .iter()
-                    .position(|byte| *byte != 0)
-                    .unwrap_or(bytes.len());
-                bytes[start..].to_vec()
-            })
-            .ok_or("a list without a CRL number")?;
+        let number = crl_number(&parsed).ok_or("a list without a CRL number")?;
         // Another list with the number in force, or a lower one, is an older list put back
         // (a CA numbers each list it issues above the last).
         if let Some((older, older_list)) = in_force.get(&issuer)
@@ -345,6 +328,25 @@ fn validated(
         }
     }
     Ok((lists, numbers))
+}
+
+/// A list's CRL number, big-endian without leading zeros, if it has one.
+pub(crate) fn crl_number(list: &x509_cert::crl::CertificateList) -> Option<Vec<u8>> {
+    use x509_cert::der::Decode as _;
+    let extension = list
+        .tbs_cert_list
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|extension| extension.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)?;
+    let number =
+        x509_cert::ext::pkix::crl::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()?;
+    let bytes = number.0.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(bytes.len());
+    Some(bytes[start..].to_vec())
 }
 
 /// The lists in `file`: PEM (`X509 CRL` blocks), else one DER list.

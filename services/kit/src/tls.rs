@@ -101,6 +101,32 @@ pub struct ServerTls {
     pub clients: crate::revocation::ClientVerifier,
 }
 
+impl ServerTls {
+    /// A server presenting `chain` and `key`, speaking `alpn`, its clients checked by
+    /// `clients`, without session resumption: a resumed session skips the certificate check,
+    /// so a certificate revoked since would get back in.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+        clients: crate::revocation::ClientVerifier,
+        alpn: &[&[u8]],
+    ) -> Result<Self, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(clients.for_rustls())
+        .with_single_cert(chain, key)?;
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Self {
+            config: Arc::new(config),
+            clients,
+        })
+    }
+}
+
 impl ServiceTls {
     /// Reads the PEM files of service `name`.
     pub fn from_files(name: &str, paths: &CertificatePaths) -> Result<Self, TlsError> {
@@ -172,23 +198,8 @@ impl ServiceTls {
             .collect::<Result<Vec<_>, _>>()
             .map_err(pem("the service certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(pem("the service key"))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| TlsError::Pem(error.to_string()))?
-        .with_client_cert_verifier(clients.for_rustls())
-        .with_single_cert(chain, key)
-        .map_err(|error| TlsError::Pem(format!("the service certificate: {error}")))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        // No session resumption: a resumed session skips the certificate check, so a certificate
-        // revoked since would get back in.
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        Ok(ServerTls {
-            config: Arc::new(config),
-            clients,
-        })
+        ServerTls::new(chain, key, clients, &[b"h2"])
+            .map_err(|error| TlsError::Pem(format!("the service certificate: {error}")))
     }
 
     /// Server side with tonic's own TLS: present this identity, require a client certificate

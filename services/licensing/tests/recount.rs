@@ -1,15 +1,14 @@
 //! Provisional deadlines counted again by several processes at once (replicas starting
 //! together, on one database): each deadline is rewritten once, to the same value.
 
-use govbus_bus::{Bus, BusOptions, ServiceAdapter};
+mod support;
+
+use govbus_bus::{Bus, BusOptions};
 use govbus_civil::calendar::WorkingCalendar;
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
-use govbus_identity_client::IdentityClient;
-use govbus_licensing::Deadlines;
-use govbus_licensing::office::Office;
 use govbus_licensing::store::MIGRATIONS;
 use govbus_storage::time::{from_micros, now_micros, to_micros};
-use govbus_storage::{Database, Storage, StorageSettings};
+use govbus_storage::{Storage, StorageSettings};
 
 govbus_harness::on_both_backends!(concurrent_recounts_rewrite_each_deadline_once);
 
@@ -30,20 +29,6 @@ fn knowing_the_coming_years() -> &'static WorkingCalendar {
         }
     }
     Box::leak(Box::new(calendar))
-}
-
-async fn office(db: Database, bus: &Bus) -> Office {
-    let publisher = ServiceAdapter::new("licensing")
-        .publisher(bus)
-        .expect("publisher");
-    let identity = IdentityClient::new("http://127.0.0.1:9", "licensing", None).expect("client");
-    Office::new(
-        db,
-        publisher,
-        identity,
-        Deadlines::default(),
-        knowing_the_coming_years(),
-    )
 }
 
 async fn concurrent_recounts_rewrite_each_deadline_once(backend: TestBackend) {
@@ -83,8 +68,8 @@ async fn concurrent_recounts_rewrite_each_deadline_once(backend: TestBackend) {
         .expect("applications");
 
     let offices = [
-        office(first.clone(), &bus).await,
-        office(second, &bus).await,
+        support::office(first.clone(), &bus, knowing_the_coming_years()),
+        support::office(second, &bus, knowing_the_coming_years()),
     ];
     let mut recounts = Vec::new();
     for n in 0..8 {

@@ -3,33 +3,18 @@
 
 use std::time::Duration;
 
-use govbus_bus::{Bus, BusOptions, ServiceAdapter};
+mod support;
+
+use govbus_bus::{Bus, BusOptions};
 use govbus_civil::calendar::WorkingCalendar;
 use govbus_harness::{NatsServer, TestBackend, TestDatabase};
-use govbus_identity_client::IdentityClient;
-use govbus_licensing::Deadlines;
-use govbus_licensing::office::Office;
 use govbus_licensing::store::MIGRATIONS;
 use govbus_storage::time::now_micros;
-use govbus_storage::{Database, Storage, StorageSettings};
+use govbus_storage::{Storage, StorageSettings};
 
 govbus_harness::on_both_backends!(rejected_details_are_erased_once_after_their_retention_period);
 
 const DAY: i64 = 24 * 3600 * 1_000_000;
-
-fn office(db: Database, bus: &Bus) -> Office {
-    let publisher = ServiceAdapter::new("licensing")
-        .publisher(bus)
-        .expect("publisher");
-    let identity = IdentityClient::new("http://127.0.0.1:9", "licensing", None).expect("client");
-    Office::new(
-        db,
-        publisher,
-        identity,
-        Deadlines::default(),
-        WorkingCalendar::shipped().expect("calendar"),
-    )
-}
 
 async fn rejected_details_are_erased_once_after_their_retention_period(backend: TestBackend) {
     let nats = NatsServer::start().expect("nats-server");
@@ -74,7 +59,18 @@ async fn rejected_details_are_erased_once_after_their_retention_period(backend: 
         })
         .await
         .expect("applications");
-    let offices = [office(first.clone(), &bus), office(second.clone(), &bus)];
+    let offices = [
+        support::office(
+            first.clone(),
+            &bus,
+            WorkingCalendar::shipped().expect("calendar"),
+        ),
+        support::office(
+            second.clone(),
+            &bus,
+            WorkingCalendar::shipped().expect("calendar"),
+        ),
+    ];
     let keep = Duration::from_secs(730 * 24 * 3600);
     let mut rounds = Vec::new();
     for n in 0..6 {
