@@ -232,6 +232,11 @@ impl Shared {
             .map_err(|error| RevocationError::Invalid(format!("{}: {error}", path.display())))?;
         {
             let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            // Validated against the lists read above: if another reload replaced them since,
+            // this one's check no longer holds, and the next round reads the file again.
+            if current.file != in_force.0 {
+                return Ok(false);
+            }
             *current = Current {
                 verifier,
                 file: Some(file),

@@ -170,3 +170,50 @@ async fn only_a_newer_list_signed_by_the_ca_is_taken_and_a_late_list_is_read() {
     let refused = publish_development_crl(dir.path()).expect_err("no empty list");
     assert!(refused.to_string().contains("revoked"), "{refused}");
 }
+
+#[test]
+fn reloads_at_once_never_put_an_older_list_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    generate_development_certificates(dir.path(), &["welfare", "licensing", "identity"])
+        .expect("certificates");
+    let ca = std::fs::read(dir.path().join("ca.pem")).expect("CA");
+    let crl = dir.path().join(CRL_FILE);
+    let verifier = ClientVerifier::new(&ca, Some(&crl), false).expect("verifier");
+    let chains: Vec<_> = ["welfare", "licensing", "identity"]
+        .iter()
+        .map(|name| chain(dir.path(), &format!("{name}.pem")))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloaders: Vec<_> = (0..6)
+        .map(|_| {
+            let (verifier, stop) = (verifier.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = verifier.reload();
+                }
+            })
+        })
+        .collect();
+    for (revoked, name) in ["welfare", "licensing", "identity"].iter().enumerate() {
+        revoke_development_certificate(dir.path(), name, RevocationReason::KeyCompromise)
+            .expect("revoked");
+        // Once a revocation is in force, no later reload takes it back.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while verifier.still_valid(&chains[revoked]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new list never taken"
+            );
+            std::thread::yield_now();
+        }
+        for _ in 0..200 {
+            for earlier in &chains[..=revoked] {
+                assert!(!verifier.still_valid(earlier), "a revocation was undone");
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for reloader in reloaders {
+        reloader.join().expect("joined");
+    }
+}
